@@ -1,0 +1,56 @@
+# Baton — the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: install run test test-sqlite test-postgres lint format bench browser-deps clean
+
+.uv/bin/uv:
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .uv/,$(UV)),.uv/bin/uv)
+	UV_PYTHON=$(PYTHON) $(UV) sync --frozen --quiet
+	touch $@
+
+install: $(VENV)/.installed ## set up .venv from the lock file
+
+run: install ## migrate, then serve the web app and a worker on http://127.0.0.1:8000
+	$(PY) manage.py serve
+
+# Debian's chromium for the dashboard tests (Playwright's own browser download is not used).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
+	  else echo "chromium is missing: install Debian's chromium package for the browser tests"; fi; }
+
+test: install browser-deps ## the whole suite on SQLite, then on PostgreSQL + Redis when they are reachable
+	$(MAKE) --no-print-directory test-sqlite
+	@if $(PY) bench/services_up.py "$(PG_URL)" "$(REDIS_TEST_URL)"; then \
+	  $(MAKE) --no-print-directory test-postgres; \
+	else echo "PostgreSQL or Redis not reachable: PostgreSQL run skipped (SQLite run passed)"; fi
+
+test-sqlite: install
+	$(PY) -m pytest
+
+test-postgres: install
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install ## benchmarks (not part of the test run); prints a table
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .uv var/test-*

@@ -1,0 +1,68 @@
+from django.db import models
+from django.conf import settings
+
+
+class Plan(models.TextChoices):
+    STARTER = "starter", "Starter"
+    GROWTH = "growth", "Growth"
+    ENTERPRISE = "enterprise", "Enterprise"
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+# owner ⊃ admin ⊃ member ⊃ viewer
+ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+def role_at_least(role: str, minimum: str) -> bool:
+    return ROLE_RANK[Role(role)] >= ROLE_RANK[Role(minimum)]
+
+
+class Scope(models.TextChoices):
+    WORKFLOWS_READ = "workflows:read"
+    WORKFLOWS_WRITE = "workflows:write"
+    RUNS_READ = "runs:read"
+    RUNS_WRITE = "runs:write"
+    RUNS_APPROVE = "runs:approve"
+    AUDIT_READ = "audit:read"
+    ADMIN = "admin"
+
+
+DEFAULT_KEY_SCOPES = [Scope.WORKFLOWS_READ.value, Scope.RUNS_READ.value, Scope.RUNS_WRITE.value]
+ALL_SCOPES = [scope.value for scope in Scope]
+
+
+def plan_limits(plan: str) -> dict:
+    """Default limits of a plan; None means unlimited."""
+    cap = settings.BATON_MAX_CONCURRENT_RUNS
+    return {
+        Plan.STARTER: {
+            "rate_per_minute": 60,
+            "rate_per_day": 5_000,
+            "monthly_run_limit": 1_000,
+            "monthly_token_quota": 1_000_000,
+            "max_concurrent_runs": cap,
+        },
+        Plan.GROWTH: {
+            "rate_per_minute": 300,
+            "rate_per_day": 100_000,
+            "monthly_run_limit": 50_000,
+            "monthly_token_quota": 50_000_000,
+            "max_concurrent_runs": cap,
+        },
+        Plan.ENTERPRISE: {
+            "rate_per_minute": None,
+            "rate_per_day": None,
+            "monthly_run_limit": None,
+            "monthly_token_quota": None,
+            "max_concurrent_runs": cap,
+        },
+    }[Plan(plan)]
+
+
+LIMIT_FIELDS = ["rate_per_minute", "rate_per_day", "monthly_run_limit", "monthly_token_quota", "max_concurrent_runs"]

@@ -1,0 +1,73 @@
+from django.db import models
+
+from config.ids import id_field
+
+GENESIS_HASH = "0" * 64
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Audit events cannot be updated.")
+
+    def delete(self):
+        raise AppendOnlyError("Audit events cannot be deleted.")
+
+
+class AuditEvent(models.Model):
+    """One link of an organisation's hash chain. Written only by audit.services.audit_record."""
+
+    id = id_field("evt")
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    seq = models.PositiveBigIntegerField()
+    event = models.CharField(max_length=64)
+    actor = models.CharField(max_length=64)
+    actor_type = models.CharField(max_length=10)
+    target_type = models.CharField(max_length=32, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    run_id = models.CharField(max_length=40, null=True, blank=True)
+    note = models.TextField(null=True, blank=True)
+    data = models.JSONField(default=dict)
+    ip = models.CharField(max_length=45, null=True, blank=True)
+    request_id = models.CharField(max_length=128, null=True, blank=True)
+    timestamp = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "seq"], name="audit_org_seq_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "event", "seq"], name="audit_org_event"),
+            models.Index(fields=["organization", "actor", "seq"], name="audit_org_actor"),
+            models.Index(fields=["organization", "target_id", "seq"], name="audit_org_target"),
+            models.Index(fields=["organization", "timestamp"], name="audit_org_time"),
+        ]
+
+    def __str__(self):
+        return f"#{self.seq} {self.event}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Audit events cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit events cannot be deleted.")
+
+
+class AuditChainHead(models.Model):
+    """The last link of an organisation's chain; its row lock serializes appends."""
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)

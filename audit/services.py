@@ -1,0 +1,106 @@
+"""Appending to an organisation's audit chain. Call inside the transaction that makes the change."""
+
+import json
+from datetime import UTC, datetime
+
+from django.db import IntegrityError, transaction
+
+from audit.chain import chain_hash
+from audit.models import AuditChainHead, AuditEvent
+from config.context import client_ip_var, request_id_var
+
+_SAFE_INT = 2**53 - 1
+
+
+def _jsonable(value):
+    """Plain JSON with integers inside RFC 8785's safe range (larger ones become strings)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        return value if -_SAFE_INT <= value <= _SAFE_INT else str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return json.loads(json.dumps(value, default=str))
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def event_as_dict(event: AuditEvent) -> dict:
+    """The API and export shape of an event (also what the hash covers, minus prev_hash/hash)."""
+    return {
+        "id": event.id,
+        "organization": event.organization_id,
+        "seq": event.seq,
+        "event": event.event,
+        "actor": event.actor,
+        "actor_type": event.actor_type,
+        "target": {"type": event.target_type, "id": event.target_id} if event.target_type else None,
+        "run_id": event.run_id,
+        "note": event.note,
+        "data": event.data,
+        "ip": event.ip,
+        "request_id": event.request_id,
+        "timestamp": format_timestamp(event.timestamp),
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def audit_chain_start(*, organization) -> None:
+    """Create the organisation's chain head (idempotent)."""
+    AuditChainHead.objects.get_or_create(organization=organization)
+
+
+@transaction.atomic
+def audit_record(
+    *,
+    organization,
+    event: str,
+    actor,
+    target: tuple[str, str] | None = None,
+    data: dict | None = None,
+    note: str | None = None,
+    run_id: str | None = None,
+) -> AuditEvent:
+    """Append one event to the organisation's chain and return it.
+
+    `actor` is a Principal, SystemActor or anything with actor_id/actor_type. The head row lock
+    serializes appends per organisation, so seq stays gapless across processes."""
+    head = AuditChainHead.objects.select_for_update().filter(organization=organization).first()
+    if head is None:
+        try:
+            with transaction.atomic():
+                AuditChainHead.objects.create(organization=organization)
+        except IntegrityError:
+            pass
+        head = AuditChainHead.objects.select_for_update().get(organization=organization)
+
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=(now.microsecond // 1000) * 1000)
+    row = AuditEvent(
+        organization=organization,
+        seq=head.seq + 1,
+        event=event,
+        actor=actor.actor_id,
+        actor_type=actor.actor_type,
+        target_type=target[0] if target else "",
+        target_id=target[1] if target else "",
+        run_id=run_id,
+        note=note,
+        data=_jsonable(data or {}),
+        ip=client_ip_var.get(),
+        request_id=request_id_var.get(),
+        timestamp=now,
+        prev_hash=head.hash,
+        hash="",
+    )
+    body = event_as_dict(row)
+    del body["prev_hash"], body["hash"]
+    row.hash = chain_hash(head.hash, body)
+    row.save(force_insert=True)
+    AuditChainHead.objects.filter(pk=head.pk).update(seq=row.seq, hash=row.hash)
+    return row

@@ -1,0 +1,69 @@
+"""limit/offset pagination with `total`, strict about out-of-range values (400, never clamped)."""
+
+from collections import OrderedDict
+
+from rest_framework import pagination
+from rest_framework.response import Response
+
+from config.errors import InvalidRequest
+
+
+def parse_bounded_int(params, name: str, default: int, *, minimum: int, maximum: int | None) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequest("invalid_request", f"'{name}' must be an integer.", details={"fields": {name: [
+            "Must be an integer."]}}) from None  # fmt: skip
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InvalidRequest("invalid_request", f"'{name}' must be {bound}.", details={"fields": {name: [
+            f"Must be {bound}."]}})  # fmt: skip
+    return value
+
+
+class LimitOffsetPagination(pagination.LimitOffsetPagination):
+    """Views set `results_key` (e.g. "workflows") and may set `max_limit` (default 200)."""
+
+    default_limit = 20
+    max_limit = 200
+    max_offset = 1_000_000
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.results_key = getattr(view, "results_key", "results")
+        max_limit = getattr(view, "max_limit", self.max_limit)
+        self.limit = parse_bounded_int(request.query_params, "limit", self.default_limit, minimum=1, maximum=max_limit)
+        self.offset = parse_bounded_int(request.query_params, "offset", 0, minimum=0, maximum=self.max_offset)
+        self.count = self.get_count(queryset)
+        self.request = request
+        return list(queryset[self.offset : self.offset + self.limit])
+
+    def get_paginated_response(self, data):
+        return Response(
+            OrderedDict(
+                [(self.results_key, data), ("total", self.count), ("limit", self.limit), ("offset", self.offset)]
+            )
+        )
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["total", "limit", "offset"],
+            "properties": {
+                "results": schema,
+                "total": {"type": "integer", "example": 42},
+                "limit": {"type": "integer", "example": 20},
+                "offset": {"type": "integer", "example": 0},
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        max_limit = getattr(view, "max_limit", self.max_limit)
+        return [
+            {"name": "limit", "required": False, "in": "query", "description": f"1 to {max_limit}, default 20.",
+             "schema": {"type": "integer", "minimum": 1, "maximum": max_limit, "default": 20}},
+            {"name": "offset", "required": False, "in": "query", "description": "Number of items to skip.",
+             "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        ]  # fmt: skip

@@ -1,0 +1,291 @@
+"""Baton's one settings module, driven by environment variables (see .env.example).
+
+With nothing set Baton runs embedded: SQLite (WAL) under BATON_DATA_DIR, the django-q2 ORM broker,
+a local-memory cache and a secret key generated once into the data dir. DATABASE_URL and REDIS_URL
+switch to PostgreSQL and Redis. BATON_ENV=production fails closed.
+"""
+
+import secrets
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import database_from_url, env_bool, env_choice, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+BATON_ENV = env_choice("BATON_ENV", "development", {"development", "production", "test"})
+PRODUCTION = BATON_ENV == "production"
+TESTING = BATON_ENV == "test" or "pytest" in sys.modules
+
+_data_dir = env_str("BATON_DATA_DIR")
+DATA_DIR = Path(_data_dir).resolve() if _data_dir else BASE_DIR / "var"
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _persisted_secret(filename: str, generate) -> str:
+    """Return a secret kept in the data dir, generating it (mode 0600) on first use."""
+    path = DATA_DIR / filename
+    if path.exists():
+        return path.read_text().strip()
+    value = generate()
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(value + "\n")
+    return value
+
+
+DEBUG = env_bool("BATON_DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("BATON_DEBUG must be off when BATON_ENV=production.")
+
+SECRET_KEY = env_str("BATON_SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("BATON_SECRET_KEY is required when BATON_ENV=production.")
+    SECRET_KEY = _persisted_secret("secret_key", lambda: secrets.token_urlsafe(50))
+if PRODUCTION and len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("BATON_SECRET_KEY must be at least 50 characters long.")
+
+# API keys are stored as HMAC-SHA256(pepper, key). Peppers are independent of SECRET_KEY so rotating
+# the secret key never breaks keys. Format "id:secret,id:secret": the first one signs new keys, the
+# others still verify keys made before a pepper rotation.
+_peppers = env_str("BATON_API_KEY_PEPPERS")
+if not _peppers:
+    if PRODUCTION:
+        raise ImproperlyConfigured("BATON_API_KEY_PEPPERS is required when BATON_ENV=production.")
+    _peppers = "p1:" + _persisted_secret("api_key_pepper", lambda: secrets.token_hex(32))
+API_KEY_PEPPERS: dict[str, str] = {}
+for _entry in _peppers.split(","):
+    _pepper_id, _, _pepper = _entry.strip().partition(":")
+    if not _pepper_id or len(_pepper) < 32 or len(_pepper_id) > 16:
+        raise ImproperlyConfigured(
+            "BATON_API_KEY_PEPPERS must be 'id:secret' pairs with ids up to 16 characters and "
+            "secrets of at least 32 characters."
+        )
+    API_KEY_PEPPERS[_pepper_id] = _pepper
+API_KEY_CURRENT_PEPPER = next(iter(API_KEY_PEPPERS))
+
+ALLOWED_HOSTS = env_list("BATON_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("BATON_ALLOWED_HOSTS is required when BATON_ENV=production.")
+if TESTING:
+    ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
+CSRF_TRUSTED_ORIGINS = env_list("BATON_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_q",
+    "config",
+    "accounts",
+    "audit",
+    "workflows",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "config.api.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.api.middleware.ApiErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.api.middleware.RateLimitHeadersMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("BATON_SQLITE_PATH", str(DATA_DIR / "baton.sqlite3")),
+            "OPTIONS": {
+                # WAL lets readers and one writer work at once; IMMEDIATE takes the write lock at
+                # BEGIN so two writers queue on the busy timeout instead of failing mid-transaction.
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+                    "PRAGMA busy_timeout=30000;"
+                ),
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+BATON_WORKERS = env_int("BATON_WORKERS", 2, minimum=1)
+Q_CLUSTER = {
+    "name": "baton",
+    "workers": BATON_WORKERS,
+    "timeout": env_int("BATON_TASK_TIMEOUT", 600, minimum=10),
+    "retry": env_int("BATON_TASK_TIMEOUT", 600, minimum=10) + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "label": "Tasks",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = 0.2
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+MEDIA_ROOT = DATA_DIR / "files"
+
+# Request size limits: JSON bodies and uploads. Larger bodies answer 413 payload_too_large.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATON_MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
+BATON_MAX_UPLOAD_BYTES = env_int("BATON_MAX_UPLOAD_BYTES", 3_932_160, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = BATON_MAX_UPLOAD_BYTES
+
+BATON_MAX_CONCURRENT_RUNS = env_int("BATON_MAX_CONCURRENT_RUNS", 10, minimum=1)
+BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
+# Sign-in attempts: per client IP and per account, in a sliding window of this many seconds.
+BATON_LOGIN_LIMIT_PER_IP = env_int("BATON_LOGIN_LIMIT_PER_IP", 20, minimum=1)
+BATON_LOGIN_LIMIT_PER_ACCOUNT = env_int("BATON_LOGIN_LIMIT_PER_ACCOUNT", 10, minimum=1)
+BATON_LOGIN_LIMIT_WINDOW = env_int("BATON_LOGIN_LIMIT_WINDOW", 300, minimum=1)
+BATON_IDEMPOTENCY_TTL = env_int("BATON_IDEMPOTENCY_TTL", 86_400, minimum=60)
+# Number of reverse proxies in front of Baton whose X-Forwarded-For entries are trusted.
+BATON_TRUSTED_PROXIES = env_int("BATON_TRUSTED_PROXIES", 0, minimum=0)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "accounts.authentication.OrgJWTAuthentication",
+        "accounts.authentication.OrgSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.RoleScopePermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.ratelimit.OrganizationRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.pagination.LimitOffsetPagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "config.api.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "PAGE_SIZE": 20,
+    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
+    "COERCE_DECIMAL_TO_STRING": False,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("BATON_JWT_ACCESS_MINUTES", 15, minimum=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("BATON_JWT_REFRESH_DAYS", 7, minimum=1)),
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": SECRET_KEY,
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "sub",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "UPDATE_LAST_LOGIN": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Baton API",
+    "DESCRIPTION": "REST API of Baton, the self-hostable platform for AI-agent workflows.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("BATON_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("BATON_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    if env_bool("BATON_BEHIND_TLS_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # /healthz and /readyz are probed over plain HTTP by load balancers.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "config.api.middleware.RequestIdLogFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+    },
+    "root": {"handlers": ["console"], "level": env_str("BATON_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+    },
+}

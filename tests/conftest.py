@@ -1,0 +1,126 @@
+"""Personas and ready clients. Every persona belongs to `org`; `outsider` owns another organisation."""
+
+import pytest
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.authentication import ORG_CLAIM
+from accounts.choices import ALL_SCOPES, Role
+from accounts.principal import Principal
+from accounts.services import api_key_create
+from tests.factories import UserFactory, add_member, make_org
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def owner(db):
+    return UserFactory(email="owner@acme.test")
+
+
+@pytest.fixture
+def org(owner):
+    return make_org(name="Acme", owner=owner)
+
+
+@pytest.fixture
+def admin(org):
+    return add_member(org, Role.ADMIN, UserFactory(email="admin@acme.test"))
+
+
+@pytest.fixture
+def member(org):
+    return add_member(org, Role.MEMBER, UserFactory(email="member@acme.test"))
+
+
+@pytest.fixture
+def viewer(org):
+    return add_member(org, Role.VIEWER, UserFactory(email="viewer@acme.test"))
+
+
+@pytest.fixture
+def outsider(db):
+    return UserFactory(email="outsider@other.test")
+
+
+@pytest.fixture
+def other_org(outsider):
+    return make_org(name="Other", owner=outsider)
+
+
+def owner_principal(org, user):
+    return Principal(organization=org, user=user, role=Role.OWNER)
+
+
+def jwt_for(user, org) -> str:
+    refresh = RefreshToken.for_user(user)
+    refresh[ORG_CLAIM] = org.id
+    return str(refresh.access_token)
+
+
+def key_for(org, user, scopes=None) -> str:
+    return api_key_create(organization=org, actor=owner_principal(org, user), name="test key",
+                          scopes=scopes if scopes is not None else ALL_SCOPES).key  # fmt: skip
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def api_key_client(org, owner):
+    """A client with an API key that has every scope."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(org, owner)}")
+    return client
+
+
+@pytest.fixture
+def make_key_client(org, owner):
+    def make(scopes, organization=None, user=None):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(organization or org, user or owner, scopes)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def jwt_client(org, owner):
+    """A client with the owner's JWT."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(owner, org)}")
+    return client
+
+
+@pytest.fixture
+def make_jwt_client():
+    def make(user, organization):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user, organization)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def session_client(org, owner):
+    """A dashboard session of the owner (CSRF enforced, as in a browser)."""
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def outsider_key_client(other_org, outsider):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(other_org, outsider)}")
+    return client
+
+
+@pytest.fixture
+def outsider_jwt_client(other_org, outsider):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(outsider, other_org)}")
+    return client
