@@ -146,6 +146,9 @@ else:
             },
         }
     }
+# Lets parallel test runs on one PostgreSQL server use separate test databases.
+if env_str("BATON_TEST_DB_NAME"):
+    DATABASES["default"]["TEST"] = {"NAME": env_str("BATON_TEST_DB_NAME")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
