@@ -1,5 +1,5 @@
-from django.db import models
 from django.conf import settings
+from django.db import models
 
 
 class Plan(models.TextChoices):
@@ -65,4 +65,10 @@ def plan_limits(plan: str) -> dict:
     }[Plan(plan)]
 
 
-LIMIT_FIELDS = ["rate_per_minute", "rate_per_day", "monthly_run_limit", "monthly_token_quota", "max_concurrent_runs"]
+LIMIT_FIELDS = [
+    "rate_per_minute",
+    "rate_per_day",
+    "monthly_run_limit",
+    "monthly_token_quota",
+    "max_concurrent_runs",
+]

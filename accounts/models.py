@@ -153,6 +153,9 @@ class RateLimitCounter(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key", "window"], name="ratelimit_key_window")]
 
+    def __str__(self):
+        return f"{self.key}@{self.window}: {self.count}"
+
 
 class IdempotencyRecord(models.Model):
     """One Idempotency-Key of an organisation: in flight, or the stored response to replay."""
@@ -170,6 +173,9 @@ class IdempotencyRecord(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["organization", "key"], name="idempotency_org_key"),
         ]
+
+    def __str__(self):
+        return self.key
 
 
 __all__ = ["ID_MAX_LENGTH", "ApiKey", "IdempotencyRecord", "Membership", "Organization", "Project", "User"]

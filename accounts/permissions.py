@@ -53,7 +53,9 @@ class RoleScopePermission(BasePermission):
             )
         if principal.api_key is None and not principal.has_role(access.role):
             raise Forbidden(
-                "forbidden", f"This requires the {access.role} role or higher.", details={"required_role": access.role}
+                "forbidden",
+                f"This requires the {access.role} role or higher.",
+                details={"required_role": access.role},
             )
         return True
 

@@ -59,8 +59,12 @@ def jwt_for(user, org) -> str:
 
 
 def key_for(org, user, scopes=None) -> str:
-    return api_key_create(organization=org, actor=owner_principal(org, user), name="test key",
-                          scopes=scopes if scopes is not None else ALL_SCOPES).key  # fmt: skip
+    return api_key_create(
+        organization=org,
+        actor=owner_principal(org, user),
+        name="test key",
+        scopes=scopes if scopes is not None else ALL_SCOPES,
+    ).key
 
 
 @pytest.fixture
