@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .uv/,$(UV)),.uv/b
 
 install: $(VENV)/.installed ## set up .venv from the lock file
 
-run: install ## migrate, then serve the web app and a worker on http://127.0.0.1:8000
-	$(PY) manage.py serve
+run: install ## migrate, then serve the web app and a worker on http://127.0.0.1:8000 (options: ARGS="--port 8080")
+	$(PY) manage.py serve $(ARGS)
 
 # Debian's chromium for the dashboard tests (Playwright's own browser download is not used).
 browser-deps:

@@ -35,6 +35,8 @@ def declared_access(view, request) -> Access | None:
 
 class RoleScopePermission(BasePermission):
     def has_permission(self, request, view):
+        if getattr(view, request.method.lower(), None) is None:
+            return True  # the view lacks this method: let DRF answer 405 method_not_allowed
         access = declared_access(view, request)
         if access is PUBLIC:
             return True

@@ -1,15 +1,20 @@
-"""Writes for organisations, members, API keys and projects. Each one audits in its transaction."""
+"""Writes for organisations, members, API keys and projects. Each one audits in its transaction.
+
+Every function takes keyword-only arguments and an explicit `actor` (a Principal or SYSTEM); the API,
+the dashboard, the admin and the management commands all go through these."""
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import keys
-from accounts.choices import DEFAULT_KEY_SCOPES, Role, plan_limits
-from accounts.models import ApiKey, Membership, Organization, User
+from accounts.choices import ALL_SCOPES, DEFAULT_KEY_SCOPES, LIMIT_FIELDS, Role, Scope, plan_limits
+from accounts.models import ApiKey, Membership, Organization, Project, User
+from accounts.principal import SystemActor
 from audit.services import audit_chain_start, audit_record
+from config.errors import Conflict, Forbidden, InvalidRequest, not_found
 
 
 @transaction.atomic
@@ -21,10 +26,20 @@ def organization_create(*, name: str, owner: User, plan: str = "starter", actor=
     from accounts.principal import Principal
 
     actor = actor or Principal(organization=org, user=owner, role=Role.OWNER)
-    audit_record(organization=org, event="organization.created", actor=actor, target=("organization", org.id),
-                 data={"name": name, "plan": plan})  # fmt: skip
-    audit_record(organization=org, event="member.added", actor=actor, target=("user", owner.id),
-                 data={"email": owner.email, "role": Role.OWNER})  # fmt: skip
+    audit_record(
+        organization=org,
+        event="organization.created",
+        actor=actor,
+        target=("organization", org.id),
+        data={"name": name, "plan": plan},
+    )
+    audit_record(
+        organization=org,
+        event="member.added",
+        actor=actor,
+        target=("user", owner.id),
+        data={"email": owner.email, "role": Role.OWNER},
+    )
     return org
 
 
@@ -43,6 +58,37 @@ def api_key_create(
     scopes: list[str] | None = None,
     expires_at: datetime | None = None,
 ) -> CreatedApiKey:
+    """Create a key and return it with the full secret (shown once). A key creating a key may only
+    hand out scopes it has itself, unless it has the `admin` scope."""
+    scopes = sorted(set(scopes if scopes is not None else DEFAULT_KEY_SCOPES))
+    unknown = [scope for scope in scopes if scope not in ALL_SCOPES]
+    if unknown:
+        raise InvalidRequest(
+            "invalid_request",
+            f"Unknown scope(s): {', '.join(unknown)}.",
+            details={"fields": {"scopes": [f"Unknown scope '{s}'." for s in unknown]}},
+        )
+    if not scopes:
+        raise InvalidRequest(
+            "invalid_request",
+            "A key needs at least one scope.",
+            details={"fields": {"scopes": ["At least one scope is required."]}},
+        )
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidRequest(
+            "invalid_request",
+            "expires_at must be in the future.",
+            details={"fields": {"expires_at": ["Must be in the future."]}},
+        )
+    acting_key = getattr(actor, "api_key", None)
+    if acting_key is not None and Scope.ADMIN not in acting_key.scopes:
+        missing = sorted(set(scopes) - set(acting_key.scopes))
+        if missing:
+            raise Forbidden(
+                "insufficient_scope",
+                f"This API key cannot grant scopes it lacks: {', '.join(missing)}.",
+                details={"required_scope": missing[0], "missing_scopes": missing},
+            )
     raw = keys.generate_key()
     api_key = ApiKey.objects.create(
         organization=organization,
@@ -51,12 +97,17 @@ def api_key_create(
         last4=raw[-4:],
         key_hash=keys.hash_key(raw),
         pepper_id=keys.settings.API_KEY_CURRENT_PEPPER,
-        scopes=sorted(set(scopes if scopes is not None else DEFAULT_KEY_SCOPES)),
+        scopes=scopes,
         created_by=actor.user if getattr(actor, "user", None) else None,
         expires_at=expires_at,
     )
-    audit_record(organization=organization, event="api_key.created", actor=actor, target=("api_key", api_key.id),
-                 data={"name": name, "scopes": api_key.scopes, "prefix": api_key.prefix})  # fmt: skip
+    audit_record(
+        organization=organization,
+        event="api_key.created",
+        actor=actor,
+        target=("api_key", api_key.id),
+        data={"name": name, "scopes": api_key.scopes, "prefix": api_key.prefix},
+    )
     return CreatedApiKey(api_key=api_key, key=raw)
 
 
@@ -69,6 +120,271 @@ def api_key_revoke(*, api_key: ApiKey, actor) -> ApiKey:
     )
     api_key.refresh_from_db()
     if changed:
-        audit_record(organization=api_key.organization, event="api_key.revoked", actor=actor,
-                     target=("api_key", api_key.id), data={"name": api_key.name})  # fmt: skip
+        audit_record(
+            organization=api_key.organization,
+            event="api_key.revoked",
+            actor=actor,
+            target=("api_key", api_key.id),
+            data={"name": api_key.name},
+        )
     return api_key
+
+
+# --- organisation ---------------------------------------------------------------------------
+
+_UNSET = object()
+OWNER_ONLY_FIELDS = ("plan", "limits", "retention_days")
+
+
+def actor_is_owner(actor) -> bool:
+    """Owners and the system may do owner-only things; API keys never act as owner."""
+    if isinstance(actor, SystemActor):
+        return True
+    return actor.api_key is None and actor.role == Role.OWNER
+
+
+@transaction.atomic
+def organization_update(
+    *,
+    organization: Organization,
+    actor,
+    name: str | None = None,
+    plan: str | None = None,
+    limits: dict | None = None,
+    retention_days: int | None = None,
+) -> Organization:
+    """Change the organisation's settings; None leaves a field alone.
+
+    Admins may rename; only an owner may change plan, limits and retention. A new plan resets
+    the limits to the plan's defaults, then `limits` (partial, None = unlimited) applies on top."""
+    owner_fields = [
+        f
+        for f, value in zip(OWNER_ONLY_FIELDS, (plan, limits, retention_days), strict=True)
+        if value is not None
+    ]
+    if owner_fields and not actor_is_owner(actor):
+        raise Forbidden(
+            "forbidden",
+            f"Only an organisation owner may change {', '.join(owner_fields)}.",
+            details={"required_role": Role.OWNER, "fields": owner_fields},
+        )
+    org = Organization.objects.select_for_update().get(pk=organization.pk)
+    before = {"name": org.name, "plan": org.plan, "limits": org.limits, "retention_days": org.retention_days}
+    if name is not None:
+        org.name = name
+    if plan is not None and plan != org.plan:
+        org.plan = plan
+        for field, value in plan_limits(plan).items():
+            setattr(org, field, value)
+    for field, value in (limits or {}).items():
+        if field not in LIMIT_FIELDS:
+            raise InvalidRequest("invalid_request", f"Unknown limit '{field}'.")
+        setattr(org, field, value)
+    if retention_days is not None:
+        org.retention_days = retention_days
+    after = {"name": org.name, "plan": org.plan, "limits": org.limits, "retention_days": org.retention_days}
+    changes = {
+        field: {"from": before[field], "to": after[field]}
+        for field in before
+        if before[field] != after[field]
+    }
+    if changes:
+        org.save()
+        audit_record(
+            organization=org,
+            event="organization.updated",
+            actor=actor,
+            target=("organization", org.id),
+            data={"changes": changes},
+        )
+    return org
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+def _require_owner_for(actor, role: str, what: str) -> None:
+    if role == Role.OWNER and not actor_is_owner(actor):
+        raise Forbidden("forbidden", f"Only an owner may {what}.", details={"required_role": Role.OWNER})
+
+
+@transaction.atomic
+def member_add(
+    *, organization: Organization, actor, email: str, role: str = Role.MEMBER, name: str = ""
+) -> Membership:
+    """Add a person by email. An unknown email becomes a user with no usable password (an invitation)."""
+    _require_owner_for(actor, role, "make someone an owner")
+    email = User.objects.normalize_email(email).lower()
+    user = User.objects.filter(email__iexact=email).first()
+    if user is None:
+        user = User.objects.create_user(email=email, password=None, name=name)
+    elif Membership.objects.filter(organization=organization, user=user).exists():
+        raise Conflict("member_exists", f"{email} is already a member of this organisation.")
+    try:
+        with transaction.atomic():
+            membership = Membership.objects.create(organization=organization, user=user, role=role)
+    except IntegrityError:
+        raise Conflict("member_exists", f"{email} is already a member of this organisation.") from None
+    audit_record(
+        organization=organization,
+        event="member.added",
+        actor=actor,
+        target=("user", user.id),
+        data={"email": user.email, "role": role},
+    )
+    return membership
+
+
+def _locked_membership(organization: Organization, user_id: str) -> tuple[Membership, int]:
+    """Lock the organisation's owner memberships (so two requests cannot remove the last two owners
+    at once), then the target membership; return it with the number of owners."""
+    owners = list(
+        Membership.objects.select_for_update()
+        .filter(organization=organization, role=Role.OWNER)
+        .order_by("pk")
+    )
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(organization=organization, user_id=user_id)
+        .first()
+    )
+    if membership is None:
+        raise not_found("member", user_id)
+    return membership, len(owners)
+
+
+@transaction.atomic
+def member_change_role(*, organization: Organization, actor, user_id: str, role: str) -> Membership:
+    """Change a member's role. Only owners grant or take away `owner`; the last owner stays owner."""
+    membership, owner_count = _locked_membership(organization, user_id)
+    old = membership.role
+    if old == role:
+        return membership
+    _require_owner_for(actor, role, "make someone an owner")
+    _require_owner_for(actor, old, "change an owner's role")
+    if old == Role.OWNER and owner_count <= 1:
+        raise Conflict(
+            "last_owner", "The organisation's last owner cannot be demoted; make someone else owner first."
+        )
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        organization=organization,
+        event="member.role_changed",
+        actor=actor,
+        target=("user", membership.user_id),
+        data={"email": membership.user.email, "from": old, "to": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, organization: Organization, actor, user_id: str) -> None:
+    """Remove a member (their tokens stop working at once). Only owners remove owners; never the last one."""
+    membership, owner_count = _locked_membership(organization, user_id)
+    _require_owner_for(actor, membership.role, "remove an owner")
+    if membership.role == Role.OWNER and owner_count <= 1:
+        raise Conflict("last_owner", "The organisation's last owner cannot be removed.")
+    membership.delete()
+    audit_record(
+        organization=organization,
+        event="member.removed",
+        actor=actor,
+        target=("user", user_id),
+        data={"email": membership.user.email, "role": membership.role},
+    )
+
+
+# --- sign-in --------------------------------------------------------------------------------
+
+ANONYMOUS = SystemActor(actor_id="anonymous")
+
+
+def auth_login_failed(*, email: str, user: User | None, reason: str) -> None:
+    """Record a failed sign-in in every organisation the account (if it exists) belongs to."""
+    if user is None:
+        return
+    for membership in Membership.objects.filter(user=user).select_related("organization"):
+        with transaction.atomic():
+            audit_record(
+                organization=membership.organization,
+                event="auth.login_failed",
+                actor=ANONYMOUS,
+                target=("user", user.id),
+                data={"email": email, "reason": reason},
+            )
+
+
+# --- projects -------------------------------------------------------------------------------
+
+
+def _project_name_taken(name: str) -> Conflict:
+    return Conflict("project_name_taken", f"A project named '{name}' already exists in this organisation.")
+
+
+@transaction.atomic
+def project_create(*, organization: Organization, actor, name: str, description: str = "") -> Project:
+    if Project.objects.filter(organization=organization, name=name).exists():
+        raise _project_name_taken(name)
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(organization=organization, name=name, description=description)
+    except IntegrityError:
+        raise _project_name_taken(name) from None
+    audit_record(
+        organization=organization,
+        event="project.created",
+        actor=actor,
+        target=("project", project.id),
+        data={"name": name},
+    )
+    return project
+
+
+@transaction.atomic
+def project_update(
+    *, project: Project, actor, name: str | None = None, description: str | None = None
+) -> Project:
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    changes = {}
+    if name is not None and name != project.name:
+        if (
+            Project.objects.filter(organization_id=project.organization_id, name=name)
+            .exclude(pk=project.pk)
+            .exists()
+        ):
+            raise _project_name_taken(name)
+        changes["name"] = {"from": project.name, "to": name}
+        project.name = name
+    if description is not None and description != project.description:
+        changes["description"] = {"from": project.description, "to": description}
+        project.description = description
+    if changes:
+        try:
+            with transaction.atomic():
+                project.save()
+        except IntegrityError:
+            raise _project_name_taken(name) from None
+        audit_record(
+            organization=project.organization,
+            event="project.updated",
+            actor=actor,
+            target=("project", project.id),
+            data={"changes": changes},
+        )
+    return project
+
+
+@transaction.atomic
+def project_delete(*, project: Project, actor) -> None:
+    """Delete a project; its workflows stay, without a project."""
+    organization, project_id, name = project.organization, project.id, project.name
+    project.delete()
+    audit_record(
+        organization=organization,
+        event="project.deleted",
+        actor=actor,
+        target=("project", project_id),
+        data={"name": name},
+    )

@@ -28,11 +28,12 @@ class AuditEvent(models.Model):
     actor_type = models.CharField(max_length=10)
     target_type = models.CharField(max_length=32, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
-    run_id = models.CharField(max_length=40, null=True, blank=True)
-    note = models.TextField(null=True, blank=True)
+    # null and "" are different values in the hashed body, so these text fields keep null=True.
+    run_id = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001
+    note = models.TextField(null=True, blank=True)  # noqa: DJ001
     data = models.JSONField(default=dict)
-    ip = models.CharField(max_length=45, null=True, blank=True)
-    request_id = models.CharField(max_length=128, null=True, blank=True)
+    ip = models.CharField(max_length=45, null=True, blank=True)  # noqa: DJ001
+    request_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     timestamp = models.DateTimeField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
@@ -71,3 +72,6 @@ class AuditChainHead(models.Model):
     )
     seq = models.PositiveBigIntegerField(default=0)
     hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    def __str__(self):
+        return f"{self.organization_id} @ {self.seq}"

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "config",
     "accounts",
@@ -192,6 +193,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing directory before collectstatic
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -204,6 +206,13 @@ BATON_MAX_UPLOAD_BYTES = env_int("BATON_MAX_UPLOAD_BYTES", 3_932_160, minimum=10
 FILE_UPLOAD_MAX_MEMORY_SIZE = BATON_MAX_UPLOAD_BYTES
 
 BATON_MAX_CONCURRENT_RUNS = env_int("BATON_MAX_CONCURRENT_RUNS", 10, minimum=1)
+# The run engine (docs/engine.md): how ready steps reach workers ("queue": django-q2 tasks; "inline": run
+# in this process after commit; "manual": collected for a test driver), the reconciler's cadence, and limits.
+BATON_ENGINE_DISPATCH = env_choice("BATON_ENGINE_DISPATCH", "queue", {"queue", "inline", "manual"})
+BATON_RECONCILE_INTERVAL_MS = env_int("BATON_RECONCILE_INTERVAL_MS", 2000, minimum=100)
+BATON_REDISPATCH_AFTER_SECONDS = env_int("BATON_REDISPATCH_AFTER_SECONDS", 30, minimum=1)
+BATON_STEP_LEASE_SECONDS = env_int("BATON_STEP_LEASE_SECONDS", 300, minimum=5)
+BATON_MAX_RUN_DURATION_SECONDS = env_int("BATON_MAX_RUN_DURATION_SECONDS", 3600, minimum=1)
 BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
 # Sign-in attempts: per client IP and per account, in a sliding window of this many seconds.
 BATON_LOGIN_LIMIT_PER_IP = env_int("BATON_LOGIN_LIMIT_PER_IP", 20, minimum=1)
@@ -254,8 +263,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {"WorkflowStatusEnum": "workflows.choices.WorkflowStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
+    # Generation runs as an unsaved owner, so org-scoped get_queryset() works (config/api/schema.py).
+    "GET_MOCK_REQUEST": "config.api.schema.build_mock_request",
+    # Swagger UI and ReDoc from our own static files (drf-spectacular-sidecar), not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 SESSION_COOKIE_HTTPONLY = True

@@ -1,16 +1,20 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
 from config import health
+
+# The schema and its viewers are public documentation: no authentication, no org throttle.
+_public = {"permission_classes": [AllowAny], "authentication_classes": [], "throttle_classes": []}
 
 api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("workflows.api.urls")),
-    path("schema", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("schema", SpectacularAPIView.as_view(**_public), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema", **_public), name="swagger-ui"),
+    path("redoc", SpectacularRedocView.as_view(url_name="schema", **_public), name="redoc"),
 ]
 
 urlpatterns = [

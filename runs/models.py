@@ -1,1 +1,169 @@
-from django.db import models  # noqa: F401
+"""Runs: the ledger of the engine. A run's truth is its rows (DESIGN.md "the database is the ledger")."""
+
+from decimal import Decimal
+
+from django.db import models
+from django.utils import timezone
+
+from config.ids import id_field
+from runs.choices import RUN_TERMINAL, EventType, RunStatus, RunTrigger, StepStatus
+
+
+class Run(models.Model):
+    """One execution of a workflow, pinned to the version it started with."""
+
+    id = id_field("run")
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="runs")
+    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.CASCADE, related_name="runs")
+    workflow_version = models.ForeignKey(
+        "workflows.WorkflowVersion", on_delete=models.CASCADE, related_name="runs"
+    )
+    # The pinned version's content hash: with the version's pk it keys the engine's cache of prepared
+    # definitions (a pk alone can be reused on SQLite after the newest row is deleted).
+    definition_hash = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.CharField(max_length=20, choices=RunTrigger.choices, default=RunTrigger.API)
+    input_data = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    env = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001  (null: no environment)
+    dry_run = models.BooleanField(default=False)
+    result = models.JSONField(null=True, blank=True)
+    # {"code", "message", "step_id"} when failed.
+    error = models.JSONField(null=True, blank=True)
+    parent_run = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs"
+    )
+    pinned = models.BooleanField(default=False)
+    pause_signal = models.JSONField(null=True, blank=True)
+    triggered_by = models.CharField(max_length=40, blank=True, default="")
+    triggered_by_type = models.CharField(max_length=10, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    # The last RunEvent.seq written; bumped under the run's row lock so seq stays gapless.
+    event_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=RunStatus.values), name="run_status_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="run_org_created"),
+            models.Index(fields=["organization", "status", "-created_at"], name="run_org_status"),
+            models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
+            models.Index(fields=["status", "deadline_at"], name="run_status_deadline"),
+        ]
+
+    def __str__(self):
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in RUN_TERMINAL
+
+    def can_cancel(self) -> bool:
+        return not self.is_terminal
+
+
+class StepRun(models.Model):
+    """One step of a run (or one iteration of a loop step, with `parent` and `iteration` set)."""
+
+    id = id_field("sr")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    step_id = models.CharField(max_length=64)
+    type = models.CharField(max_length=32)
+    name = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="iterations"
+    )
+    iteration = models.PositiveIntegerField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    # [{"attempt", "status", "error", "duration_ms", "started_at"}], one entry per finished attempt.
+    attempts = models.JSONField(default=list, blank=True)
+    input_data = models.JSONField(null=True, blank=True)
+    output_data = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=40, blank=True, default="")
+    # Handler-private durable state across suspensions (a wait's start, a loop's progress).
+    state = models.JSONField(default=dict, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    wake_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    tokens = models.JSONField(default=dict, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+
+    class Meta:
+        ordering = ["run", "queued_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=StepStatus.values), name="step_status_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["run", "step_id"], condition=models.Q(parent__isnull=True), name="step_run_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["parent", "iteration"],
+                condition=models.Q(parent__isnull=False),
+                name="step_iteration_unique",
+            ),
+        ]
+        indexes = [
+            # The reconciler's three scans.
+            models.Index(fields=["status", "lease_expires_at"], name="step_status_lease"),
+            models.Index(fields=["status", "wake_at"], name="step_status_wake"),
+            models.Index(fields=["status", "dispatched_at"], name="step_status_dispatched"),
+        ]
+
+    def __str__(self):
+        suffix = f"[{self.iteration}]" if self.iteration is not None else ""
+        return f"{self.run_id}/{self.step_id}{suffix} ({self.status})"
+
+
+class RunEvent(models.Model):
+    """An append-only entry of a run's event log; `seq` is gapless per run (the SSE `id:`)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=32, choices=EventType.choices)
+    step_id = models.CharField(max_length=64, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_event_seq_unique")]
+
+    def __str__(self):
+        return f"{self.run_id}#{self.seq} {self.type}"
+
+
+class RunFile(models.Model):
+    """A file uploaded with a run's trigger (multipart `attachment`)."""
+
+    id = id_field("file")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="files")
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="run_files"
+    )
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField(default=0)
+    content_type = models.CharField(max_length=255, blank=True, default="")
+    sha256 = models.CharField(max_length=64)
+    storage_path = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.id})"

@@ -128,3 +128,12 @@ def outsider_jwt_client(other_org, outsider):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(outsider, other_org)}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _redis_rate_limits_reset(settings):
+    """Redis rate-limit counters outlive a test's transaction (database ones roll back): reset them."""
+    if settings.REDIS_URL:
+        from accounts.ratelimit import reset_rate_limits
+
+        reset_rate_limits()

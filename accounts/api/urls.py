@@ -1,1 +1,18 @@
-urlpatterns: list = []
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from accounts.api import views
+
+router = SimpleRouter(trailing_slash=False)
+router.register("members", views.MemberViewSet, basename="member")
+router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
+router.register("projects", views.ProjectViewSet, basename="project")
+
+urlpatterns = [
+    path("auth/token", views.TokenView.as_view(), name="auth-token"),
+    path("auth/token/refresh", views.TokenRefreshView.as_view(), name="auth-token-refresh"),
+    path("me", views.MeView.as_view(), name="me"),
+    path("organization", views.OrganizationView.as_view(), name="organization"),
+    path("usage", views.UsageView.as_view(), name="usage"),
+    *router.urls,
+]

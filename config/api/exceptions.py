@@ -3,13 +3,16 @@
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
+from rest_framework.views import set_rollback
 
+from config.api.middleware import INTERNAL_ERROR_MESSAGE, STATUS_CODES
 from config.context import request_id_var
 from config.errors import ApplicationError, RateLimited
 
@@ -72,8 +75,12 @@ def describe(exc) -> tuple[int, str, str, dict | None, dict]:
         fields = _field_errors(exc.detail)
         return 400, "invalid_request", _first_message(fields), {"fields": fields}, headers
     if isinstance(exc, drf.APIException):
+        fallback = STATUS_CODES.get(
+            exc.status_code, ("internal_error" if exc.status_code >= 500 else "invalid_request",)
+        )
         status, code = next(
-            ((s, c) for cls, (s, c) in _DRF_CODES.items() if isinstance(exc, cls)), (exc.status_code, "error")
+            ((s, c) for cls, (s, c) in _DRF_CODES.items() if isinstance(exc, cls)),
+            (exc.status_code, fallback[0]),
         )
         message = str(exc.detail) if not isinstance(exc.detail, list | dict) else "The request failed."
         if isinstance(exc, drf.Throttled):
@@ -83,19 +90,28 @@ def describe(exc) -> tuple[int, str, str, dict | None, dict]:
         if isinstance(exc, drf.PermissionDenied) and message.startswith("CSRF"):
             code = "csrf_failed"
         if isinstance(exc, drf.MethodNotAllowed):
-            message = f"Method {exc.detail.split(chr(34))[1] if chr(34) in exc.detail else ''} is not allowed here."
+            message = "This method is not allowed here."
+        if isinstance(exc, drf.ParseError):
+            message = f"The request body could not be parsed: {message}"
         return status, code, message, None, headers
     if isinstance(exc, Http404):
         return 404, "not_found", "The requested resource was not found.", None, headers
     if isinstance(exc, RequestDataTooBig):
-        return 413, "payload_too_large", "The request body is larger than this endpoint accepts.", None, headers
+        details = {"max_bytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE}
+        return (
+            413,
+            "payload_too_large",
+            "The request body is larger than this endpoint accepts.",
+            details,
+            headers,
+        )
     if isinstance(exc, DjangoPermissionDenied):
         return 403, "forbidden", "You are not allowed to do this.", None, headers
     if isinstance(exc, DjangoValidationError):
         return 400, "invalid_request", "; ".join(exc.messages), None, headers
     if isinstance(exc, SuspiciousOperation):
         return 400, "invalid_request", "The request was refused as malformed.", None, headers
-    return 500, "internal_error", "An unexpected error occurred. Quote the request id when reporting it.", None, headers
+    return 500, "internal_error", INTERNAL_ERROR_MESSAGE, None, headers
 
 
 def exception_handler(exc, context):
@@ -109,8 +125,19 @@ def exception_handler(exc, context):
             headers["WWW-Authenticate"] = auth_header
     if status == 401 and "WWW-Authenticate" not in headers:
         headers["WWW-Authenticate"] = 'Bearer realm="api"'
-    response = Response(error_body(status, code, message, details), status=status, headers=headers)
-    return response
+    request = context.get("request")
+    if request is not None and status == 403:
+        # Authenticated requests refused by the permission check (before the throttle ran) still
+        # count and still carry the rate-limit headers.
+        from accounts.ratelimit import ensure_rate_limit_state
+
+        try:
+            ensure_rate_limit_state(request)
+        except Exception:
+            logger.exception("Could not count a refused request against its organisation's rate limit")
+    # As DRF's own handler does: an error rolls back an enclosing atomic block (ATOMIC_REQUESTS).
+    set_rollback()
+    return Response(error_body(status, code, message, details), status=status, headers=headers)
 
 
 def envelope_for_exception(exc, request) -> JsonResponse:

@@ -34,7 +34,9 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     def paginate_queryset(self, queryset, request, view=None):
         self.results_key = getattr(view, "results_key", "results")
         max_limit = getattr(view, "max_limit", self.max_limit)
-        self.limit = parse_bounded_int(request.query_params, "limit", self.default_limit, minimum=1, maximum=max_limit)
+        self.limit = parse_bounded_int(
+            request.query_params, "limit", self.default_limit, minimum=1, maximum=max_limit
+        )
         self.offset = parse_bounded_int(request.query_params, "offset", 0, minimum=0, maximum=self.max_offset)
         self.count = self.get_count(queryset)
         self.request = request
@@ -43,16 +45,23 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     def get_paginated_response(self, data):
         return Response(
             OrderedDict(
-                [(self.results_key, data), ("total", self.count), ("limit", self.limit), ("offset", self.offset)]
+                [
+                    (self.results_key, data),
+                    ("total", self.count),
+                    ("limit", self.limit),
+                    ("offset", self.offset),
+                ]
             )
         )
 
     def get_paginated_response_schema(self, schema):
+        # The schema generator sets `results_key` from the view (config.api.schema.AutoSchema).
+        results_key = getattr(self, "results_key", "results")
         return {
             "type": "object",
-            "required": ["total", "limit", "offset"],
+            "required": [results_key, "total", "limit", "offset"],
             "properties": {
-                "results": schema,
+                results_key: schema,
                 "total": {"type": "integer", "example": 42},
                 "limit": {"type": "integer", "example": 20},
                 "offset": {"type": "integer", "example": 0},
@@ -61,9 +70,11 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     def get_schema_operation_parameters(self, view):
         max_limit = getattr(view, "max_limit", self.max_limit)
+        limit = {"type": "integer", "minimum": 1, "maximum": max_limit, "default": self.default_limit}
+        offset = {"type": "integer", "minimum": 0, "maximum": self.max_offset, "default": 0}
         return [
-            {"name": "limit", "required": False, "in": "query", "description": f"1 to {max_limit}, default 20.",
-             "schema": {"type": "integer", "minimum": 1, "maximum": max_limit, "default": 20}},
-            {"name": "offset", "required": False, "in": "query", "description": "Number of items to skip.",
-             "schema": {"type": "integer", "minimum": 0, "default": 0}},
+            {"name": "limit", "required": False, "in": "query", "schema": limit,
+             "description": f"Page size: 1 to {max_limit} (default {self.default_limit}), else 400."},
+            {"name": "offset", "required": False, "in": "query", "schema": offset,
+             "description": "Number of items to skip."},
         ]  # fmt: skip

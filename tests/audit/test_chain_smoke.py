@@ -1,6 +1,6 @@
+from audit.chain import verify_chain
 from audit.models import AuditEvent
 from audit.services import event_as_dict
-from audit.chain import verify_chain
 
 
 def test_organization_create_starts_a_valid_chain(org):

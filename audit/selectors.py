@@ -1,0 +1,298 @@
+"""Organisation-scoped reads of the audit log: the filtered log, the raw chain stream, verification.
+
+The chain is read as raw tuples in seq-keyset chunks (no model instances): a row becomes the
+event dict of `audit.services.event_as_dict` with as little Python work as possible. The
+timestamp comes out in exactly `format_timestamp`'s shape (millisecond precision, truncated, `Z`)
+without a datetime parse and format per row: PostgreSQL formats it in SQL, and SQLite's stored text
+is sliced."""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC
+
+import orjson
+from django.db import connection
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
+
+from audit.chain import GENESIS_HASH, VerifyResult, finish, link_problem
+from audit.models import AuditChainHead, AuditEvent
+from audit.services import event_as_dict, format_timestamp
+
+CHUNK_SIZE = 5000
+
+_TIMESTAMP_SQL = {
+    # Django stores SQLite datetimes as naive UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]"; CAST skips the
+    # driver's datetime converter and _sqlite_timestamp slices the text (cheaper than SQL string ops).
+    "sqlite": 'CAST("timestamp" AS TEXT)',
+    # to_char's MS truncates to whole milliseconds, as format_timestamp does.
+    "postgresql": 'to_char("timestamp" AT TIME ZONE \'UTC\', \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\')',
+}
+_COLUMNS = (
+    "id, organization_id, seq, event, actor, actor_type, target_type, target_id, run_id, note, "
+    "data, ip, request_id, {timestamp}, prev_hash, hash"
+)
+_SORT = orjson.OPT_SORT_KEYS
+
+
+def _sqlite_timestamp(text: str) -> str:
+    if len(text) == 26 and text[10] == " ":
+        return text[:10] + "T" + text[11:23] + "Z"
+    if len(text) == 19 and text[10] == " ":
+        return text[:10] + "T" + text[11:19] + ".000Z"
+    moment = parse_datetime(text)  # a value Django did not write; format it the reference way
+    if moment is None:
+        raise ValueError(f"not a timestamp: {text!r}")
+    return format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def audit_events(*, organization) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(organization=organization)
+
+
+def audit_head(*, organization) -> dict:
+    """The head the database recorded: {"seq", "hash"} (seq 0 and the genesis hash before any event)."""
+    head = AuditChainHead.objects.filter(organization=organization).values("seq", "hash").first()
+    return head or {"seq": 0, "hash": GENESIS_HASH}
+
+
+@dataclass(frozen=True)
+class LogFilters:
+    since: object = None  # aware datetimes
+    until: object = None
+    actor: str | None = None
+    event: str | None = None  # exact, or a prefix written "api_key.*"
+    target: str | None = None
+    target_type: str | None = None
+
+
+def audit_log_page(
+    *, organization, filters: LogFilters, before_seq: int | None, limit: int
+) -> list[AuditEvent]:
+    """Up to `limit + 1` matching events, newest (highest seq) first, all with seq < before_seq."""
+    events = audit_events(organization=organization)
+    if filters.since is not None:
+        events = events.filter(timestamp__gte=filters.since)
+    if filters.until is not None:
+        events = events.filter(timestamp__lt=filters.until)
+    if filters.actor:
+        events = events.filter(actor=filters.actor)
+    if filters.event:
+        if filters.event.endswith(".*"):
+            events = events.filter(event__startswith=filters.event[:-1])
+        else:
+            events = events.filter(event=filters.event)
+    if filters.target:
+        events = events.filter(target_id=filters.target)
+    if filters.target_type:
+        events = events.filter(target_type=filters.target_type)
+    if before_seq is not None:
+        events = events.filter(seq__lt=before_seq)
+    return list(events.order_by("-seq")[: limit + 1])
+
+
+def _load_data(raw):
+    if not isinstance(raw, str | bytes):
+        return raw  # a driver that already decoded the JSON
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)  # what JSONField itself would accept (NaN, huge integers)
+
+
+def _chunk_sql(vendor: str) -> str:
+    timestamp = _TIMESTAMP_SQL.get(vendor, '"timestamp"')
+    return (
+        f"SELECT {_COLUMNS.format(timestamp=timestamp)} FROM {AuditEvent._meta.db_table} "
+        "WHERE organization_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
+    )
+
+
+def timestamp_finisher():
+    """What turns a fetched timestamp into event_as_dict's string on this database (None: nothing)."""
+    if connection.vendor == "sqlite":
+        return _sqlite_timestamp
+    return None if connection.vendor in _TIMESTAMP_SQL else format_timestamp
+
+
+def audit_chain_chunk(
+    *, organization, after_seq: int, upto_seq: int, size: int = CHUNK_SIZE, finished: bool = True
+) -> list[tuple]:
+    """Up to `size` raw rows with after_seq < seq ≤ upto_seq, in seq order.
+
+    With finished=False the timestamp is left as fetched, for a caller that applies
+    timestamp_finisher() itself (rebuilding every row tuple costs more than the rest of a fetch)."""
+    org_id = getattr(organization, "pk", organization)
+    with connection.cursor() as cursor:
+        cursor.execute(_chunk_sql(connection.vendor), [org_id, after_seq, upto_seq, size])
+        rows = cursor.fetchall()
+    finish_timestamp = timestamp_finisher() if finished else None
+    if finish_timestamp is not None:
+        rows = [(*row[:13], finish_timestamp(row[13]), *row[14:]) for row in rows]
+    return rows
+
+
+def audit_chain_chunks(
+    *, organization, upto_seq: int, chunk_size: int = CHUNK_SIZE, finished: bool = True
+) -> Iterator[list[tuple]]:
+    """The chain's raw rows with seq ≤ upto_seq, in seq order, as keyset chunks."""
+    after = 0
+    while after < upto_seq:
+        rows = audit_chain_chunk(
+            organization=organization, after_seq=after, upto_seq=upto_seq, size=chunk_size, finished=finished
+        )
+        if rows:
+            yield rows
+        if len(rows) < chunk_size:
+            return
+        after = rows[-1][2]
+
+
+def audit_chain_rows(*, organization, upto_seq: int, chunk_size: int = CHUNK_SIZE) -> Iterator[tuple]:
+    """Raw rows of the chain with seq ≤ upto_seq, in seq order, timestamps finished."""
+    for rows in audit_chain_chunks(organization=organization, upto_seq=upto_seq, chunk_size=chunk_size):
+        yield from rows
+
+
+def row_links(rows) -> Iterator[tuple[dict, str, str]]:
+    """(body, prev_hash, hash) per raw row, the body exactly as event_as_dict gives it."""
+    load = _load_data
+    for (id_, org, seq, event, actor, actor_type, target_type, target_id, run_id, note, data, ip,
+         request_id, timestamp, prev_hash, hash_) in rows:  # fmt: skip
+        yield (
+            {
+                "id": id_,
+                "organization": org,
+                "seq": seq,
+                "event": event,
+                "actor": actor,
+                "actor_type": actor_type,
+                "target": {"type": target_type, "id": target_id} if target_type else None,
+                "run_id": run_id,
+                "note": note,
+                "data": load(data),
+                "ip": ip,
+                "request_id": request_id,
+                "timestamp": timestamp,
+            },
+            prev_hash,
+            hash_,
+        )
+
+
+def row_events(rows) -> Iterator[dict]:
+    """Raw rows as full event dicts (event_as_dict's shape and key order)."""
+    for body, prev_hash, hash_ in row_links(rows):
+        body["prev_hash"] = prev_hash
+        body["hash"] = hash_
+        yield body
+
+
+def audit_chain_verify(*, organization) -> VerifyResult:
+    """Verify the organisation's chain up to the head the database recorded.
+
+    Appends that commit while this runs lie beyond that head and are left for the next check."""
+    head = audit_head(organization=organization)
+    chunks = audit_chain_chunks(organization=organization, upto_seq=head["seq"], finished=False)
+    result = verify_chunks(
+        chunks, organization=organization, expected_head=head, finish_timestamp=timestamp_finisher()
+    )
+    if result.valid:
+        result = _check_beyond_head(organization, head, result)
+    return result
+
+
+def verify_chunks(chunks, *, organization, expected_head: dict, finish_timestamp=None) -> VerifyResult:
+    """The database verifier's hot loop over chunks of raw rows (see the module docstring).
+
+    A row whose seq, prev_hash and fast-path hash all match is sound. Any other row is re-read as a
+    model instance and judged by the reference rule (`event_as_dict`, then orjson or rfc8785), which
+    also names what is wrong; the fast path only ever accepts, never rejects."""
+    org_id = getattr(organization, "pk", organization)
+    sha256, dumps, loads, sort = hashlib.sha256, orjson.dumps, orjson.loads, _SORT
+    sqlite = finish_timestamp is _sqlite_timestamp
+    checked, prev_hash, last_id = 0, GENESIS_HASH, None
+    for rows in chunks:
+        for row in rows:
+            (id_, _org, seq, event, actor, actor_type, target_type, target_id, run_id, note, data, ip,
+             request_id, timestamp, link_prev, link_hash) = row  # fmt: skip
+            sound = False
+            if seq == checked + 1 and link_prev == prev_hash:
+                try:
+                    if sqlite and len(timestamp) == 26:  # the common case of _sqlite_timestamp, inlined
+                        timestamp = timestamp[:10] + "T" + timestamp[11:23] + "Z"
+                    elif finish_timestamp is not None:
+                        timestamp = finish_timestamp(timestamp)
+                    body = {
+                        "actor": actor,
+                        "actor_type": actor_type,
+                        "data": loads(data) if type(data) is str else data,
+                        "event": event,
+                        "id": id_,
+                        "ip": ip,
+                        "note": note,
+                        "organization": org_id,
+                        "request_id": request_id,
+                        "run_id": run_id,
+                        "seq": seq,
+                        "target": {"id": target_id, "type": target_type} if target_type else None,
+                        "timestamp": timestamp,
+                    }
+                    sound = sha256(prev_hash.encode() + dumps(body, option=sort)).hexdigest() == link_hash
+                except (
+                    orjson.JSONDecodeError,
+                    orjson.JSONEncodeError,
+                    TypeError,
+                    ValueError,
+                    AttributeError,
+                ):
+                    sound = False
+            if not sound:
+                reason, id_ = _reference_problem(org_id, seq, checked + 1, prev_hash)
+                if reason:
+                    return VerifyResult(False, checked, {"seq": checked, "hash": prev_hash},
+                                        {"seq": seq, "id": id_, "reason": reason})  # fmt: skip
+            checked, prev_hash, last_id = seq, link_hash, id_
+    return finish(checked, prev_hash, last_id, expected_head)
+
+
+def _reference_problem(org_id, seq, expected_seq: int, prev_hash: str) -> tuple[str | None, str | None]:
+    """Judge one event by the reference path: the model instance through event_as_dict."""
+    try:
+        instance = AuditEvent.objects.filter(organization_id=org_id, seq=seq).first()
+        event = event_as_dict(instance) if instance is not None else None
+    except (TypeError, ValueError, AttributeError):  # e.g. a timestamp or data overwritten with garbage
+        return "the event's fields cannot be read back: the event was edited", None
+    if event is None:  # changed since the chunk was read
+        return f"event seq {seq} changed while it was being verified", None
+    body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
+    reason = link_problem(
+        body,
+        event["prev_hash"],
+        event["hash"],
+        expected_seq=expected_seq,
+        prev_hash=prev_hash,
+        organization=org_id,
+    )
+    return reason, event["id"]
+
+
+def _check_beyond_head(organization, head: dict, result: VerifyResult) -> VerifyResult:
+    """Events numbered past the recorded head that do not continue it mean the head was rolled back."""
+    beyond = audit_events(organization=organization).filter(seq__gt=head["seq"]).order_by("seq")
+    first = beyond.values("id", "seq", "prev_hash").first()
+    if first is None or (first["seq"] == head["seq"] + 1 and first["prev_hash"] == head["hash"]):
+        return result
+    reason = "the event lies past the recorded chain head and does not continue it: the head was rolled back"
+    return VerifyResult(False, result.checked, result.head, {"seq": first["seq"], "id": first["id"],
+                                                                "reason": reason})  # fmt: skip
+
+
+def event_line(event: dict) -> bytes:
+    """One JSON Lines record of an export."""
+    try:
+        return orjson.dumps(event) + b"\n"
+    except orjson.JSONEncodeError:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

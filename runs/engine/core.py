@@ -1,0 +1,806 @@
+"""The engine: advance a run under its row lock, execute one step run with a lease, record outcomes.
+
+Invariants (docs/engine.md):
+- every change to a run or its step runs happens in a transaction that first locks the run row
+  (`SELECT … FOR UPDATE`; on SQLite the IMMEDIATE transaction serializes writers), so a run has one
+  writer at a time and `RunEvent.seq` stays gapless;
+- a worker owns a step run only through its lease token (`lease_owner`); a result recorded with a stale
+  token (the step was reclaimed meanwhile) is discarded;
+- handlers run outside any transaction; `advance` is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from runs.choices import (
+    RUN_TERMINAL_EVENTS,
+    STEP_FINISHED,
+    EventType,
+    RunStatus,
+    SkipReason,
+    StepStatus,
+)
+from runs.engine.context import StepContext, StepError, StepOutcome
+from runs.engine.dispatch import dispatch
+from runs.engine.steps import get_step_type
+from runs.engine.templating import evaluate_expression, render_value
+from runs.models import Run, RunEvent, StepRun
+
+logger = logging.getLogger("baton.engine")
+
+LEASE_GRACE_SECONDS = 30
+# A worker continues straight into the next ready step, but not forever: after this long it rings the
+# doorbell instead, so one django-q2 task stays well below the cluster's task timeout.
+INLINE_CONTINUE_SECONDS = 30.0
+_HOST = f"{socket.gethostname()}:{os.getpid()}"
+_UNSTARTED = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pinned definition, prepared once per workflow version (versions are immutable).
+
+
+@dataclass(frozen=True)
+class Plan:
+    version: int
+    steps: dict[str, dict]
+    order: list[str]  # topological
+    deps: dict[str, list[str]]
+    output: Any
+    has_output: bool
+
+
+def plan_for(run: Run) -> Plan:
+    """The prepared definition of the run's pinned version."""
+    return _plan(run.workflow_version_id, run.definition_hash)
+
+
+@lru_cache(maxsize=512)
+def _plan(version_pk: int, content_hash: str) -> Plan:
+    from workflows.definition import dependency_graph, topological_order
+    from workflows.models import WorkflowVersion
+
+    version = WorkflowVersion.objects.only("number", "definition").get(
+        pk=version_pk, content_hash=content_hash
+    )
+    definition = version.definition
+    return Plan(
+        version=version.number,
+        steps={step["id"]: step for step in definition["steps"]},
+        order=topological_order(definition),
+        deps=dependency_graph(definition),
+        output=definition.get("output"),
+        has_output="output" in definition,
+    )
+
+
+def _step_definition(plan: Plan, step_run: StepRun) -> tuple[dict, dict]:
+    """(the step as written, the policy step: the loop step for an iteration, else the step itself)."""
+    step = plan.steps[step_run.step_id]
+    if step_run.parent_id is None:
+        return step, step
+    inline = step["config"]["step"]
+    return {"id": step["id"], **inline, "config": inline.get("config", {})}, step
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _now():
+    return timezone.now()
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _lock_run(run_id: str) -> Run:
+    return Run.objects.select_for_update().get(pk=run_id)
+
+
+def emit(run: Run, event_type: str, step_id: str = "", data: dict | None = None) -> None:
+    """Append an event to the run's log; the caller holds the run lock and saves `run.event_seq`."""
+    run.event_seq += 1
+    RunEvent.objects.create(
+        run_id=run.id, seq=run.event_seq, type=event_type, step_id=step_id, data=data or {}
+    )
+
+
+_RUN_FIELDS = [
+    "status",
+    "started_at",
+    "completed_at",
+    "deadline_at",
+    "result",
+    "error",
+    "event_seq",
+    "cancel_requested_at",
+    "total_tokens",
+    "cost_usd",
+]
+
+
+def save_run(run: Run) -> None:
+    run.save(update_fields=_RUN_FIELDS)
+
+
+def variables_for(run: Run, plan: Plan, rows: list[StepRun] | None = None) -> dict:
+    """The template variables of a run: inputs, steps.<id>.{output,status,error}, run, env, secrets."""
+    if rows is None:
+        rows = list(
+            StepRun.objects.filter(run_id=run.id, parent__isnull=True, status__in=STEP_FINISHED).only(
+                "step_id", "status", "output_data", "error"
+            )
+        )
+    steps = {
+        row.step_id: {"output": row.output_data, "status": row.status, "error": row.error}
+        for row in rows
+        if row.status in STEP_FINISHED
+    }
+    return {
+        "inputs": run.input_data,
+        "steps": steps,
+        "run": {
+            "id": run.id,
+            "workflow_id": run.workflow_id,
+            "workflow_version": plan.version,
+            "trigger": run.trigger,
+            "env": run.env,
+            "dry_run": run.dry_run,
+            "metadata": run.metadata,
+            "created_at": _iso(run.created_at),
+            "started_at": _iso(run.started_at),
+        },
+        "env": run.env,
+        # Secrets arrive with the secrets store; until then `secrets.X` is an undefined-name error.
+        "secrets": {},
+    }
+
+
+def _template_error(step_id: str, where: str, exc: Exception) -> StepError:
+    detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return StepError("template_error", f"Step '{step_id}' {where}: {detail}", retryable=False)
+
+
+def resolve_config(step: dict, variables: dict) -> dict:
+    """The step's config with templates rendered and expression fields evaluated (raises StepError)."""
+    step_type = get_step_type(step["type"])
+    config = step.get("config") or {}
+    resolved = {}
+    for key, value in config.items():
+        if step_type is None or key in step_type.literal_fields or (step["type"] == "loop" and key == "step"):
+            resolved[key] = value
+            continue
+        try:
+            if key in step_type.expression_fields and isinstance(value, str):
+                resolved[key] = evaluate_expression(value, variables)
+            else:
+                resolved[key] = render_value(value, variables)
+        except Exception as exc:
+            raise _template_error(step["id"], f"config.{key}", exc) from None
+    return resolved
+
+
+def has_side_effects(step_type_name: str, config: dict) -> bool:
+    """Would executing this step change the world outside Baton? (dry runs skip such steps)"""
+    step_type = get_step_type(step_type_name)
+    if step_type is None or not step_type.has_side_effects:
+        return False
+    if step_type_name == "http_request":
+        return str(config.get("method", "GET")).upper() not in ("GET", "HEAD")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Advancing a run
+
+
+def advance(run_id: str) -> list[str]:
+    """Decide what can happen next in the run and dispatch it; idempotent. Returns the dispatched ids."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        ready = advance_locked(run)
+        save_run(run)
+        dispatch(ready)
+    return ready
+
+
+def advance_locked(run: Run) -> list[str]:
+    """The body of `advance` (the caller holds the run lock and saves the run); returns ready step ids."""
+    if run.is_terminal:
+        return []
+    now = _now()
+    plan = plan_for(run)
+    if run.cancel_requested_at is not None:
+        _cancel_unstarted(run, now)
+        if not StepRun.objects.filter(run_id=run.id, status=StepStatus.RUNNING).exists():
+            _finish_run(run, RunStatus.CANCELLED, now=now)
+        return []
+    if run.status == RunStatus.QUEUED:
+        run.status = RunStatus.RUNNING
+        run.started_at = now
+        run.deadline_at = now + timedelta(seconds=settings.BATON_MAX_RUN_DURATION_SECONDS)
+        emit(run, EventType.RUN_STARTED)
+
+    rows = {row.step_id: row for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True)}
+    variables = None
+    ready: list[str] = []
+    for step_id in plan.order:
+        row = rows[step_id]
+        if row.status != StepStatus.PENDING:
+            continue
+        deps = plan.deps[step_id]
+        if any(rows[dep].status not in STEP_FINISHED for dep in deps):
+            continue
+        blocking = [
+            dep
+            for dep in deps
+            if rows[dep].status == StepStatus.FAILED and plan.steps[dep].get("on_failure") != "continue"
+        ]
+        if blocking:  # normally the run already failed when that step failed
+            failed = rows[blocking[0]]
+            _finish_run(run, RunStatus.FAILED, now=now, error=_run_error(failed))
+            return []
+        if deps and all(_skipped_branch(rows[dep]) for dep in deps):
+            _skip(run, row, SkipReason.UPSTREAM_SKIPPED, now)
+            continue
+        if _branch_not_taken(plan, rows, step_id):
+            _skip(run, row, SkipReason.BRANCH_NOT_TAKEN, now)
+            continue
+        when = plan.steps[step_id].get("when")
+        if when is not None:
+            if variables is None:
+                variables = variables_for(run, plan, list(rows.values()))
+            try:
+                go = evaluate_expression(when, variables) if isinstance(when, str) else when
+            except Exception as exc:
+                error = _template_error(step_id, "when", exc)
+                row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), now)]
+                if _step_failed(run, row, plan.steps[step_id], error.as_dict(), now):
+                    return []
+                variables = None
+                continue
+            if not go:
+                _skip(run, row, SkipReason.WHEN_FALSE, now)
+                variables = None
+                continue
+        row.status = StepStatus.QUEUED
+        row.queued_at = row.dispatched_at = now
+        row.save(update_fields=["status", "queued_at", "dispatched_at"])
+        ready.append(row.id)
+
+    if ready:
+        return ready
+    if any(row.status not in STEP_FINISHED for row in rows.values()):
+        return []
+    _complete_run(run, plan, list(rows.values()), now)
+    return []
+
+
+def _skipped_branch(row: StepRun) -> bool:
+    """A dependency that did not happen. Dry-run skips count as done: the rest of the plan still runs."""
+    if row.status == StepStatus.SKIPPED:
+        return row.skip_reason != SkipReason.DRY_RUN
+    return row.status == StepStatus.CANCELLED
+
+
+def _branch_not_taken(plan: Plan, rows: dict[str, StepRun], step_id: str) -> bool:
+    for dep in plan.deps[step_id]:
+        step = plan.steps[dep]
+        if step["type"] != "condition" or rows[dep].status != StepStatus.COMPLETED:
+            continue
+        taken = bool((rows[dep].output_data or {}).get("result"))
+        other = step["config"].get("else" if taken else "then", [])
+        if step_id in other:
+            return True
+    return False
+
+
+def _skip(run: Run, row: StepRun, reason: str, now, input_data=None) -> None:
+    row.status = StepStatus.SKIPPED
+    row.skip_reason = reason
+    row.completed_at = now
+    fields = ["status", "skip_reason", "completed_at"]
+    if input_data is not None:
+        row.input_data = input_data
+        fields.append("input_data")
+    row.save(update_fields=fields)
+    emit(run, EventType.STEP_SKIPPED, row.step_id, _event_data(row, reason=reason))
+
+
+def _event_data(row: StepRun, **extra) -> dict:
+    data = {"step_run_id": row.id, "type": row.type}
+    if row.iteration is not None:
+        data["iteration"] = row.iteration
+    data.update(extra)
+    return data
+
+
+def _complete_run(run: Run, plan: Plan, rows: list[StepRun], now) -> None:
+    result = None
+    if plan.has_output:
+        try:
+            result = render_value(plan.output, variables_for(run, plan, rows))
+        except Exception as exc:
+            detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            error = {
+                "code": "output_error",
+                "message": f"The workflow output could not be rendered: {detail}",
+            }
+            _finish_run(run, RunStatus.FAILED, now=now, error={**error, "step_id": None})
+            return
+    _finish_run(run, RunStatus.COMPLETED, now=now, result=result)
+
+
+def _run_error(row: StepRun) -> dict:
+    error = row.error or {}
+    return {
+        "code": error.get("code", "step_failed"),
+        "message": error.get("message", f"Step '{row.step_id}' failed."),
+        "step_id": row.step_id,
+    }
+
+
+def _cancel_unstarted(run: Run, now) -> None:
+    StepRun.objects.filter(run_id=run.id, status__in=_UNSTARTED).update(
+        status=StepStatus.CANCELLED, completed_at=now, wake_at=None
+    )
+
+
+def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
+    """Make the run terminal: unstarted steps are cancelled, running ones may still record their outcome."""
+    from accounts.principal import SYSTEM
+    from audit.services import audit_record
+
+    _cancel_unstarted(run, now)
+    run.status = status
+    run.completed_at = now
+    run.result = result
+    run.error = error
+    data = {"status": status}
+    if error:
+        data["error"] = error
+    emit(run, RUN_TERMINAL_EVENTS[status], data=data)
+    if status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        audit_record(
+            organization=run.organization,
+            event=f"run.{status}",
+            actor=SYSTEM,
+            target=("run", run.id),
+            data={"workflow_id": run.workflow_id, **({"error": error} if error else {})},
+            run_id=run.id,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Executing one step run
+
+
+def step_execute(step_run_id: str) -> None:
+    """Claim the step run, execute it, record the outcome, advance; continue into a single next step."""
+    started = time.monotonic()
+    next_id: str | None = step_run_id
+    while next_id:
+        next_id = _execute_one(next_id)
+        if next_id and time.monotonic() - started > INLINE_CONTINUE_SECONDS:
+            # The held step is `queued` with a fresh dispatched_at; ring the doorbell for it instead.
+            dispatch([next_id])
+            return
+
+
+def _claim(step_run_id: str, now) -> tuple[Run, StepRun, str] | None:
+    row = StepRun.objects.filter(pk=step_run_id).values("run_id", "status").first()
+    if row is None or row["status"] != StepStatus.QUEUED:
+        return None
+    token = f"{_HOST}:{uuid.uuid4().hex[:12]}"
+    with transaction.atomic():
+        run = _lock_run(row["run_id"])
+        if run.is_terminal or run.cancel_requested_at is not None:
+            StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).update(
+                status=StepStatus.CANCELLED, completed_at=now
+            )
+            ready = advance_locked(run)
+            save_run(run)
+            dispatch(ready)
+            return None
+        plan = plan_for(run)
+        lease = settings.BATON_STEP_LEASE_SECONDS
+        step_run = StepRun.objects.filter(pk=step_run_id).only("step_id", "parent_id").first()
+        timeout = _step_definition(plan, step_run)[1].get("timeout_seconds")
+        if timeout:
+            lease = timeout + LEASE_GRACE_SECONDS
+        claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).update(
+            status=StepStatus.RUNNING,
+            lease_owner=token,
+            lease_expires_at=now + timedelta(seconds=lease),
+            attempt=F("attempt") + 1,
+            started_at=Coalesce(F("started_at"), now),
+            dispatched_at=None,
+            wake_at=None,
+        )
+        if not claimed:
+            return None
+        step_run = StepRun.objects.get(pk=step_run_id)
+        if not step_run.state.get("suspended"):
+            emit(
+                run, EventType.STEP_STARTED, step_run.step_id, _event_data(step_run, attempt=step_run.attempt)
+            )
+            save_run(run)
+    return run, step_run, token
+
+
+def _execute_one(step_run_id: str) -> str | None:
+    now = _now()
+    claimed = _claim(step_run_id, now)
+    if claimed is None:
+        return None
+    run, step_run, token = claimed
+    plan = plan_for(run)
+    step, policy = _step_definition(plan, step_run)
+    started = time.monotonic()
+    input_data = None
+    outcome: StepOutcome | None = None
+    error: StepError | None = None
+    dry_run_skip = False
+    try:
+        step_type = get_step_type(step_run.type)
+        variables = variables_for(run, plan)
+        if step_run.parent_id is not None:
+            variables = {**variables, "item": step_run.state.get("item"), "index": step_run.iteration}
+        input_data = resolve_config(step, variables)
+        if run.dry_run and has_side_effects(step_run.type, input_data):
+            dry_run_skip = True
+        else:
+            if step_type is None or step_type.execute is None:
+                raise StepError(
+                    "step_type_not_available",
+                    f"Step '{step_run.step_id}' has type '{step_run.type}', which this Baton version cannot "
+                    "execute yet.",
+                    retryable=False,
+                )
+            timeout = policy.get("timeout_seconds")
+            deadline = now + timedelta(seconds=timeout or settings.BATON_STEP_LEASE_SECONDS)
+            context = StepContext(
+                run_id=run.id,
+                step_run_id=step_run.id,
+                step_id=step_run.step_id,
+                step_type=step_run.type,
+                config=input_data,
+                step=step,
+                attempt=step_run.attempt,
+                deadline=deadline,
+                now=now,
+                dry_run=run.dry_run,
+                variables=variables,
+                state=dict(step_run.state),
+                organization_id=run.organization_id,
+                render=lambda value, variables=variables: render_value(value, variables),
+            )
+            outcome = step_type.execute(context)
+            if timeout and _now() > deadline:
+                raise StepError(
+                    "step_timeout", f"Step '{step_run.step_id}' took longer than its {timeout} s timeout."
+                )
+            if not isinstance(outcome, StepOutcome):
+                outcome = StepOutcome.completed(outcome)
+    except StepError as exc:
+        error = exc
+    except Exception as exc:
+        logger.exception("step %s (%s) raised", step_run.id, step_run.type)
+        error = StepError("step_error", f"Step '{step_run.step_id}' raised {type(exc).__name__}: {exc}")
+    duration_ms = int((time.monotonic() - started) * 1000)
+    return _record(run.id, step_run.id, token, outcome, error, input_data, duration_ms, dry_run_skip)
+
+
+def _attempt_entry(row: StepRun, status: str, error, now, duration_ms: int = 0) -> dict:
+    return {
+        "attempt": row.attempt,
+        "status": status,
+        "error": error,
+        "duration_ms": duration_ms,
+        "started_at": _iso(row.started_at if row.attempt <= 1 else now - timedelta(milliseconds=duration_ms)),
+    }
+
+
+def _record(run_id, step_run_id, token, outcome, error, input_data, duration_ms, dry_run_skip) -> str | None:
+    """Store the outcome of an attempt and advance; returns a step run id to continue into, if exactly one."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        row = (
+            StepRun.objects.select_for_update()
+            .filter(pk=step_run_id, status=StepStatus.RUNNING, lease_owner=token)
+            .first()
+        )
+        if row is None:
+            logger.info("step run %s was reclaimed; its late result is discarded", step_run_id)
+            return None
+        now = _now()
+        plan = plan_for(run)
+        step, policy = _step_definition(plan, row)
+        row.lease_owner = ""
+        row.lease_expires_at = None
+        if input_data is not None:
+            row.input_data = input_data
+        ready: list[str] = []
+        if error is not None:
+            row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), now, duration_ms)]
+            ready += _attempt_failed(run, row, policy, error, now)
+        elif dry_run_skip:
+            row.save()
+            _skip(run, row, SkipReason.DRY_RUN, now)
+            ready += _after_step_finished(run, row, plan, now)
+        elif outcome.kind == "suspended":
+            row.status = StepStatus.WAITING
+            row.wake_at = outcome.wake_at
+            row.state = {**outcome.state, "suspended": True}
+            # The resumed execution continues this attempt, so the claim's increment is given back.
+            row.attempt = max(row.attempt - 1, 0)
+            row.save()
+        elif outcome.kind == "spawn_iterations":
+            ready += _spawn_iterations(run, row, step, outcome.items, now)
+        else:
+            _complete_step(run, row, outcome, now, duration_ms)
+            if outcome.kind == "end_run":
+                _end_run(run, plan, row, outcome, now)
+            else:
+                ready += _after_step_finished(run, row, plan, now)
+        if not run.is_terminal:
+            ready += advance_locked(run)
+        save_run(run)
+        hold = ready[0] if len(ready) == 1 else None
+        dispatch([step for step in ready if step != hold])
+    return hold
+
+
+def _complete_step(run: Run, row: StepRun, outcome: StepOutcome, now, duration_ms: int) -> None:
+    row.status = StepStatus.COMPLETED
+    row.output_data = outcome.output
+    row.error = None
+    row.completed_at = now
+    row.wake_at = None
+    row.state = {}
+    row.attempts = [*row.attempts, _attempt_entry(row, "completed", None, now, duration_ms)]
+    if outcome.tokens:
+        row.tokens = dict(outcome.tokens)
+        run.total_tokens += int(outcome.tokens.get("total", 0))
+    if outcome.cost_usd:
+        row.cost_usd = Decimal(str(outcome.cost_usd))
+        run.cost_usd += row.cost_usd
+    row.save()
+    emit(
+        run,
+        EventType.STEP_COMPLETED,
+        row.step_id,
+        _event_data(row, attempt=row.attempt, duration_ms=duration_ms),
+    )
+
+
+def _attempt_failed(run: Run, row: StepRun, policy: dict, error: StepError, now) -> list[str]:
+    """Retry per the step's policy (a `waiting` step with wake_at) or fail it; returns ids to dispatch."""
+    retry = policy.get("retry") or {}
+    max_attempts = retry.get("max_attempts", 1)
+    row.error = error.as_dict()
+    if error.retryable and row.attempt < max_attempts:
+        delay = retry.get("backoff_seconds", 0) * retry.get("backoff_multiplier", 1) ** (row.attempt - 1)
+        emit(
+            run,
+            EventType.STEP_RETRYING,
+            row.step_id,
+            _event_data(row, attempt=row.attempt, error=row.error, delay_seconds=delay),
+        )
+        if delay > 0:
+            row.status = StepStatus.WAITING
+            row.wake_at = now + timedelta(seconds=delay)
+            row.save()
+            return []
+        row.status = StepStatus.QUEUED
+        row.dispatched_at = now
+        row.save()
+        return [row.id]
+    plan = plan_for(run)
+    if _step_failed(run, row, policy, row.error, now):
+        return []
+    return _after_step_finished(run, row, plan, now)
+
+
+def _step_failed(run: Run, row: StepRun, policy: dict, error: dict, now) -> bool:
+    """Mark the step failed for good; True when that failed the run."""
+    row.status = StepStatus.FAILED
+    row.error = error
+    row.completed_at = now
+    row.wake_at = None
+    row.save()
+    emit(run, EventType.STEP_FAILED, row.step_id, _event_data(row, attempt=row.attempt, error=error))
+    if row.parent_id is None and policy.get("on_failure") != "continue":
+        _finish_run(run, RunStatus.FAILED, now=now, error=_run_error(row))
+        return True
+    return False
+
+
+def _end_run(run: Run, plan: Plan, row: StepRun, outcome: StepOutcome, now) -> None:
+    if outcome.run_status == RunStatus.FAILED:
+        error = {"code": "run_ended", "message": outcome.message, "step_id": row.step_id}
+        _finish_run(run, RunStatus.FAILED, now=now, error=error, result=outcome.output)
+        return
+    if outcome.output is not None or not plan.has_output:
+        _finish_run(run, RunStatus.COMPLETED, now=now, result=outcome.output)
+        return
+    rows = list(StepRun.objects.filter(run_id=run.id, parent__isnull=True))
+    _complete_run(run, plan, rows, now)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops: one child step run per item; the loop step waits (holding no worker) until they finish.
+
+
+def _spawn_iterations(run: Run, row: StepRun, step: dict, items: list, now) -> list[str]:
+    inline = step["config"]["step"]
+    if not items:
+        _complete_step(run, row, StepOutcome.completed({"items": []}), now, 0)
+        return _after_step_finished(run, row, plan_for(run), now)
+    StepRun.objects.bulk_create(
+        [
+            StepRun(
+                run_id=run.id,
+                step_id=row.step_id,
+                type=inline["type"],
+                name=inline.get("name", ""),
+                parent=row,
+                iteration=index,
+                state={"item": item},
+            )
+            for index, item in enumerate(items)
+        ]
+    )
+    row.status = StepStatus.WAITING
+    row.wake_at = None
+    row.state = {"iterations": len(items)}
+    row.save()
+    return _advance_loop(run, row, step, now)
+
+
+def _after_step_finished(run: Run, row: StepRun, plan: Plan, now) -> list[str]:
+    """An iteration finished: let its loop start more or finish. Top-level steps: nothing to do here."""
+    if row.parent_id is None:
+        return []
+    parent = StepRun.objects.select_for_update().get(pk=row.parent_id)
+    if parent.status != StepStatus.WAITING:
+        return []  # the loop already failed or was cancelled
+    return _advance_loop(run, parent, plan.steps[parent.step_id], now)
+
+
+def _advance_loop(run: Run, parent: StepRun, step: dict, now) -> list[str]:
+    children = list(StepRun.objects.filter(parent=parent).order_by("iteration"))
+    failed = next((child for child in children if child.status == StepStatus.FAILED), None)
+    if failed is not None:
+        error = {
+            "code": "loop_iteration_failed",
+            "message": f"Iteration {failed.iteration} failed: {(failed.error or {}).get('message', '')}",
+        }
+        StepRun.objects.filter(parent=parent, status__in=_UNSTARTED).update(
+            status=StepStatus.CANCELLED, completed_at=now
+        )
+        parent.attempts = [*parent.attempts, _attempt_entry(parent, "failed", error, now)]
+        _step_failed(run, parent, step, error, now)
+        return []
+    if all(child.status in STEP_FINISHED for child in children):
+        output = {"items": [child.output_data for child in children]}
+        _complete_step(run, parent, StepOutcome.completed(output), now, 0)
+        return []
+    in_flight = sum(
+        1 for child in children if child.status not in STEP_FINISHED and child.status != "pending"
+    )
+    room = step["config"].get("max_concurrency", 1) - in_flight
+    ready = []
+    for child in children:
+        if room <= 0:
+            break
+        if child.status == StepStatus.PENDING:
+            ready.append(child.id)
+            room -= 1
+    if ready:
+        StepRun.objects.filter(pk__in=ready).update(
+            status=StepStatus.QUEUED, queued_at=now, dispatched_at=now
+        )
+    return ready
+
+
+# ---------------------------------------------------------------------------------------------
+# Reclaiming and waking (called by the reconciler, each under the run lock with a compare-and-set)
+
+
+def step_reclaim(step_run_id: str) -> bool:
+    """Fail the attempt of a running step whose lease expired (retrying per policy); True if reclaimed."""
+    run_id = StepRun.objects.filter(pk=step_run_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return False
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        now = _now()
+        row = (
+            StepRun.objects.select_for_update()
+            .filter(pk=step_run_id, status=StepStatus.RUNNING, lease_expires_at__lt=now)
+            .first()
+        )
+        if row is None:
+            return False
+        plan = plan_for(run)
+        policy = _step_definition(plan, row)[1]
+        error = StepError(
+            "lease_expired",
+            f"The worker running step '{row.step_id}' stopped responding (its lease expired).",
+        )
+        row.lease_owner = ""
+        row.lease_expires_at = None
+        row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), now)]
+        if run.is_terminal:  # nothing to retry for: just close the step
+            row.status = StepStatus.FAILED
+            row.error = error.as_dict()
+            row.completed_at = now
+            row.save()
+            return True
+        ready = _attempt_failed(run, row, policy, error, now)
+        if not run.is_terminal:
+            ready += advance_locked(run)
+        save_run(run)
+        dispatch(ready)
+    return True
+
+
+def step_wake(step_run_id: str) -> bool:
+    """Requeue a waiting step whose timer is due (wait step, retry backoff); True if woken."""
+    run_id = StepRun.objects.filter(pk=step_run_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return False
+    with transaction.atomic():
+        _lock_run(run_id)
+        now = _now()
+        woken = StepRun.objects.filter(pk=step_run_id, status=StepStatus.WAITING, wake_at__lte=now).update(
+            status=StepStatus.QUEUED, wake_at=None, dispatched_at=now
+        )
+        if woken:
+            dispatch([step_run_id])
+    return bool(woken)
+
+
+def run_fail_timeout(run_id: str) -> bool:
+    """Fail an active run past its deadline with `run_timeout`; True if it was failed here."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        now = _now()
+        if run.is_terminal or run.deadline_at is None or run.deadline_at > now:
+            return False
+        limit = int((run.deadline_at - run.started_at).total_seconds()) if run.started_at else None
+        error = {
+            "code": "run_timeout",
+            "message": f"The run exceeded its maximum duration ({limit} s)."
+            if limit
+            else "The run timed out.",
+            "step_id": None,
+        }
+        _finish_run(run, RunStatus.FAILED, now=now, error=error)
+        save_run(run)
+    return True
+
+
+def run_request_cancel(run: Run, now) -> None:
+    """Ask a locked run to stop: nothing new starts; it is cancelled once no step is running."""
+    run.cancel_requested_at = now
+    advance_locked(run)

@@ -1,0 +1,106 @@
+"""The reconciler: repairs what a lost message or a dead worker left behind. Every few seconds it
+re-dispatches steps `queued` for too long (django-q2's Redis broker pops without acknowledgement),
+reclaims `running` steps whose lease expired, wakes `waiting` steps whose timer is due, and fails runs
+past their deadline (`run_timeout`).
+
+Any number of reconcilers may run at once (one thread in each django-q2 worker process): each repair is a
+compare-and-set under the run's row lock, so exactly one of them acts on a row. Scans are plain indexed
+SELECTs outside any transaction, so an idle reconciler takes no write lock (SQLite) and costs one query
+per scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from runs.choices import RUN_ACTIVE, StepStatus
+from runs.engine import core
+from runs.engine.dispatch import enqueue
+from runs.models import Run, StepRun
+
+logger = logging.getLogger("baton.reconciler")
+
+BATCH = 200
+_thread: threading.Thread | None = None
+_thread_lock = threading.Lock()
+
+
+def reconcile_once(now=None) -> dict[str, int]:
+    """One pass over the four repairs; returns how many rows each one acted on."""
+    now = now or timezone.now()
+    counts = {"redispatched": 0, "reclaimed": 0, "woken": 0, "timed_out": 0}
+
+    stale = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS)
+    lost = list(
+        StepRun.objects.filter(status=StepStatus.QUEUED, dispatched_at__lt=stale)
+        .order_by("dispatched_at")
+        .values_list("pk", "dispatched_at")[:BATCH]
+    )
+    for step_run_id, dispatched_at in lost:
+        # Compare-and-set on dispatched_at: of several reconcilers, one rings the doorbell again.
+        if StepRun.objects.filter(
+            pk=step_run_id, status=StepStatus.QUEUED, dispatched_at=dispatched_at
+        ).update(dispatched_at=now):
+            redispatch(step_run_id)
+            counts["redispatched"] += 1
+
+    expired = StepRun.objects.filter(status=StepStatus.RUNNING, lease_expires_at__lt=now).values_list(
+        "pk", flat=True
+    )[:BATCH]
+    for step_run_id in list(expired):
+        counts["reclaimed"] += core.step_reclaim(step_run_id)
+
+    due = StepRun.objects.filter(status=StepStatus.WAITING, wake_at__lte=now).values_list("pk", flat=True)[
+        :BATCH
+    ]
+    for step_run_id in list(due):
+        counts["woken"] += core.step_wake(step_run_id)
+
+    late = Run.objects.filter(status__in=RUN_ACTIVE, deadline_at__lt=now).values_list("pk", flat=True)[:BATCH]
+    for run_id in list(late):
+        counts["timed_out"] += core.run_fail_timeout(run_id)
+
+    if any(counts.values()):
+        logger.info("reconciler: %s", counts)
+    return counts
+
+
+def redispatch(step_run_id: str) -> None:
+    """Ring the doorbell again for a step that is already committed as `queued`."""
+    if settings.BATON_ENGINE_DISPATCH == "queue":
+        enqueue([step_run_id])
+    else:
+        from runs.engine.dispatch import dispatch
+
+        dispatch([step_run_id])
+
+
+def _loop(interval: float) -> None:
+    while True:
+        # Jitter spreads the reconcilers of many workers over the interval.
+        time.sleep(interval * random.uniform(0.75, 1.25))
+        try:
+            close_old_connections()
+            reconcile_once()
+        except Exception:
+            logger.exception("reconciler pass failed")
+
+
+def start_reconciler_thread() -> bool:
+    """Start this process's reconciler thread (once); True if it was started now."""
+    global _thread
+    with _thread_lock:
+        if _thread is not None and _thread.is_alive():
+            return False
+        interval = settings.BATON_RECONCILE_INTERVAL_MS / 1000
+        _thread = threading.Thread(target=_loop, args=(interval,), name="baton-reconciler", daemon=True)
+        _thread.start()
+    return True

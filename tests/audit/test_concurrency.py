@@ -1,0 +1,141 @@
+"""Appends from several threads or processes at once (real transactions) stay gapless and valid.
+
+PostgreSQL: threads with their own connections contend for the chain head's row lock. SQLite: worker
+processes on a file database in WAL mode, as deployed, where IMMEDIATE transactions serialize writers
+(pytest's shared-cache in-memory SQLite answers contention with "table is locked" instead of waiting,
+so the threaded test cannot run there)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import close_old_connections, connection, transaction
+
+from accounts.principal import SYSTEM
+from audit import selectors
+from audit.models import AuditEvent
+from audit.services import audit_record
+
+THREADS = 6
+PER_THREAD = 15
+PROCESSES = 3
+PER_PROCESS = 10
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="shared-cache in-memory SQLite; see the process test"
+)
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_thread_appends_stay_gapless_and_valid(org):
+    start = AuditEvent.objects.filter(organization=org).count()
+    barrier = threading.Barrier(THREADS)
+    errors = []
+
+    def append(worker: int):
+        try:
+            barrier.wait(timeout=30)
+            for i in range(PER_THREAD):
+                with transaction.atomic():
+                    # Work inside the transaction before the append widens the race window.
+                    AuditEvent.objects.filter(organization=org).exists()
+                    audit_record(
+                        organization=org, event="load.append", actor=SYSTEM, data={"w": worker, "i": i}
+                    )
+        except Exception as exc:  # reported below, in the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    close_old_connections()
+
+    assert errors == []
+    seqs = list(AuditEvent.objects.filter(organization=org).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, start + THREADS * PER_THREAD + 1))
+    written = AuditEvent.objects.filter(organization=org, event="load.append").values_list("data", flat=True)
+    assert sorted((d["w"], d["i"]) for d in written) == [
+        (w, i) for w in range(THREADS) for i in range(PER_THREAD)
+    ]
+    result = selectors.audit_chain_verify(organization=org)
+    assert result.valid, result.first_invalid
+    assert result.checked == start + THREADS * PER_THREAD
+
+
+SETUP = """
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from tests.factories import make_org, UserFactory
+print(make_org(name="Load", owner=UserFactory(email="load@baton.test")).id)
+"""
+
+WORKER = """
+import sys
+from django.db import transaction
+from accounts.models import Organization
+from accounts.principal import SYSTEM
+from audit.models import AuditEvent
+from audit.services import audit_record
+org = Organization.objects.get(pk=sys.argv[1])
+for i in range(int(sys.argv[3])):
+    with transaction.atomic():
+        AuditEvent.objects.filter(organization=org).exists()
+        data = {"w": int(sys.argv[2]), "i": i}
+        audit_record(organization=org, event="load.append", actor=SYSTEM, data=data)
+"""
+
+REPORT = """
+import json, sys
+from audit import selectors
+from audit.models import AuditEvent
+events = AuditEvent.objects.filter(organization_id=sys.argv[1]).order_by("seq")
+seqs = list(events.values_list("seq", flat=True))
+print(json.dumps({"seqs": seqs, "verify": selectors.audit_chain_verify(organization=sys.argv[1]).as_dict()}))
+"""
+
+
+def _python(code: str, *args) -> list[str]:
+    prelude = "import django; django.setup()\n"
+    return [sys.executable, "-c", prelude + code, *map(str, args)]
+
+
+@pytest.mark.slow
+def test_concurrent_process_appends_on_file_sqlite_stay_gapless_and_valid(tmp_path):
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "BATON_TEST_DB_NAME")
+    }
+    env.update(BATON_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", PYTHONPATH=str(ROOT))
+
+    def run(code, *args):
+        command = _python(code, *args)
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    org_id = run(SETUP).strip().splitlines()[-1]
+    workers = [
+        subprocess.Popen(
+            _python(WORKER, org_id, n, PER_PROCESS),
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(PROCESSES)
+    ]
+    failures = [proc.stderr.read() for proc in workers if proc.wait(timeout=120) != 0]
+    assert failures == []
+    report = json.loads(run(REPORT, org_id).strip().splitlines()[-1])
+    assert report["seqs"] == list(range(1, 2 + PROCESSES * PER_PROCESS + 1))
+    assert report["verify"]["valid"] is True, report["verify"]
+    assert report["verify"]["checked"] == 2 + PROCESSES * PER_PROCESS

@@ -1,0 +1,108 @@
+"""A synchronous driver for the engine: dispatch collects step run ids, `drain()` executes them here."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.principal import Principal
+from runs.engine import dispatch as dispatch_module
+from runs.engine.reconciler import reconcile_once
+from runs.models import Run, StepRun
+from runs.services import run_create
+from workflows.services import workflow_create
+
+
+class Driver:
+    def __init__(self, org, actor):
+        self.org = org
+        self.actor = actor
+
+    def workflow(self, steps, **definition):
+        return workflow_create(
+            organization=self.org, actor=self.actor, definition={"name": "Test flow", "steps": steps, **definition}
+        )
+
+    def start(self, steps, *, input_data=None, drain=True, **options):
+        definition = {key: options.pop(key) for key in ("output", "inputs") if key in options}
+        workflow = self.workflow(steps, **definition)
+        run = run_create(workflow=workflow, actor=self.actor, input_data=input_data, **options)
+        if drain:
+            self.drain()
+        return Run.objects.get(pk=run.pk)
+
+    def drain(self) -> int:
+        return dispatch_module.drain()
+
+    @property
+    def queued(self) -> list[str]:
+        return list(dispatch_module.MANUAL_QUEUE)
+
+    def steps(self, run) -> dict[str, StepRun]:
+        return {row.step_id: row for row in StepRun.objects.filter(run=run, parent__isnull=True)}
+
+    def statuses(self, run) -> dict[str, str]:
+        return {step_id: row.status for step_id, row in self.steps(run).items()}
+
+    def events(self, run) -> list[tuple[str, str]]:
+        return [(event.type, event.step_id) for event in run.events.order_by("seq")]
+
+    def reload(self, run) -> Run:
+        return Run.objects.get(pk=run.pk)
+
+    def fast_forward(self, run) -> dict:
+        """Make every timer of the run due now, reconcile once, and drain what it woke."""
+        StepRun.objects.filter(run=run, wake_at__isnull=False).update(wake_at=timezone.now() - timedelta(seconds=1))
+        counts = reconcile_once()
+        self.drain()
+        return counts
+
+
+@pytest.fixture
+def engine(settings, org, owner):
+    settings.BATON_ENGINE_DISPATCH = "manual"
+    dispatch_module.MANUAL_QUEUE.clear()
+    yield Driver(org, Principal(organization=org, user=owner, role="owner"))
+    dispatch_module.MANUAL_QUEUE.clear()
+
+
+def transform(step_id, value, **extra):
+    return {"id": step_id, "type": "transform", "config": {"value": value}, **extra}
+
+
+class Flaky:
+    """A test-only step type registered like any other: it fails its first `fail_times[step_id]` attempts
+    and can run a hook mid-execution (to act concurrently with a running step)."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, int]] = []
+        self.fail_times: dict[str, int] = {}
+        self.hooks: dict = {}
+
+    def execute(self, context):
+        from runs.engine.context import StepError, StepOutcome
+
+        self.calls.append((context.step_id, context.attempt))
+        hook = self.hooks.get(context.step_id)
+        if hook:
+            hook(context)
+        if context.attempt <= self.fail_times.get(context.step_id, 0):
+            raise StepError("flaky_failure", f"attempt {context.attempt} of {context.step_id} failed")
+        return StepOutcome.completed({"attempt": context.attempt, "value": context.config.get("value")})
+
+
+@pytest.fixture
+def flaky(monkeypatch):
+    from runs.engine.steps import STEP_TYPES
+    from runs.engine.steps.base import StepType, object_schema
+
+    double = Flaky()
+    step_type = StepType(
+        name="flaky", description="test double", config_schema=object_schema({"value": {}}), execute=double.execute
+    )
+    monkeypatch.setitem(STEP_TYPES, "flaky", step_type)
+    return double
+
+
+def flaky_step(step_id, **extra):
+    return {"id": step_id, "type": "flaky", "config": {"value": step_id}, **extra}

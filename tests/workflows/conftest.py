@@ -1,0 +1,8 @@
+import pytest
+
+from tests.workflows.helpers import make_workflow
+
+
+@pytest.fixture
+def workflow(org, owner):
+    return make_workflow(org, owner)

@@ -1,0 +1,156 @@
+"""Service guarantees that the HTTP tests cannot show (concurrent version numbers and slugs) and the admin."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from audit.models import AuditEvent
+from tests.workflows.helpers import definition, make_workflow, owner_actor, transform
+from workflows.models import Workflow, WorkflowVersion
+from workflows.services import workflow_create, workflow_update
+
+
+def run_in_threads(count, target):
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def worker(index):
+        try:
+            barrier.wait(timeout=10)
+            target(index)
+        except Exception as exc:  # collected and asserted on below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
+
+
+ON_SQLITE = pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="shared-cache in-memory SQLite; see the process test"
+)
+
+
+@ON_SQLITE
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_updates_never_collide_on_version_numbers(org, owner):
+    workflow = make_workflow(org, owner)
+    actor = owner_actor(org, owner)
+
+    def update(index):
+        steps = [transform("hello", f"edit {index}")]
+        workflow_update(
+            workflow=workflow, actor=actor, definition=definition(steps=steps), change_summary=str(index)
+        )
+
+    errors = run_in_threads(8, update)
+    assert errors == []
+    numbers = sorted(WorkflowVersion.objects.filter(workflow=workflow).values_list("number", flat=True))
+    assert numbers == list(range(1, 10))
+    workflow.refresh_from_db()
+    assert workflow.current_version == 9
+    assert AuditEvent.objects.filter(organization=org, event="workflow.updated").count() == 8
+
+
+@ON_SQLITE
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_with_one_name_get_distinct_slugs(org, owner):
+    actor = owner_actor(org, owner)
+    errors = run_in_threads(
+        6, lambda i: workflow_create(organization=org, actor=actor, definition=definition("Same"))
+    )
+    assert errors == []
+    slugs = sorted(Workflow.objects.filter(organization=org).values_list("slug", flat=True))
+    assert len(slugs) == 6 and len(set(slugs)) == 6 and "same" in slugs
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP = """
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from tests.factories import make_org, UserFactory
+from tests.workflows.helpers import make_workflow
+owner = UserFactory(email="load@baton.test")
+print(make_workflow(make_org(name="Load", owner=owner), owner, "Load").id)
+"""
+WORKER = """
+import sys
+from accounts.principal import SYSTEM
+from tests.workflows.helpers import definition, transform
+from workflows.models import Workflow
+from workflows.services import workflow_update
+for i in range(int(sys.argv[3])):
+    workflow = Workflow.objects.get(pk=sys.argv[1])
+    steps = [transform("hello", f"worker {sys.argv[2]} edit {i}")]
+    workflow_update(workflow=workflow, actor=SYSTEM, definition=definition(steps=steps))
+"""
+REPORT = """
+import json, sys
+from workflows.models import Workflow
+workflow = Workflow.objects.get(pk=sys.argv[1])
+numbers = sorted(workflow.versions.values_list("number", flat=True))
+print(json.dumps({"numbers": numbers, "current": workflow.current_version}))
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_process_updates_on_file_sqlite_get_distinct_versions(tmp_path):
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "BATON_TEST_DB_NAME")
+    }
+    env.update(BATON_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", PYTHONPATH=str(ROOT))
+
+    def command(code, *args):
+        return [sys.executable, "-c", "import django; django.setup()\n" + code, *map(str, args)]
+
+    def run(code, *args):
+        done = subprocess.run(
+            command(code, *args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    workflow_id = run(SETUP)
+    workers = [
+        subprocess.Popen(
+            command(WORKER, workflow_id, n, 5), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for n in range(3)
+    ]
+    failures = [proc.stderr.read() for proc in workers if proc.wait(timeout=120) != 0]
+    assert failures == []
+    report = json.loads(run(REPORT, workflow_id))
+    assert report == {"numbers": list(range(1, 17)), "current": 16}
+
+
+@pytest.mark.django_db
+def test_admin_lists_and_shows_pretty_definitions(client, org, owner):
+    owner.is_staff = owner.is_superuser = True
+    owner.save()
+    client.force_login(owner)
+    workflow = make_workflow(org, owner, "Admin visible")
+    version = workflow.versions.get()
+    listing = client.get("/admin/workflows/workflow/")
+    assert listing.status_code == 200 and b"Admin visible" in listing.content
+    assert client.get(f"/admin/workflows/workflow/{workflow.pk}/change/").status_code == 200
+    page = client.get(f"/admin/workflows/workflowversion/{version.pk}/change/")
+    assert page.status_code == 200
+    assert b"<pre" in page.content and b"&quot;steps&quot;: [\n" in page.content
+    assert (
+        workflow.webhook_secret.encode()
+        not in client.get(f"/admin/workflows/workflow/{workflow.pk}/change/").content
+    )
+    assert client.get("/admin/workflows/workflowversion/").status_code == 200
+    assert client.get("/admin/workflows/workflowtemplate/").status_code == 200
+    assert client.post(f"/admin/workflows/workflowversion/{version.pk}/delete/").status_code == 403

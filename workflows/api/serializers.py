@@ -1,0 +1,279 @@
+"""Input serializers check shape (services check rules); output serializers give the API.md shapes."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from workflows.choices import (
+    MAX_CHANGE_SUMMARY_LENGTH,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    TriggerType,
+    WorkflowStatus,
+)
+from workflows.definition import input_schema
+from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
+from workflows.services import CREATE_STATUSES
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know (400), so a typo is an error rather than silently ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ProjectRefSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+
+
+class ConcurrencySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1)
+    key = serializers.CharField(allow_null=True, required=False)
+    on_limit = serializers.ChoiceField(choices=["reject", "queue", "cancel_running"], required=False)
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    """A workflow in lists: metadata only (no definition, never the webhook secret)."""
+
+    project = serializers.SerializerMethodField()
+    concurrency = ConcurrencySerializer(allow_null=True)
+    tags = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "id", "slug", "name", "description", "status", "trigger_type", "tags", "project", "concurrency",
+            "retention_days", "webhook_enabled", "current_version", "published_version", "created_by",
+            "created_at", "updated_at", "archived_at", "last_run_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    @extend_schema_field(ProjectRefSerializer(allow_null=True))
+    def get_project(self, workflow) -> dict | None:
+        project = workflow.project
+        return {"id": project.id, "name": project.name} if project else None
+
+
+class WorkflowDetailSerializer(WorkflowSerializer):
+    """One workflow at one version (context["version"]), with its definition and input schema.
+    `webhook_secret` is present only for admins (context["show_secret"])."""
+
+    version = serializers.SerializerMethodField()
+    change_summary = serializers.SerializerMethodField()
+    content_hash = serializers.SerializerMethodField()
+    version_created_at = serializers.SerializerMethodField()
+    definition = serializers.SerializerMethodField()
+    input_schema = serializers.SerializerMethodField()
+    webhook_secret = serializers.CharField(required=False, help_text="Only shown to admins.")
+
+    class Meta(WorkflowSerializer.Meta):
+        fields = [
+            *WorkflowSerializer.Meta.fields, "version", "change_summary", "content_hash",
+            "version_created_at", "definition", "input_schema", "webhook_secret",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def _version(self) -> WorkflowVersion:
+        return self.context["version"]
+
+    def get_version(self, workflow) -> int:
+        return self._version().number
+
+    def get_change_summary(self, workflow) -> str:
+        return self._version().change_summary
+
+    def get_content_hash(self, workflow) -> str:
+        return self._version().content_hash
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_version_created_at(self, workflow):
+        return serializers.DateTimeField().to_representation(self._version().created_at)
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_definition(self, workflow) -> dict:
+        return self._version().definition
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_input_schema(self, workflow) -> dict:
+        return input_schema(self._version().definition)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("show_secret"):
+            data.pop("webhook_secret", None)
+        return data
+
+
+class WorkflowCreatedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    workflow = WorkflowDetailSerializer()
+
+
+class WorkflowVersionSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="number")
+    published = serializers.SerializerMethodField()
+
+    class Meta:
+        model = WorkflowVersion
+        fields = ["version", "change_summary", "created_at", "created_by", "content_hash", "published"]
+        read_only_fields = fields
+
+    def get_published(self, version) -> bool:
+        return version.number == self.context["published_version"]
+
+
+class WorkflowVersionDetailSerializer(WorkflowVersionSerializer):
+    workflow_id = serializers.CharField()
+    definition = serializers.JSONField()
+    input_schema = serializers.SerializerMethodField()
+
+    class Meta(WorkflowVersionSerializer.Meta):
+        fields = ["workflow_id", *WorkflowVersionSerializer.Meta.fields, "definition", "input_schema"]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_input_schema(self, version) -> dict:
+        return input_schema(version.definition)
+
+
+class ValidationResultSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = serializers.ListField(child=serializers.CharField())
+
+
+class DiffSerializer(serializers.Serializer):
+    diff = serializers.ListField(
+        child=serializers.DictField(), help_text="RFC 6902 JSON Patch from v1 to v2."
+    )
+    summary = serializers.CharField()
+    v1 = serializers.IntegerField()
+    v2 = serializers.IntegerField()
+
+
+class InputSchemaSerializer(serializers.Serializer):
+    workflow_id = serializers.CharField()
+    version = serializers.IntegerField()
+    schema = serializers.JSONField()
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    step_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = WorkflowTemplate
+        fields = [
+            "id", "name", "description", "category", "is_builtin", "step_count", "source_workflow_id",
+            "created_by", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_step_count(self, template) -> int:
+        steps = template.definition.get("steps") if isinstance(template.definition, dict) else None
+        return len(steps) if isinstance(steps, list) else 0
+
+
+class TemplateDetailSerializer(TemplateSerializer):
+    definition = serializers.JSONField()
+    input_schema = serializers.SerializerMethodField()
+
+    class Meta(TemplateSerializer.Meta):
+        fields = [*TemplateSerializer.Meta.fields, "definition", "input_schema"]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_input_schema(self, template) -> dict:
+        return input_schema(template.definition) if isinstance(template.definition, dict) else {}
+
+
+class TemplateInstalledSerializer(serializers.Serializer):
+    workflow_id = serializers.CharField()
+    workflow = WorkflowDetailSerializer()
+
+
+class TemplateCreatedSerializer(serializers.Serializer):
+    template_id = serializers.CharField()
+    template = TemplateDetailSerializer()
+
+
+# -------------------------------------------------------------------------------------------- input
+
+
+class WorkflowCreateSerializer(StrictSerializer):
+    definition = serializers.JSONField()
+    trigger_type = serializers.ChoiceField(choices=TriggerType.choices, required=False)
+    tags = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False, allow_blank=True), required=False
+    )
+    project = serializers.CharField(allow_null=True, allow_blank=True, required=False, max_length=40)
+    status = serializers.ChoiceField(choices=[(s.value, s.label) for s in CREATE_STATUSES], required=False)
+    concurrency = serializers.JSONField(allow_null=True, required=False)
+    retention_days = serializers.IntegerField(allow_null=True, required=False)
+    webhook_enabled = serializers.BooleanField(required=False)
+    change_summary = serializers.CharField(
+        allow_blank=True, required=False, max_length=MAX_CHANGE_SUMMARY_LENGTH
+    )
+
+
+class WorkflowUpdateSerializer(StrictSerializer):
+    definition = serializers.JSONField()
+    change_summary = serializers.CharField(
+        allow_blank=True, required=False, max_length=MAX_CHANGE_SUMMARY_LENGTH
+    )
+    base_version = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="Compare-and-set: 409 version_conflict unless this is the latest.",
+    )
+
+
+class WorkflowMetadataSerializer(StrictSerializer):
+    name = serializers.CharField(required=False, max_length=MAX_NAME_LENGTH)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=MAX_DESCRIPTION_LENGTH)
+    tags = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False, allow_blank=True), required=False
+    )
+    project = serializers.CharField(allow_null=True, allow_blank=True, required=False, max_length=40)
+    concurrency = serializers.JSONField(allow_null=True, required=False)
+    retention_days = serializers.IntegerField(allow_null=True, required=False)
+    webhook_enabled = serializers.BooleanField(required=False)
+
+
+class WorkflowStatusSerializer(StrictSerializer):
+    status = serializers.ChoiceField(choices=WorkflowStatus.choices)
+
+
+class WorkflowValidateSerializer(StrictSerializer):
+    definition = serializers.JSONField()
+
+
+class PublishSerializer(StrictSerializer):
+    version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+
+class RollbackSerializer(StrictSerializer):
+    version = serializers.IntegerField(min_value=1)
+
+
+class CloneSerializer(StrictSerializer):
+    name = serializers.CharField(required=False, max_length=MAX_NAME_LENGTH)
+
+
+class TemplateInstallSerializer(StrictSerializer):
+    name = serializers.CharField(required=False, max_length=MAX_NAME_LENGTH)
+    project = serializers.CharField(allow_null=True, allow_blank=True, required=False, max_length=40)
+
+
+class SaveAsTemplateSerializer(StrictSerializer):
+    name = serializers.CharField(required=False, max_length=MAX_NAME_LENGTH)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=MAX_DESCRIPTION_LENGTH)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=50)
+    version = serializers.IntegerField(min_value=1, required=False)

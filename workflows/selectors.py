@@ -1,0 +1,67 @@
+"""Organisation-scoped reads. Another organisation's workflow or template is simply not found."""
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Organization
+from config.errors import InvalidRequest, NotFound, not_found
+from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
+
+
+def workflow_list(*, organization: Organization) -> QuerySet[Workflow]:
+    """Every workflow of the organisation, archived ones included (the filterset hides them)."""
+    return Workflow.objects.filter(organization=organization).select_related("project")
+
+
+def workflow_get(*, organization: Organization, ref: str) -> Workflow:
+    """The workflow whose id or slug is `ref` (slugs never contain `_`, so the two cannot clash)."""
+    lookup = Q(pk=ref) if ref.startswith("wf_") else Q(slug=ref)
+    workflow = workflow_list(organization=organization).filter(lookup).first()
+    if workflow is None:
+        raise not_found("workflow", ref)
+    return workflow
+
+
+def parse_version_spec(raw, *, name: str = "version", default: str = "latest") -> str | int:
+    """`latest`, `published` or a positive integer; anything else is a 400."""
+    value = default if raw is None or raw == "" else str(raw).strip()
+    if value in ("latest", "published"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise InvalidRequest(
+        "invalid_request",
+        f"'{name}' must be latest, published or a version number.",
+        details={"fields": {name: ["Must be latest, published or a positive integer."]}},
+    )
+
+
+def workflow_version_get(*, workflow: Workflow, spec: str | int) -> WorkflowVersion:
+    """The version named by `spec` (see parse_version_spec); 404 version_not_found when absent."""
+    if spec == "latest":
+        number = workflow.current_version
+    elif spec == "published":
+        number = workflow.published_version
+        if number is None:
+            raise NotFound("version_not_found", f"Workflow {workflow.id} has no published version.")
+    else:
+        number = spec
+    version = WorkflowVersion.objects.filter(workflow=workflow, number=number).first()
+    if version is None:
+        raise NotFound("version_not_found", f"Workflow {workflow.id} has no version {number}.")
+    return version
+
+
+def workflow_versions(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
+    return WorkflowVersion.objects.filter(workflow=workflow).order_by("-number")
+
+
+def template_list(*, organization: Organization) -> QuerySet[WorkflowTemplate]:
+    """The built-in templates and the organisation's own."""
+    return WorkflowTemplate.objects.filter(Q(organization__isnull=True) | Q(organization=organization))
+
+
+def template_get(*, organization: Organization, template_id: str) -> WorkflowTemplate:
+    template = template_list(organization=organization).filter(pk=template_id).first()
+    if template is None:
+        raise not_found("template", template_id)
+    return template
