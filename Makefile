@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-sqlite test-postgres lint format bench browser-deps clean
+.PHONY: install run test test-sqlite test-postgres lint format bench browser-deps system-deps clean
 
 .uv/bin/uv:
 	$(PYTHON) -m venv .uv
@@ -23,13 +23,18 @@ install: $(VENV)/.installed ## set up .venv from the lock file
 run: install ## migrate, then serve the web app and a worker on http://127.0.0.1:8000 (options: ARGS="--port 8080")
 	$(PY) manage.py serve $(ARGS)
 
-# Debian's chromium for the dashboard tests (Playwright's own browser download is not used).
-browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
-	  else echo "chromium is missing: install Debian's chromium package for the browser tests"; fi; }
+# Debian packages the tests use: chromium for the dashboard tests (Playwright's own browser download
+# is not used) and bubblewrap, the script sandbox's network/filesystem isolation. Installed when root.
+SYSTEM_PACKAGES := chromium bubblewrap
+browser-deps system-deps:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null); \
+	    else echo "missing Debian packages:$$missing (the browser and bubblewrap tests need them)"; fi; \
+	  fi
 
-test: install browser-deps ## the whole suite on SQLite, then on PostgreSQL + Redis when they are reachable
+test: install system-deps ## the whole suite on SQLite, then on PostgreSQL + Redis when they are reachable
 	$(MAKE) --no-print-directory test-sqlite
 	@if $(PY) bench/services_up.py "$(PG_URL)" "$(REDIS_TEST_URL)"; then \
 	  $(MAKE) --no-print-directory test-postgres; \

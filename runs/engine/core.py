@@ -11,20 +11,21 @@ Invariants (docs/engine.md):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -174,6 +175,25 @@ def variables_for(run: Run, plan: Plan, rows: list[StepRun] | None = None) -> di
     }
 
 
+def _json_default(value):
+    if isinstance(value, range | tuple | set | frozenset):
+        return list(value)
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def as_json(value: Any, step_id: str, what: str) -> Any:
+    """`value` as plain JSON (ranges and tuples become lists); StepError when it cannot be stored."""
+    try:
+        return json.loads(json.dumps(value, default=_json_default, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StepError("invalid_output", f"Step '{step_id}' {what} cannot be stored as JSON: {exc}",
+                        retryable=False) from None  # fmt: skip
+
+
 def _template_error(step_id: str, where: str, exc: Exception) -> StepError:
     detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return StepError("template_error", f"Step '{step_id}' {where}: {detail}", retryable=False)
@@ -272,7 +292,10 @@ def advance_locked(run: Run) -> list[str]:
                 go = evaluate_expression(when, variables) if isinstance(when, str) else when
             except Exception as exc:
                 error = _template_error(step_id, "when", exc)
-                row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), now)]
+                row.attempts = [
+                    *row.attempts,
+                    _attempt_entry(row, "failed", error.as_dict(), _Attempt("", now)),
+                ]
                 if _step_failed(run, row, plan.steps[step_id], error.as_dict(), now):
                     return []
                 variables = None
@@ -395,21 +418,19 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
 
 def step_execute(step_run_id: str) -> None:
     """Claim the step run, execute it, record the outcome, advance; continue into a single next step."""
-    started = time.monotonic()
-    next_id: str | None = step_run_id
-    while next_id:
-        next_id = _execute_one(next_id)
-        if next_id and time.monotonic() - started > INLINE_CONTINUE_SECONDS:
-            # The held step is `queued` with a fresh dispatched_at; ring the doorbell for it instead.
-            dispatch([next_id])
-            return
+    deadline = time.monotonic() + INLINE_CONTINUE_SECONDS
+    claimed = _claim(step_run_id, _now())
+    while claimed is not None:
+        claimed = _execute_one(claimed, may_continue=time.monotonic() < deadline)
 
 
-def _claim(step_run_id: str, now) -> tuple[Run, StepRun, str] | None:
+Claimed = tuple[Run, StepRun, str]
+
+
+def _claim(step_run_id: str, now) -> Claimed | None:
     row = StepRun.objects.filter(pk=step_run_id).values("run_id", "status").first()
     if row is None or row["status"] != StepStatus.QUEUED:
         return None
-    token = f"{_HOST}:{uuid.uuid4().hex[:12]}"
     with transaction.atomic():
         run = _lock_run(row["run_id"])
         if run.is_terminal or run.cancel_requested_at is not None:
@@ -420,37 +441,42 @@ def _claim(step_run_id: str, now) -> tuple[Run, StepRun, str] | None:
             save_run(run)
             dispatch(ready)
             return None
-        plan = plan_for(run)
-        lease = settings.BATON_STEP_LEASE_SECONDS
-        step_run = StepRun.objects.filter(pk=step_run_id).only("step_id", "parent_id").first()
-        timeout = _step_definition(plan, step_run)[1].get("timeout_seconds")
-        if timeout:
-            lease = timeout + LEASE_GRACE_SECONDS
-        claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).update(
-            status=StepStatus.RUNNING,
-            lease_owner=token,
-            lease_expires_at=now + timedelta(seconds=lease),
-            attempt=F("attempt") + 1,
-            started_at=Coalesce(F("started_at"), now),
-            dispatched_at=None,
-            wake_at=None,
-        )
-        if not claimed:
-            return None
-        step_run = StepRun.objects.get(pk=step_run_id)
-        if not step_run.state.get("suspended"):
-            emit(
-                run, EventType.STEP_STARTED, step_run.step_id, _event_data(step_run, attempt=step_run.attempt)
-            )
-            save_run(run)
+        claimed = _claim_locked(run, step_run_id, now)
+        save_run(run)
+    return claimed
+
+
+def _claim_locked(run: Run, step_run_id: str, now) -> Claimed | None:
+    """Compare-and-set a queued step to running with a fresh lease token (the caller holds the run lock)."""
+    step_run = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).first()
+    if step_run is None:
+        return None
+    timeout = _step_definition(plan_for(run), step_run)[1].get("timeout_seconds")
+    lease = timeout + LEASE_GRACE_SECONDS if timeout else settings.BATON_STEP_LEASE_SECONDS
+    token = f"{_HOST}:{uuid.uuid4().hex[:12]}"
+    claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).update(
+        status=StepStatus.RUNNING,
+        lease_owner=token,
+        lease_expires_at=now + timedelta(seconds=lease),
+        attempt=F("attempt") + 1,
+        started_at=Coalesce(F("started_at"), now),
+        dispatched_at=None,
+        wake_at=None,
+    )
+    if not claimed:
+        return None
+    step_run.status = StepStatus.RUNNING
+    step_run.lease_owner = token
+    step_run.attempt += 1
+    step_run.started_at = step_run.started_at or now
+    if not step_run.state.get("suspended"):
+        emit(run, EventType.STEP_STARTED, step_run.step_id, _event_data(step_run, attempt=step_run.attempt))
     return run, step_run, token
 
 
-def _execute_one(step_run_id: str) -> str | None:
+def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
+    """Execute a claimed step and record it; returns the next step, already claimed, to continue into."""
     now = _now()
-    claimed = _claim(step_run_id, now)
-    if claimed is None:
-        return None
     run, step_run, token = claimed
     plan = plan_for(run)
     step, policy = _step_definition(plan, step_run)
@@ -464,7 +490,7 @@ def _execute_one(step_run_id: str) -> str | None:
         variables = variables_for(run, plan)
         if step_run.parent_id is not None:
             variables = {**variables, "item": step_run.state.get("item"), "index": step_run.iteration}
-        input_data = resolve_config(step, variables)
+        input_data = as_json(resolve_config(step, variables), step_run.step_id, "config")
         if run.dry_run and has_side_effects(step_run.type, input_data):
             dry_run_skip = True
         else:
@@ -500,27 +526,42 @@ def _execute_one(step_run_id: str) -> str | None:
                 )
             if not isinstance(outcome, StepOutcome):
                 outcome = StepOutcome.completed(outcome)
+            if outcome.output is not None:
+                outcome = replace(outcome, output=as_json(outcome.output, step_run.step_id, "output"))
     except StepError as exc:
         error = exc
     except Exception as exc:
         logger.exception("step %s (%s) raised", step_run.id, step_run.type)
         error = StepError("step_error", f"Step '{step_run.step_id}' raised {type(exc).__name__}: {exc}")
     duration_ms = int((time.monotonic() - started) * 1000)
-    return _record(run.id, step_run.id, token, outcome, error, input_data, duration_ms, dry_run_skip)
+    attempt = _Attempt(token=token, started_at=now, duration_ms=duration_ms)
+    return _record(run.id, step_run.id, attempt, outcome, error, input_data, dry_run_skip, may_continue)
 
 
-def _attempt_entry(row: StepRun, status: str, error, now, duration_ms: int = 0) -> dict:
+@dataclass(frozen=True)
+class _Attempt:
+    token: str
+    started_at: datetime | None
+    duration_ms: int = 0
+
+
+def _attempt_entry(row: StepRun, status: str, error, attempt: _Attempt | None = None) -> dict:
+    started_at = attempt.started_at if attempt else (row.started_at if row.attempt <= 1 else None)
     return {
         "attempt": row.attempt,
         "status": status,
         "error": error,
-        "duration_ms": duration_ms,
-        "started_at": _iso(row.started_at if row.attempt <= 1 else now - timedelta(milliseconds=duration_ms)),
+        "duration_ms": attempt.duration_ms if attempt else 0,
+        "started_at": _iso(started_at),
     }
 
 
-def _record(run_id, step_run_id, token, outcome, error, input_data, duration_ms, dry_run_skip) -> str | None:
-    """Store the outcome of an attempt and advance; returns a step run id to continue into, if exactly one."""
+def _record(
+    run_id, step_run_id, attempt: _Attempt, outcome, error, input_data, dry_run_skip, may_continue=False
+) -> Claimed | None:
+    """Store the outcome of an attempt and advance. When exactly one step became ready (and `may_continue`),
+    claim it in the same transaction and return it, saving this worker a queue round trip."""
+    token = attempt.token
     with transaction.atomic():
         run = _lock_run(run_id)
         row = (
@@ -538,9 +579,14 @@ def _record(run_id, step_run_id, token, outcome, error, input_data, duration_ms,
         row.lease_expires_at = None
         if input_data is not None:
             row.input_data = input_data
+        if run.is_terminal:
+            # The run ended while this step ran (failed elsewhere, ended, timed out): keep the outcome for
+            # the record, but start nothing and write no event after the run's terminal one.
+            _close_quietly(row, outcome, error, attempt, now)
+            return None
         ready: list[str] = []
         if error is not None:
-            row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), now, duration_ms)]
+            row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), attempt)]
             ready += _attempt_failed(run, row, policy, error, now)
         elif dry_run_skip:
             row.save()
@@ -556,27 +602,47 @@ def _record(run_id, step_run_id, token, outcome, error, input_data, duration_ms,
         elif outcome.kind == "spawn_iterations":
             ready += _spawn_iterations(run, row, step, outcome.items, now)
         else:
-            _complete_step(run, row, outcome, now, duration_ms)
+            _complete_step(run, row, outcome, now, attempt)
             if outcome.kind == "end_run":
                 _end_run(run, plan, row, outcome, now)
             else:
                 ready += _after_step_finished(run, row, plan, now)
         if not run.is_terminal:
             ready += advance_locked(run)
+        following = None
+        if len(ready) == 1 and may_continue and not run.is_terminal:
+            following = _claim_locked(run, ready[0], now)
         save_run(run)
-        hold = ready[0] if len(ready) == 1 else None
-        dispatch([step for step in ready if step != hold])
-    return hold
+        dispatch(ready if following is None else [])
+    return following
 
 
-def _complete_step(run: Run, row: StepRun, outcome: StepOutcome, now, duration_ms: int) -> None:
+def _close_quietly(row: StepRun, outcome, error, attempt: _Attempt, now) -> None:
+    if error is None and outcome is not None and outcome.kind == "completed":
+        row.status = StepStatus.COMPLETED
+        row.output_data = outcome.output
+        row.attempts = [*row.attempts, _attempt_entry(row, "completed", None, attempt)]
+    else:
+        error_data = error.as_dict() if error else {"code": "run_ended", "message": "The run ended first."}
+        row.status = StepStatus.FAILED if error else StepStatus.CANCELLED
+        row.error = error_data if error else None
+        row.attempts = [*row.attempts, _attempt_entry(row, row.status, error_data, attempt)]
+    row.completed_at = now
+    row.wake_at = None
+    row.save()
+
+
+def _complete_step(
+    run: Run, row: StepRun, outcome: StepOutcome, now, attempt: _Attempt | None = None
+) -> None:
     row.status = StepStatus.COMPLETED
     row.output_data = outcome.output
     row.error = None
     row.completed_at = now
     row.wake_at = None
     row.state = {}
-    row.attempts = [*row.attempts, _attempt_entry(row, "completed", None, now, duration_ms)]
+    row.attempts = [*row.attempts, _attempt_entry(row, "completed", None, attempt)]
+    duration_ms = attempt.duration_ms if attempt else 0
     if outcome.tokens:
         row.tokens = dict(outcome.tokens)
         run.total_tokens += int(outcome.tokens.get("total", 0))
@@ -653,7 +719,7 @@ def _end_run(run: Run, plan: Plan, row: StepRun, outcome: StepOutcome, now) -> N
 def _spawn_iterations(run: Run, row: StepRun, step: dict, items: list, now) -> list[str]:
     inline = step["config"]["step"]
     if not items:
-        _complete_step(run, row, StepOutcome.completed({"items": []}), now, 0)
+        _complete_step(run, row, StepOutcome.completed({"items": []}), now)
         return _after_step_finished(run, row, plan_for(run), now)
     StepRun.objects.bulk_create(
         [
@@ -687,34 +753,31 @@ def _after_step_finished(run: Run, row: StepRun, plan: Plan, now) -> list[str]:
 
 
 def _advance_loop(run: Run, parent: StepRun, step: dict, now) -> list[str]:
-    children = list(StepRun.objects.filter(parent=parent).order_by("iteration"))
-    failed = next((child for child in children if child.status == StepStatus.FAILED), None)
+    """Fail, complete or top up a waiting loop; a few indexed queries, whatever the number of items."""
+    children = StepRun.objects.filter(parent=parent)
+    failed = children.filter(status=StepStatus.FAILED).order_by("iteration").first()
     if failed is not None:
         error = {
             "code": "loop_iteration_failed",
             "message": f"Iteration {failed.iteration} failed: {(failed.error or {}).get('message', '')}",
         }
-        StepRun.objects.filter(parent=parent, status__in=_UNSTARTED).update(
-            status=StepStatus.CANCELLED, completed_at=now
-        )
-        parent.attempts = [*parent.attempts, _attempt_entry(parent, "failed", error, now)]
+        children.filter(status__in=_UNSTARTED).update(status=StepStatus.CANCELLED, completed_at=now)
+        parent.attempts = [*parent.attempts, _attempt_entry(parent, "failed", error)]
         _step_failed(run, parent, step, error, now)
         return []
-    if all(child.status in STEP_FINISHED for child in children):
-        output = {"items": [child.output_data for child in children]}
-        _complete_step(run, parent, StepOutcome.completed(output), now, 0)
+    counts = dict(children.values_list("status").annotate(count=Count("pk")).order_by())
+    unfinished = sum(count for status, count in counts.items() if status not in STEP_FINISHED)
+    if unfinished == 0:
+        outputs = children.order_by("iteration").values_list("output_data", flat=True)
+        _complete_step(run, parent, StepOutcome.completed({"items": list(outputs)}), now)
         return []
-    in_flight = sum(
-        1 for child in children if child.status not in STEP_FINISHED and child.status != "pending"
-    )
+    in_flight = unfinished - counts.get(StepStatus.PENDING, 0)
     room = step["config"].get("max_concurrency", 1) - in_flight
-    ready = []
-    for child in children:
-        if room <= 0:
-            break
-        if child.status == StepStatus.PENDING:
-            ready.append(child.id)
-            room -= 1
+    if room <= 0:
+        return []
+    ready = list(
+        children.filter(status=StepStatus.PENDING).order_by("iteration").values_list("pk", flat=True)[:room]
+    )
     if ready:
         StepRun.objects.filter(pk__in=ready).update(
             status=StepStatus.QUEUED, queued_at=now, dispatched_at=now
@@ -749,7 +812,7 @@ def step_reclaim(step_run_id: str) -> bool:
         )
         row.lease_owner = ""
         row.lease_expires_at = None
-        row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), now)]
+        row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict())]
         if run.is_terminal:  # nothing to retry for: just close the step
             row.status = StepStatus.FAILED
             row.error = error.as_dict()

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import functools
 import ipaddress
 import json as jsonlib
 import logging
+import os
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -225,8 +228,8 @@ class Target:
         return name if self.port == default else f"{name}:{self.port}"
 
     def display(self) -> str:
-        """scheme://host:port/path — no userinfo, no query string (either may carry a secret)."""
-        return f"{self.scheme}://{self.host_header}{self.path.split('?', 1)[0]}"
+        """scheme://host[:port] only: userinfo, path and query may all carry secrets (webhook URLs do)."""
+        return f"{self.scheme}://{self.host_header}"
 
     def url(self) -> str:
         return f"{self.scheme}://{self.host_header}{self.path}"
@@ -444,7 +447,19 @@ class OutboundResponse:
         return jsonlib.loads(self.content)
 
 
-_dns_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="baton-dns")
+_dns_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _dns_pool() -> concurrent.futures.ThreadPoolExecutor:
+    # One pool per process: a pool inherited through fork (django-q2 forks its workers) has no threads.
+    pid = os.getpid()
+    pool = _dns_pools.get(pid)
+    if pool is None:
+        _dns_pools.clear()
+        pool = _dns_pools.setdefault(
+            pid, concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="baton-dns")
+        )
+    return pool
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -456,7 +471,7 @@ def system_resolver(host: str, port: int) -> list[str]:
 def _resolve(target: Target, resolver: Resolver, deadline: float) -> list[IPAddress]:
     if target.ip is not None:
         return [target.ip]
-    future = _dns_pool.submit(resolver, target.host, target.port)
+    future = _dns_pool().submit(resolver, target.host, target.port)
     try:
         answers = future.result(timeout=max(deadline - time.monotonic(), 0.001))
     except concurrent.futures.TimeoutError:
@@ -537,7 +552,14 @@ def fetch(
     if not re.fullmatch(r"[A-Z]{1,16}", method):
         raise OutboundError("invalid_request", f"Invalid HTTP method {method!r}.")
 
-    request_headers = httpx.Headers(dict(headers or {}))
+    try:
+        request_headers = httpx.Headers(dict(headers or {}))
+    except (TypeError, ValueError) as exc:
+        raise OutboundError("invalid_request", f"Invalid request headers: {exc}.") from None
+    if timeout <= 0 or max_response_bytes < 0 or max_redirects < 0:
+        raise OutboundError(
+            "invalid_request", "timeout must be positive; size and redirect limits not negative."
+        )
     body: bytes | None
     if json is not None and content is not None:
         raise OutboundError("invalid_request", "Give either json or content, not both.")
@@ -549,6 +571,7 @@ def fetch(
     else:
         body = None
     request_headers.setdefault("user-agent", "Baton/1.0")
+    request_headers.setdefault("accept", "*/*")
     request_headers.setdefault("accept-encoding", "identity")  # no decompression bombs: bytes are counted raw
     request_headers.pop("host", None)
 
@@ -613,7 +636,7 @@ def _send_hop(
     deadline: float,
     verify: bool | ssl.SSLContext,
     max_header_bytes: int,
-) -> tuple[httpx.Client, httpx.Response]:
+) -> tuple[httpx.HTTPTransport, httpx.Response]:
     """Check and send one hop to the pinned address; the returned response is open (stream)."""
     loopback_name = target.host is not None and (
         target.host == "localhost" or target.host.endswith(".localhost")
@@ -635,20 +658,25 @@ def _send_hop(
     last_error: Exception | None = None
     for ip in addresses:
         left = _remaining(deadline, "connecting")
-        # A client per hop and address: a TLS connection verified for one host is never reused for another.
-        client = httpx.Client(
-            verify=_ssl_context(verify), trust_env=False, follow_redirects=False, timeout=left
-        )
-        request = client.build_request(
-            method,
-            f"{target.scheme}://{_ip_literal(ip)}:{target.port}{target.path}",
-            headers=hop_headers,
-            content=body,
-            extensions=extensions,
-        )
+        # A transport (connection pool) per hop and address: a TLS connection verified for one host is never
+        # reused for another. The transport is used directly, without httpx.Client, whose INFO log line
+        # would carry the full URL (query strings hold tokens). trust_env: no proxies, no .netrc.
+        client = httpx.HTTPTransport(verify=_ssl_context(verify), trust_env=False, retries=0)
+        try:
+            request = httpx.Request(
+                method,
+                f"{target.scheme}://{_ip_literal(ip)}:{target.port}{target.path}",
+                headers=hop_headers,
+                content=body,
+                extensions={**extensions, "timeout": httpx.Timeout(left).as_dict()},
+            )
+        except httpx.InvalidURL as exc:
+            client.close()
+            raise OutboundError("invalid_url", f"Invalid URL: {exc}.") from None
         logger.debug("outbound %s %s via %s", method, target.display(), ip)
         try:
-            response = client.send(request, stream=True)
+            response = client.handle_request(request)
+            response.request = request
         except httpx.TimeoutException:
             client.close()
             raise OutboundError("timeout", f"The request to {target.display()} timed out.") from None
@@ -664,6 +692,13 @@ def _send_hop(
             if "header" in str(exc).lower() or "too large" in str(exc).lower():
                 raise OutboundError("response_too_large", "The response headers are too large.") from None
             break
+        except httpx.LocalProtocolError as exc:
+            client.close()
+            raise OutboundError("invalid_request", f"The request is not valid HTTP: {exc}.") from None
+        except httpx.HTTPError as exc:
+            client.close()
+            last_error = exc
+            break
         header_bytes = sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
         if header_bytes > max_header_bytes or len(response.headers.raw) > 512:
             response.close()
@@ -677,6 +712,27 @@ def _send_hop(
     ) from None
 
 
+class _Watchdog:
+    """Shuts the response's socket down at the deadline (wakes a blocked read in another thread)."""
+
+    def __init__(self, response: httpx.Response, deadline: float):
+        self.fired = False
+        stream = response.extensions.get("network_stream")
+        self._socket = stream.get_extra_info("socket") if stream is not None else None
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._fire)
+        self._timer.daemon = True
+        if self._socket is not None:
+            self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        with contextlib.suppress(OSError, ValueError):
+            socket.socket.shutdown(self._socket, socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def _read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
@@ -685,6 +741,9 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> b
         )
     chunks: list[bytes] = []
     total = 0
+    # Each read may wait up to the time that was left when the hop started; the watchdog cuts the socket at
+    # the deadline itself, so a server that sends a byte just before it cannot double the total time.
+    watchdog = _Watchdog(response, deadline)
     try:
         for chunk in response.iter_raw():
             total += len(chunk)
@@ -695,5 +754,9 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> b
     except httpx.TimeoutException:
         raise OutboundError("timeout", "The request timed out (reading the response).") from None
     except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+        if watchdog.fired:
+            raise OutboundError("timeout", "The request timed out (reading the response).") from None
         raise OutboundError("connection_failed", f"The connection broke while reading: {exc}.") from None
+    finally:
+        watchdog.cancel()
     return b"".join(chunks)

@@ -1,7 +1,7 @@
 """Run inside a cluster test's environment (its database, broker and queue name).
 
-`python -m tests.runs.cluster_driver start RUNS STEPS` creates an organisation, a workflow and RUNS runs
-(dispatched through the real broker) and prints {"runs": [ids]};
+`python -m tests.runs.cluster_driver start RUNS STEPS [WORK]` creates an organisation, a workflow and
+RUNS runs (dispatched through the real broker) and prints {"runs": [ids]};
 `python -m tests.runs.cluster_driver wait TIMEOUT ID...` waits until those runs are terminal and prints
 each one's status, result and per-step record.
 """
@@ -14,29 +14,32 @@ import uuid
 import django
 
 
-def definition(steps: int) -> dict:
-    """A DAG of `steps` transform steps: a root, a fan-out of two, a join, then a chain. Each step burns a
-    little CPU (a sum in the sandbox) so that a worker can be caught in the middle of one."""
-    work = "(range(20000) | sum) * 0"
+def definition(steps: int, work: int = 1) -> dict:
+    """A DAG of `steps` transform steps: a root, a fan-out of two, a join, then a chain. Each step burns
+    some CPU (`work` sums in the sandbox) so that a worker can be caught in the middle of one, and may be
+    retried (a reclaimed step is retried per its policy)."""
+    burn = " + ".join(["(range(20000) | sum) * 0"] * work)
+
+    def step(step_id, expression, *deps):
+        node = {"id": step_id, "type": "transform", "retry": {"max_attempts": 3},
+                "config": {"value": f"{{{{ {expression} + {burn} }}}}"}}  # fmt: skip
+        return {**node, "depends_on": list(deps)} if deps else node
+
     nodes = [
-        {"id": "s0", "type": "transform", "config": {"value": "{{ inputs.n + %s }}" % work}},
-        {"id": "s1", "type": "transform", "depends_on": ["s0"], "config": {"value": "{{ steps.s0.output + 1 + %s }}" % work}},
-        {"id": "s2", "type": "transform", "depends_on": ["s0"], "config": {"value": "{{ steps.s0.output + 2 + %s }}" % work}},
-        {"id": "s3", "type": "transform", "depends_on": ["s1", "s2"],
-         "config": {"value": "{{ steps.s1.output + steps.s2.output + %s }}" % work}},
-    ]  # fmt: skip
-    for index in range(4, steps):
-        previous = f"s{index - 1}"
-        nodes.append({"id": f"s{index}", "type": "transform", "depends_on": [previous],
-                      "config": {"value": "{{ steps.%s.output + 1 + %s }}" % (previous, work)}})  # fmt: skip
-    return {"name": "Cluster DAG", "steps": nodes, "output": {"last": "{{ steps.s%d.output }}" % (steps - 1)}}
+        step("s0", "inputs.n"),
+        step("s1", "steps.s0.output + 1", "s0"),
+        step("s2", "steps.s0.output + 2", "s0"),
+        step("s3", "steps.s1.output + steps.s2.output", "s1", "s2"),
+    ]
+    nodes += [step(f"s{i}", f"steps.s{i - 1}.output + 1", f"s{i - 1}") for i in range(4, steps)]
+    return {"name": "Cluster DAG", "steps": nodes, "output": {"last": f"{{{{ steps.s{steps - 1}.output }}}}"}}
 
 
 def expected_result(n: int, steps: int) -> int:
     return (n + 1) + (n + 2) + (steps - 4)
 
 
-def start(runs: int, steps: int) -> dict:
+def start(runs: int, steps: int, work: int = 1) -> dict:
     from accounts.models import User
     from accounts.principal import Principal
     from runs.services import run_create
@@ -46,7 +49,7 @@ def start(runs: int, steps: int) -> dict:
     owner = User.objects.create_user(email=f"cluster-{uuid.uuid4().hex[:8]}@example.com", password="x" * 12)
     org = make_org(name="Cluster", plan="enterprise", owner=owner)
     actor = Principal(organization=org, user=owner, role="owner")
-    workflow = workflow_create(organization=org, actor=actor, definition=definition(steps))
+    workflow = workflow_create(organization=org, actor=actor, definition=definition(steps, work))
     ids = [run_create(workflow=workflow, actor=actor, input_data={"n": index}).id for index in range(runs)]
     return {"runs": ids}
 
@@ -81,7 +84,7 @@ def wait(timeout: float, ids: list[str]) -> dict:
 def main(argv):
     django.setup()
     if argv[0] == "start":
-        print(json.dumps(start(int(argv[1]), int(argv[2]))))
+        print(json.dumps(start(*(int(arg) for arg in argv[1:]))))
     elif argv[0] == "wait":
         print(json.dumps(wait(float(argv[1]), argv[2:])))
 

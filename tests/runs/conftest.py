@@ -20,7 +20,9 @@ class Driver:
 
     def workflow(self, steps, **definition):
         return workflow_create(
-            organization=self.org, actor=self.actor, definition={"name": "Test flow", "steps": steps, **definition}
+            organization=self.org,
+            actor=self.actor,
+            definition={"name": "Test flow", "steps": steps, **definition},
         )
 
     def start(self, steps, *, input_data=None, drain=True, **options):
@@ -52,7 +54,9 @@ class Driver:
 
     def fast_forward(self, run) -> dict:
         """Make every timer of the run due now, reconcile once, and drain what it woke."""
-        StepRun.objects.filter(run=run, wake_at__isnull=False).update(wake_at=timezone.now() - timedelta(seconds=1))
+        StepRun.objects.filter(run=run, wake_at__isnull=False).update(
+            wake_at=timezone.now() - timedelta(seconds=1)
+        )
         counts = reconcile_once()
         self.drain()
         return counts
@@ -98,7 +102,10 @@ def flaky(monkeypatch):
 
     double = Flaky()
     step_type = StepType(
-        name="flaky", description="test double", config_schema=object_schema({"value": {}}), execute=double.execute
+        name="flaky",
+        description="test double",
+        config_schema=object_schema({"value": {}}),
+        execute=double.execute,
     )
     monkeypatch.setitem(STEP_TYPES, "flaky", step_type)
     return double

@@ -4,11 +4,13 @@ ORM broker, or the PostgreSQL test database with Redis when DATABASE_URL/REDIS_U
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
+from contextlib import closing, suppress
 from urllib.parse import quote
 
 import pytest
@@ -55,10 +57,8 @@ class Cluster:
     def kill(self):
         """SIGKILL the whole cluster (sentinel, workers, pusher, monitor): nothing gets to clean up."""
         if self.process is not None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait()
 
     def driver(self, *args, timeout=120) -> dict:
@@ -105,13 +105,52 @@ def test_cluster_runs_a_five_step_dag_to_completion(cluster):
         assert all(step["attempts"] == ["completed"] for step in run["steps"].values())
 
 
+def _step_statuses(env) -> Counter:
+    """Step run statuses straight from the cluster's database (the test process's ORM on PostgreSQL)."""
+    if "BATON_SQLITE_PATH" in env:
+        with closing(sqlite3.connect(env["BATON_SQLITE_PATH"], timeout=30)) as db:
+            return Counter(dict(db.execute("SELECT status, COUNT(*) FROM runs_steprun GROUP BY status")))
+    from runs.models import StepRun
+
+    return Counter(StepRun.objects.values_list("status", flat=True))
+
+
+def _running_step_ids(env) -> set[str]:
+    if "BATON_SQLITE_PATH" in env:
+        with closing(sqlite3.connect(env["BATON_SQLITE_PATH"], timeout=30)) as db:
+            return {row[0] for row in db.execute("SELECT id FROM runs_steprun WHERE status = 'running'")}
+    from runs.models import StepRun
+
+    return set(StepRun.objects.filter(status="running").values_list("id", flat=True))
+
+
 @pytest.mark.slow
-def test_cluster_killed_mid_run_still_finishes_every_run(cluster):
-    steps = 12
-    started = cluster.driver("start", 6, steps)  # queued in the broker before any worker exists
-    cluster.start()
-    time.sleep(2.5)  # let the workers get into the runs
-    cluster.kill()
-    cluster.start()  # a fresh cluster: its reconciler re-dispatches lost messages and reclaims leases
+def test_cluster_killed_mid_step_still_finishes_every_run_once(cluster):
+    runs, steps = 4, 20
+    started = cluster.driver("start", runs, steps, 12)
+    orphans: set[str] = set()
+    for _ in range(5):  # kill until a worker is caught in the middle of a step
+        done = _step_statuses(cluster.env)["completed"]
+        cluster.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            statuses = _step_statuses(cluster.env)
+            if statuses["running"] and statuses["completed"] >= done + 3:
+                break
+            time.sleep(0.01)
+        cluster.kill()
+        orphans |= _running_step_ids(cluster.env)
+        if orphans or _step_statuses(cluster.env)["completed"] == runs * steps:
+            break
+    assert orphans, "no worker was killed in the middle of a step"
+    cluster.start()  # a fresh cluster: its reconciler reclaims the orphans and re-dispatches lost messages
     report = cluster.driver("wait", 90, *started["runs"], timeout=150)
     _check_finished_once(report, steps)
+    # Every step left running by the kill was reclaimed (a failed attempt) and then completed once.
+    reclaimed = [
+        step["attempts"]
+        for run in report.values()
+        for step in run["steps"].values()
+        if "failed" in step["attempts"]
+    ]
+    assert len(reclaimed) >= len(orphans)

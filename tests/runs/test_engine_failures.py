@@ -16,7 +16,10 @@ from tests.runs.conftest import flaky_step, transform
 
 def test_template_error_fails_run_naming_step_and_is_not_retried(engine):
     run = engine.start(
-        [transform("a", "{{ inputs.missing }}", retry={"max_attempts": 3}), transform("b", 1, depends_on=["a"])]
+        [
+            transform("a", "{{ inputs.missing }}", retry={"max_attempts": 3}),
+            transform("b", 1, depends_on=["a"]),
+        ]
     )
     a = engine.steps(run)["a"]
     assert run.status == "failed"
@@ -50,7 +53,9 @@ def test_on_failure_continue_lets_downstream_run(engine):
 def test_retry_waits_with_backoff_then_succeeds(engine, flaky):
     flaky.fail_times["a"] = 2
     policy = {"max_attempts": 3, "backoff_seconds": 10, "backoff_multiplier": 3}
-    run = engine.start([flaky_step("a", retry=policy), transform("b", "{{ steps.a.output.attempt }}", depends_on=["a"])])
+    run = engine.start(
+        [flaky_step("a", retry=policy), transform("b", "{{ steps.a.output.attempt }}", depends_on=["a"])]
+    )
     a = engine.steps(run)["a"]
     assert a.status == "waiting" and engine.queued == []  # holds no worker
     assert timedelta(seconds=9) < a.wake_at - timezone.now() <= timedelta(seconds=10)
@@ -91,7 +96,9 @@ def _crash(step_run_id, *, seconds_ago=5):
 
 
 def test_expired_lease_is_reclaimed_and_retried(engine, flaky):
-    run = engine.start([flaky_step("a", retry={"max_attempts": 2}), transform("b", 2, depends_on=["a"])], drain=False)
+    run = engine.start(
+        [flaky_step("a", retry={"max_attempts": 2}), transform("b", 2, depends_on=["a"])], drain=False
+    )
     _crash(engine.queued.pop())
     counts = reconcile_once()
     assert counts["reclaimed"] == 1
@@ -151,7 +158,9 @@ def test_lost_message_is_redispatched(engine, settings):
 
 
 def test_run_past_its_deadline_fails_with_run_timeout(engine):
-    run = engine.start([{"id": "pause", "type": "wait", "config": {"seconds": 600}}, transform("b", 1, depends_on=["pause"])])
+    run = engine.start(
+        [{"id": "pause", "type": "wait", "config": {"seconds": 600}}, transform("b", 1, depends_on=["pause"])]
+    )
     assert run.deadline_at is not None
     Run.objects.filter(pk=run.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
     assert reconcile_once()["timed_out"] == 1
@@ -214,3 +223,28 @@ def test_reclaim_on_a_finished_run_only_closes_the_step(engine, flaky):
     assert row.status == "failed" and row.error["code"] == "lease_expired"
     assert engine.reload(run).error["code"] == "run_timeout"
     assert engine.queued == [step_run_id]  # only the original message; no retry was dispatched
+
+
+def test_a_step_finishing_after_its_run_failed_is_recorded_without_events(engine, flaky):
+    def fail_the_run_meanwhile(context):
+        Run.objects.filter(pk=context.run_id).update(deadline_at=timezone.now() - timedelta(seconds=1))
+        assert core.run_fail_timeout(context.run_id)
+
+    flaky.fail_times["a"] = 1  # would be retried, but the run is over
+    flaky.hooks["a"] = fail_the_run_meanwhile
+    run = engine.start([flaky_step("a", retry={"max_attempts": 3}), flaky_step("b", depends_on=["a"])])
+    a = engine.steps(run)["a"]
+    assert run.status == "failed" and run.error["code"] == "run_timeout"
+    assert a.status == "failed" and a.error["code"] == "flaky_failure" and a.wake_at is None
+    assert engine.events(run)[-1] == ("run_failed", "")
+    assert engine.statuses(run)["b"] == "cancelled"
+
+
+def test_an_attempt_over_its_timeout_fails_with_step_timeout(engine, flaky):
+    import time
+
+    flaky.hooks["a"] = lambda context: time.sleep(1.05)
+    run = engine.start([flaky_step("a", timeout_seconds=1)])
+    a = engine.steps(run)["a"]
+    assert run.status == "failed" and run.error["code"] == "step_timeout"
+    assert a.attempts[0]["duration_ms"] >= 1000

@@ -54,7 +54,9 @@ def test_when_false_skips_and_skips_propagate(engine):
 
 
 def test_when_true_runs(engine):
-    run = engine.start([transform("a", 5), transform("b", "ran", depends_on=["a"], when="{{ steps.a.output > 3 }}")])
+    run = engine.start(
+        [transform("a", 5), transform("b", "ran", depends_on=["a"], when="{{ steps.a.output > 3 }}")]
+    )
     assert engine.statuses(run) == {"a": "completed", "b": "completed"}
 
 
@@ -123,7 +125,12 @@ def test_end_step_completes_run_with_its_output_and_cancels_the_rest(engine):
     run = engine.start(
         [
             transform("a", 3),
-            {"id": "stop", "type": "end", "depends_on": ["a"], "config": {"output": {"n": "{{ steps.a.output }}"}}},
+            {
+                "id": "stop",
+                "type": "end",
+                "depends_on": ["a"],
+                "config": {"output": {"n": "{{ steps.a.output }}"}},
+            },
             transform("later", 1, depends_on=["stop"]),
         ],
         output="ignored",

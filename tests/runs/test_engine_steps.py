@@ -11,7 +11,10 @@ from tests.runs.conftest import flaky_step, transform
 
 def test_wait_parks_without_a_worker_and_resumes_on_time(engine):
     run = engine.start(
-        [{"id": "pause", "type": "wait", "config": {"seconds": "{{ inputs.delay }}"}}, transform("b", 1, depends_on=["pause"])],
+        [
+            {"id": "pause", "type": "wait", "config": {"seconds": "{{ inputs.delay }}"}},
+            transform("b", 1, depends_on=["pause"]),
+        ],
         input_data={"delay": 120},
     )
     pause = engine.steps(run)["pause"]
@@ -31,7 +34,10 @@ def test_wait_parks_without_a_worker_and_resumes_on_time(engine):
     pause = engine.steps(run)["pause"]
     assert run.status == "completed"
     assert pause.attempt == 1 and pause.output_data["waited_seconds"] >= 120
-    assert [kind for kind, step in engine.events(run) if step == "pause"] == ["step_started", "step_completed"]
+    assert [kind for kind, step in engine.events(run) if step == "pause"] == [
+        "step_started",
+        "step_completed",
+    ]
 
 
 def test_wait_woken_early_sleeps_again(engine):
@@ -50,8 +56,8 @@ def test_wait_until_the_past_finishes_at_once(engine):
 
 
 def _loop(items, inline_value, **config):
-    return {"id": "each", "type": "loop",
-            "config": {"items": items, "step": {"type": "transform", "config": {"value": inline_value}}, **config}}  # fmt: skip
+    inline = {"type": "transform", "config": {"value": inline_value}}
+    return {"id": "each", "type": "loop", "config": {"items": items, "step": inline, **config}}
 
 
 def test_loop_runs_each_item_and_collects_outputs_in_order(engine):
@@ -87,7 +93,9 @@ def test_loop_respects_max_concurrency(engine):
     assert len(engine.queued) == 2 and engine.steps(run)["each"].status == "waiting"
     engine.drain()
     run = engine.reload(run)
-    assert run.status == "completed" and engine.steps(run)["each"].output_data == {"items": [10, 20, 30, 40, 50]}
+    assert run.status == "completed" and engine.steps(run)["each"].output_data == {
+        "items": [10, 20, 30, 40, 50]
+    }
 
 
 def test_loop_over_nothing_completes_empty(engine):
@@ -112,11 +120,18 @@ def test_loop_over_max_items_fails(engine):
 
 def test_loop_retry_policy_applies_to_each_iteration(engine, flaky):
     flaky.fail_times["each"] = 1  # every iteration fails its first attempt
-    step = {"id": "each", "type": "loop", "retry": {"max_attempts": 2},
-            "config": {"items": [1, 2], "step": {"type": "flaky", "config": {"value": "{{ item }}"}}}}  # fmt: skip
+    inline = {"type": "flaky", "config": {"value": "{{ item }}"}}
+    step = {
+        "id": "each",
+        "type": "loop",
+        "retry": {"max_attempts": 2},
+        "config": {"items": [1, 2], "step": inline},
+    }
     run = engine.start([step])
     assert run.status == "completed"
-    assert engine.steps(run)["each"].output_data == {"items": [{"attempt": 2, "value": 1}, {"attempt": 2, "value": 2}]}
+    assert engine.steps(run)["each"].output_data == {
+        "items": [{"attempt": 2, "value": 1}, {"attempt": 2, "value": 2}]
+    }
 
 
 def test_dry_run_skips_side_effects_with_their_resolved_input(engine):
@@ -124,7 +139,8 @@ def test_dry_run_skips_side_effects_with_their_resolved_input(engine):
         [
             transform("a", "{{ inputs.who }}"),
             {"id": "notify", "type": "webhook", "depends_on": ["a"],
-             "config": {"url": "https://hooks.example.com/{{ steps.a.output }}", "payload": {"n": "{{ inputs.n }}"}}},
+             "config": {"url": "https://hooks.example.com/{{ steps.a.output }}",
+                        "payload": {"n": "{{ inputs.n }}"}}},
             {"id": "script", "type": "script", "config": {"language": "python", "code": "print({{ 1 }})"}},
             transform("b", "done", depends_on=["notify"]),
         ],
@@ -144,3 +160,31 @@ def test_dry_run_skips_side_effects_with_their_resolved_input(engine):
 def test_dry_run_still_runs_side_effect_free_steps(engine, flaky):
     run = engine.start([flaky_step("a")], dry_run=True)
     assert run.status == "completed" and flaky.calls == [("a", 1)]
+
+
+def test_outputs_are_stored_as_plain_json(engine):
+    steps = [transform("a", "{{ range(3) }}"), transform("b", {"t": "{{ (1, 2) }}"}, depends_on=["a"])]
+    run = engine.start(steps)
+    assert run.status == "completed"
+    assert engine.steps(run)["a"].output_data == [0, 1, 2]
+    assert engine.steps(run)["b"].output_data == {"t": [1, 2]}
+
+
+def test_attempts_record_their_start_and_duration(engine, flaky):
+    flaky.fail_times["a"] = 1
+    run = engine.start([flaky_step("a", retry={"max_attempts": 2, "backoff_seconds": 0})])
+    attempts = engine.steps(run)["a"].attempts
+    assert [entry["attempt"] for entry in attempts] == [1, 2]
+    assert all(entry["started_at"].endswith("Z") and entry["duration_ms"] >= 0 for entry in attempts)
+    assert attempts[0]["started_at"] <= attempts[1]["started_at"]
+
+
+def test_a_long_loop_stays_cheap(engine):
+    import time
+
+    started = time.perf_counter()
+    run = engine.start([_loop("range(150) | list", "{{ item * 2 }}", max_concurrency=5)])
+    elapsed = time.perf_counter() - started
+    assert run.status == "completed"
+    assert engine.steps(run)["each"].output_data["items"] == [i * 2 for i in range(150)]
+    assert elapsed < 10, elapsed

@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -63,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if self.command == "POST":
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if url.path == "/echo":
+        if url.path.startswith("/echo"):
             data = {"method": self.command, "headers": {k.lower(): v for k, v in self.headers.items()}}
             self._reply(body=json.dumps(data).encode(), headers=[("Content-Type", "application/json")])
         elif url.path == "/redirect":
@@ -84,6 +85,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"x")
                 self.wfile.flush()
                 time.sleep(0.1)
+        elif url.path == "/pause":  # a byte just before the client's deadline, then silence
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(float(query["before"]))
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(3)
         elif url.path == "/fat-headers":
             self._reply(headers=[(f"X-Fill-{i}", "v" * 1000) for i in range(80)])
         else:
@@ -426,13 +436,22 @@ def test_timeout_is_total_not_per_read(server):
     assert time.monotonic() - started < 2
 
 
+def test_timeout_holds_when_a_byte_arrives_just_before_it(server):
+    started = time.monotonic()
+    with pytest.raises(OutboundError) as caught:
+        fetch("GET", server.url("/pause?before=0.6"), policy=LOCAL, timeout=0.8)
+    assert caught.value.code == "timeout"
+    assert time.monotonic() - started < 1.2  # not 0.6 + a fresh 0.8 s read timeout
+
+
 def test_connection_refused_and_dns_failure():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(OutboundError) as caught:
-        fetch("GET", f"http://127.0.0.1:{port}/", policy=LOCAL, timeout=2)
+        fetch("GET", f"http://127.0.0.1:{port}/services/T0/hook-s3cret?k=s3cret", policy=LOCAL, timeout=2)
     assert caught.value.code == "connection_failed"
+    assert "s3cret" not in caught.value.message
     with pytest.raises(OutboundError) as caught:
         fetch("GET", "https://nowhere.test/", resolver=static_resolver({}))
     assert caught.value.code == "dns_failed"
@@ -471,3 +490,47 @@ def test_https_verifies_the_hostname_not_the_pinned_ip(tls_server):
             fetch("GET", server.url("/echo", host=host, scheme="https"), policy=LOCAL, verify=trust,
                   resolver=resolver)  # fmt: skip
         assert caught.value.code == "tls_error"
+
+
+def test_header_injection_is_refused(server):
+    with pytest.raises(OutboundError) as caught:
+        fetch("GET", server.url("/echo"), headers={"X-Evil": "a\r\nInjected: 1"}, policy=LOCAL)
+    assert caught.value.code == "invalid_request"
+
+
+def test_userinfo_becomes_basic_auth_and_nothing_secret_is_logged(server, other_server, caplog):
+    caplog.set_level("DEBUG", logger="runs.engine.outbound")
+    to = other_server.url("/echo/path-s3cret")
+    url = f"http://alice:pw-s3cret@127.0.0.1:{server.port}/redirect?token=tok-s3cret&to={to}"
+    response = fetch("GET", url, headers={"Authorization": "Bearer hdr-s3cret"}, policy=LOCAL)
+    assert "authorization" not in response.json()["headers"]  # cross-origin hop
+    assert "alice" not in response.url
+    direct = fetch("GET", f"http://alice:pw@127.0.0.1:{server.port}/echo", policy=LOCAL)
+    assert direct.json()["headers"]["authorization"] == "Basic YWxpY2U6cHc="
+    assert "outbound" in caplog.text
+    assert "s3cret" not in caplog.text
+
+
+def test_name_resolution_still_works_in_a_forked_worker(server):
+    # django-q2 forks its workers; a DNS thread pool inherited from the parent would have no threads.
+    resolver = static_resolver({"forked.test": ["127.0.0.1"]})
+    assert (
+        fetch("GET", server.url("/echo", host="forked.test"), policy=LOCAL, resolver=resolver).status_code
+        == 200
+    )
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running pytest's teardown
+        try:
+            status = fetch(
+                "GET", server.url("/echo", host="forked.test"), policy=LOCAL, resolver=resolver, timeout=3
+            )
+            os.write(write_end, str(status.status_code).encode())
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode()[:200])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        assert reader.read() == b"200"

@@ -1,0 +1,69 @@
+"""Several workers at once on one PostgreSQL database: each step is claimed by exactly one of them."""
+
+import threading
+
+import pytest
+from django.db import connection, connections
+
+from runs.engine import core
+from runs.engine.reconciler import reconcile_once
+from runs.models import RunEvent, StepRun
+from tests.runs.conftest import flaky_step
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="threads need a server database (row locks); runs on PostgreSQL"
+)
+
+
+def _at_once(count, target, *args):
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def work():
+        try:
+            barrier.wait()
+            target(*args)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_step_delivered_to_eight_workers_runs_once(engine, flaky):
+    run = engine.start([flaky_step("a"), flaky_step("b", depends_on=["a"])], drain=False)
+    step_run_id = engine.queued.pop()
+    _at_once(8, core.step_execute, step_run_id)
+    assert flaky.calls == [("a", 1), ("b", 1)]
+    run = engine.reload(run)
+    assert run.status == "completed"
+    kinds = [event.type for event in RunEvent.objects.filter(run=run, step_id="a")]
+    assert kinds == ["step_started", "step_completed"]
+    seqs = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reconcilers_reclaim_a_step_once(engine, flaky):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = engine.start([flaky_step("a", retry={"max_attempts": 2, "backoff_seconds": 60})], drain=False)
+    StepRun.objects.filter(pk=engine.queued.pop()).update(
+        status="running",
+        lease_owner="dead",
+        attempt=1,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    _at_once(6, reconcile_once)
+    a = StepRun.objects.get(run=run)
+    assert a.status == "waiting" and len(a.attempts) == 1
+    assert RunEvent.objects.filter(run=run, type="step_retrying").count() == 1
