@@ -6,15 +6,16 @@ the dashboard, the admin and the management commands all go through these."""
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts import keys
+from accounts import keys, ratelimit
 from accounts.choices import ALL_SCOPES, DEFAULT_KEY_SCOPES, LIMIT_FIELDS, Role, Scope, plan_limits
 from accounts.models import ApiKey, Membership, Organization, Project, User
 from accounts.principal import SystemActor
 from audit.services import audit_chain_start, audit_record
-from config.errors import Conflict, Forbidden, InvalidRequest, not_found
+from config.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, not_found
 
 
 @transaction.atomic
@@ -299,6 +300,27 @@ def member_remove(*, organization: Organization, actor, user_id: str) -> None:
 # --- sign-in --------------------------------------------------------------------------------
 
 ANONYMOUS = SystemActor(actor_id="anonymous")
+
+
+SIGN_IN_FAILED = "The email address or password is incorrect."
+
+
+def auth_sign_in(*, request, email: str, password: str) -> User:
+    """The user whose email and password these are, or Unauthorized (RateLimited when over the
+    sign-in limits). Unknown accounts cost the same hashing work as known ones, so timing does not
+    reveal which exist; a failure is counted for the IP and the account and audited."""
+    email = email.strip().lower()
+    ratelimit.login_check(request, email)
+    user = User.objects.filter(email__iexact=email).order_by("date_joined").first()
+    if user is None:
+        make_password(password)
+    if user is None or not user.is_active or not user.check_password(password):
+        ratelimit.login_failed(request, email)
+        reason = "unknown_user" if user is None else "inactive_user" if not user.is_active else "bad_password"
+        auth_login_failed(email=email, user=user, reason=reason)
+        raise Unauthorized("unauthorized", SIGN_IN_FAILED)
+    ratelimit.login_succeeded(request, email)
+    return user
 
 
 def auth_login_failed(*, email: str, user: User | None, reason: str) -> None:

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -10,13 +10,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import ratelimit, services
+from accounts import services
 from accounts.authentication import SESSION_ORG_KEY, session_membership
 from accounts.forms import LoginForm, OrganizationSwitchForm
-from accounts.models import Membership, User
-from config.errors import RateLimited
-
-LOGIN_FAILED_MESSAGE = "The email address or password is incorrect."
+from accounts.models import Membership
+from config.errors import RateLimited, Unauthorized
 
 
 def _safe_next(request) -> str:
@@ -24,13 +22,6 @@ def _safe_next(request) -> str:
     if url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
         return target
     return settings.LOGIN_REDIRECT_URL
-
-
-def _failure_reason(email: str) -> tuple[User | None, str]:
-    user = User.objects.filter(email=email).first()
-    if user is None:
-        return None, "unknown_user"
-    return user, "bad_password" if user.is_active else "inactive_user"
 
 
 @never_cache
@@ -46,23 +37,17 @@ def login_view(request):
     if request.method == "POST" and form.is_valid():
         email, password = form.cleaned_data["email"], form.cleaned_data["password"]
         try:
-            ratelimit.login_check(request, email)
+            user = services.auth_sign_in(request=request, email=email, password=password)
         except RateLimited as exc:
             error, status = exc.message, 429
+        except Unauthorized as exc:
+            error, status = exc.message, 400
         else:
-            user = authenticate(request, username=email, password=password)
-            if user is None:
-                ratelimit.login_failed(request, email)
-                known, reason = _failure_reason(email)
-                services.auth_login_failed(email=email, user=known, reason=reason)
-                error, status = LOGIN_FAILED_MESSAGE, 400
-            else:
-                ratelimit.login_succeeded(request, email)
-                login(request, user)
-                first = Membership.objects.filter(user=user).order_by("created_at").first()
-                if first is not None:
-                    request.session[SESSION_ORG_KEY] = first.organization_id
-                return redirect(_safe_next(request))
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            first = Membership.objects.filter(user=user).order_by("created_at").first()
+            if first is not None:
+                request.session[SESSION_ORG_KEY] = first.organization_id
+            return redirect(_safe_next(request))
     elif request.method == "POST":
         status = 400
     context = {"form": form, "error": error, "next": _safe_next(request)}

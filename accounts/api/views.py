@@ -1,7 +1,6 @@
 """Identity and organisation endpoints: sign-in tokens, /me, /organization, /usage, members, API keys,
 projects. Thin: parse with a serializer, call one service or selector, render."""
 
-from django.contrib.auth.hashers import make_password
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.response import Response
@@ -10,10 +9,10 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts import ratelimit, selectors, services
+from accounts import selectors, services
 from accounts.api import serializers as s
 from accounts.authentication import ORG_CLAIM
-from accounts.models import Membership, User
+from accounts.models import Membership
 from accounts.permissions import ADMIN, ANY_MEMBER, PUBLIC, WORKFLOWS_READ, WORKFLOWS_WRITE
 from config.api.idempotency import idempotent
 from config.api.schema import error_response
@@ -31,8 +30,6 @@ def organization_data(organization) -> dict:
 
 
 # --- sign-in --------------------------------------------------------------------------------
-
-GENERIC_LOGIN_FAILURE = "Invalid email or password."
 
 
 def _token_lifetime_seconds() -> int:
@@ -58,19 +55,7 @@ class TokenView(APIView):
     )
     def post(self, request):
         data = parse(s.TokenRequestSerializer, request.data)
-        email = data["email"].strip().lower()
-        ratelimit.login_check(request, email)
-        user = User.objects.filter(email__iexact=email).order_by("date_joined").first()
-        if user is None:
-            make_password(data["password"])  # same work as a real check: timing does not reveal accounts
-        if user is None or not user.is_active or not user.check_password(data["password"]):
-            ratelimit.login_failed(request, email)
-            reason = (
-                "unknown_user" if user is None else "inactive_user" if not user.is_active else "bad_password"
-            )
-            services.auth_login_failed(email=email, user=user, reason=reason)
-            raise Unauthorized("unauthorized", GENERIC_LOGIN_FAILURE)
-        ratelimit.login_succeeded(request, email)
+        user = services.auth_sign_in(request=request, email=data["email"], password=data["password"])
 
         memberships = list(selectors.memberships_of_user(user))
         wanted = data.get("organization")
