@@ -177,8 +177,10 @@ def test_huge_output_is_truncated_and_the_script_stopped(run, language, code):
 @pytest.mark.skipif(not process_cap_enforced(), reason="running as root without a writable pids cgroup")
 def test_fork_bomb_is_contained(run):
     # Bounded twice: the process cap (pids cgroup for root, RLIMIT_NPROC otherwise) and a 3 s timeout.
+    # The script sleeps rather than `wait`s: each bomb returns as soon as it has backgrounded its
+    # children, so `wait` could end before the bomb reaches the cap; the group is killed at exit.
     result = run(
-        "shell", 'echo "$0"; bomb() { bomb | bomb & }; bomb; wait', max_processes=16, timeout_seconds=3
+        "shell", 'echo "$0"; bomb() { bomb | bomb & }; bomb; sleep 1.5', max_processes=16, timeout_seconds=3
     )
     script_path = result.stdout.splitlines()[0]
     assert "Resource temporarily unavailable" in result.stderr or "retry" in result.stderr
