@@ -213,6 +213,9 @@ BATON_RECONCILE_INTERVAL_MS = env_int("BATON_RECONCILE_INTERVAL_MS", 2000, minim
 BATON_REDISPATCH_AFTER_SECONDS = env_int("BATON_REDISPATCH_AFTER_SECONDS", 30, minimum=1)
 BATON_STEP_LEASE_SECONDS = env_int("BATON_STEP_LEASE_SECONDS", 300, minimum=5)
 BATON_MAX_RUN_DURATION_SECONDS = env_int("BATON_MAX_RUN_DURATION_SECONDS", 3600, minimum=1)
+# Deployment-wide exceptions to the outbound SSRF guard (hosts, *.domains, IPs, CIDRs; docs/security.md),
+# until each organisation's security policy carries its own http_allowlist.
+BATON_HTTP_ALLOWLIST = env_list("BATON_HTTP_ALLOWLIST")
 BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
 # Sign-in attempts: per client IP and per account, in a sliding window of this many seconds.
 BATON_LOGIN_LIMIT_PER_IP = env_int("BATON_LOGIN_LIMIT_PER_IP", 20, minimum=1)

@@ -30,11 +30,18 @@ def test_template_error_fails_run_naming_step_and_is_not_retried(engine):
     assert ("run_failed", "") in engine.events(run)
 
 
-def test_step_type_without_handler_fails_clearly(engine):
-    run = engine.start([{"id": "fetch", "type": "http_request", "config": {"url": "https://example.com/"}}])
+def test_step_type_without_handler_fails_clearly(engine, monkeypatch):
+    # A registered type whose module has no handler yet (as agent_task has today).
+    from runs.engine.steps import STEP_TYPES
+    from runs.engine.steps.base import StepType, object_schema
+
+    schema = object_schema({"value": {}})
+    unbuilt = StepType(name="unbuilt", description="no handler yet", config_schema=schema)
+    monkeypatch.setitem(STEP_TYPES, "unbuilt", unbuilt)
+    run = engine.start([{"id": "later", "type": "unbuilt", "config": {"value": 1}}])
     assert run.status == "failed"
     assert run.error["code"] == "step_type_not_available"
-    assert "http_request" in run.error["message"]
+    assert "unbuilt" in run.error["message"]
 
 
 def test_on_failure_continue_lets_downstream_run(engine):
