@@ -1,0 +1,46 @@
+"""List endpoints cost the same number of queries whatever the page holds: no query per row."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.principal import Principal
+from accounts.services import api_key_create, project_create
+
+LISTS = [
+    "/api/v1/workflows",
+    "/api/v1/projects",
+    "/api/v1/members",
+    "/api/v1/api-keys",
+    "/api/v1/audit/logs",
+    "/api/v1/templates",
+]
+
+
+def _queries(client, url) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200, response.content
+    return len(ctx.captured_queries)
+
+
+def _add_rows(client, org, owner, start, count):
+    actor = Principal(organization=org, user=owner, role="owner")
+    for i in range(start, start + count):
+        project = project_create(organization=org, actor=actor, name=f"Project {i}")
+        api_key_create(organization=org, actor=actor, name=f"key {i}")
+        definition = {"name": f"W{i}", "steps": [{"id": "a", "type": "transform", "config": {"value": i}}]}
+        response = client.post(
+            "/api/v1/workflows",
+            {"definition": definition, "project": project.id, "tags": ["t"]},
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("url", LISTS)
+def test_list_query_count_does_not_grow_with_rows(api_key_client, org, owner, url):
+    _add_rows(api_key_client, org, owner, 0, 1)
+    few = _queries(api_key_client, url)
+    _add_rows(api_key_client, org, owner, 1, 15)
+    assert _queries(api_key_client, url) == few
