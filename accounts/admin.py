@@ -89,3 +89,6 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "organization", "created_at"]
     search_fields = ["name", "id", "organization__name"]
     readonly_fields = ["id", "created_at", "updated_at"]
+
+
+from accounts import admin_llm  # noqa: E402, F401  (registers the LLM provider and agent pages)

@@ -179,3 +179,14 @@ class IdempotencyRecord(models.Model):
 
 
 __all__ = ["ID_MAX_LENGTH", "ApiKey", "IdempotencyRecord", "Membership", "Organization", "Project", "User"]
+
+# LLM providers and agents live in their own module (docs/llm.md); importing it registers them. It comes
+# last, after the models it refers to by name.
+from accounts.models_llm import Agent, AgentKind, LlmProvider, LlmProviderKind  # noqa: E402
+
+__all__ += ["Agent", "AgentKind", "LlmProvider", "LlmProviderKind"]
+
+# The security policy, secrets and webhook signing secret (docs/security.md); importing registers them.
+from accounts.models_security import Secret, SecurityPolicy, SigningSecret  # noqa: E402
+
+__all__ += ["Secret", "SecurityPolicy", "SigningSecret"]

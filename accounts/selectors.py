@@ -3,7 +3,7 @@ organisation's object is simply not found (and answered like one that does not e
 
 from datetime import UTC, datetime
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
 
 from accounts.models import ApiKey, Membership, Organization, Project
 from config.errors import not_found
@@ -69,11 +69,14 @@ def usage_period(now: datetime | None = None) -> tuple[str, datetime, datetime]:
 
 
 def run_totals(*, organization: Organization, start: datetime, end: datetime) -> tuple[int, int, float]:
-    """(runs, tokens, cost in USD) the organisation used in [start, end).
+    """(runs, tokens, cost in USD) of the organisation's runs created in [start, end), in one aggregate
+    query over the (organization, created_at) index. Deleted runs no longer count."""
+    from runs.models import Run  # runs depends on accounts, not the other way round at import time
 
-    The runs app owns the counting: it extends this function once runs record usage; until runs
-    exist every total is zero."""
-    return 0, 0, 0.0
+    totals = Run.objects.filter(
+        organization=organization, created_at__gte=start, created_at__lt=end
+    ).aggregate(runs=Count("pk"), tokens=Sum("total_tokens"), cost=Sum("cost_usd"))
+    return totals["runs"], int(totals["tokens"] or 0), float(totals["cost"] or 0)
 
 
 def usage_for(organization: Organization, now: datetime | None = None) -> dict:
@@ -86,3 +89,10 @@ def usage_for(organization: Organization, now: datetime | None = None) -> dict:
         "tokens": {"used": tokens, "limit": organization.monthly_token_quota},
         "cost_usd": cost,
     }
+
+
+def organization_has_llm_provider(organization: Organization) -> bool:
+    """Does the organisation have an LLM provider? (agent steps need one: 400 no_llm_provider otherwise)"""
+    from accounts.selectors_llm import organization_has_llm_provider as has_provider
+
+    return has_provider(organization)

@@ -24,6 +24,9 @@ def organization_create(*, name: str, owner: User, plan: str = "starter", actor=
     org = Organization.objects.create(name=name, plan=plan, **plan_limits(plan))
     audit_chain_start(organization=org)
     Membership.objects.create(organization=org, user=owner, role=Role.OWNER)
+    from accounts.services_llm import agents_seed_builtin
+
+    agents_seed_builtin(org)  # the built-in agents (docs/llm.md)
     from accounts.principal import Principal
 
     actor = actor or Principal(organization=org, user=owner, role=Role.OWNER)

@@ -26,13 +26,19 @@ from bench.common import Row  # noqa: E402
 # name → module; a module exposes run(options) -> list[Row] and optionally add_arguments(parser).
 BENCHMARKS = {
     "audit": "bench.audit_bench",
+    "engine": "bench.engine_bench",
+    "throughput": "bench.throughput_bench",
+    "api": "bench.api_bench",
+    "idle": "bench.idle_bench",
 }
 
 
 def _prepare_environment() -> str | None:
     """Point settings at a scratch data dir (and SQLite file); returns the directory to remove."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     os.environ.setdefault("BATON_DEMO_ORG", "false")
+    # The qcluster and uvicorn children use a django-q2 queue of this run's own (on a shared Redis).
+    os.environ.setdefault("BATON_BENCH_QUEUE", f"baton-bench-{os.getpid()}")
     scratch = tempfile.mkdtemp(prefix="baton-bench-")
     os.environ["BATON_DATA_DIR"] = scratch
     if not os.environ.get("DATABASE_URL"):
@@ -124,7 +130,13 @@ def main(argv=None) -> int:
         info = machine()
         for name in selected:
             print(f"running {name} …", file=sys.stderr, flush=True)
-            rows.extend(modules[name].run(options))
+            try:
+                rows.extend(modules[name].run(options))
+            except Exception as exc:  # keep the other benchmarks' results
+                import traceback
+
+                traceback.print_exc()
+                rows.append(Row(name, "failed", type(exc).__name__, "", str(exc)[:300], met=False))
     finally:
         cleanup()
         if scratch:

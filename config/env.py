@@ -73,7 +73,11 @@ def database_from_url(url: str) -> dict:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": 60,
+        # No persistent connections by default: under ASGI each request runs its synchronous part in a
+        # thread of its own, and a connection kept by a thread that ends leaks until garbage collection
+        # (Django's advice: no persistent connections under ASGI). Worker processes, whose threads live
+        # long, opt in at spawn (runs.apps.WORKER_CONN_MAX_AGE).
+        "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": options,
     }

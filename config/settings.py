@@ -5,6 +5,7 @@ a local-memory cache and a secret key generated once into the data dir. DATABASE
 switch to PostgreSQL and Redis. BATON_ENV=production fails closed.
 """
 
+import base64
 import secrets
 import sys
 from datetime import timedelta
@@ -66,6 +67,21 @@ for _entry in _peppers.split(","):
         )
     API_KEY_PEPPERS[_pepper_id] = _pepper
 API_KEY_CURRENT_PEPPER = next(iter(API_KEY_PEPPERS))
+
+# Encryption at rest (accounts/crypto.py: secrets, signing secrets, LLM provider keys). Empty: one key
+# derived from SECRET_KEY. Else comma-separated Fernet keys, the first encrypts and all decrypt; the entry
+# `secret_key` stands for the derived key (to move off it: "<new key>,secret_key", then rotate_encryption).
+BATON_ENCRYPTION_KEYS = env_list("BATON_ENCRYPTION_KEYS")
+for _entry in BATON_ENCRYPTION_KEYS:
+    try:
+        _valid_key = _entry == "secret_key" or len(base64.urlsafe_b64decode(_entry.encode())) == 32
+    except ValueError:
+        _valid_key = False
+    if not _valid_key:
+        raise ImproperlyConfigured(
+            "BATON_ENCRYPTION_KEYS must be comma-separated Fernet keys (32 url-safe base64 bytes, e.g. from "
+            "`manage.py rotate_encryption --generate-key`) or the word secret_key."
+        )
 
 ALLOWED_HOSTS = env_list("BATON_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
 if PRODUCTION and not ALLOWED_HOSTS:
@@ -213,6 +229,13 @@ BATON_RECONCILE_INTERVAL_MS = env_int("BATON_RECONCILE_INTERVAL_MS", 2000, minim
 BATON_REDISPATCH_AFTER_SECONDS = env_int("BATON_REDISPATCH_AFTER_SECONDS", 30, minimum=1)
 BATON_STEP_LEASE_SECONDS = env_int("BATON_STEP_LEASE_SECONDS", 300, minimum=5)
 BATON_MAX_RUN_DURATION_SECONDS = env_int("BATON_MAX_RUN_DURATION_SECONDS", 3600, minimum=1)
+# The run event stream (GET /runs/{id}/stream, docs/streaming.md): keep-alive comments, how often the
+# event table is polled, and the longest a stream stays open before the client must reconnect.
+BATON_SSE_KEEPALIVE_SECONDS = env_int("BATON_SSE_KEEPALIVE_SECONDS", 15, minimum=1)
+BATON_SSE_POLL_MS = env_int("BATON_SSE_POLL_MS", 250, minimum=10)
+BATON_SSE_MAX_SECONDS = env_int("BATON_SSE_MAX_SECONDS", 3600, minimum=1)
+# Retention (runs/retention.py): how often the periodic prune may run, across all processes.
+BATON_RETENTION_INTERVAL_SECONDS = env_int("BATON_RETENTION_INTERVAL_SECONDS", 3600, minimum=1)
 # Deployment-wide exceptions to the outbound SSRF guard (hosts, *.domains, IPs, CIDRs; docs/security.md),
 # until each organisation's security policy carries its own http_allowlist.
 BATON_HTTP_ALLOWLIST = env_list("BATON_HTTP_ALLOWLIST")
@@ -266,7 +289,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"WorkflowStatusEnum": "workflows.choices.WorkflowStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "WorkflowStatusEnum": "workflows.choices.WorkflowStatus",
+        "RunStatusEnum": "runs.choices.RunStatus",
+        "StepStatusEnum": "runs.choices.StepStatus",
+        "LlmProviderKindEnum": "accounts.models_llm.LlmProviderKind",
+        "AgentKindEnum": "accounts.models_llm.AgentKind",
+    },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
     # Generation runs as an unsaved owner, so org-scoped get_queryset() works (config/api/schema.py).
     "GET_MOCK_REQUEST": "config.api.schema.build_mock_request",
@@ -297,12 +326,20 @@ if PRODUCTION:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.api.middleware.RequestIdLogFilter"}},
+    "filters": {
+        "request_id": {"()": "config.api.middleware.RequestIdLogFilter"},
+        # The running step's secret values become *** in every log line (runs/engine/secrets.py).
+        "redact_secrets": {"()": "runs.engine.secrets.SecretRedactingFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id", "redact_secrets"],
+        },
     },
     "root": {"handlers": ["console"], "level": env_str("BATON_LOG_LEVEL", "INFO")},
     "loggers": {

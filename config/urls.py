@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("workflows.api.urls")),
+    path("", include("runs.api.urls")),
     path("schema", SpectacularAPIView.as_view(**_public), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema", **_public), name="swagger-ui"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema", **_public), name="redoc"),

@@ -1,5 +1,9 @@
 from django.apps import AppConfig
 
+# Seconds a django-q2 worker process keeps a PostgreSQL connection (its threads are long-lived, unlike a
+# web request's; see config/env.py).
+WORKER_CONN_MAX_AGE = 60
+
 
 class RunsConfig(AppConfig):
     name = "runs"
@@ -12,7 +16,14 @@ class RunsConfig(AppConfig):
 
 
 def _start_reconciler(sender, proc_name=None, **kwargs):
-    """Each django-q2 worker process (`manage.py qcluster`, also under `serve`) runs a reconciler thread."""
+    """Each django-q2 worker process (`manage.py qcluster`, also under `serve`) runs a reconciler thread
+    and keeps its database connections between tasks."""
+    from django.db import connections
+
     from runs.engine.reconciler import start_reconciler_thread
 
+    # A connection's settings dict is shared by every thread's connection to that alias.
+    for alias in connections:
+        if connections[alias].vendor == "postgresql":
+            connections[alias].settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
     start_reconciler_thread()

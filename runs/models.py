@@ -27,11 +27,20 @@ class Run(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     env = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001  (null: no environment)
     dry_run = models.BooleanField(default=False)
+    # The trigger's `model` override for agent steps ("" = each agent's own model).
+    model = models.CharField(max_length=200, blank=True, default="")
+    # The workflow's concurrency key rendered at trigger time (None: the workflow has no concurrency limit).
+    concurrency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     result = models.JSONField(null=True, blank=True)
     # {"code", "message", "step_id"} when failed.
     error = models.JSONField(null=True, blank=True)
     parent_run = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs"
+    )
+    # The parent's `sub_workflow` step run that started this run (docs/engine.md "Sub-workflows"); unique,
+    # so a retried or reclaimed step can never start a second child.
+    parent_step_run = models.OneToOneField(
+        "runs.StepRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_run"
     )
     pinned = models.BooleanField(default=False)
     pause_signal = models.JSONField(null=True, blank=True)
@@ -41,6 +50,8 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # `terminate`: like a cancel request, but running steps are killed instead of awaited.
+    terminate_requested_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     total_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
@@ -57,6 +68,8 @@ class Run(models.Model):
             models.Index(fields=["organization", "status", "-created_at"], name="run_org_status"),
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
             models.Index(fields=["status", "deadline_at"], name="run_status_deadline"),
+            # Concurrency limits: the active runs of a workflow's key (runs/concurrency.py).
+            models.Index(fields=["workflow", "concurrency_key", "status"], name="run_wf_concurrency"),
         ]
 
     def __str__(self):

@@ -131,6 +131,17 @@ def outsider_jwt_client(other_org, outsider):
 
 
 @pytest.fixture(autouse=True)
+def _engine_security_cache_reset():
+    """The engine caches each organisation's policy and secrets per process (runs/engine/secrets.py); a
+    test that changes them with a bulk update (no signal) must not see the previous test's copy."""
+    from runs.engine.secrets import invalidate
+
+    invalidate()
+    yield
+    invalidate()
+
+
+@pytest.fixture(autouse=True)
 def _redis_rate_limits_reset(settings):
     """Redis rate-limit counters outlive a test's transaction (database ones roll back): reset them."""
     if settings.REDIS_URL:

@@ -48,7 +48,13 @@ REGISTRY: dict[str, Entry] = {}
 EXEMPT: dict[str, str] = {}
 
 # Modules that register more entries when imported (other apps' tenancy factories).
-REGISTRY_MODULES: list[str] = ["tests.workflows.tenancy"]
+REGISTRY_MODULES: list[str] = [
+    "tests.workflows.tenancy",
+    "tests.runs.tenancy",
+    "tests.runs.tenancy_stream",
+    "tests.accounts.tenancy_security",
+    "tests.accounts.tenancy_llm",
+]
 
 
 def register(*route_names: str, sanity_get: bool = True):

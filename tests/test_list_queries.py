@@ -14,6 +14,8 @@ LISTS = [
     "/api/v1/api-keys",
     "/api/v1/audit/logs",
     "/api/v1/templates",
+    "/api/v1/runs",
+    "/api/v1/workflows/w0/runs",
 ]
 
 
@@ -36,6 +38,9 @@ def _add_rows(client, org, owner, start, count):
             format="json",
         )
         assert response.status_code == 201, response.content
+        for ref in (response.json()["id"], "w0"):  # runs of every workflow, and more of the first one
+            triggered = client.post(f"/api/v1/workflows/{ref}/run", {}, format="json")
+            assert triggered.status_code == 202, triggered.content
 
 
 @pytest.mark.parametrize("url", LISTS)

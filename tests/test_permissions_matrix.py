@@ -68,6 +68,25 @@ ROWS = [
         "project-update", "patch", "/projects/{project}", {"name": "Renamed"}, Role.MEMBER, "workflows:write"
     ),
     Row("project-delete", "delete", "/projects/{project}", None, Role.MEMBER, "workflows:write"),
+    # LLM providers and agents (detail routes: tests/accounts/test_llm_api.py).
+    Row("llm-providers-list", "get", "/llm-providers", None, Role.ADMIN, "admin"),
+    Row(
+        "llm-providers-create",
+        "post",
+        "/llm-providers",
+        {"name": "P", "kind": "openai", "default_model": "m"},
+        Role.ADMIN,
+        "admin",
+    ),
+    Row("agents-list", "get", "/agents", None, Role.VIEWER, "workflows:read"),
+    Row("agents-create", "post", "/agents", {"name": "A"}, Role.ADMIN, "admin"),
+    # Security policy, secrets, signing secret (detail routes: tests/accounts/test_security_api.py).
+    Row("security-policy-read", "get", "/security/policy", None, Role.ADMIN, "admin"),
+    Row("security-policy-update", "put", "/security/policy", {"max_steps_per_run": 50}, Role.ADMIN, "admin"),
+    Row("signing-secret-read", "get", "/security/signing-secret", None, Role.ADMIN, "admin"),
+    Row("signing-secret-rotate", "post", "/security/signing-secret/rotate", {}, Role.ADMIN, "admin"),
+    Row("secrets-list", "get", "/secrets", None, Role.ADMIN, "admin"),
+    Row("secrets-create", "post", "/secrets", {"name": "X_TOK", "value": "val-1234"}, Role.ADMIN, "admin"),
 ]
 
 ROLES = [Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER]

@@ -52,6 +52,11 @@ class StepContext:
     state: Mapping[str, Any] = field(default_factory=dict)
     organization_id: str = ""
     render: Callable[[Any], Any] | None = None  # render(value) with `variables`
+    run_model: str = ""  # the trigger's `model` override for agent steps ("" = none)
+    # True once the run was terminated (or this worker lost the step's lease): a long handler polls it and
+    # stops early (the script handler kills its process group). Cheap: it reads a flag the engine's step
+    # monitor sets, never the database. Cooperative cancel does not set it (running steps finish).
+    should_stop: Callable[[], bool] = field(default=lambda: False)
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,15 @@ class StepOutcome:
     items: list | None = None  # spawn_iterations: one child step run per item
     tokens: Mapping[str, int] | None = None
     cost_usd: float | None = None
+    # Merged into the step run's stored `input_data` (the resolved config), e.g. an agent step's resolved
+    # prompt and model. A StepError may carry the same as its `input_extra` attribute.
+    input_extra: Mapping[str, Any] | None = None
 
     @classmethod
-    def completed(cls, output: Any = None, *, tokens: Mapping[str, int] | None = None, cost_usd=None):
-        return cls(kind="completed", output=output, tokens=tokens, cost_usd=cost_usd)
+    def completed(
+        cls, output: Any = None, *, tokens: Mapping[str, int] | None = None, cost_usd=None, input_extra=None
+    ):
+        return cls(kind="completed", output=output, tokens=tokens, cost_usd=cost_usd, input_extra=input_extra)
 
     @classmethod
     def suspended(cls, *, wake_at: datetime | None, state: Mapping[str, Any] | None = None):

@@ -37,8 +37,10 @@ from runs.choices import (
     SkipReason,
     StepStatus,
 )
+from runs.engine import monitor, subworkflows
+from runs.engine import secrets as engine_secrets
 from runs.engine.context import StepContext, StepError, StepOutcome
-from runs.engine.dispatch import dispatch
+from runs.engine.dispatch import dispatch, request_admission
 from runs.engine.steps import get_step_type
 from runs.engine.templating import evaluate_expression, render_value
 from runs.models import Run, RunEvent, StepRun
@@ -117,10 +119,11 @@ def _lock_run(run_id: str) -> Run:
 
 
 def emit(run: Run, event_type: str, step_id: str = "", data: dict | None = None) -> None:
-    """Append an event to the run's log; the caller holds the run lock and saves `run.event_seq`."""
+    """Append an event to the run's log; the caller holds the run lock and calls `save_run`, which writes
+    the transaction's events in one INSERT with `run.event_seq`."""
     run.event_seq += 1
-    RunEvent.objects.create(
-        run_id=run.id, seq=run.event_seq, type=event_type, step_id=step_id, data=data or {}
+    run.__dict__.setdefault("_pending_events", []).append(
+        RunEvent(run_id=run.id, seq=run.event_seq, type=event_type, step_id=step_id, data=data or {})
     )
 
 
@@ -133,12 +136,16 @@ _RUN_FIELDS = [
     "error",
     "event_seq",
     "cancel_requested_at",
+    "terminate_requested_at",
     "total_tokens",
     "cost_usd",
 ]
 
 
 def save_run(run: Run) -> None:
+    events = run.__dict__.pop("_pending_events", None)
+    if events:
+        RunEvent.objects.bulk_create(events)
     run.save(update_fields=_RUN_FIELDS)
 
 
@@ -170,8 +177,8 @@ def variables_for(run: Run, plan: Plan, rows: list[StepRun] | None = None) -> di
             "started_at": _iso(run.started_at),
         },
         "env": run.env,
-        # Secrets arrive with the secrets store; until then `secrets.X` is an undefined-name error.
-        "secrets": {},
+        # Loaded on first use, once per step execution (runs/engine/secrets.py); unknown names are errors.
+        "secrets": engine_secrets.lazy_secrets(run.organization_id),
     }
 
 
@@ -242,26 +249,62 @@ def advance(run_id: str) -> list[str]:
     return ready
 
 
-def advance_locked(run: Run) -> list[str]:
-    """The body of `advance` (the caller holds the run lock and saves the run); returns ready step ids."""
+def advance_locked(run: Run, *, admit: bool = False) -> list[str]:
+    """The body of `advance` (the caller holds the run lock and saves the run); returns ready step ids.
+
+    A `queued` run only starts with `admit=True`: admission (runs/concurrency.py) decides when a run fits
+    its workflow's and organisation's concurrency limits."""
+    return _queue_rows(_advance_rows(run, admit=admit))
+
+
+def _queue_rows(rows: list[StepRun]) -> list[str]:
+    """Persist ready rows (already `queued` in memory) in one UPDATE; returns their ids."""
+    if rows:
+        StepRun.objects.filter(pk__in=[row.id for row in rows]).update(
+            status=StepStatus.QUEUED, queued_at=rows[0].queued_at, dispatched_at=rows[0].dispatched_at
+        )
+    return [row.id for row in rows]
+
+
+_ADVANCE_FIELDS = ("id", "run_id", "step_id", "type", "status", "skip_reason", "output_data", "error",
+                   "parent_id", "iteration", "attempt", "state", "started_at")  # fmt: skip
+
+
+def _advance_rows(run: Run, *, admit: bool = False) -> list[StepRun]:
+    """advance_locked's decisions; the ready rows are returned `queued` in memory but not yet saved, and the
+    run's top-level rows are kept on it (`_engine_rows`) for the next step's template variables."""
     if run.is_terminal:
         return []
     now = _now()
-    plan = plan_for(run)
     if run.cancel_requested_at is not None:
         _cancel_unstarted(run, now)
         if not StepRun.objects.filter(run_id=run.id, status=StepStatus.RUNNING).exists():
             _finish_run(run, RunStatus.CANCELLED, now=now)
         return []
     if run.status == RunStatus.QUEUED:
+        if not admit:
+            return []
         run.status = RunStatus.RUNNING
         run.started_at = now
-        run.deadline_at = now + timedelta(seconds=settings.BATON_MAX_RUN_DURATION_SECONDS)
+        # The security policy's max_run_duration_seconds (capped by the setting) and max_steps_per_run.
+        limits = engine_secrets.run_limits(run)
+        run.deadline_at = now + timedelta(seconds=limits.max_duration_seconds)
         emit(run, EventType.RUN_STARTED)
+        if limits.violation is not None:
+            _finish_run(run, RunStatus.FAILED, now=now, error=limits.violation)
+            return []
 
-    rows = {row.step_id: row for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True)}
+    plan = plan_for(run)
+    # Every top-level row, once per advance, with only the columns deciding (and claiming) needs: a long
+    # chain does not decode every step's resolved config and attempts again at each step. Other fields load
+    # on access in the rare paths that need them; saving such a row writes only its loaded fields.
+    rows = {
+        row.step_id: row
+        for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True).only(*_ADVANCE_FIELDS)
+    }
+    run.__dict__["_engine_rows"] = rows
     variables = None
-    ready: list[str] = []
+    ready: list[StepRun] = []
     for step_id in plan.order:
         row = rows[step_id]
         if row.status != StepStatus.PENDING:
@@ -291,7 +334,10 @@ def advance_locked(run: Run) -> list[str]:
             try:
                 go = evaluate_expression(when, variables) if isinstance(when, str) else when
             except Exception as exc:
-                error = _template_error(step_id, "when", exc)
+                # A Jinja message may quote a value (`steps[secrets.X]`): redacted like any stored error.
+                error = engine_secrets.redact_when_error(
+                    run.organization_id, _template_error(step_id, "when", exc)
+                )
                 row.attempts = [
                     *row.attempts,
                     _attempt_entry(row, "failed", error.as_dict(), _Attempt("", now)),
@@ -306,8 +352,7 @@ def advance_locked(run: Run) -> list[str]:
                 continue
         row.status = StepStatus.QUEUED
         row.queued_at = row.dispatched_at = now
-        row.save(update_fields=["status", "queued_at", "dispatched_at"])
-        ready.append(row.id)
+        ready.append(row)
 
     if ready:
         return ready
@@ -393,6 +438,7 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
     from audit.services import audit_record
 
     _cancel_unstarted(run, now)
+    result, error = engine_secrets.redact_run_outcome(run.organization_id, result, error)
     run.status = status
     run.completed_at = now
     run.result = result
@@ -400,7 +446,14 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
     data = {"status": status}
     if error:
         data["error"] = error
+    if status == RunStatus.CANCELLED and run.terminate_requested_at is not None:
+        data["terminated"] = True
     emit(run, RUN_TERMINAL_EVENTS[status], data=data)
+    # A slot is free: admit queued runs in a transaction of its own after this one commits (never here:
+    # admission locks the organisation first, and this transaction already holds a run lock).
+    request_admission(run.organization_id)
+    # Sub-workflows: wake the parent step waiting for this run, cancel children (after commit, see there).
+    subworkflows.on_run_finished(run, status)
     if status in (RunStatus.COMPLETED, RunStatus.FAILED):
         audit_record(
             organization=run.organization,
@@ -427,6 +480,15 @@ def step_execute(step_run_id: str) -> None:
 Claimed = tuple[Run, StepRun, str]
 
 
+def lease_seconds(policy: dict) -> int:
+    """How long a claim (and each heartbeat, see monitor.py) holds a step: its timeout + grace, at most
+    BATON_STEP_LEASE_SECONDS. The heartbeat keeps extending it while the worker lives, so a dead worker
+    loses a long step after one lease instead of after its whole timeout."""
+    timeout = policy.get("timeout_seconds")
+    lease = settings.BATON_STEP_LEASE_SECONDS
+    return min(timeout + LEASE_GRACE_SECONDS, lease) if timeout else lease
+
+
 def _claim(step_run_id: str, now) -> Claimed | None:
     row = StepRun.objects.filter(pk=step_run_id).values("run_id", "status").first()
     if row is None or row["status"] != StepStatus.QUEUED:
@@ -451,10 +513,16 @@ def _claim_locked(run: Run, step_run_id: str, now) -> Claimed | None:
     step_run = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).first()
     if step_run is None:
         return None
-    timeout = _step_definition(plan_for(run), step_run)[1].get("timeout_seconds")
-    lease = timeout + LEASE_GRACE_SECONDS if timeout else settings.BATON_STEP_LEASE_SECONDS
+    return _claim_row(run, step_run, now, StepStatus.QUEUED)
+
+
+def _claim_row(run: Run, step_run: StepRun, now, expected: str) -> Claimed | None:
+    """Claim a step run in hand whose stored status is `expected`: `queued`, or `pending` when `_record`
+    continues straight into a step it just found ready (it is never stored as `queued` then)."""
+    lease = lease_seconds(_step_definition(plan_for(run), step_run)[1])
     token = f"{_HOST}:{uuid.uuid4().hex[:12]}"
-    claimed = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).update(
+    changes = {"queued_at": now} if expected == StepStatus.PENDING else {}
+    claimed = StepRun.objects.filter(pk=step_run.id, status=expected).update(
         status=StepStatus.RUNNING,
         lease_owner=token,
         lease_expires_at=now + timedelta(seconds=lease),
@@ -462,6 +530,7 @@ def _claim_locked(run: Run, step_run_id: str, now) -> Claimed | None:
         started_at=Coalesce(F("started_at"), now),
         dispatched_at=None,
         wake_at=None,
+        **changes,
     )
     if not claimed:
         return None
@@ -478,6 +547,7 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
     """Execute a claimed step and record it; returns the next step, already claimed, to continue into."""
     now = _now()
     run, step_run, token = claimed
+    rows = run.__dict__.pop("_engine_rows", None)  # the step rows read by the advance that readied this step
     plan = plan_for(run)
     step, policy = _step_definition(plan, step_run)
     started = time.monotonic()
@@ -485,9 +555,12 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
     outcome: StepOutcome | None = None
     error: StepError | None = None
     dry_run_skip = False
+    # Heartbeat and terminate signal while this thread works on the step (runs/engine/monitor.py).
+    watch = monitor.watch(step_run.id, run.id, token, lease_seconds(policy))
+    security = engine_secrets.begin_execution(run.organization_id)  # secrets and policy, loaded once
     try:
         step_type = get_step_type(step_run.type)
-        variables = variables_for(run, plan)
+        variables = variables_for(run, plan, list(rows.values()) if rows is not None else None)
         if step_run.parent_id is not None:
             variables = {**variables, "item": step_run.state.get("item"), "index": step_run.iteration}
         input_data = as_json(resolve_config(step, variables), step_run.step_id, "config")
@@ -518,6 +591,8 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
                 state=dict(step_run.state),
                 organization_id=run.organization_id,
                 render=lambda value, variables=variables: render_value(value, variables),
+                run_model=run.model,
+                should_stop=watch.should_stop,
             )
             outcome = step_type.execute(context)
             if timeout and _now() > deadline:
@@ -533,6 +608,14 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
     except Exception as exc:
         logger.exception("step %s (%s) raised", step_run.id, step_run.type)
         error = StepError("step_error", f"Step '{step_run.step_id}' raised {type(exc).__name__}: {exc}")
+    finally:
+        monitor.unwatch(watch)
+    # What the handler resolved itself (an agent step's prompt and model) is stored with the resolved config.
+    extra = getattr(error, "input_extra", None) or (outcome.input_extra if outcome is not None else None)
+    if extra and isinstance(input_data, dict):
+        input_data = {**input_data, **as_json(extra, step_run.step_id, "input")}
+    # Secret values and redact_patterns matches become *** in everything stored; the loop step cap.
+    input_data, outcome, error = engine_secrets.finish_execution(security, run, input_data, outcome, error)
     duration_ms = int((time.monotonic() - started) * 1000)
     attempt = _Attempt(token=token, started_at=now, duration_ms=duration_ms)
     return _record(run.id, step_run.id, attempt, outcome, error, input_data, dry_run_skip, may_continue)
@@ -582,11 +665,24 @@ def _record(
         if run.is_terminal:
             # The run ended while this step ran (failed elsewhere, ended, timed out): keep the outcome for
             # the record, but start nothing and write no event after the run's terminal one.
+            charged = _charge(run, row, outcome, error)  # tokens spent count even so (docs/quotas.md)
             _close_quietly(row, outcome, error, attempt, now)
+            if charged:
+                save_run(run)
+            return None
+        if run.terminate_requested_at is not None:
+            # Terminated while running (the handler was told to stop, a script was killed): whatever it
+            # returned, the step ends cancelled; the run is cancelled once no step is running.
+            _charge(run, row, outcome, error)
+            _terminate_step(row, now, attempt)
+            ready = advance_locked(run)
+            save_run(run)
+            dispatch(ready)
             return None
         ready: list[str] = []
         if error is not None:
             row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), attempt)]
+            _charge(run, row, outcome, error)  # a failed attempt's tokens (error details.tokens) count too
             ready += _attempt_failed(run, row, policy, error, now)
         elif dry_run_skip:
             row.save()
@@ -607,11 +703,15 @@ def _record(
                 _end_run(run, plan, row, outcome, now)
             else:
                 ready += _after_step_finished(run, row, plan, now)
-        if not run.is_terminal:
-            ready += advance_locked(run)
+        fresh = _advance_rows(run) if not run.is_terminal else []
         following = None
-        if len(ready) == 1 and may_continue and not run.is_terminal:
-            following = _claim_locked(run, ready[0], now)
+        if may_continue and not ready and len(fresh) == 1 and not run.is_terminal:
+            # Exactly one step became ready: claim it straight from pending (one UPDATE) and continue.
+            following = _claim_row(run, fresh[0], now, StepStatus.PENDING)
+        if following is None:
+            ready += _queue_rows(fresh)
+            if len(ready) == 1 and may_continue and not run.is_terminal:
+                following = _claim_locked(run, ready[0], now)
         save_run(run)
         dispatch(ready if following is None else [])
     return following
@@ -632,6 +732,46 @@ def _close_quietly(row: StepRun, outcome, error, attempt: _Attempt, now) -> None
     row.save()
 
 
+def _terminate_step(row: StepRun, now, attempt: _Attempt | None = None) -> None:
+    error = {"code": "terminated", "message": f"Step '{row.step_id}' was stopped: the run was terminated."}
+    row.status = StepStatus.CANCELLED
+    row.error = error
+    row.completed_at = now
+    row.wake_at = None
+    row.attempts = [*row.attempts, _attempt_entry(row, "cancelled", error, attempt)]
+    row.save()
+
+
+def _token_counts(tokens) -> dict[str, int]:
+    if not isinstance(tokens, dict):
+        return {}
+    return {k: v for k, v in tokens.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
+def _charge(run: Run, row: StepRun, outcome: StepOutcome | None, error: StepError | None) -> bool:
+    """Add an attempt's LLM tokens and cost to the step's and the run's totals (the step's `tokens` sum
+    over its attempts): an outcome's, and a failed attempt's (its error's `details.tokens` and
+    `details.cost_usd`, e.g. invalid_llm_output after two answers). True when anything was added."""
+    details = (error.details or {}) if error is not None else {}
+    sources = [(details.get("tokens"), details.get("cost_usd"))]
+    if outcome is not None:
+        sources.append((outcome.tokens, outcome.cost_usd))
+    charged = False
+    for tokens, cost in sources:
+        counts = _token_counts(tokens)
+        if counts:
+            current = _token_counts(row.tokens)
+            row.tokens = {**current, **{key: current.get(key, 0) + value for key, value in counts.items()}}
+            run.total_tokens += counts.get("total", 0)
+            charged = True
+        if isinstance(cost, int | float | Decimal) and not isinstance(cost, bool) and cost > 0:
+            amount = Decimal(str(cost))
+            row.cost_usd += amount
+            run.cost_usd += amount
+            charged = True
+    return charged
+
+
 def _complete_step(
     run: Run, row: StepRun, outcome: StepOutcome, now, attempt: _Attempt | None = None
 ) -> None:
@@ -643,12 +783,7 @@ def _complete_step(
     row.state = {}
     row.attempts = [*row.attempts, _attempt_entry(row, "completed", None, attempt)]
     duration_ms = attempt.duration_ms if attempt else 0
-    if outcome.tokens:
-        row.tokens = dict(outcome.tokens)
-        run.total_tokens += int(outcome.tokens.get("total", 0))
-    if outcome.cost_usd:
-        row.cost_usd = Decimal(str(outcome.cost_usd))
-        run.cost_usd += row.cost_usd
+    _charge(run, row, outcome, None)
     row.save()
     emit(
         run,
@@ -812,6 +947,12 @@ def step_reclaim(step_run_id: str) -> bool:
         )
         row.lease_owner = ""
         row.lease_expires_at = None
+        if run.terminate_requested_at is not None and not run.is_terminal:
+            _terminate_step(row, now)  # its worker died after the run was terminated: nothing to retry
+            ready = advance_locked(run)
+            save_run(run)
+            dispatch(ready)
+            return True
         row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict())]
         if run.is_terminal:  # nothing to retry for: just close the step
             row.status = StepStatus.FAILED
@@ -867,3 +1008,14 @@ def run_request_cancel(run: Run, now) -> None:
     """Ask a locked run to stop: nothing new starts; it is cancelled once no step is running."""
     run.cancel_requested_at = now
     advance_locked(run)
+    subworkflows.on_cancel_requested(run)
+
+
+def run_request_terminate(run: Run, now) -> None:
+    """Terminate a locked run: like a cancel request, and the workers running its steps are told to stop
+    (the step monitor polls `terminate_requested_at`; scripts are killed). Each running step ends
+    `cancelled` with error code `terminated`; the run is cancelled once no step is running."""
+    run.terminate_requested_at = now
+    run.cancel_requested_at = run.cancel_requested_at or now
+    advance_locked(run)
+    subworkflows.on_cancel_requested(run)

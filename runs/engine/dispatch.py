@@ -5,17 +5,26 @@
 - "inline": after commit, this process executes the steps itself (a drain loop, no recursion);
 - "manual": ids are appended to `MANUAL_QUEUE` at once for a test driver to execute with `drain()`.
 Losing a message is harmless: the reconciler re-dispatches steps left `queued` for too long.
+
+Admission (runs/concurrency.py) is requested the same way when a run finishes: after commit in its own
+transaction ("queue", "inline"), or collected in `MANUAL_ADMISSIONS` for `drain()` ("manual"). A lost
+request is harmless too: the reconciler runs admission for every organisation with queued runs.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 
 from django.conf import settings
 from django.db import transaction
 
+logger = logging.getLogger("baton.engine")
+
 MANUAL_QUEUE: deque[str] = deque()
+MANUAL_ADMISSIONS: deque[str] = deque()
+MANUAL_CALLBACKS: deque = deque()  # `after_commit` work collected in manual mode
 _inline = threading.local()
 
 
@@ -31,6 +40,42 @@ def dispatch(step_run_ids: list[str]) -> None:
         transaction.on_commit(lambda: _run_inline(ids))
     else:
         transaction.on_commit(lambda: enqueue(ids))
+
+
+def request_admission(organization_id: str) -> None:
+    """Admit the organisation's queued runs that now fit, once the current transaction commits (never
+    inside it: admission locks the organisation row first, see docs/engine.md "Lock order")."""
+    if settings.BATON_ENGINE_DISPATCH == "manual":
+        if organization_id not in MANUAL_ADMISSIONS:
+            MANUAL_ADMISSIONS.append(organization_id)
+    else:
+        transaction.on_commit(lambda: _admit(organization_id))
+
+
+def after_commit(callback) -> None:
+    """Call `callback()` (which opens its own transactions) once the current transaction commits; in
+    manual mode it is collected in `MANUAL_CALLBACKS` for `drain()`. For follow-up work that must not run
+    under this transaction's run lock (sub-workflows: waking a parent's step, cancelling child runs)."""
+    if settings.BATON_ENGINE_DISPATCH == "manual":
+        MANUAL_CALLBACKS.append(callback)
+    else:
+        transaction.on_commit(lambda: _call_safely(callback))
+
+
+def _call_safely(callback) -> None:
+    try:
+        callback()
+    except Exception:  # the reconciler repairs what a lost follow-up leaves behind
+        logger.exception("after-commit follow-up %r failed", callback)
+
+
+def _admit(organization_id: str) -> None:
+    from runs.concurrency import admit
+
+    try:
+        admit(organization_id)
+    except Exception:  # the reconciler's admission pass repairs whatever this missed
+        logger.exception("admission for %s failed", organization_id)
 
 
 def enqueue(step_run_ids: list[str]) -> None:
@@ -58,11 +103,18 @@ def _run_inline(ids: list[str]) -> None:
 
 
 def drain(limit: int = 100_000) -> int:
-    """Execute every step run id collected in manual mode (and those they make ready); returns the count."""
+    """Execute every step run id collected in manual mode (and those they make ready), running the
+    admissions requested meanwhile; returns the number of steps executed."""
+    from runs.concurrency import admit
     from runs.engine.core import step_execute
 
     count = 0
-    while MANUAL_QUEUE and count < limit:
-        step_execute(MANUAL_QUEUE.popleft())
-        count += 1
+    while (MANUAL_QUEUE or MANUAL_ADMISSIONS or MANUAL_CALLBACKS) and count < limit:
+        if MANUAL_QUEUE:
+            step_execute(MANUAL_QUEUE.popleft())
+            count += 1
+        elif MANUAL_ADMISSIONS:
+            admit(MANUAL_ADMISSIONS.popleft())
+        else:
+            MANUAL_CALLBACKS.popleft()()
     return count

@@ -1,7 +1,8 @@
 """The reconciler: repairs what a lost message or a dead worker left behind. Every few seconds it
 re-dispatches steps `queued` for too long (django-q2's Redis broker pops without acknowledgement),
 reclaims `running` steps whose lease expired, wakes `waiting` steps whose timer is due, and fails runs
-past their deadline (`run_timeout`).
+past their deadline (`run_timeout`), and — the safety net of admission — starts queued runs that fit their
+concurrency limits now (runs/concurrency.py; normally a finishing run's own admission request does that).
 
 Any number of reconcilers may run at once (one thread in each django-q2 worker process): each repair is a
 compare-and-set under the run's row lock, so exactly one of them acts on a row. Scans are plain indexed
@@ -25,6 +26,7 @@ from runs.choices import RUN_ACTIVE, StepStatus
 from runs.engine import core
 from runs.engine.dispatch import enqueue
 from runs.models import Run, StepRun
+from runs.retention import maybe_prune
 
 logger = logging.getLogger("baton.reconciler")
 
@@ -34,9 +36,9 @@ _thread_lock = threading.Lock()
 
 
 def reconcile_once(now=None) -> dict[str, int]:
-    """One pass over the four repairs; returns how many rows each one acted on."""
+    """One pass over the five repairs; returns how many rows each one acted on."""
     now = now or timezone.now()
-    counts = {"redispatched": 0, "reclaimed": 0, "woken": 0, "timed_out": 0}
+    counts = {"redispatched": 0, "reclaimed": 0, "woken": 0, "timed_out": 0, "admitted": 0}
 
     stale = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS)
     lost = list(
@@ -68,6 +70,15 @@ def reconcile_once(now=None) -> dict[str, int]:
     for run_id in list(late):
         counts["timed_out"] += core.run_fail_timeout(run_id)
 
+    from runs.concurrency import admit_pending
+
+    counts["admitted"] = admit_pending()
+
+    from runs.engine.subworkflows import reconcile as reconcile_sub_workflows
+
+    # Lost sub-workflow follow-ups: parents whose child finished, children whose parent stopped.
+    counts["sub_workflows"] = reconcile_sub_workflows()
+
     if any(counts.values()):
         logger.info("reconciler: %s", counts)
     return counts
@@ -90,6 +101,7 @@ def _loop(interval: float) -> None:
         try:
             close_old_connections()
             reconcile_once()
+            maybe_prune()  # retention: at most once per BATON_RETENTION_INTERVAL_SECONDS, cluster-wide
         except Exception:
             logger.exception("reconciler pass failed")
 

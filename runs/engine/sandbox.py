@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 LANGUAGES = ("python", "shell")
@@ -60,10 +61,14 @@ class ScriptResult:
 
 
 class ScriptHandle:
-    """Pass to run_script; `kill()` (any thread, any time) stops the script and its processes."""
+    """Pass to run_script; `kill()` (any thread, any time) stops the script and its processes.
 
-    def __init__(self):
+    `should_stop`, when given, is polled by the waiting loop (about every 50 ms; it must be cheap, e.g. an
+    Event's is_set) and kills the script like `kill()` once it returns True (run termination)."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None = None):
         self._cancel = threading.Event()
+        self._should_stop = should_stop
         self.pid: int | None = None
 
     def kill(self) -> None:
@@ -71,6 +76,8 @@ class ScriptHandle:
 
     @property
     def cancelled(self) -> bool:
+        if not self._cancel.is_set() and self._should_stop is not None and self._should_stop():
+            self._cancel.set()
         return self._cancel.is_set()
 
 

@@ -2,9 +2,10 @@
 
 The scheme is Stripe's: the timestamp is signed with the exact body bytes, so a receiver can reject both
 tampered bodies and replays older than its tolerance. `verify` is the receiver's side (and what the tests
-use). Until organisations have a stored, rotatable signing secret (it comes with the security-policy
-work), each organisation's secret is derived from `SECRET_KEY` with HMAC: deterministic, different per
-organisation, and not computable without the server's key. See docs/engine.md.
+use). Each organisation has a stored, random, rotatable signing secret (accounts.SigningSecret, encrypted
+at rest; `GET /security/signing-secret`); after a rotation the previous secret keeps signing as a second
+`v1=` entry for a grace period, so receivers can switch over without rejecting a delivery. See
+docs/security.md.
 """
 
 from __future__ import annotations
@@ -13,29 +14,31 @@ import hashlib
 import hmac
 import time
 
-from django.conf import settings
-
 SIGNATURE_HEADER = "X-Baton-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300
-_DERIVATION_LABEL = b"baton.webhook-signing-secret.v1:"
 
 
 def organization_signing_secret(organization_id: str) -> str:
-    """The organisation's webhook signing secret (`whsec_` + 64 hex), derived from SECRET_KEY."""
-    digest = hmac.new(
-        settings.SECRET_KEY.encode(), _DERIVATION_LABEL + organization_id.encode(), hashlib.sha256
-    ).hexdigest()
-    return f"whsec_{digest}"
+    """The organisation's current webhook signing secret (`whsec_` + 64 hex), created on first use."""
+    return organization_signing_secrets(organization_id)[0]
+
+
+def organization_signing_secrets(organization_id: str) -> list[str]:
+    """The secrets a delivery is signed with now: the current one, then the previous one during its grace."""
+    from accounts.services_security import signing_secrets_active
+
+    return signing_secrets_active(organization_id=organization_id)
 
 
 def _mac(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The `X-Baton-Signature` header value for these exact body bytes."""
+def sign(secret: str | list[str], body: bytes, timestamp: int | None = None) -> str:
+    """The `X-Baton-Signature` header value for these exact body bytes; one `v1=` entry per secret."""
     timestamp = int(time.time()) if timestamp is None else int(timestamp)
-    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    return ",".join([f"t={timestamp}", *(f"v1={_mac(key, timestamp, body)}" for key in keys)])
 
 
 def verify(

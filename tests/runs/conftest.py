@@ -6,10 +6,12 @@ import pytest
 from django.utils import timezone
 
 from accounts.principal import Principal
+from accounts.services_llm import llm_provider_create
 from runs.engine import dispatch as dispatch_module
 from runs.engine.reconciler import reconcile_once
 from runs.models import Run, StepRun
 from runs.services import run_create
+from tests.runs.llm_fake import API_KEY, FakeLlm
 from workflows.services import workflow_create
 
 
@@ -66,8 +68,12 @@ class Driver:
 def engine(settings, org, owner):
     settings.BATON_ENGINE_DISPATCH = "manual"
     dispatch_module.MANUAL_QUEUE.clear()
+    dispatch_module.MANUAL_ADMISSIONS.clear()
+    dispatch_module.MANUAL_CALLBACKS.clear()
     yield Driver(org, Principal(organization=org, user=owner, role="owner"))
     dispatch_module.MANUAL_QUEUE.clear()
+    dispatch_module.MANUAL_ADMISSIONS.clear()
+    dispatch_module.MANUAL_CALLBACKS.clear()
 
 
 def transform(step_id, value, **extra):
@@ -113,3 +119,38 @@ def flaky(monkeypatch):
 
 def flaky_step(step_id, **extra):
     return {"id": step_id, "type": "flaky", "config": {"value": step_id}, **extra}
+
+
+# --- LLM steps: a local OpenAI- or Anthropic-compatible server (tests/runs/llm_fake.py) and a provider for it
+
+
+@pytest.fixture
+def local_http(settings):
+    settings.BATON_HTTP_ALLOWLIST = ["127.0.0.1"]
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def fake(request):
+    server = FakeLlm(request.param).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def actor(org, owner):
+    return Principal(organization=org, user=owner, role="owner")
+
+
+@pytest.fixture
+def provider(fake, org, actor, local_http):
+    return llm_provider_create(
+        organization=org,
+        actor=actor,
+        name="Local",
+        kind=fake.kind,
+        base_url=fake.base_url,
+        api_key=API_KEY,
+        default_model="default-model",
+        input_price_per_million="2.5",
+        output_price_per_million="10",
+    )

@@ -66,7 +66,7 @@ def test_retry_waits_with_backoff_then_succeeds(engine, flaky):
     a = engine.steps(run)["a"]
     assert a.status == "waiting" and engine.queued == []  # holds no worker
     assert timedelta(seconds=9) < a.wake_at - timezone.now() <= timedelta(seconds=10)
-    assert reconcile_once() == {"redispatched": 0, "reclaimed": 0, "woken": 0, "timed_out": 0}  # not due yet
+    assert not any(reconcile_once().values())  # not due yet
 
     engine.fast_forward(run)
     a = engine.steps(run)["a"]

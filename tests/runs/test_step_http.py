@@ -319,21 +319,21 @@ def test_webhook_to_a_private_address_is_a_policy_violation(engine, local_http):
 # --- signing --------------------------------------------------------------------------------------------
 
 
-def test_signing_round_trip_and_rejections(settings):
-    secret = signing.organization_signing_secret("org_a")
-    assert secret.startswith("whsec_") and secret == signing.organization_signing_secret("org_a")
-    assert secret != signing.organization_signing_secret("org_b")
+def test_signing_round_trip_and_rejections(org, other_org):
+    secret = signing.organization_signing_secret(org.id)
+    assert secret.startswith("whsec_") and secret == signing.organization_signing_secret(org.id)
+    assert secret != signing.organization_signing_secret(other_org.id)
     body = b'{"a":1}'
     header = signing.sign(secret, body, timestamp=1_700_000_000)
     assert signing.verify(secret, body, header, now=1_700_000_100)
     assert not signing.verify(secret, b'{"a":2}', header, now=1_700_000_100)  # tampered body
     assert not signing.verify(secret, body, header, now=1_700_000_400)  # too old (replay)
-    assert not signing.verify(signing.organization_signing_secret("org_b"), body, header, now=1_700_000_100)
+    other_secret = signing.organization_signing_secret(other_org.id)
+    assert not signing.verify(other_secret, body, header, now=1_700_000_100)
     assert not signing.verify(secret, body, None) and not signing.verify(secret, body, "t=x,v1=00")
     rotated = f"{header},v1={'0' * 64}"
     assert signing.verify(secret, body, rotated, now=1_700_000_000)
-    settings.SECRET_KEY = "another-key-" * 5
-    assert signing.organization_signing_secret("org_a") != secret
+    # The stored secret is random, not derived; rotation: tests/accounts/test_security_api.py.
 
 
 # --- direct handler checks ------------------------------------------------------------------------------
@@ -346,11 +346,11 @@ def _context(config, **extra):
     return StepContext(
         run_id="run_x", step_run_id="sr_x", step_id="s", step_type="http_request", config=config,
         step={}, attempt=1, deadline=extra.pop("deadline", now + timedelta(seconds=30)), now=now,
-        dry_run=False, variables={}, organization_id="org_x", **extra,
+        dry_run=False, variables={}, organization_id=extra.pop("organization_id", "org_x"), **extra,
     )  # fmt: skip
 
 
-def test_handler_bounds_the_timeout_by_the_step_deadline(server, local_http):
+def test_handler_bounds_the_timeout_by_the_step_deadline(server, local_http, db):
     from datetime import UTC, datetime, timedelta
 
     context = _context({"url": f"{server.base}/slow", "timeout_seconds": 30},
@@ -362,7 +362,7 @@ def test_handler_bounds_the_timeout_by_the_step_deadline(server, local_http):
     assert time.monotonic() - started < 1.5
 
 
-def test_handler_refuses_an_invalid_url_without_retry(local_http):
+def test_handler_refuses_an_invalid_url_without_retry(local_http, org):
     with pytest.raises(StepError) as caught:
-        webhook.execute(_context({"url": "ftp://127.0.0.1/x"}))
+        webhook.execute(_context({"url": "ftp://127.0.0.1/x"}, organization_id=org.id))
     assert caught.value.code == "invalid_url" and not caught.value.retryable

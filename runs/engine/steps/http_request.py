@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from django.conf import settings
-
 from runs.engine.context import StepContext, StepError, StepOutcome
 from runs.engine.outbound import OutboundError, OutboundPolicy, OutboundResponse, fetch
+from runs.engine.secrets import outbound_policy_for
 
 from .base import HEADERS_SCHEMA, URL_SCHEMA, StepType, integer, object_schema, string, timeout_seconds
 
@@ -35,17 +34,15 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
 def outbound_policy(context: StepContext) -> OutboundPolicy:
-    """The outbound policy for this step's organisation.
-
-    There is no per-organisation security policy yet: private networks are always blocked, and the
-    deployment-wide `BATON_HTTP_ALLOWLIST` setting (same entry syntax as the policy's `http_allowlist`,
-    default empty) lets operators reach internal hosts. A bad entry fails the step, not the worker.
+    """The outbound policy for this step's organisation: its security policy's `block_private_networks`
+    and `http_allowlist`, plus the deployment-wide `BATON_HTTP_ALLOWLIST` setting (runs/engine/secrets.py).
+    A bad entry (only the setting can hold one: the policy API validates) fails the step, not the worker.
     """
     try:
-        return OutboundPolicy(allowlist=tuple(settings.BATON_HTTP_ALLOWLIST))
+        return outbound_policy_for(context.organization_id)
     except ValueError as exc:
         raise StepError(
-            "policy_invalid", f"BATON_HTTP_ALLOWLIST is not valid: {exc}", retryable=False
+            "policy_invalid", f"The http allowlist is not valid: {exc}", retryable=False
         ) from None
 
 

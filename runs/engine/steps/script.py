@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime
 
 from runs.engine.context import StepContext, StepError, StepOutcome
-from runs.engine.sandbox import SandboxError, run_script
+from runs.engine.sandbox import SandboxError, ScriptHandle, run_script
+from runs.engine.secrets import check_script_allowed
 
 from .base import StepType, object_schema, string, timeout_seconds
 
@@ -57,6 +58,7 @@ def script_output(stdout: str, stderr: str, exit_code: int) -> dict:
 
 
 def execute(context: StepContext) -> StepOutcome:
+    check_script_allowed(context.organization_id, context.step_id)  # the security policy's allow_script_steps
     config = context.config
     remaining = (context.deadline - datetime.now(UTC)).total_seconds()
     if remaining <= 0:
@@ -69,9 +71,14 @@ def execute(context: StepContext) -> StepOutcome:
             stdin=script_stdin(context),
             env=dict(config.get("env") or {}),
             timeout_seconds=timeout,
+            # Run termination: the waiting loop polls the engine's stop flag and kills the process group.
+            handle=ScriptHandle(should_stop=context.should_stop),
         )
     except SandboxError as exc:
         raise StepError(exc.code, f"Step '{context.step_id}': {exc.message}", retryable=False) from None
+    if result.cancelled:
+        raise StepError("terminated", f"Step '{context.step_id}' script was killed: the run was terminated.",
+                        retryable=False)  # fmt: skip
     if result.timed_out:
         raise StepError(
             "step_timeout",

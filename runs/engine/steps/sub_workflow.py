@@ -1,6 +1,16 @@
 """`sub_workflow`: start a run of another workflow of the same organisation."""
 
+from runs.engine.context import StepContext, StepOutcome
+
 from .base import StepType, integer, object_schema, string
+
+
+def execute(context: StepContext) -> StepOutcome:
+    """Start the child run (once per step run), wait for it without a worker, return its result."""
+    from runs.engine.subworkflows import execute as run_sub_workflow  # models: imported on first use
+
+    return run_sub_workflow(context)
+
 
 STEP_TYPE = StepType(
     name="sub_workflow",
@@ -15,4 +25,5 @@ STEP_TYPE = StepType(
         required=["workflow"],
     ),
     has_side_effects=True,
+    execute=execute,
 )

@@ -25,7 +25,8 @@ RESERVED_HEADERS = frozenset({"content-type", "x-baton-signature", "x-baton-deli
 def execute(context: StepContext) -> StepOutcome:
     config = context.config
     body = json.dumps(config.get("payload"), separators=(",", ":"), ensure_ascii=False).encode()
-    secret = signing.organization_signing_secret(context.organization_id)
+    # The current secret, and during a rotation's grace period the previous one too (two v1= entries).
+    secret = signing.organization_signing_secrets(context.organization_id)
     headers = {
         name: value
         for name, value in (config.get("headers") or {}).items()

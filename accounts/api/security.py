@@ -1,0 +1,436 @@
+"""The security policy, secrets and the webhook signing secret over HTTP (docs/security.md). All admin-only.
+
+Secret values are write-only: no response, replay, audit event or log line carries one. The signing
+secret is shown (receivers need it to verify deliveries) and never cached (`Cache-Control: no-store`)."""
+
+import re
+
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import crypto, services_security
+from accounts.api.serializers import StrictSerializer
+from accounts.models_security import (
+    MAX_RUN_DURATION_LIMIT,
+    MAX_STEPS_LIMIT,
+    MAX_TOKENS_LIMIT,
+    SECRET_NAME_PATTERN,
+    SECRET_VALUE_MAX_BYTES,
+    Secret,
+)
+from accounts.permissions import ADMIN
+from config.api.idempotency import idempotent
+from config.api.schema import error_response
+from runs.engine.outbound import parse_allowlist_entry
+from runs.engine.secrets import MAX_REDACT_PATTERNS, MIN_REDACT_LENGTH, compile_pattern
+
+MAX_ALLOWLIST_ENTRIES = 100
+MAX_ALLOWLIST_ENTRY_LENGTH = 300
+MAX_APPROVAL_ENVS = 20
+ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def parse(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# --- strict JSON fields (no "true" for true, no "10" for 10) ----------------------------------------------
+
+
+@extend_schema_field({"type": "boolean"})
+class StrictBooleanField(serializers.Field):
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return bool(value)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer given as a JSON number without a fraction (not a string, not a boolean)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string (DRF's CharField would turn 12345 into "12345")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _allowlist_entry_error(entry) -> str | None:
+    if not isinstance(entry, str):
+        return "Each entry is a string."
+    text = entry.strip()
+    if not text or len(text) > MAX_ALLOWLIST_ENTRY_LENGTH:
+        return f"Each entry is 1 to {MAX_ALLOWLIST_ENTRY_LENGTH} characters."
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and "]" not in port and (host.count(":") == 0 or host.endswith("]")):
+        return (
+            f"{entry!r}: entries do not restrict ports; write the host without ':{port}' "
+            "(it then allows every port of that host)."
+        )
+    try:
+        parse_allowlist_entry(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_ALLOWLIST_ENTRIES})
+class AllowlistField(serializers.Field):
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError(
+                "Must be a list of host names, *.domains, IP addresses or CIDRs."
+            )
+        if len(data) > MAX_ALLOWLIST_ENTRIES:
+            raise serializers.ValidationError(f"At most {MAX_ALLOWLIST_ENTRIES} entries.")
+        errors = [error for error in map(_allowlist_entry_error, data) if error]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return list(dict.fromkeys(entry.strip() for entry in data))
+
+    def to_representation(self, value):
+        return list(value)
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_REDACT_PATTERNS})
+class RedactPatternsField(serializers.Field):
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Must be a list of regular expressions.")
+        if len(data) > MAX_REDACT_PATTERNS:
+            raise serializers.ValidationError(f"At most {MAX_REDACT_PATTERNS} patterns.")
+        errors = []
+        for pattern in data:
+            try:
+                compile_pattern(pattern)
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise serializers.ValidationError(errors)
+        return list(dict.fromkeys(data))
+
+    def to_representation(self, value):
+        return list(value)
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_APPROVAL_ENVS})
+class EnvListField(serializers.Field):
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Must be a list of environment names.")
+        if len(data) > MAX_APPROVAL_ENVS:
+            raise serializers.ValidationError(f"At most {MAX_APPROVAL_ENVS} environments.")
+        bad = [env for env in data if not isinstance(env, str) or not ENV_NAME_RE.match(env)]
+        if bad:
+            raise serializers.ValidationError(
+                "Environment names are 1 to 64 letters, digits, '_', '.' or '-', starting with a letter "
+                "or digit."
+            )
+        return list(dict.fromkeys(data))
+
+    def to_representation(self, value):
+        return list(value)
+
+
+# --- serializers -----------------------------------------------------------------------------------------
+
+
+POLICY_HELP = {
+    "allow_script_steps": "false: every script step fails with policy_violation.",
+    "block_private_networks": "Refuse outbound requests to private, loopback, link-local and other "
+    "non-public addresses unless allowlisted (metadata endpoints are refused either way).",
+    "http_allowlist": "Host names, *.domains, IP addresses or CIDRs that outbound requests may reach even "
+    "when they resolve to private addresses. Ports are not restricted. At most 100.",
+    "max_run_duration_seconds": "A run still active after this long fails with run_timeout (capped by the "
+    "deployment's BATON_MAX_RUN_DURATION_SECONDS).",
+    "max_steps_per_run": "Step runs a run may create, loop iterations included; beyond it the run (or loop "
+    "step) fails with policy_violation.",
+    "max_tokens_per_run": "null = no cap. Checked before every LLM call of an agent step: "
+    "token_limit_exceeded once the run's tokens reach it.",
+    "require_approval_for_envs": "Runs in these environments need an approval. Stored and validated; "
+    "enforced by the approval work.",
+    "redact_patterns": "RE2 regular expressions (no backreferences or lookaround; at most 50, each at most "
+    "500 characters); every match in stored run traces becomes ***.",
+}
+
+
+class SecurityPolicySerializer(serializers.Serializer):
+    allow_script_steps = StrictBooleanField(help_text=POLICY_HELP["allow_script_steps"])
+    block_private_networks = StrictBooleanField(help_text=POLICY_HELP["block_private_networks"])
+    http_allowlist = AllowlistField(help_text=POLICY_HELP["http_allowlist"])
+    max_run_duration_seconds = serializers.IntegerField(help_text=POLICY_HELP["max_run_duration_seconds"])
+    max_steps_per_run = serializers.IntegerField(help_text=POLICY_HELP["max_steps_per_run"])
+    max_tokens_per_run = serializers.IntegerField(
+        allow_null=True, help_text=POLICY_HELP["max_tokens_per_run"]
+    )
+    require_approval_for_envs = EnvListField(help_text=POLICY_HELP["require_approval_for_envs"])
+    redact_patterns = RedactPatternsField(help_text=POLICY_HELP["redact_patterns"])
+    updated_at = serializers.DateTimeField(read_only=True)
+    updated_by = serializers.CharField(
+        read_only=True, help_text="The actor id of the last change ('' if none)."
+    )
+
+
+class SecurityPolicyUpdateSerializer(StrictSerializer):
+    """Every field is optional: fields left out keep their current values."""
+
+    allow_script_steps = StrictBooleanField(required=False, help_text=POLICY_HELP["allow_script_steps"])
+    block_private_networks = StrictBooleanField(
+        required=False, help_text=POLICY_HELP["block_private_networks"]
+    )
+    http_allowlist = AllowlistField(required=False, help_text=POLICY_HELP["http_allowlist"])
+    max_run_duration_seconds = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_RUN_DURATION_LIMIT,
+        help_text=POLICY_HELP["max_run_duration_seconds"],
+    )
+    max_steps_per_run = StrictIntegerField(
+        required=False, min_value=1, max_value=MAX_STEPS_LIMIT, help_text=POLICY_HELP["max_steps_per_run"]
+    )
+    max_tokens_per_run = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_TOKENS_LIMIT,
+        help_text=POLICY_HELP["max_tokens_per_run"],
+    )
+    require_approval_for_envs = EnvListField(
+        required=False, help_text=POLICY_HELP["require_approval_for_envs"]
+    )
+    redact_patterns = RedactPatternsField(required=False, help_text=POLICY_HELP["redact_patterns"])
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        return super().to_internal_value(data)
+
+
+class SecretSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Secret
+        fields = ["id", "name", "description", "created_at", "updated_at", "created_by", "updated_by"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "created_by": {"help_text": "Actor id (usr_… or key_…) that created the secret."},
+            "updated_by": {"help_text": "Actor id of the last change."},
+        }
+
+
+NAME_HELP = f"Used as {{{{ secrets.NAME }}}} in templates. {SECRET_NAME_PATTERN}, unique in the organisation."
+VALUE_HELP = (
+    f"Write-only: stored encrypted, never returned. {MIN_REDACT_LENGTH} characters to "
+    f"{SECRET_VALUE_MAX_BYTES} bytes."
+)
+
+
+class SecretCreateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=64, help_text=NAME_HELP)
+    value = StrictCharField(
+        write_only=True, trim_whitespace=False, max_length=SECRET_VALUE_MAX_BYTES, help_text=VALUE_HELP
+    )
+    description = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class SecretUpdateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=64, required=False, help_text=NAME_HELP)
+    value = StrictCharField(
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        max_length=SECRET_VALUE_MAX_BYTES,
+        help_text=VALUE_HELP + " Replaces the stored value.",
+    )
+    description = StrictCharField(max_length=500, required=False, allow_blank=True)
+
+
+class SigningSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="whsec_ + 64 hex: the HMAC-SHA256 key of X-Baton-Signature.")
+    header = serializers.CharField(help_text="The header deliveries carry: X-Baton-Signature.")
+    previous_secret_expires_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Until then deliveries also carry a v1= signature made with the previous secret.",
+    )
+    created_at = serializers.DateTimeField()
+    rotated_at = serializers.DateTimeField(allow_null=True)
+
+
+class SigningSecretRotateSerializer(StrictSerializer):
+    grace_seconds = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=services_security.MAX_SIGNING_GRACE_SECONDS,
+        default=services_security.DEFAULT_SIGNING_GRACE_SECONDS,
+        help_text="How long the previous secret keeps signing deliveries too (default 86400; 0 = stop now).",
+    )
+
+
+def _policy_data(policy) -> dict:
+    return {
+        **services_security.security_policy_document(policy),
+        "updated_at": policy.updated_at,
+        "updated_by": policy.updated_by,
+    }
+
+
+def _signing_data(row) -> dict:
+    from django.utils import timezone
+
+    expires = row.previous_expires_at
+    in_grace = bool(row.previous_secret_encrypted) and expires is not None and expires > timezone.now()
+    return {
+        "secret": crypto.decrypt(row.secret_encrypted),
+        "header": "X-Baton-Signature",
+        "previous_secret_expires_at": expires if in_grace else None,
+        "created_at": row.created_at,
+        "rotated_at": row.rotated_at,
+    }
+
+
+# --- views -------------------------------------------------------------------------------------------
+
+
+class SecurityPolicyView(APIView):
+    access = {"get": ADMIN, "put": ADMIN}
+
+    @extend_schema(
+        operation_id="security_policy_retrieve",
+        summary="The organisation's security policy",
+        responses={200: SecurityPolicySerializer},
+    )
+    def get(self, request):
+        policy = services_security.security_policy_get(organization=request.auth.organization)
+        return Response(SecurityPolicySerializer(_policy_data(policy)).data)
+
+    @extend_schema(
+        operation_id="security_policy_update",
+        summary="Change the security policy",
+        description="Fields left out keep their values; unknown fields are a 400. Audited as "
+        "`policy.updated` with each changed field's before and after.",
+        request=SecurityPolicyUpdateSerializer,
+        responses={200: SecurityPolicySerializer, 400: error_response("invalid_request (`details.fields`)")},
+    )
+    def put(self, request):
+        changes = parse(SecurityPolicyUpdateSerializer, request.data)
+        policy = services_security.security_policy_update(
+            organization=request.auth.organization, actor=request.auth, changes=dict(changes)
+        )
+        return Response(SecurityPolicySerializer(_policy_data(policy)).data)
+
+
+class SigningSecretView(APIView):
+    access = {"get": ADMIN}
+
+    @extend_schema(
+        operation_id="security_signing_secret_retrieve",
+        summary="The webhook signing secret",
+        description="Webhook steps sign deliveries with it (X-Baton-Signature: t=…,v1=…). Created on first "
+        "use.",
+        responses={200: SigningSecretSerializer},
+    )
+    def get(self, request):
+        row = services_security.signing_secret_get(organization_id=request.auth.organization.id)
+        return Response(SigningSecretSerializer(_signing_data(row)).data, headers=NO_STORE)
+
+
+class SigningSecretRotateView(APIView):
+    access = {"post": ADMIN}
+
+    @extend_schema(
+        operation_id="security_signing_secret_rotate",
+        summary="Rotate the webhook signing secret",
+        description="A new random secret signs from now on; the previous one also signs (a second v1= entry) "
+        "for `grace_seconds`. Audited as `signing_secret.rotated`.",
+        request=SigningSecretRotateSerializer,
+        responses={200: SigningSecretSerializer, 400: error_response("invalid_request")},
+    )
+    def post(self, request):
+        data = parse(SigningSecretRotateSerializer, request.data if request.data else {})
+        row = services_security.signing_secret_rotate(
+            organization=request.auth.organization, actor=request.auth, grace_seconds=data["grace_seconds"]
+        )
+        return Response(SigningSecretSerializer(_signing_data(row)).data, headers=NO_STORE)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List secrets (names only)", responses={200: SecretSerializer(many=True)}),
+    create=extend_schema(
+        summary="Create a secret",
+        request=SecretCreateSerializer,
+        responses={201: SecretSerializer, 409: error_response("secret_name_taken")},
+    ),
+    retrieve=extend_schema(
+        summary="A secret (never its value)",
+        responses={200: SecretSerializer, 404: error_response("secret_not_found")},
+    ),
+    partial_update=extend_schema(
+        summary="Rename, describe or replace the value of a secret",
+        request=SecretUpdateSerializer,
+        responses={
+            200: SecretSerializer,
+            404: error_response("secret_not_found"),
+            409: error_response("secret_name_taken"),
+        },
+    ),
+    destroy=extend_schema(
+        summary="Delete a secret", responses={204: None, 404: error_response("secret_not_found")}
+    ),
+)
+class SecretViewSet(viewsets.GenericViewSet):
+    serializer_class = SecretSerializer
+    results_key = "secrets"
+    lookup_value_regex = r"[^/]+"
+    # Responses never hold the value; listed anyway so a future field cannot leak through a replay.
+    idempotency_replay_omit = ("value",)
+    access = {"list": ADMIN, "create": ADMIN, "retrieve": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
+
+    def get_queryset(self):
+        return services_security.secrets_of(self.request.auth.organization)
+
+    def get_object(self):
+        return services_security.secret_get(
+            organization=self.request.auth.organization, secret_id=self.kwargs["pk"]
+        )
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(SecretSerializer(page, many=True).data)
+
+    @idempotent
+    def create(self, request):
+        data = parse(SecretCreateSerializer, request.data)
+        secret = services_security.secret_create(
+            organization=request.auth.organization, actor=request.auth, **data
+        )
+        return Response(SecretSerializer(secret).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, pk):
+        return Response(SecretSerializer(self.get_object()).data)
+
+    def partial_update(self, request, pk):
+        secret = self.get_object()  # 404 before 400
+        data = parse(SecretUpdateSerializer, request.data)
+        secret = services_security.secret_update(secret=secret, actor=request.auth, **data)
+        return Response(SecretSerializer(secret).data)
+
+    def destroy(self, request, pk):
+        services_security.secret_delete(secret=self.get_object(), actor=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,148 @@
+"""Engine: a 40-step chain of `transform` steps from `run_create` to completion.
+
+1. In this process with `inline` dispatch: the engine's own cost, with every SQL statement and commit
+   counted (connection.execute_wrapper; commits by wrapping connection.commit).
+2. Through a real django-q2 cluster (`manage.py qcluster`, 2 workers; SQLite + ORM broker, or PostgreSQL
+   + Redis): what a client sees, split into the broker's pickup latency (trigger → first step started)
+   and the execution (first step started → run completed).
+"""
+
+import statistics
+import time
+from collections import Counter
+
+from django.conf import settings
+from django.db import connection
+
+from bench.cluster import Cluster, bench_organization, chain_definition, wait_terminal
+from bench.common import Row
+
+TARGETS = {"sqlite": 0.8, "postgresql": 0.4}  # seconds, trigger to completion (issue #4)
+
+
+def add_arguments(parser):
+    group = parser.add_argument_group("engine")
+    group.add_argument("--chain-steps", type=int, default=40, help="steps in the chain (default 40)")
+    group.add_argument("--chain-runs", type=int, default=9, help="timed runs through the cluster (default 9)")
+
+
+class QueryCounter:
+    """Counts and times every SQL statement (round trip included) and every commit."""
+
+    def __init__(self):
+        self.statements = Counter()
+        self.seconds = 0.0
+        self.commits = 0
+        self.commit_seconds = 0.0
+
+    def __call__(self, execute, sql, params, many, context):
+        word = sql.lstrip().split(None, 1)[0].upper()
+        self.statements[word] += 1
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def _inline_run(workflow, actor, n):
+    from runs.services import run_create
+
+    previous = settings.BATON_ENGINE_DISPATCH
+    settings.BATON_ENGINE_DISPATCH = "inline"
+    try:
+        return run_create(workflow=workflow, actor=actor, input_data={"n": n})
+    finally:
+        settings.BATON_ENGINE_DISPATCH = previous
+
+
+def run(options) -> list[Row]:
+    from runs.models import Run, StepRun
+    from workflows.services import workflow_create
+
+    steps = options.chain_steps
+    vendor = connection.vendor
+    backend = "SQLite + ORM broker" if vendor == "sqlite" else "PostgreSQL + Redis"
+    org, _owner, actor = bench_organization("Engine bench")
+    workflow = workflow_create(organization=org, actor=actor, definition=chain_definition(steps))
+
+    # 1. Inline, one process: time and statements per step.
+    _inline_run(workflow, actor, -1)  # warm-up (definition cache, templates)
+    inline_times, counter = [], None
+    for n in range(options.chain_runs):
+        counter = QueryCounter()
+        original_commit = connection.commit
+
+        def commit(counter=counter, original_commit=original_commit):
+            counter.commits += 1
+            started = time.perf_counter()
+            try:
+                return original_commit()
+            finally:
+                counter.commit_seconds += time.perf_counter() - started
+
+        connection.commit = commit
+        try:
+            with connection.execute_wrapper(counter):
+                started = time.perf_counter()
+                run = _inline_run(workflow, actor, n)
+                inline_times.append(time.perf_counter() - started)
+        finally:
+            del connection.commit
+        assert Run.objects.get(pk=run.pk).status == "completed"
+    last_wall = inline_times[-1]
+    statements = sum(counter.statements.values())
+    breakdown = ", ".join(f"{word} {count / steps:.1f}" for word, count in counter.statements.most_common(6))
+
+    # 2. Through a real cluster.
+    walls, db_spans, pickups, executions = [], [], [], []
+    with Cluster(workers=2):
+        warm = _trigger(workflow, actor, 0)
+        if not wait_terminal([warm.pk], timeout=120):
+            raise RuntimeError("the cluster did not complete a warm-up run within 120 s")
+        for n in range(options.chain_runs):
+            time.sleep(0.3)  # let the workers go idle, as a fresh trigger would find them
+            started = time.perf_counter()
+            run = _trigger(workflow, actor, n)
+            if not wait_terminal([run.pk], timeout=60, interval=0.001):
+                raise RuntimeError(f"run {run.pk} did not finish within 60 s")
+            walls.append(time.perf_counter() - started)
+            run = Run.objects.get(pk=run.pk)
+            assert run.status == "completed", (run.status, run.error)
+            first = StepRun.objects.get(run=run, step_id="s0")
+            db_spans.append((run.completed_at - run.created_at).total_seconds())
+            pickups.append((first.started_at - run.created_at).total_seconds())
+            executions.append((run.completed_at - first.started_at).total_seconds())
+
+    target = TARGETS[vendor]
+    median, best = statistics.median(walls), min(walls)
+    inline_median = statistics.median(inline_times)
+    return [
+        Row("engine", f"{steps}-step chain, trigger → completed, qcluster ({backend})",
+            f"median {median * 1000:,.0f} ms, best {best * 1000:,.0f} ms", f"≤ {target * 1000:,.0f} ms",
+            f"{options.chain_runs} runs, 2 workers; {median * 1000 / steps:.1f} ms/step (median); "
+            f"{median / inline_median:.1f}× the inline run", median <= target),
+        Row("engine", "  of which broker pickup (trigger → first step started)",
+            f"median {statistics.median(pickups) * 1000:,.0f} ms",
+            "", f"best {min(pickups) * 1000:,.0f} ms; from the rows' timestamps"),
+        Row("engine", "  of which execution (first step started → run completed)",
+            f"median {statistics.median(executions) * 1000:,.0f} ms",
+            "", f"{statistics.median(executions) * 1000 / steps:.1f} ms/step; the chain continues in one "
+            "worker (no queue round trip between steps)"),
+        Row("engine", f"{steps}-step chain, inline dispatch (one process)",
+            f"median {inline_median * 1000:,.0f} ms, best {min(inline_times) * 1000:,.0f} ms", "",
+            f"{inline_median * 1000 / steps:.1f} ms/step"),
+        Row("engine", "  SQL statements per step (inline run)", f"{statements / steps:.1f}", "",
+            f"{statements} for the run incl. run_create; commits per step {counter.commits / steps:.2f}; "
+            f"by kind per step: {breakdown}"),
+        Row("engine", "  time per step in SQL / commits / Python (inline run)",
+            f"{counter.seconds * 1000 / steps:.2f} / {counter.commit_seconds * 1000 / steps:.2f} / "
+            f"{(last_wall - counter.seconds - counter.commit_seconds) * 1000 / steps:.2f} ms", "",
+            "statement round trips as the driver sees them; the rest is Python (ORM, templates, engine)"),
+    ]  # fmt: skip
+
+
+def _trigger(workflow, actor, n):
+    from runs.services import run_create
+
+    return run_create(workflow=workflow, actor=actor, input_data={"n": n})

@@ -1,0 +1,116 @@
+"""Throughput: 500 runs of a 5-step DAG (root, fan-out of two, join, one more) through a real cluster
+with 2 worker processes, in steps per second, next to raw django-q2 no-op tasks per second on the same
+broker and the same cluster configuration.
+
+Both are measured draining a full queue: the runs are created with `manual` dispatch (not timed) and their
+500 root steps enqueued while no cluster runs; then a cluster starts, and the rate is taken from the rows'
+timestamps, from the first step started to the last run completed (the workers enqueue every later step
+themselves, as in production). The raw figure: as many no-op tasks as there are steps, enqueued the same
+way, each appending the time it ran to a file; rate = tasks / (last − first).
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Max, Min
+
+from bench.cluster import Cluster, bench_organization, dag_definition, wait_terminal
+from bench.common import Row
+
+RATIO_TARGET = 1.0
+
+
+def add_arguments(parser):
+    group = parser.add_argument_group("throughput")
+    group.add_argument("--dag-runs", type=int, default=500, help="runs of the 5-step DAG (default 500)")
+
+
+def _create_runs(workflow, actor, count) -> tuple[list[str], list[str]]:
+    from runs.engine import dispatch
+    from runs.services import run_create
+
+    previous = settings.BATON_ENGINE_DISPATCH
+    settings.BATON_ENGINE_DISPATCH = "manual"
+    dispatch.MANUAL_QUEUE.clear()
+    try:
+        ids = [run_create(workflow=workflow, actor=actor, input_data={"n": n}).pk for n in range(count)]
+        roots = list(dispatch.MANUAL_QUEUE)
+    finally:
+        dispatch.MANUAL_QUEUE.clear()
+        settings.BATON_ENGINE_DISPATCH = previous
+    return ids, roots
+
+
+def run(options) -> list[Row]:
+    from django_q.tasks import async_task
+
+    from runs.engine import dispatch
+    from runs.models import Run, StepRun
+    from workflows.services import workflow_create
+
+    count = options.dag_runs
+    org, _owner, actor = bench_organization("Throughput bench")
+    workflow = workflow_create(organization=org, actor=actor, definition=dag_definition())
+    steps = count * 5
+    ids, roots = _create_runs(workflow, actor, count)
+    assert len(roots) == count, len(roots)
+    marker_dir = Path(tempfile.mkdtemp(prefix="baton-noop-"))
+
+    dispatch.enqueue(roots)  # no cluster yet: the queue fills up
+    with Cluster(workers=2) as cluster:
+        if not wait_terminal(ids, timeout=900, interval=0.1):
+            raise RuntimeError("the runs did not complete within 900 s")
+        engine_cpu = _cluster_cpu(cluster)
+    first = StepRun.objects.filter(run_id__in=ids).aggregate(Min("started_at"))["started_at__min"]
+    last = Run.objects.filter(pk__in=ids).aggregate(Max("completed_at"))["completed_at__max"]
+    engine_seconds = (last - first).total_seconds()
+
+    marker = marker_dir / "noop"
+    started = time.perf_counter()
+    for _ in range(steps):
+        async_task("bench.tasks.noop", str(marker), save=False)
+    raw_enqueued = time.perf_counter() - started
+    with Cluster(workers=2) as cluster:
+        deadline = time.monotonic() + 600
+        while not marker.exists() or marker.read_text().count("\n") < steps:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the no-op tasks did not all run within 600 s")
+            time.sleep(0.05)
+        raw_cpu = _cluster_cpu(cluster)
+    stamps = [float(line) for line in marker.read_text().split()]
+    raw_seconds = max(stamps) - min(stamps)
+    os.unlink(marker)
+    marker_dir.rmdir()
+
+    statuses = set(Run.objects.filter(pk__in=ids).values_list("status", flat=True))
+    assert statuses == {"completed"}, statuses
+    completed_steps = StepRun.objects.filter(run_id__in=ids, status="completed").count()
+    assert completed_steps == steps, completed_steps
+    engine_rate, raw_rate = steps / engine_seconds, steps / raw_seconds
+    ratio = engine_rate / raw_rate
+    backend = "SQLite + ORM broker" if _vendor() == "sqlite" else "PostgreSQL + Redis"
+    runs_rate = count / engine_seconds
+    return [
+        Row("throughput", f"{count} runs × 5-step DAG, 2 workers ({backend})", f"{engine_rate:,.0f} steps/s",
+            f"ratio ≥ {RATIO_TARGET}", f"{engine_seconds:.1f} s, {steps:,} steps ({runs_rate:,.1f} runs/s); "
+            f"{ratio:.2f}× raw django-q2 tasks/s; cluster CPU {engine_cpu / steps * 1000:.2f} ms/step "
+            "(its start included)", ratio >= RATIO_TARGET),
+        Row("throughput", "raw django-q2 no-op tasks, same broker/cluster", f"{raw_rate:,.0f} tasks/s", "",
+            f"{steps:,} tasks in {raw_seconds:.1f} s (enqueueing them took {raw_enqueued:.1f} s); "
+            f"cluster CPU {raw_cpu / steps * 1000:.2f} ms/task (its start included)"),
+    ]  # fmt: skip
+
+
+def _vendor() -> str:
+    from django.db import connection
+
+    return connection.vendor
+
+
+def _cluster_cpu(cluster) -> float:
+    from bench.cluster import cpu_seconds
+
+    return cpu_seconds(cluster.pids())

@@ -1,0 +1,541 @@
+"""Shapes of the runs endpoints (API.md "Runs"). Input serializers check shape (services check rules);
+output serializers give the run object: lists without `steps`, the detail with them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from audit.api.serializers import parse_instant
+from config.errors import InvalidRequest
+from runs import selectors
+from runs.choices import STEP_IN_FLIGHT, RunStatus, RunTrigger, StepStatus
+from runs.models import Run, StepRun
+from workflows.api.serializers import StrictSerializer
+from workflows.selectors import parse_version_spec
+
+# Metadata is for labels to find runs by (GET /runs?metadata.<key>=<value>), not for payloads.
+METADATA_MAX_KEYS = 50
+METADATA_MAX_KEY_LENGTH = 64
+METADATA_MAX_VALUE_LENGTH = 512
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+MAX_WAIT_SECONDS = 300
+MAX_REASON_LENGTH = 1000
+BULK_MAX_IDS = 500
+INPUT_ALIASES = ("input_data", "data", "input")
+
+
+def _duration_ms(started, completed) -> int | None:
+    if started is None or completed is None:
+        return None
+    return max(int((completed - started).total_seconds() * 1000), 0)
+
+
+def _tokens(raw) -> dict:
+    raw = raw if isinstance(raw, Mapping) else {}
+
+    def number(*names) -> int:
+        for name in names:
+            value = raw.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return int(value)
+        return 0
+
+    prompt = number("prompt", "prompt_tokens", "input", "input_tokens")
+    completion = number("completion", "completion_tokens", "output", "output_tokens")
+    total = number("total", "total_tokens") or prompt + completion
+    return {"prompt": prompt, "completion": completion, "total": total}
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+class TokensSerializer(serializers.Serializer):
+    prompt = serializers.IntegerField()
+    completion = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class AttemptSerializer(serializers.Serializer):
+    attempt = serializers.IntegerField()
+    status = serializers.CharField()
+    error = serializers.JSONField(allow_null=True)
+    duration_ms = serializers.IntegerField()
+    started_at = serializers.CharField(allow_null=True, required=False)
+
+
+class TriggeredBySerializer(serializers.Serializer):
+    type = serializers.CharField(help_text="`user`, `api_key` or `system`.")
+    id = serializers.CharField()
+
+
+class StepIterationSerializer(serializers.Serializer):
+    """One iteration of a loop step (its inline step run for one item)."""
+
+    id = serializers.CharField(help_text="sr_… id of this iteration's step run.")
+    iteration = serializers.IntegerField(help_text="The item's index, from 0.")
+    type = serializers.CharField()
+    status = serializers.ChoiceField(choices=StepStatus.choices)
+    attempt = serializers.IntegerField()
+    attempts = AttemptSerializer(many=True)
+    input_data = serializers.JSONField(allow_null=True)
+    output_data = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+    skip_reason = serializers.CharField(allow_null=True, source="skip_reason_or_none")
+    started_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.SerializerMethodField()
+    tokens = serializers.SerializerMethodField()
+    cost_usd = serializers.FloatField()
+
+    def get_duration_ms(self, row) -> int | None:
+        return _duration_ms(row.started_at, row.completed_at)
+
+    @extend_schema_field(TokensSerializer)
+    def get_tokens(self, row) -> dict:
+        return _tokens(row.tokens)
+
+
+class StepSerializer(StepIterationSerializer):
+    """A step of the run. Loop steps also carry `iteration_count` and `iterations` (the first 1,000)."""
+
+    iteration = None
+    step_id = serializers.CharField()
+    name = serializers.CharField()
+    iteration_count = serializers.IntegerField(required=False, help_text="Loop steps only.")
+    iterations = StepIterationSerializer(
+        many=True, required=False, source="loop_iterations", help_text="Loop steps only, by index."
+    )
+
+    def to_representation(self, row):
+        data = super().to_representation(row)
+        if row.type != "loop":
+            data.pop("iteration_count", None)
+            data.pop("iterations", None)
+        return data
+
+
+class RunSerializer(serializers.Serializer):
+    """A run in lists: the run object without `steps`."""
+
+    id = serializers.CharField(help_text="run_… id.")
+    workflow_id = serializers.CharField()
+    workflow_name = serializers.CharField()
+    workflow_version = serializers.IntegerField(source="version_number", help_text="The version number.")
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    trigger = serializers.ChoiceField(choices=RunTrigger.choices)
+    input_data = serializers.JSONField()
+    metadata = serializers.DictField()
+    env = serializers.CharField(allow_null=True)
+    dry_run = serializers.BooleanField()
+    model = serializers.CharField(
+        allow_null=True, source="model_or_none", help_text="The trigger's model override for agent steps."
+    )
+    result = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField(allow_null=True, help_text='`{"code", "message", "step_id"}` when failed.')
+    parent_run_id = serializers.CharField(allow_null=True)
+    pinned = serializers.BooleanField()
+    pause_signal = serializers.JSONField(allow_null=True)
+    triggered_by = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.SerializerMethodField(help_text="null until the run has finished.")
+    total_tokens = serializers.IntegerField()
+    cost_usd = serializers.FloatField()
+    step_count = serializers.IntegerField()
+    current_step_ids = serializers.SerializerMethodField(
+        help_text="Steps queued, running, waiting or waiting for a person."
+    )
+
+    @extend_schema_field(TriggeredBySerializer(allow_null=True))
+    def get_triggered_by(self, run) -> dict | None:
+        if not run.triggered_by:
+            return None
+        return {"type": run.triggered_by_type or "system", "id": run.triggered_by}
+
+    def get_duration_ms(self, run) -> int | None:
+        return _duration_ms(run.started_at, run.completed_at)
+
+    def get_current_step_ids(self, run) -> list[str]:
+        return self.context.get("current_step_ids", {}).get(run.id, [])
+
+
+class RunDetailSerializer(RunSerializer):
+    """The run with its steps (context["steps"]: a selectors.RunSteps)."""
+
+    steps = serializers.SerializerMethodField()
+    child_run_ids = serializers.SerializerMethodField(
+        help_text="Runs started by this run's sub_workflow steps and reruns of it (`parent_run_id` = this "
+        "run), oldest first; at most 1,000."
+    )
+
+    def get_child_run_ids(self, run) -> list[str]:
+        return list(
+            Run.objects.filter(parent_run_id=run.id)
+            .order_by("created_at", "id")
+            .values_list("id", flat=True)[:1000]
+        )
+
+    @extend_schema_field(StepSerializer(many=True))
+    def get_steps(self, run) -> list[dict]:
+        found: selectors.RunSteps = self.context["steps"]
+        rows = []
+        for row in found.steps:
+            if row.type == "loop":
+                row.iteration_count = found.iteration_counts.get(row.id, 0)
+                row.loop_iterations = found.iterations.get(row.id, [])
+            rows.append(row)
+        return StepSerializer(rows, many=True).data
+
+
+def _prepare(run: Run) -> Run:
+    run.model_or_none = run.model or None
+    return run
+
+
+def _prepare_step(row: StepRun) -> StepRun:
+    row.skip_reason_or_none = row.skip_reason or None
+    return row
+
+
+def run_list_data(runs: list[Run]) -> list[dict]:
+    """List entries for a page of runs from selectors.run_list (one more query for current steps)."""
+    current = selectors.current_step_ids([run.id for run in runs])
+    return RunSerializer(
+        [_prepare(run) for run in runs], many=True, context={"current_step_ids": current}
+    ).data
+
+
+def run_detail_data(run: Run) -> dict:
+    """The API.md run object of a run from selectors.run_get(for_detail=True), steps included."""
+    found = selectors.run_steps(run=run)
+    for row in found.steps:
+        _prepare_step(row)
+    for children in found.iterations.values():
+        for child in children:
+            _prepare_step(child)
+    run.step_count = len(found.steps)
+    current = {run.id: [row.step_id for row in found.steps if row.status in STEP_IN_FLIGHT]}
+    context = {"steps": found, "current_step_ids": current}
+    return RunDetailSerializer(_prepare(run), context=context).data
+
+
+class RunEventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField(help_text="Gapless per run, from 1 (the SSE `id:`).")
+    type = serializers.CharField(help_text="`run_queued`, `step_started`, … (API.md).")
+    step_id = serializers.SerializerMethodField()
+    data = serializers.DictField()
+    created_at = serializers.DateTimeField()
+
+    def get_step_id(self, event) -> str | None:
+        return event.step_id or None
+
+
+class RunTriggeredSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    run = RunDetailSerializer()
+
+
+class BulkResultSerializer(serializers.Serializer):
+    matched = serializers.IntegerField(help_text="Runs of the organisation the ids or the filter selected.")
+    affected = serializers.IntegerField(help_text="Runs this call cancelled (asked to stop) or deleted.")
+    remaining = serializers.IntegerField(
+        help_text="Eligible runs this call left for a later one (a call acts on at most 1,000 runs, ~10 s): "
+        "repeat the call while it is above 0."
+    )
+
+
+# -------------------------------------------------------------------------------------------- input
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": METADATA_MAX_KEYS,
+        "additionalProperties": {"oneOf": [{"type": "string", "maxLength": 512}, {"type": "number"},
+                                           {"type": "boolean"}]},
+    }
+)  # fmt: skip
+class MetadataField(serializers.Field):
+    """An object of at most 50 labels: keys of 1-64 characters `A-Z a-z 0-9 _ . : -`, values strings
+    (≤ 512 characters), numbers or booleans."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and self.context.get("multipart"):  # the form field holds JSON text
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Must be a JSON object.") from None
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be an object.")
+        if len(data) > METADATA_MAX_KEYS:
+            raise serializers.ValidationError(f"At most {METADATA_MAX_KEYS} keys.")
+        for key, value in data.items():
+            if not METADATA_KEY.match(key):
+                raise serializers.ValidationError(
+                    f"Key {key[:80]!r}: 1 to {METADATA_MAX_KEY_LENGTH} characters of A-Z a-z 0-9 _ . : -"
+                )
+            if isinstance(value, str):
+                if len(value) > METADATA_MAX_VALUE_LENGTH:
+                    raise serializers.ValidationError(
+                        f"Value of {key!r}: at most {METADATA_MAX_VALUE_LENGTH} characters."
+                    )
+            elif not isinstance(value, bool | int | float):
+                raise serializers.ValidationError(f"Value of {key!r}: must be a string, number or boolean.")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class InputObjectField(serializers.Field):
+    """A JSON object (multipart: JSON text of an object)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and self.context.get("multipart"):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Must be a JSON object.") from None
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be an object.")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """true/false (JSON), or "true"/"false" (multipart); never 1, "yes" or "on"."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        if isinstance(data, str) and self.context.get("multipart") and data in ("true", "false"):
+            return data == "true"
+        raise serializers.ValidationError("Must be true or false.")
+
+
+@extend_schema_field({"oneOf": [{"type": "string", "enum": ["latest", "published"]},
+                                {"type": "integer", "minimum": 1}]})  # fmt: skip
+class VersionField(serializers.Field):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            raise serializers.ValidationError("Must be latest, published or a version number.")
+        try:
+            return parse_version_spec(data)
+        except InvalidRequest:
+            raise serializers.ValidationError("Must be latest, published or a positive integer.") from None
+
+    def to_representation(self, value):
+        return value
+
+
+class WaitField(serializers.FloatField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            raise serializers.ValidationError("Must be a number of seconds.")
+        value = super().to_internal_value(data)
+        if not 0 < value <= MAX_WAIT_SECONDS:
+            raise serializers.ValidationError(f"Must be more than 0 and at most {MAX_WAIT_SECONDS} seconds.")
+        return value
+
+
+class RunTriggerSerializer(StrictSerializer):
+    input_data = InputObjectField(required=False, help_text="The run's input (or `data` / `input`).")
+    data = InputObjectField(required=False, help_text="Alias of `input_data`.")
+    input = InputObjectField(required=False, help_text="Alias of `input_data`.")
+    metadata = MetadataField(required=False, help_text="Labels to find runs by (at most 50 keys).")
+    dry_run = StrictBooleanField(required=False, default=False)
+    env = serializers.CharField(required=False, allow_null=True, max_length=100, default=None)
+    version = VersionField(required=False, default="latest")
+    model = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        default="",
+        help_text="Model override for agent steps.",
+    )
+    wait = WaitField(
+        required=False,
+        help_text="Wait up to this many seconds (0 < wait ≤ 300) for the run to finish: 200 with the "
+        "finished run, else 202.",
+    )
+
+    def validate(self, attrs):
+        given = [name for name in INPUT_ALIASES if name in attrs]
+        if len(given) > 1:
+            raise serializers.ValidationError(
+                {name: ["Give the input once, as input_data, data or input."] for name in given}
+            )
+        attrs["input_data"] = attrs.pop(given[0]) if given else {}
+        for name in INPUT_ALIASES[1:]:
+            attrs.pop(name, None)
+        return attrs
+
+
+class RunTriggerMultipartSerializer(serializers.Serializer):
+    """multipart/form-data: `attachment` (a file) and the trigger's options as fields; every other field
+    is an input value."""
+
+    attachment = serializers.FileField(required=False)
+    input_data = serializers.CharField(required=False, help_text="JSON object: input values.")
+    metadata = serializers.CharField(required=False, help_text="JSON object of labels.")
+    dry_run = serializers.ChoiceField(choices=["true", "false"], required=False)
+    env = serializers.CharField(required=False)
+    version = serializers.CharField(required=False)
+    model = serializers.CharField(required=False)
+    wait = serializers.FloatField(required=False)
+
+
+class CancelSerializer(StrictSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=MAX_REASON_LENGTH, default="")
+
+
+# ------------------------------------------------------------------------------------------ filters
+
+FILTER_FIELDS = ("workflow", "status", "trigger", "env", "version", "created_after", "created_before")
+_SINGLE = set(FILTER_FIELDS) - {"status"}
+
+
+def _fail(name: str, message: str):
+    raise InvalidRequest("invalid_request", f"'{name}': {message}", details={"fields": {name: [message]}})
+
+
+def _as_lists(source) -> dict[str, list]:
+    if hasattr(source, "lists"):  # a QueryDict
+        return {key: list(values) for key, values in source.lists()}
+    lists: dict[str, list] = {}
+    for key, value in source.items():
+        if key == "metadata" and isinstance(value, dict):
+            for meta_key, meta_value in value.items():
+                lists[f"metadata.{meta_key}"] = [meta_value]
+        else:
+            lists[key] = list(value) if isinstance(value, list) else [value]
+    return lists
+
+
+def parse_run_filters(
+    source, *, extra: tuple[str, ...] = (), allow_workflow: bool = True
+) -> selectors.RunFilters:
+    """Query parameters (a QueryDict) or a bulk `filter` object → RunFilters. Unknown names, repeated
+    single-valued names and bad values are 400 invalid_request with `details.fields`. `extra` names
+    (limit, offset) are accepted and left to the paginator."""
+    values: dict = {}
+    metadata: list[tuple[str, str]] = []
+    for name, items in _as_lists(source).items():
+        if name in extra:
+            continue
+        if name.startswith("metadata."):
+            key = name[len("metadata.") :]
+            if not METADATA_KEY.match(key):
+                _fail(name, "Metadata keys are 1 to 64 characters of A-Z a-z 0-9 _ . : -")
+            for item in items:
+                if isinstance(item, bool):
+                    item = "true" if item else "false"
+                if not isinstance(item, str | int | float) or len(str(item)) > METADATA_MAX_VALUE_LENGTH:
+                    _fail(name, f"Must be a value of at most {METADATA_MAX_VALUE_LENGTH} characters.")
+                metadata.append((key, str(item)))
+            continue
+        if name not in FILTER_FIELDS or (name == "workflow" and not allow_workflow):
+            _fail(name, "Unknown filter.")
+        if name in _SINGLE and len(items) > 1:
+            _fail(name, "Give this filter once.")
+        values[name] = items
+    return selectors.RunFilters(
+        workflow=_text(values, "workflow", 100),
+        statuses=tuple(_choice(values, "status", RunStatus.values)),
+        trigger=(_choice(values, "trigger", RunTrigger.values) or [None])[0],
+        env=_text(values, "env", 100),
+        version=_positive(values, "version"),
+        created_after=_instant(values, "created_after"),
+        created_before=_instant(values, "created_before"),
+        metadata=tuple(metadata),
+    )
+
+
+def _text(values, name, max_length) -> str | None:
+    if name not in values:
+        return None
+    value = values[name][0]
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        _fail(name, f"Must be a non-empty string of at most {max_length} characters.")
+    return value
+
+
+def _choice(values, name, allowed) -> list[str]:
+    chosen = []
+    for value in values.get(name, []):
+        if value not in allowed:
+            _fail(name, f"Must be one of: {', '.join(allowed)}.")
+        chosen.append(value)
+    return chosen
+
+
+def _positive(values, name) -> int | None:
+    if name not in values:
+        return None
+    value = values[name][0]
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+    ):
+        _fail(name, "Must be a positive integer.")
+    if int(value) < 1:
+        _fail(name, "Must be a positive integer.")
+    return int(value)
+
+
+def _instant(values, name):
+    if name not in values:
+        return None
+    value = values[name][0]
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        _fail(name, "Must be an ISO 8601 timestamp or Unix seconds.")
+    try:
+        return parse_instant(str(value))
+    except serializers.ValidationError:
+        _fail(name, "Must be an ISO 8601 timestamp or Unix seconds.")
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "The filters of GET /runs: workflow, status (string or list), trigger, env, version, "
+        "created_after, created_before, and `metadata` as an object (or `metadata.<key>` entries).",
+        "additionalProperties": True,
+    }
+)
+class FilterField(serializers.Field):
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be an object.")
+        return parse_run_filters(data)
+
+    def to_representation(self, value):
+        return value
+
+
+class BulkSerializer(StrictSerializer):
+    ids = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, max_length=BULK_MAX_IDS, allow_empty=False
+    )
+    filter = FilterField(required=False)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=MAX_REASON_LENGTH, default="", help_text="Cancel only."
+    )
+
+    def validate(self, attrs):
+        if ("ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError({"ids": ["Give either ids or filter (not both)."]})
+        return attrs
+
+
+class BulkDeleteSerializer(BulkSerializer):
+    reason = None

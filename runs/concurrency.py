@@ -1,0 +1,216 @@
+"""Concurrency limits and admission: when a `queued` run may start (docs/engine.md "Concurrency").
+
+A run holds a *slot* from its admission (the first advance: `queued` → `running`) until it is terminal,
+including while it waits for a timer or a person. Two limits apply:
+
+- the workflow's `concurrency` `{"limit", "key", "on_limit"}`: at most `limit` admitted runs per workflow
+  and rendered key (`Run.concurrency_key`; a null key template means one group for the whole workflow).
+  `reject` refuses a trigger when `limit` runs of the group are not terminal yet (queued ones included);
+  `queue` leaves the new run queued; `cancel_running` cancels the oldest non-terminal runs of the group
+  (cooperatively) so the new one fits — it starts as soon as their running steps have finished;
+- the organisation's `max_concurrent_runs` (default BATON_MAX_CONCURRENT_RUNS; null = unlimited). A
+  sub-workflow's child run is outside this cap: it runs inside its parent's slot.
+
+Admission is FIFO per organisation (by `created_at`, `id`): a queued run is admitted when both its group
+and the organisation have a free slot; a run blocked by its group does not block runs of other groups.
+Limits are read at admission, so lowering one applies to runs still queued.
+
+Correctness with many web and worker processes: every admission decision (run_create's and `admit`'s) is
+taken under the organisation's row lock (`SELECT … FOR UPDATE`; on SQLite the IMMEDIATE transaction
+serializes writers), and only admission moves a run out of `queued`, so counts read under that lock are
+exact or too high (a run finishing concurrently), never too low: a limit is never exceeded.
+Nothing is stranded: a run that finishes requests admission after its commit (`dispatch.request_admission`),
+and the reconciler calls `admit_pending()` every pass as a safety net.
+
+Lock order (no deadlocks): organisation → runs (each transaction's run locks are taken, in one ordered
+statement, before its first audit append) → step runs → audit chain head. The engine's transactions lock a
+run and never the organisation; they request admission for after their commit instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+
+from django.db import transaction
+from django.db.models import Count
+
+from accounts.models import Organization
+from config.errors import Unprocessable
+from runs.choices import RUN_ACTIVE, RunStatus
+from runs.engine import core
+from runs.engine.dispatch import dispatch
+from runs.engine.templating import render_value
+from runs.models import Run
+
+ACTIVE = RUN_ACTIVE  # not terminal (queued included)
+# Runs holding a slot: admitted and not terminal.
+ADMITTED = frozenset(RUN_ACTIVE - {RunStatus.QUEUED})
+# How many queued runs one admission pass looks at (oldest first).
+ADMISSION_BATCH = 1000
+KEY_MAX_CHARS = 255
+
+
+def policy(concurrency) -> dict | None:
+    """The workflow's stored `concurrency` with defaults (on_limit queue, key null), or None for none."""
+    if not isinstance(concurrency, dict) or not isinstance(concurrency.get("limit"), int):
+        return None
+    return {
+        "limit": max(concurrency["limit"], 1),
+        "key": concurrency.get("key"),
+        "on_limit": concurrency.get("on_limit") or "queue",
+    }
+
+
+def concurrency_key(concurrency: dict | None, *, input_data: dict, env, metadata: dict, trigger: str):
+    """The run's `concurrency_key`: None without a workflow limit, "" for a null key template, else the
+    rendered template (JSON for non-strings; a SHA-256 when longer than 255 characters). A template that
+    cannot be rendered with this input → Unprocessable invalid_input naming the template."""
+    if not concurrency:
+        return None
+    template = concurrency.get("key")
+    if template is None:
+        return ""
+    variables = {
+        "inputs": input_data,
+        "env": env,
+        "run": {"metadata": metadata, "trigger": trigger, "env": env},
+    }
+    try:
+        value = render_value(template, variables)
+    except Exception as exc:
+        detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        message = f"The workflow's concurrency key {template!r} cannot be rendered with this input: {detail}"
+        raise Unprocessable("invalid_input", message, details={"errors": [message]}) from None
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if len(text) > KEY_MAX_CHARS:
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+def group_runs(workflow_id: str, concurrency: dict, key):
+    """The runs of the workflow's concurrency group for `key`."""
+    runs = Run.objects.filter(workflow_id=workflow_id)
+    if concurrency.get("key") is not None:
+        runs = runs.filter(concurrency_key=key)
+    return runs
+
+
+def lock_organization(organization_id: str) -> Organization | None:
+    """The organisation row, locked: the first lock of every admission decision. FOR NO KEY UPDATE, not FOR
+    UPDATE: inserts referencing the organisation (runs, audit events) take FOR KEY SHARE on it for their
+    foreign-key check, which FOR UPDATE would block (a deadlock with an engine transaction holding a run
+    lock and appending to the audit chain)."""
+    return (
+        Organization.objects.select_for_update(no_key=True)
+        .only("id", "max_concurrent_runs", "monthly_run_limit", "monthly_token_quota")  # runs/quotas.py
+        .filter(pk=organization_id)
+        .first()
+    )
+
+
+def admit(organization_id: str) -> list[str]:
+    """Admit the organisation's queued runs that fit now (its own transaction); returns their ids."""
+    with transaction.atomic():
+        organization = lock_organization(organization_id)
+        if organization is None:
+            return []
+        return start_admitted(select_admissions(organization))
+
+
+def admit_pending() -> int:
+    """The reconciler's safety net: run admission for every organisation with queued runs."""
+    organizations = list(
+        Run.objects.filter(status=RunStatus.QUEUED)
+        .order_by()
+        .values_list("organization_id", flat=True)
+        .distinct()[:ADMISSION_BATCH]
+    )
+    return sum(len(admit(organization_id)) for organization_id in organizations)
+
+
+def select_admissions(organization: Organization, in_hand: dict[str, Run] | None = None) -> list[Run]:
+    """Decide which queued runs start now and lock them (the caller holds the organisation lock and must
+    not have appended to the audit chain yet); FIFO, both limits. `in_hand`: runs this transaction already
+    holds (a run it just created), used as they are."""
+    from workflows.models import Workflow
+
+    queued = list(
+        Run.objects.filter(organization_id=organization.id, status=RunStatus.QUEUED, cancel_requested_at=None)
+        .order_by("created_at", "id")
+        .values_list("id", "workflow_id", "concurrency_key", "parent_step_run_id")[:ADMISSION_BATCH]
+    )
+    if not queued:
+        return []
+    # A sub-workflow's child runs inside its parent's slot: it neither counts against nor waits for the
+    # organisation's cap (a parent waiting for a child that waits for the parent's slot would never end).
+    free = None
+    if organization.max_concurrent_runs is not None:
+        free = organization.max_concurrent_runs - (
+            Run.objects.filter(
+                organization_id=organization.id, status__in=ADMITTED, parent_step_run__isnull=True
+            ).count()
+        )
+        if free <= 0 and all(row[3] is None for row in queued):
+            return []
+    limits = {
+        workflow_id: policy(concurrency)
+        for workflow_id, concurrency in Workflow.objects.filter(
+            pk__in={row[1] for row in queued}
+        ).values_list("id", "concurrency")
+        if policy(concurrency)
+    }
+    busy: Counter = Counter()
+    if limits:
+        held = (
+            Run.objects.filter(workflow_id__in=list(limits), status__in=ADMITTED)
+            .order_by()
+            .values("workflow_id", "concurrency_key")
+            .annotate(count=Count("pk"))
+            .values_list("workflow_id", "concurrency_key", "count")
+        )
+        for workflow_id, key, count in held:
+            busy[_group(limits[workflow_id], workflow_id, key)] += count
+    chosen: list[str] = []
+    for run_id, workflow_id, key, parent_step_run_id in queued:
+        child = parent_step_run_id is not None
+        if free is not None and free <= 0 and not child:
+            continue
+        concurrency = limits.get(workflow_id)
+        if concurrency:
+            group = _group(concurrency, workflow_id, key)
+            if busy[group] >= concurrency["limit"]:
+                continue
+            busy[group] += 1
+        chosen.append(run_id)
+        if free is not None and not child:
+            free -= 1
+    if not chosen:
+        return []
+    in_hand = in_hand or {}
+    others = [run_id for run_id in chosen if run_id not in in_hand]
+    locked = {run_id: run for run_id, run in in_hand.items() if run_id in chosen}
+    if others:
+        # One ordered statement; re-checked after the lock (a run cancelled meanwhile is not admitted — its
+        # finish requests another admission).
+        locked.update(
+            (run.id, run)
+            for run in Run.objects.select_for_update()
+            .filter(pk__in=others, status=RunStatus.QUEUED, cancel_requested_at=None)
+            .order_by("created_at", "id")
+        )
+    return [locked[run_id] for run_id in chosen if run_id in locked]
+
+
+def start_admitted(runs: list[Run]) -> list[str]:
+    """Start runs chosen by `select_admissions` (their first advance); returns their ids."""
+    for run in runs:
+        ready = core.advance_locked(run, admit=True)
+        core.save_run(run)
+        dispatch(ready)
+    return [run.id for run in runs]
+
+
+def _group(concurrency: dict, workflow_id: str, key) -> tuple:
+    return (workflow_id, key if concurrency.get("key") is not None else None)

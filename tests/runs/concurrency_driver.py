@@ -1,0 +1,84 @@
+"""Run inside a concurrency race test's subprocess (its database; `inline` dispatch, so each process executes
+the runs it starts or admits).
+
+`python -m tests.runs.concurrency_driver setup CAP` creates an organisation with max_concurrent_runs CAP, a
+workflow limited to one run per `inputs.k` (policy queue) and one without a limit; prints their ids.
+`python -m tests.runs.concurrency_driver trigger ORG LIMITED FREE COUNT SEED` triggers COUNT runs (keys
+"a"/"b" on the limited workflow, every third run on the free one), executes what it can, prints the ids.
+"""
+
+import json
+import random
+import sys
+import uuid
+
+import django
+
+BURN = " + ".join(["(range(20000) | sum) * 0"] * 2)
+
+
+def _steps() -> list[dict]:
+    return [
+        {
+            "id": f"s{i}",
+            "type": "transform",
+            "config": {"value": f"{{{{ {i} + {BURN} }}}}"},
+            **({"depends_on": [f"s{i - 1}"]} if i else {}),
+        }
+        for i in range(3)
+    ]
+
+
+def setup(cap: int) -> dict:
+    from accounts.models import User
+    from tests.factories import make_org
+    from workflows.services import workflow_create
+
+    owner = User.objects.create_user(email=f"race-{uuid.uuid4().hex[:8]}@example.com", password="x" * 12)
+    org = make_org(name="Race", plan="enterprise", owner=owner)
+    org.max_concurrent_runs = cap
+    org.save(update_fields=["max_concurrent_runs"])
+    actor = _actor(org)
+    limited = workflow_create(
+        organization=org, actor=actor, definition={"name": "Limited", "steps": _steps()}
+    )
+    limited.concurrency = {"limit": 1, "key": "{{ inputs.k }}", "on_limit": "queue"}
+    limited.save(update_fields=["concurrency"])
+    free = workflow_create(organization=org, actor=actor, definition={"name": "Free", "steps": _steps()})
+    return {"org": org.id, "limited": limited.id, "free": free.id}
+
+
+def _actor(org):
+    from accounts.models import Membership
+    from accounts.principal import Principal
+
+    membership = Membership.objects.filter(organization=org).select_related("user").first()
+    return Principal(organization=org, user=membership.user, role="owner")
+
+
+def trigger(org_id: str, limited_id: str, free_id: str, count: int, seed: int) -> dict:
+    from accounts.models import Organization
+    from runs.services import run_create
+    from workflows.models import Workflow
+
+    org = Organization.objects.get(pk=org_id)
+    actor = _actor(org)
+    limited, free = Workflow.objects.get(pk=limited_id), Workflow.objects.get(pk=free_id)
+    rng = random.Random(seed)
+    ids = []
+    for index in range(count):
+        workflow = free if index % 3 == 2 else limited
+        ids.append(run_create(workflow=workflow, actor=actor, input_data={"k": rng.choice("ab")}).id)
+    return {"runs": ids}
+
+
+def main(argv):
+    django.setup()
+    if argv[0] == "setup":
+        print(json.dumps(setup(int(argv[1]))))
+    elif argv[0] == "trigger":
+        print(json.dumps(trigger(argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,213 @@
+"""Concurrency limits under races: many triggering threads (PostgreSQL) or processes (SQLite file or
+PostgreSQL) at once, each executing the runs it starts or admits (`inline` dispatch), no reconciler. A
+sampler watches the committed state the whole time: the organisation's cap and the per-key limit are never
+exceeded, and when the triggers are done every run has completed (no queued run is stranded)."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import closing
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+
+from accounts.principal import Principal
+from runs.concurrency import ADMITTED
+from runs.models import Run
+from runs.services import run_create
+from tests.runs.conftest import flaky_step
+from tests.runs.test_cluster import _cluster_env
+
+BASE_DIR = settings.BASE_DIR
+CAP = 3
+
+
+class Sampler(threading.Thread):
+    """Polls (count admitted per org, max admitted per limited key, count queued) until stopped."""
+
+    def __init__(self, sample):
+        super().__init__(daemon=True)
+        self.sample = sample
+        self.done = threading.Event()
+        self.max_org = self.max_key = self.max_queued = self.samples = 0
+        self.error = None
+
+    def run(self):
+        try:
+            while not self.done.is_set():
+                org, key, queued = self.sample()
+                self.max_org, self.max_key = max(self.max_org, org), max(self.max_key, key)
+                self.max_queued = max(self.max_queued, queued)
+                self.samples += 1
+                time.sleep(0.02)
+        except Exception as exc:
+            self.error = exc
+        finally:
+            connections.close_all()
+
+
+def _orm_sample(limited_id):
+    def sample():
+        admitted = list(Run.objects.filter(status__in=ADMITTED).values_list("workflow_id", "concurrency_key"))
+        keys = Counter(key for workflow_id, key in admitted if workflow_id == limited_id)
+        return len(admitted), max(keys.values(), default=0), Run.objects.filter(status="queued").count()
+
+    return sample
+
+
+def _check_intervals(rows, limited_id):
+    """From the stored timestamps: at each start, at most CAP runs (and one per limited key) had started and
+    not yet completed."""
+    for workflow_id, key, started, _completed in rows:
+        live = [row for row in rows if row[2] <= started < row[3]]
+        assert len(live) <= CAP
+        if workflow_id == limited_id:
+            assert sum(1 for row in live if row[0] == limited_id and row[1] == key) <= 1
+
+
+pg_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="threads need a server database (row locks); runs on PostgreSQL"
+)
+
+
+@pg_only
+@pytest.mark.django_db(transaction=True)
+def test_threads_triggering_at_once_never_exceed_the_limits(settings, org, owner, flaky):
+    settings.BATON_ENGINE_DISPATCH = "inline"
+    org.max_concurrent_runs = CAP
+    org.save(update_fields=["max_concurrent_runs"])
+    actor = Principal(organization=org, user=owner, role="owner")
+    from workflows.services import workflow_create
+
+    steps = [flaky_step("a"), flaky_step("b", depends_on=["a"])]
+    limited = workflow_create(organization=org, actor=actor, definition={"name": "Limited", "steps": steps})
+    limited.concurrency = {"limit": 1, "key": "{{ inputs.k }}", "on_limit": "queue"}
+    limited.save(update_fields=["concurrency"])
+    free = workflow_create(organization=org, actor=actor, definition={"name": "Free", "steps": steps})
+    flaky.hooks["a"] = flaky.hooks["b"] = lambda context: time.sleep(0.01)
+
+    sampler = Sampler(_orm_sample(limited.id))
+    sampler.start()
+    barrier = threading.Barrier(6)
+    errors, created = [], []
+
+    def trigger(index):
+        try:
+            barrier.wait()
+            for n in range(5):
+                workflow = free if n == 2 else limited
+                created.append(
+                    run_create(workflow=workflow, actor=actor, input_data={"k": "ab"[(index + n) % 2]}).id
+                )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=trigger, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    sampler.done.set()
+    sampler.join()
+    assert errors == [] and sampler.error is None
+    assert len(created) == 30
+    statuses = Counter(Run.objects.filter(pk__in=created).values_list("status", flat=True))
+    assert statuses == {"completed": 30}, statuses  # nothing stranded, without any reconciler
+    assert sampler.max_org <= CAP and sampler.max_key <= 1, vars(sampler)
+    assert sampler.max_queued > 0  # the limits did hold runs back
+    rows = list(
+        Run.objects.filter(pk__in=created).values_list(
+            "workflow_id", "concurrency_key", "started_at", "completed_at"
+        )
+    )
+    _check_intervals(rows, limited.id)
+
+
+@pytest.fixture(scope="module")
+def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
+    with django_db_blocker.unblock():
+        env = _cluster_env(tmp_path_factory.mktemp("race"))
+    return {**env, "BATON_ENGINE_DISPATCH": "inline"}
+
+
+def _driver(env, *args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.runs.concurrency_driver", *map(str, args)],
+        env=env,
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _sql_sample(env, limited_id):
+    if "BATON_SQLITE_PATH" not in env:
+        return _orm_sample(limited_id)
+    admitted = ",".join(f"'{status}'" for status in ADMITTED)
+
+    def sample():
+        with closing(sqlite3.connect(env["BATON_SQLITE_PATH"], timeout=30)) as db:
+            rows = db.execute(
+                f"SELECT workflow_id, concurrency_key FROM runs_run WHERE status IN ({admitted})"
+            ).fetchall()
+            queued = db.execute("SELECT COUNT(*) FROM runs_run WHERE status = 'queued'").fetchone()[0]
+        keys = Counter(key for workflow_id, key in rows if workflow_id == limited_id)
+        return len(rows), max(keys.values(), default=0), queued
+
+    return sample
+
+
+def _finished_rows(env, ids):
+    if "BATON_SQLITE_PATH" in env:
+        marks = ",".join("?" * len(ids))
+        with closing(sqlite3.connect(env["BATON_SQLITE_PATH"], timeout=30)) as db:
+            return db.execute(
+                f"SELECT status, workflow_id, concurrency_key, started_at, completed_at FROM runs_run "
+                f"WHERE id IN ({marks})",
+                ids,
+            ).fetchall()
+    return [
+        (status, *rest)
+        for status, *rest in Run.objects.filter(pk__in=ids).values_list(
+            "status", "workflow_id", "concurrency_key", "started_at", "completed_at"
+        )
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_processes_triggering_at_once_never_exceed_the_limits(_race_env):
+    env = _race_env
+    setup = _driver(env, "setup", CAP)
+    out, err = setup.communicate(timeout=60)
+    assert setup.returncode == 0, err
+    ids = json.loads(out)
+    sampler = Sampler(_sql_sample(env, ids["limited"]))
+    sampler.start()
+    workers = [_driver(env, "trigger", ids["org"], ids["limited"], ids["free"], 6, seed) for seed in range(3)]
+    created = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 0, err
+            created += json.loads(out)["runs"]
+    finally:
+        sampler.done.set()
+        sampler.join()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert sampler.error is None
+    rows = _finished_rows(env, created)
+    assert Counter(row[0] for row in rows) == {"completed": 18}  # nothing stranded, without any reconciler
+    assert sampler.max_org <= CAP and sampler.max_key <= 1, vars(sampler)
+    assert sampler.max_queued > 0
+    _check_intervals([row[1:] for row in rows], ids["limited"])

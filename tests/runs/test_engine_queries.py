@@ -1,0 +1,36 @@
+"""Query budget of the engine's hot path: a 40-step chain of transform steps, counted per step. Each step
+is claimed by the worker that finished the previous one, in the same transaction (docs/engine.md)."""
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from runs.services import run_create
+from tests.runs.conftest import transform
+
+STEPS = 40
+
+
+def chain(length):
+    steps = [transform("s0", "{{ inputs.n }}")]
+    steps += [
+        transform(f"s{i}", f"{{{{ steps.s{i - 1}.output + 1 }}}}", depends_on=[f"s{i - 1}"])
+        for i in range(1, length)
+    ]
+    return steps
+
+
+def test_a_transform_chain_costs_few_engine_queries_per_step(engine):
+    workflow = engine.workflow(chain(STEPS), output=f"{{{{ steps.s{STEPS - 1}.output }}}}")
+    run_create(workflow=workflow, actor=engine.actor, input_data={"n": 1})  # warm the prepared-plan cache
+    engine.drain()
+    with CaptureQueriesContext(connection) as queries:
+        run = run_create(workflow=workflow, actor=engine.actor, input_data={"n": 1})
+        engine.drain()
+    run = engine.reload(run)
+    assert run.status == "completed" and run.result == STEPS
+    # The engine's own statements on its tables (the security policy and secrets lookups are not counted
+    # here; transactions are savepoints inside the test's transaction and not counted either).
+    engine_queries = [q["sql"] for q in queries.captured_queries if '"runs_' in q["sql"]]
+    # Per step: lock the run, re-read the step (lease CAS), save it, read the run's steps (advance), claim the
+    # next one (UPDATE), insert the events, save the run — 7, plus run_create's few.
+    assert len(engine_queries) / STEPS <= 8, len(engine_queries)
