@@ -52,6 +52,8 @@ class Run(models.Model):
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     # `terminate`: like a cancel request, but running steps are killed instead of awaited.
     terminate_requested_at = models.DateTimeField(null=True, blank=True)
+    # `pause`: no new step starts; the run becomes `paused` once no step is running (docs/runs-api.md).
+    pause_requested_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     total_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))

@@ -41,6 +41,8 @@ def run_create(
     parent_run: Run | None = None,
     parent_step_run_id: str | None = None,
     model: str = "",
+    reuse: Mapping[str, StepRun] | None = None,
+    audit_data: dict | None = None,
 ) -> Run:
     """Create a run of `version` (default: the latest) with one pending step run per step, record
     `run_queued` and `run.triggered`, and start it when it fits the concurrency limits (else it stays
@@ -101,9 +103,12 @@ def run_create(
         triggered_by=actor.actor_id,
         triggered_by_type=actor.actor_type,
     )
+    reuse = reuse or {}
     StepRun.objects.bulk_create(
         [
-            StepRun(run=run, step_id=step["id"], type=step["type"], name=step.get("name", ""))
+            _reused(run, step, reuse[step["id"]])
+            if step["id"] in reuse
+            else StepRun(run=run, step_id=step["id"], type=step["type"], name=step.get("name", ""))
             for step in definition["steps"]
         ]
     )
@@ -123,7 +128,13 @@ def run_create(
         event="run.triggered",
         actor=actor,
         target=("run", run.id),
-        data={"workflow_id": workflow.id, "version": version.number, "trigger": trigger, "dry_run": dry_run},
+        data={
+            "workflow_id": workflow.id,
+            "version": version.number,
+            "trigger": trigger,
+            "dry_run": dry_run,
+            **(audit_data or {}),
+        },
         run_id=run.id,
     )
     for victim in cancelled:
@@ -140,6 +151,23 @@ def run_create(
     core.save_run(run)
     admission.start_admitted(starting)
     return run
+
+
+def _reused(run: Run, step: dict, source: StepRun) -> StepRun:
+    """A rerun's step that keeps the outcome recorded by the run it reruns (not executed again)."""
+    return StepRun(
+        run=run,
+        step_id=step["id"],
+        type=step["type"],
+        name=step.get("name", ""),
+        status=source.status,
+        skip_reason=source.skip_reason,
+        input_data=source.input_data,
+        output_data=source.output_data,
+        started_at=source.started_at,
+        completed_at=source.completed_at,
+        state={"reused_from": source.id},
+    )
 
 
 @transaction.atomic

@@ -399,6 +399,64 @@ class CancelSerializer(StrictSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=MAX_REASON_LENGTH, default="")
 
 
+# --- pause, resume, rerun (runs/resume.py)
+
+RESUME_TYPES = ("collect_inputs", "request_user_action")
+
+
+class ResumeSerializer(StrictSerializer):
+    """One body for three answers: an input step's data, an approval decision, or a re-run in place."""
+
+    type = serializers.ChoiceField(choices=RESUME_TYPES, required=False, help_text="Absent: resume the run.")
+    data = serializers.JSONField(required=False, help_text="`collect_inputs`: the input step's answer.")
+    step_id = serializers.CharField(required=False, max_length=64, help_text="`collect_inputs`: which step.")
+    action_id = serializers.CharField(
+        required=False, max_length=64, help_text="`request_user_action`: the approval step's id."
+    )
+    action_value = serializers.ChoiceField(choices=("approved", "rejected"), required=False)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_REASON_LENGTH, default="")
+    from_step = serializers.CharField(
+        required=False, max_length=64, help_text="Without `type`: also run this step and all after it again."
+    )
+
+    def validate(self, attrs):
+        kind = attrs.get("type")
+        allowed = {
+            None: {"from_step", "note"},
+            "collect_inputs": {"type", "data", "step_id", "note"},
+            "request_user_action": {"type", "action_id", "action_value", "note"},
+        }[kind]
+        extra = sorted(set(self.initial_data) - allowed)
+        if extra:
+            raise serializers.ValidationError(
+                {name: [f"Not allowed with type {kind or '(none)'}."] for name in extra}
+            )
+        if kind == "collect_inputs" and not isinstance(attrs.get("data"), dict):
+            raise serializers.ValidationError(
+                {"data": ["An object with the input step's answer is required."]}
+            )
+        if kind == "request_user_action" and "action_value" not in attrs:
+            raise serializers.ValidationError({"action_value": ["Required: approved or rejected."]})
+        return attrs
+
+
+class RerunSerializer(StrictSerializer):
+    from_step = serializers.CharField(
+        required=False, max_length=64, default="start", help_text="`start` (default), `failed` or a step id."
+    )
+    version = serializers.CharField(
+        required=False,
+        max_length=20,
+        default="pinned",
+        help_text="`pinned` (default), `latest` or `published`.",
+    )
+
+    def validate_version(self, value):
+        if value not in ("pinned", "latest", "published"):
+            raise serializers.ValidationError("Must be pinned, latest or published.")
+        return value
+
+
 # ------------------------------------------------------------------------------------------ filters
 
 FILTER_FIELDS = ("workflow", "status", "trigger", "env", "version", "created_after", "created_before")
@@ -539,3 +597,20 @@ class BulkSerializer(StrictSerializer):
 
 class BulkDeleteSerializer(BulkSerializer):
     reason = None
+
+
+# --- approvals and input (runs/people.py, docs/approvals.md)
+
+
+class DecisionSerializer(StrictSerializer):
+    """POST /runs/{id}/approve and /reject."""
+
+    note = serializers.CharField(
+        required=False, allow_blank=True, max_length=MAX_REASON_LENGTH, default="",
+        help_text="Why; stored with the decision and in the audit log.",
+    )  # fmt: skip
+    step_id = serializers.CharField(
+        required=False,
+        max_length=64,
+        help_text="The approval step to decide; default: the one the run's `pause_signal` names.",
+    )

@@ -13,12 +13,13 @@ from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from accounts.permissions import RUNS_READ, RUNS_WRITE
+from accounts.choices import Scope
+from accounts.permissions import RUNS_APPROVE, RUNS_READ, RUNS_WRITE
 from config.api.idempotency import idempotent
 from config.api.pagination import parse_bounded_int
 from config.api.schema import error_response
-from config.errors import InvalidRequest, not_found
-from runs import selectors, services
+from config.errors import Forbidden, InvalidRequest, not_found
+from runs import resume, selectors, services
 from runs.api import serializers as s
 from runs.choices import RUN_TERMINAL, RunStatus
 from runs.models import Run
@@ -75,6 +76,15 @@ def _body(serializer_class, request) -> dict:
     return serializer.validated_data
 
 
+def _require_scope(request, scope: str) -> None:
+    if not request.auth.has_scope(scope):
+        raise Forbidden(
+            "insufficient_scope",
+            f"This API key lacks the '{scope}' scope.",
+            details={"required_scope": scope},
+        )
+
+
 def _detail(run: Run, organization) -> dict:
     return s.run_detail_data(selectors.run_get(organization=organization, run_id=run.pk, for_detail=True))
 
@@ -105,9 +115,14 @@ class RunViewSet(viewsets.GenericViewSet):
         "file": RUNS_READ,
         "cancel": RUNS_WRITE,
         "terminate": RUNS_WRITE,
+        "approve": RUNS_APPROVE,
+        "reject": RUNS_APPROVE,
         "destroy": RUNS_WRITE,
         "pin": RUNS_WRITE,
         "unpin": RUNS_WRITE,
+        "pause": RUNS_WRITE,
+        "resume": RUNS_WRITE,  # request_user_action also needs runs:approve (checked in the view)
+        "rerun": RUNS_WRITE,
         "bulk_cancel": RUNS_WRITE,
         "bulk_delete": RUNS_WRITE,
     }
@@ -203,6 +218,59 @@ class RunViewSet(viewsets.GenericViewSet):
         run = services.run_terminate(run=run, actor=request.auth, reason=data["reason"])
         return _stop_response(run, request.auth.organization)
 
+    # --- approvals (runs/people.py, docs/approvals.md)
+
+    @extend_schema(
+        summary="Approve the step awaiting approval",
+        description="Records the caller's approval of the run's approval step (`step_id`, else the step the "
+        "run's `pause_signal` names). Once `required_approvals` people approved, the step completes with "
+        "`{approved, decisions}` and the run continues. Audited as `run.approved` with the note. A person "
+        "must match the step's `approvers` (an email, or a role at least as high as a listed one); an API "
+        "key (scope `runs:approve`) may only decide steps without an `approvers` list.",
+        request=s.DecisionSerializer,
+        responses={
+            200: s.RunDetailSerializer,
+            403: error_response(
+                "not_an_approver / self_approval_forbidden / insufficient_scope (runs:approve) / forbidden"
+            ),
+            404: error_response("run_not_found / step_not_found"),
+            409: error_response(
+                "run_not_awaiting_approval: nothing awaits approval (or the step was decided meanwhile) / "
+                "already_decided: the caller already decided this step"
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request, run_id=None):
+        return self._decide(request, approved=True)
+
+    @extend_schema(
+        summary="Reject the step awaiting approval",
+        description="One rejection fails the approval step with error code `approval_rejected` (the run "
+        "fails unless the step has `on_failure: continue`). Same rules as approve, except that the person "
+        "who triggered the run may always reject. Audited as `run.rejected` with the note.",
+        request=s.DecisionSerializer,
+        responses={
+            200: s.RunDetailSerializer,
+            403: error_response("not_an_approver / insufficient_scope (runs:approve) / forbidden"),
+            404: error_response("run_not_found / step_not_found"),
+            409: error_response("run_not_awaiting_approval / already_decided"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request, run_id=None):
+        return self._decide(request, approved=False)
+
+    def _decide(self, request, *, approved: bool) -> Response:
+        from runs import people
+
+        run = self.get_object()
+        data = _body(s.DecisionSerializer, request)
+        run = people.run_decide(
+            run=run, actor=request.auth, approved=approved, note=data["note"], step_id=data.get("step_id")
+        )
+        return Response(_detail(run, request.auth.organization))
+
     @extend_schema(
         summary="Delete a finished run",
         description="Removes the run with its steps, events and attachments (audited as run.deleted).",
@@ -227,6 +295,101 @@ class RunViewSet(viewsets.GenericViewSet):
     def unpin(self, request, run_id=None):
         run = services.run_pin_set(run=self.get_object(), actor=request.auth, pinned=False)
         return Response(_detail(run, request.auth.organization))
+
+    # --- pause, resume, rerun (runs/resume.py)
+
+    @extend_schema(
+        summary="Pause",
+        description="No new step starts; running steps finish, then the run is `paused` (at once when none "
+        "is running, or when it has not started). Waits and retry timers hold until the resume. 200 with the "
+        "run when it is `paused`, 202 while steps are still finishing.",
+        request=None,
+        responses={
+            200: s.RunDetailSerializer,
+            202: s.RunDetailSerializer,
+            409: error_response("run_not_pausable: the run finished or is being cancelled"),
+            **RUN_404,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request, run_id=None):
+        run = resume.run_pause(run=self.get_object(), actor=request.auth)
+        code = http.HTTP_200_OK if run.status == RunStatus.PAUSED else http.HTTP_202_ACCEPTED
+        return Response(_detail(run, request.auth.organization), status=code)
+
+    @extend_schema(
+        summary="Resume (answer an input step, decide an approval, or re-run in place)",
+        description='`{"type": "collect_inputs", "data": {…}, "step_id"?}` answers the run\'s input '
+        'step (422 `invalid_input` with the failing fields). `{"type": "request_user_action", '
+        '"action_id": step id, "action_value": "approved"|"rejected", "note"?}` decides an '
+        "approval like /approve and /reject (an API key needs `runs:approve`). Without `type`: a `paused` "
+        "run "
+        "continues; a `failed` or `cancelled` run runs again in place from its failed, cancelled and "
+        "unfinished steps (and `from_step`, when given) and everything after them, keeping every other "
+        "step's output. Audited as `run.resumed`.",
+        request=s.ResumeSerializer,
+        responses={
+            200: s.RunDetailSerializer,
+            202: s.RunDetailSerializer,
+            409: error_response(
+                "run_not_resumable, run_not_awaiting_input or run_not_awaiting_approval: the run is not in a "
+                "state this answer applies to"
+            ),
+            422: error_response("invalid_input: the data fails the input step's schema"),
+            **RUN_404,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, run_id=None):
+        run = self.get_object()
+        data = _body(s.ResumeSerializer, request)
+        kind = data.get("type")
+        if kind is not None:
+            from runs import people  # approvals and input steps (docs/approvals.md)
+        if kind == "collect_inputs":
+            run = people.run_collect_inputs(
+                run=run, actor=request.auth, data=data["data"], step_id=data.get("step_id")
+            )
+        elif kind == "request_user_action":
+            _require_scope(request, Scope.RUNS_APPROVE)
+            run = people.run_decide(
+                run=run,
+                actor=request.auth,
+                approved=data["action_value"] == "approved",
+                note=data["note"],
+                step_id=data.get("action_id"),
+            )
+        else:
+            run = resume.run_resume(run=run, actor=request.auth, from_step=data.get("from_step"))
+            run.refresh_from_db()
+        code = http.HTTP_200_OK if run.is_terminal else http.HTTP_202_ACCEPTED
+        return Response(_detail(run, request.auth.organization), status=code)
+
+    @extend_schema(
+        summary="Rerun as a new run",
+        description="A new run linked to this one (`parent_run_id`; this run lists it in `child_run_ids`) "
+        "with the same input, metadata, environment and model. `from_step`: `start` (default: everything "
+        "runs again), `failed` (its failed, cancelled and unfinished steps and what follows them; 409 "
+        "`run_not_failed` when there are none) or a step id; the steps before it keep the outputs this run "
+        "recorded and are not executed again. `version`: `pinned` (default), `latest` or `published`. "
+        "Checked like a trigger (409 `workflow_disabled`, 402 `quota_exceeded`, 422 `invalid_input`).",
+        request=s.RerunSerializer,
+        responses={
+            202: s.RunTriggeredSerializer,
+            409: error_response("run_not_failed, workflow_disabled or workflow_already_running"),
+            **RUN_404,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, run_id=None):
+        data = _body(s.RerunSerializer, request)
+        run = resume.run_rerun(
+            run=self.get_object(), actor=request.auth, from_step=data["from_step"], version=data["version"]
+        )
+        body = _detail(run, request.auth.organization)
+        return Response(
+            {"run_id": run.pk, "status": body["status"], "run": body}, status=http.HTTP_202_ACCEPTED
+        )
 
     @extend_schema(
         summary="Cancel many runs",

@@ -52,7 +52,9 @@ LEASE_GRACE_SECONDS = 30
 # doorbell instead, so one django-q2 task stays well below the cluster's task timeout.
 INLINE_CONTINUE_SECONDS = 30.0
 _HOST = f"{socket.gethostname()}:{os.getpid()}"
-_UNSTARTED = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
+# Steps waiting for a person (approval, input): not started work either, so a run that ends cancels them.
+_PERSON_WAIT = (StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT)
+_UNSTARTED = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING, *_PERSON_WAIT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +74,10 @@ class Plan:
 def plan_for(run: Run) -> Plan:
     """The prepared definition of the run's pinned version."""
     return _plan(run.workflow_version_id, run.definition_hash)
+
+
+def plan_for_version(version) -> Plan:
+    return _plan(version.pk, version.content_hash)
 
 
 @lru_cache(maxsize=512)
@@ -137,6 +143,8 @@ _RUN_FIELDS = [
     "event_seq",
     "cancel_requested_at",
     "terminate_requested_at",
+    "pause_requested_at",
+    "pause_signal",
     "total_tokens",
     "cost_usd",
 ]
@@ -285,7 +293,7 @@ def _advance_rows(run: Run, *, admit: bool = False) -> list[StepRun]:
         if not admit:
             return []
         run.status = RunStatus.RUNNING
-        run.started_at = now
+        run.started_at = run.started_at or now  # a resumed run keeps its first start
         # The security policy's max_run_duration_seconds (capped by the setting) and max_steps_per_run.
         limits = engine_secrets.run_limits(run)
         run.deadline_at = now + timedelta(seconds=limits.max_duration_seconds)
@@ -303,6 +311,9 @@ def _advance_rows(run: Run, *, admit: bool = False) -> list[StepRun]:
         for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True).only(*_ADVANCE_FIELDS)
     }
     run.__dict__["_engine_rows"] = rows
+    if run.pause_requested_at is not None and any(row.status not in STEP_FINISHED for row in rows.values()):
+        _settle_pause(run, now)  # nothing new starts; paused once no step runs
+        return []
     variables = None
     ready: list[StepRun] = []
     for step_id in plan.order:
@@ -441,6 +452,7 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
     result, error = engine_secrets.redact_run_outcome(run.organization_id, result, error)
     run.status = status
     run.completed_at = now
+    run.pause_signal = None  # nobody is asked anything any more
     run.result = result
     run.error = error
     data = {"status": status}
@@ -502,6 +514,10 @@ def _claim(step_run_id: str, now) -> Claimed | None:
             ready = advance_locked(run)
             save_run(run)
             dispatch(ready)
+            return None
+        if run.pause_requested_at is not None:
+            _unclaim_paused(run, step_run_id, now)
+            save_run(run)
             return None
         claimed = _claim_locked(run, step_run_id, now)
         save_run(run)
@@ -689,12 +705,17 @@ def _record(
             _skip(run, row, SkipReason.DRY_RUN, now)
             ready += _after_step_finished(run, row, plan, now)
         elif outcome.kind == "suspended":
-            row.status = StepStatus.WAITING
+            # approval and input steps wait for a person (state "awaiting"), anything else for a timer or
+            # the engine; wake_at is then the person's deadline (docs/approvals.md).
+            awaiting = outcome.state.get("awaiting")
+            row.status = _AWAITING_STATUS[awaiting] if awaiting else StepStatus.WAITING
             row.wake_at = outcome.wake_at
             row.state = {**outcome.state, "suspended": True}
             # The resumed execution continues this attempt, so the claim's increment is given back.
             row.attempt = max(row.attempt - 1, 0)
             row.save()
+            if awaiting:
+                _await_person(run, row, now)
         elif outcome.kind == "spawn_iterations":
             ready += _spawn_iterations(run, row, step, outcome.items, now)
         else:
@@ -705,6 +726,7 @@ def _record(
                 ready += _after_step_finished(run, row, plan, now)
         fresh = _advance_rows(run) if not run.is_terminal else []
         following = None
+        may_continue = may_continue and run.pause_requested_at is None
         if may_continue and not ready and len(fresh) == 1 and not run.is_terminal:
             # Exactly one step became ready: claim it straight from pending (one UPDATE) and continue.
             following = _claim_row(run, fresh[0], now, StepStatus.PENDING)
@@ -969,19 +991,148 @@ def step_reclaim(step_run_id: str) -> bool:
 
 
 def step_wake(step_run_id: str) -> bool:
-    """Requeue a waiting step whose timer is due (wait step, retry backoff); True if woken."""
+    """Requeue a waiting step whose timer is due (wait step, retry backoff), or settle a step waiting for a
+    person whose timeout passed (approval: its `on_timeout`; input: `input_timeout`); True if acted on."""
     run_id = StepRun.objects.filter(pk=step_run_id).values_list("run_id", flat=True).first()
     if run_id is None:
         return False
     with transaction.atomic():
-        _lock_run(run_id)
+        run = _lock_run(run_id)
+        if run.pause_requested_at is not None:
+            return False  # woken by the resume
         now = _now()
         woken = StepRun.objects.filter(pk=step_run_id, status=StepStatus.WAITING, wake_at__lte=now).update(
             status=StepStatus.QUEUED, wake_at=None, dispatched_at=now
         )
         if woken:
             dispatch([step_run_id])
+        else:
+            woken = _person_timeout(run, step_run_id, now)
     return bool(woken)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps waiting for a person: approval and input (docs/approvals.md; the rules are in runs/people.py)
+
+_AWAITING_STATUS = {"approval": StepStatus.AWAITING_APPROVAL, "input": StepStatus.AWAITING_INPUT}
+_AWAITING_EVENT = {"approval": EventType.RUN_AWAITING_APPROVAL, "input": EventType.RUN_AWAITING_INPUT}
+_RUN_AWAITING = {
+    StepStatus.AWAITING_APPROVAL: RunStatus.AWAITING_APPROVAL,
+    StepStatus.AWAITING_INPUT: RunStatus.AWAITING_INPUT,
+}
+
+
+def _await_person(run: Run, row: StepRun, now) -> None:
+    """A step started waiting for a person: `run_awaiting_*` event, and the run's status follows."""
+    signal = row.state.get("signal") or {}
+    emit(run, _AWAITING_EVENT[row.state["awaiting"]], row.step_id, _event_data(row, pause_signal=signal))
+    sync_awaiting(run, now)
+
+
+def sync_awaiting(run: Run, now) -> None:
+    """Make a locked run's status and `pause_signal` follow its steps waiting for a person: awaiting_approval
+    or awaiting_input with the signal of the step named so far (else the first waiting one in plan order),
+    or `running` again when none waits. Time spent waiting does not count against the run's duration limit:
+    the deadline is cleared while waiting and starts anew afterwards (as after a resume). Runs queued,
+    paused or finished are left alone. The caller saves the run."""
+    if run.status not in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_INPUT):
+        return
+    waiting = {
+        row.step_id: row
+        for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True, status__in=_PERSON_WAIT).only(
+            "id", "step_id", "status", "state"
+        )
+    }
+    if not waiting:
+        if run.status != RunStatus.RUNNING:
+            run.status = RunStatus.RUNNING
+            run.pause_signal = None
+            run.deadline_at = now + timedelta(seconds=engine_secrets.run_limits(run).max_duration_seconds)
+        return
+    named = (run.pause_signal or {}).get("step_id")
+    if named not in waiting:
+        named = next(step_id for step_id in plan_for(run).order if step_id in waiting)
+    row = waiting[named]
+    run.status = _RUN_AWAITING[row.status]
+    run.pause_signal = row.state.get("signal")
+    run.deadline_at = None
+
+
+def person_answered(run: Run, row: StepRun, now, *, state: dict, output=None) -> None:
+    """A locked step waiting for a person has its answer (`state` holds it, with `outcome`): requeue it so
+    its handler turns the answer into the step's outcome; the run's status follows the steps still waiting."""
+    row.state = {**row.state, **state}
+    fields = ["state", "status", "wake_at", "dispatched_at"]
+    if output is not None:
+        row.output_data = output
+        fields.append("output_data")
+    row.status = StepStatus.QUEUED
+    row.wake_at = None
+    row.dispatched_at = now
+    row.save(update_fields=fields)
+    sync_awaiting(run, now)
+    dispatch([row.id])
+
+
+def approval_record(run: Run, row: StepRun, decision: dict, now) -> str | None:
+    """Add `decision` ({by, by_type, approved, note, at}) to a locked step awaiting approval. Returns the
+    outcome it settles — "rejected" (any rejection), "approved" (`required_approvals` reached, or the
+    system's timeout decision) — and then requeues the step; None while more approvals are needed. The
+    decisions so far are the step's output meanwhile."""
+    decisions = [*(row.state.get("decisions") or []), decision]
+    required = (row.input_data or {}).get("required_approvals", 1)
+    if not decision["approved"]:
+        outcome = "rejected"
+    elif decision.get("by_type") == "system" or sum(1 for d in decisions if d["approved"]) >= required:
+        outcome = "approved"
+    else:
+        outcome = None
+    output = {"approved": outcome == "approved", "decisions": decisions}
+    if outcome is None:
+        row.state = {**row.state, "decisions": decisions}
+        row.output_data = output
+        row.save(update_fields=["state", "output_data"])
+    else:
+        person_answered(run, row, now, state={"decisions": decisions, "outcome": outcome}, output=output)
+    return outcome
+
+
+def _person_timeout(run: Run, step_run_id: str, now) -> bool:
+    """The reconciler's timeout of a step waiting for a person (the caller holds the run lock)."""
+    from accounts.principal import SYSTEM
+    from audit.services import audit_record
+
+    if run.is_terminal or run.pause_requested_at is not None:
+        return False
+    row = (
+        StepRun.objects.select_for_update()
+        .filter(pk=step_run_id, status__in=_PERSON_WAIT, wake_at__lte=now)
+        .first()
+    )
+    if row is None:
+        return False
+    config = row.input_data or {}
+    if row.status == StepStatus.AWAITING_INPUT:
+        person_answered(run, row, now, state={"outcome": "timed_out", "answered_at": _iso(now)})
+        save_run(run)
+        return True
+    approve = config.get("on_timeout", "reject") == "approve"
+    verb, policy = ("approved", "approve") if approve else ("rejected", "reject")
+    seconds = config.get("timeout_seconds")
+    note = f"No decision within {seconds} s: {verb} by the timeout (on_timeout: {policy})."
+    decision = {"by": "system", "by_type": "system", "approved": approve, "note": note, "at": _iso(now)}
+    approval_record(run, row, decision, now)
+    audit_record(
+        organization=run.organization,
+        event="run.approved" if approve else "run.rejected",
+        actor=SYSTEM,
+        target=("run", run.id),
+        data={"step_id": row.step_id, "step_run_id": row.id, "approved": approve, "timeout": True},
+        note=note,
+        run_id=run.id,
+    )
+    save_run(run)
+    return True
 
 
 def run_fail_timeout(run_id: str) -> bool:
@@ -1019,3 +1170,88 @@ def run_request_terminate(run: Run, now) -> None:
     run.cancel_requested_at = run.cancel_requested_at or now
     advance_locked(run)
     subworkflows.on_cancel_requested(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pause and resume (runs/resume.py holds the services; docs/runs-api.md "Pause, resume and rerun")
+
+
+def _settle_pause(run: Run, now) -> None:
+    """A run asked to pause becomes `paused` once none of its steps is running or queued. Its duration
+    limit stops with it (deadline cleared; a resume starts a new one)."""
+    if run.status == RunStatus.PAUSED:
+        return
+    busy = StepRun.objects.filter(run_id=run.id, status__in=(StepStatus.RUNNING, StepStatus.QUEUED))
+    if busy.exists():
+        return
+    run.status = RunStatus.PAUSED
+    run.deadline_at = None
+    emit(run, EventType.RUN_PAUSED)
+
+
+def _unclaim_paused(run: Run, step_run_id: str, now) -> None:
+    """A queued step's message arrived after the pause: it goes back to where it was (pending, or waiting
+    and due at once for a step resumed from a suspension) and the run may now be paused."""
+    row = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).only("id", "state").first()
+    if row is not None:
+        if row.state.get("suspended"):
+            changes = {"status": StepStatus.WAITING, "wake_at": now, "dispatched_at": None}
+        else:
+            changes = {"status": StepStatus.PENDING, "queued_at": None, "dispatched_at": None}
+        StepRun.objects.filter(pk=row.id, status=StepStatus.QUEUED).update(**changes)
+    _advance_rows(run)
+
+
+def run_request_pause(run: Run, now) -> None:
+    """Ask a locked, active run to pause: no new step starts; paused at once when none is running."""
+    run.pause_requested_at = run.pause_requested_at or now
+    _advance_rows(run)
+
+
+def run_continue(run: Run, now) -> list[str]:
+    """Resume a locked `paused` run (or one asked to pause) where it stopped: timers that fell due meanwhile
+    fire now, loops top up their iterations, ready steps start. Returns the dispatched step run ids."""
+    run.pause_requested_at = None
+    if run.status == RunStatus.PAUSED:
+        run.status = RunStatus.RUNNING
+        limits = engine_secrets.run_limits(run)
+        run.deadline_at = now + timedelta(seconds=limits.max_duration_seconds)
+        emit(run, EventType.RUN_STARTED, data={"resumed": True})
+    ready = list(
+        StepRun.objects.filter(run_id=run.id, status=StepStatus.WAITING, wake_at__lte=now).values_list(
+            "pk", flat=True
+        )
+    )
+    if ready:
+        StepRun.objects.filter(pk__in=ready).update(status=StepStatus.QUEUED, wake_at=None, dispatched_at=now)
+    plan = plan_for(run)
+    for loop in StepRun.objects.filter(
+        run_id=run.id, parent__isnull=True, type="loop", status=StepStatus.WAITING
+    ):
+        ready += _advance_loop(run, loop, plan.steps[loop.step_id], now)
+    ready += advance_locked(run)
+    sync_awaiting(run, now)  # steps still waiting for a person: the run waits for them again
+    return ready
+
+
+def reset_steps(run: Run, step_ids: set[str], now) -> None:
+    """Make a locked run's top-level steps `step_ids` pending again (a resume or rerun starts them anew):
+    their outputs, errors and loop iterations go; attempts stay in their history (numbering continues) and
+    tokens spent stay counted. A sub_workflow step's old child run keeps existing but is unlinked."""
+    rows = StepRun.objects.filter(run_id=run.id, parent__isnull=True, step_id__in=step_ids)
+    Run.objects.filter(parent_step_run__in=rows).update(parent_step_run=None)
+    StepRun.objects.filter(run_id=run.id, parent__in=rows).delete()
+    rows.update(
+        status=StepStatus.PENDING,
+        output_data=None,
+        error=None,
+        skip_reason="",
+        state={},
+        queued_at=None,
+        started_at=None,
+        completed_at=None,
+        lease_owner="",
+        lease_expires_at=None,
+        wake_at=None,
+        dispatched_at=None,
+    )

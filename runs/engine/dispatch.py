@@ -78,13 +78,42 @@ def _admit(organization_id: str) -> None:
         logger.exception("admission for %s failed", organization_id)
 
 
+_broker_cache: dict = {}
+
+
+def broker():
+    """This process's django-q2 broker, made once (django-q2 makes a new one, with a new Redis connection,
+    for every task enqueued without one; a worker enqueueing the next steps would connect per step)."""
+    import os
+
+    from django_q.brokers import get_broker
+
+    pid = os.getpid()  # a forked worker makes its own (a connection is not shared across a fork)
+    cached = _broker_cache.get("broker")
+    if cached is None or _broker_cache.get("pid") != pid:
+        cached = get_broker()
+        _broker_cache.update(broker=cached, pid=pid)
+    return cached
+
+
+def backlog() -> int:
+    """Messages waiting in the queue (0 when unknown or not dispatching through the queue)."""
+    if settings.BATON_ENGINE_DISPATCH != "queue":
+        return 0
+    try:
+        return broker().queue_size() or 0
+    except Exception:
+        logger.warning("could not read the queue's length", exc_info=True)
+        return 0
+
+
 def enqueue(step_run_ids: list[str]) -> None:
     """Enqueue one django-q2 task per id now (callers make sure the rows are committed)."""
     from django_q.tasks import async_task
 
     for step_run_id in step_run_ids:
         # Successful step tasks are not stored: the StepRun row is the record.
-        async_task("runs.tasks.step_execute", step_run_id, save=False)
+        async_task("runs.tasks.step_execute", step_run_id, save=False, broker=broker())
 
 
 def _run_inline(ids: list[str]) -> None:

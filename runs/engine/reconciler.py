@@ -1,6 +1,7 @@
 """The reconciler: repairs what a lost message or a dead worker left behind. Every few seconds it
 re-dispatches steps `queued` for too long (django-q2's Redis broker pops without acknowledgement),
-reclaims `running` steps whose lease expired, wakes `waiting` steps whose timer is due, and fails runs
+reclaims `running` steps whose lease expired, wakes `waiting` steps whose timer is due (and settles
+steps waiting for a person past their timeout: docs/approvals.md), and fails runs
 past their deadline (`run_timeout`), and — the safety net of admission — starts queued runs that fit their
 concurrency limits now (runs/concurrency.py; normally a finishing run's own admission request does that).
 
@@ -24,13 +25,15 @@ from django.utils import timezone
 
 from runs.choices import RUN_ACTIVE, StepStatus
 from runs.engine import core
-from runs.engine.dispatch import enqueue
+from runs.engine.dispatch import backlog, enqueue
 from runs.models import Run, StepRun
 from runs.retention import maybe_prune
 
 logger = logging.getLogger("baton.reconciler")
 
 BATCH = 200
+BACKLOG_PATIENCE = 10  # × BATON_REDISPATCH_AFTER_SECONDS while the queue has a backlog
+WAKE_STATUSES = (StepStatus.WAITING, StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT)
 _thread: threading.Thread | None = None
 _thread_lock = threading.Lock()
 
@@ -41,6 +44,11 @@ def reconcile_once(now=None) -> dict[str, int]:
     counts = {"redispatched": 0, "reclaimed": 0, "woken": 0, "timed_out": 0, "admitted": 0}
 
     stale = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS)
+    if backlog():
+        # Messages still wait in the queue: a step queued that long is most likely one of them, and ringing
+        # again would only add duplicates to the backlog (measured: under a backlog of thousands of steps
+        # the reconcilers' duplicates took a quarter of the workers' time). Only very old ones go again.
+        stale = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS * BACKLOG_PATIENCE)
     lost = list(
         StepRun.objects.filter(status=StepStatus.QUEUED, dispatched_at__lt=stale)
         .order_by("dispatched_at")
@@ -60,9 +68,11 @@ def reconcile_once(now=None) -> dict[str, int]:
     for step_run_id in list(expired):
         counts["reclaimed"] += core.step_reclaim(step_run_id)
 
-    due = StepRun.objects.filter(status=StepStatus.WAITING, wake_at__lte=now).values_list("pk", flat=True)[
-        :BATCH
-    ]
+    # A paused run's timers wait for its resume (docs/runs-api.md "Pause, resume and rerun").
+    # Also steps waiting for a person past their timeout (approval on_timeout, input_timeout).
+    due = StepRun.objects.filter(
+        status__in=WAKE_STATUSES, wake_at__lte=now, run__pause_requested_at__isnull=True
+    ).values_list("pk", flat=True)[:BATCH]
     for step_run_id in list(due):
         counts["woken"] += core.step_wake(step_run_id)
 

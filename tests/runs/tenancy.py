@@ -21,6 +21,12 @@ def _run_kwargs(org, owner):
     return {"run_id": _run(org, owner).id}
 
 
+@register("run-approve", "run-reject")  # approvals (tests/runs/test_approvals.py)
+@register("run-pause", "run-resume", "run-rerun")  # tests/runs/api/test_resume_rerun.py
+def _run_for_decisions(org, owner):
+    return {"run_id": _run(org, owner).id}
+
+
 # The owner's download needs the file's bytes on disk; tests/runs/api/test_files.py reads them (and
 # checks another organisation's 404) with a private MEDIA_ROOT, so the registry writes no file here.
 @register("run-file", sanity_get=False)

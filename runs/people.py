@@ -1,0 +1,193 @@
+"""People in runs: approval decisions and answers to input requests (docs/approvals.md).
+
+Each service locks the run row first (`core._lock_run`), then the step run, then appends to the audit chain
+(lock order: organisation → run → step runs → audit head), so two people deciding at once are serialised:
+exactly one decision completes a step, and a decision arriving after the step settled is a 409.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+from jsonschema import Draft202012Validator
+
+from accounts.choices import ROLE_RANK, role_at_least
+from audit.services import audit_record
+from config.errors import Conflict, Forbidden, Unprocessable, not_found
+from runs.choices import RunStatus, StepStatus
+from runs.engine import core
+from runs.models import Run, StepRun
+
+# A decision or an answer is accepted while the run is in one of these (a paused, queued or finished run is
+# not waiting for anyone; `running` only while a step's wait has not yet reached the run's status).
+_OPEN = (RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_INPUT, RunStatus.RUNNING)
+NOTE_MAX_LENGTH = 1000
+
+
+def _waiting_step(run: Run, status: str, step_id: str | None, code: str, what: str) -> StepRun:
+    """The locked step of `run` waiting with `status`: `step_id`, else the one the pause signal names, else
+    the first in plan order. 404 step_not_found for an unknown step id; 409 `code` when none waits."""
+    if run.status not in _OPEN or run.pause_requested_at is not None:
+        raise Conflict(code, f"Run {run.id} is {run.status}: it is not waiting for {what}.")
+    steps = StepRun.objects.select_for_update().filter(run_id=run.id, parent__isnull=True)
+    if step_id is not None:
+        row = steps.filter(step_id=step_id).first()
+        if row is None:
+            raise not_found("step", step_id)
+        if row.status != status:
+            raise Conflict(
+                code,
+                f"Step '{step_id}' of run {run.id} is {row.status}: it is not waiting for {what}.",
+                details={"step_id": step_id},
+            )
+        return row
+    waiting = {row.step_id: row for row in steps.filter(status=status)}
+    if not waiting:
+        raise Conflict(code, f"Run {run.id} is {run.status}: it is not waiting for {what}.")
+    named = (run.pause_signal or {}).get("step_id")
+    if named in waiting:
+        return waiting[named]
+    return next(waiting[step] for step in core.plan_for(run).order if step in waiting)
+
+
+def is_approver(approvers: list[str] | None, actor) -> bool:
+    """Whether `actor` may decide a step with this `approvers` list. No list: any member (or API key with
+    runs:approve). A list: a person whose email is listed, or whose role is at least a listed role
+    (owner ⊃ admin ⊃ member ⊃ viewer); an API key is no person and never matches a list."""
+    if not approvers:
+        return True
+    if getattr(actor, "api_key", None) is not None or getattr(actor, "user", None) is None:
+        return False
+    email = (actor.user.email or "").lower()
+    for entry in approvers:
+        if "@" in entry:
+            if entry.lower() == email:
+                return True
+        elif entry in ROLE_RANK and actor.role and role_at_least(actor.role, entry):
+            return True
+    return False
+
+
+def _decision(actor, approved: bool, note: str, now) -> dict:
+    decision = {"by": actor.actor_id, "by_type": actor.actor_type, "approved": approved, "note": note,
+                "at": core._iso(now)}  # fmt: skip
+    user = getattr(actor, "user", None)
+    if user is not None:
+        decision["email"] = user.email
+    return decision
+
+
+@transaction.atomic
+def run_decide(*, run: Run, actor, approved: bool, note: str = "", step_id: str | None = None) -> Run:
+    """Approve or reject the run's step awaiting approval (`step_id`, else the one the pause signal names).
+
+    The decision joins the step's `decisions` (its output) and the audit log (`run.approved` /
+    `run.rejected` with the note). One rejection fails the step (`approval_rejected`); `required_approvals`
+    approvals complete it; either way the step is requeued and the run is `running` again unless another
+    step still waits for a person. Raises Conflict run_not_awaiting_approval (nothing awaits approval, or the
+    step settled meanwhile), NotFound step_not_found, Forbidden not_an_approver / self_approval_forbidden,
+    Conflict already_decided (this person or key decided this step before)."""
+    note = (note or "")[:NOTE_MAX_LENGTH]
+    locked = core._lock_run(run.pk)
+    row = _waiting_step(
+        locked, StepStatus.AWAITING_APPROVAL, step_id, "run_not_awaiting_approval", "approval"
+    )
+    config = row.input_data or {}
+    if not is_approver(config.get("approvers"), actor):
+        key_note = " API keys cannot decide a step that lists its approvers." if actor.api_key else ""
+        raise Forbidden(
+            "not_an_approver",
+            f"Step '{row.step_id}' may only be decided by: {', '.join(config['approvers'])}.{key_note}",
+            details={"step_id": row.step_id, "approvers": config["approvers"]},
+        )
+    if approved and not config.get("allow_self_approval", True) and locked.triggered_by == actor.actor_id:
+        raise Forbidden(
+            "self_approval_forbidden",
+            f"Step '{row.step_id}' does not allow the one who triggered the run to approve it.",
+            details={"step_id": row.step_id},
+        )
+    if any(d.get("by") == actor.actor_id for d in row.state.get("decisions") or []):
+        raise Conflict(
+            "already_decided",
+            f"{actor.actor_id} already decided step '{row.step_id}' of run {locked.id}.",
+            details={"step_id": row.step_id},
+        )
+    now = timezone.now()
+    outcome = core.approval_record(locked, row, _decision(actor, approved, note, now), now)
+    decisions = row.state.get("decisions") or []
+    audit_record(
+        organization=locked.organization,
+        event="run.approved" if approved else "run.rejected",
+        actor=actor,
+        target=("run", locked.id),
+        data={
+            "step_id": row.step_id,
+            "step_run_id": row.id,
+            "approved": approved,
+            "approvals": sum(1 for d in decisions if d.get("approved")),
+            "required_approvals": config.get("required_approvals", 1),
+            "outcome": outcome,
+        },
+        note=note or None,
+        run_id=locked.id,
+    )
+    core.save_run(locked)
+    return locked
+
+
+def input_problems(schema: dict | None, data) -> tuple[list[str], dict[str, list[str]]]:
+    """(sentences, {field path: [messages]}) for each way `data` fails `schema`; both empty when valid."""
+    if not schema:
+        return [], {}
+    sentences: list[str] = []
+    fields: dict[str, list[str]] = {}
+    errors = Draft202012Validator(schema).iter_errors(data)
+    for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
+        path = ".".join(str(part) for part in error.absolute_path)
+        sentences.append(f"data.{path}: {error.message}" if path else f"data: {error.message}")
+        if error.validator == "required" and isinstance(error.instance, dict):
+            for name in error.validator_value:
+                if name not in error.instance:
+                    key = f"{path}.{name}" if path else name
+                    fields.setdefault(key, []).append("This field is required.")
+            continue
+        fields.setdefault(path or "data", []).append(error.message)
+    return sentences, fields
+
+
+@transaction.atomic
+def run_collect_inputs(*, run: Run, actor, data, step_id: str | None = None) -> Run:
+    """Answer the run's step awaiting input (`step_id`, else the one the pause signal names) with `data`.
+
+    `data` must match the step's `schema` (JSON Schema 2020-12), else Unprocessable invalid_input with
+    `details.errors` (sentences) and `details.fields` ({path: [messages]}). The data becomes the step's
+    output (the step is requeued) and the run is `running` again unless another step still waits; audited
+    as `run.resumed` (`data.type` collect_inputs, the field names, never the values). Raises Conflict
+    run_not_awaiting_input (nothing awaits input, or it was answered meanwhile), NotFound step_not_found."""
+    locked = core._lock_run(run.pk)
+    row = _waiting_step(locked, StepStatus.AWAITING_INPUT, step_id, "run_not_awaiting_input", "input")
+    sentences, fields = input_problems((row.input_data or {}).get("schema"), data)
+    if sentences:
+        raise Unprocessable(
+            "invalid_input",
+            f"The data does not match the input schema of step '{row.step_id}'.",
+            details={"step_id": row.step_id, "errors": sentences, "fields": fields},
+        )
+    now = timezone.now()
+    answer = {"outcome": "provided", "data": data, "by": actor.actor_id, "answered_at": core._iso(now)}
+    core.person_answered(locked, row, now, state=answer)
+    audit_record(
+        organization=locked.organization,
+        event="run.resumed",
+        actor=actor,
+        target=("run", locked.id),
+        data={
+            "type": "collect_inputs",
+            "step_id": row.step_id,
+            "step_run_id": row.id,
+            "fields": sorted(data) if isinstance(data, dict) else [],
+        },
+        run_id=locked.id,
+    )
+    core.save_run(locked)
+    return locked
