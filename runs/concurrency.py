@@ -1,11 +1,12 @@
 """Concurrency limits and admission: when a `queued` run may start (docs/engine.md "Concurrency").
 
 A run holds a *slot* from its admission (the first advance: `queued` → `running`) until it is terminal,
-including while it waits for a timer or a person. Two limits apply:
+including while it waits for a timer or a person. A run waiting at the environment gate for the approval
+that lets it start (runs/people.py) holds none: it is not admitted yet. Two limits apply:
 
 - the workflow's `concurrency` `{"limit", "key", "on_limit"}`: at most `limit` admitted runs per workflow
   and rendered key (`Run.concurrency_key`; a null key template means one group for the whole workflow).
-  `reject` refuses a trigger when `limit` runs of the group are not terminal yet (queued ones included);
+  `reject` refuses a trigger when `limit` runs of the group are not terminal yet (queued and gated included);
   `queue` leaves the new run queued; `cancel_running` cancels the oldest non-terminal runs of the group
   (cooperatively) so the new one fits — it starts as soon as their running steps have finished;
 - the organisation's `max_concurrent_runs` (default BATON_MAX_CONCURRENT_RUNS; null = unlimited). A
@@ -45,7 +46,9 @@ from runs.engine.templating import render_value
 from runs.models import Run
 
 ACTIVE = RUN_ACTIVE  # not terminal (queued included)
-# Runs holding a slot: admitted and not terminal.
+# Runs holding a slot: admitted and not terminal. Admission sets `started_at`, so a run in one of these
+# statuses without it was never admitted and holds no slot: a run waiting at the environment gate
+# (`awaiting_approval` before its start, runs/people.py) or one paused before it was admitted.
 ADMITTED = frozenset(RUN_ACTIVE - {RunStatus.QUEUED})
 # How many queued runs one admission pass looks at (oldest first).
 ADMISSION_BATCH = 1000
@@ -149,7 +152,10 @@ def select_admissions(organization: Organization, in_hand: dict[str, Run] | None
     if organization.max_concurrent_runs is not None:
         free = organization.max_concurrent_runs - (
             Run.objects.filter(
-                organization_id=organization.id, status__in=ADMITTED, parent_step_run__isnull=True
+                organization_id=organization.id,
+                status__in=ADMITTED,
+                started_at__isnull=False,
+                parent_step_run__isnull=True,
             ).count()
         )
         if free <= 0 and all(row[3] is None for row in queued):
@@ -164,7 +170,7 @@ def select_admissions(organization: Organization, in_hand: dict[str, Run] | None
     busy: Counter = Counter()
     if limits:
         held = (
-            Run.objects.filter(workflow_id__in=list(limits), status__in=ADMITTED)
+            Run.objects.filter(workflow_id__in=list(limits), status__in=ADMITTED, started_at__isnull=False)
             .order_by()
             .values("workflow_id", "concurrency_key")
             .annotate(count=Count("pk"))

@@ -3,6 +3,10 @@
 Each service locks the run row first (`core._lock_run`), then the step run, then appends to the audit chain
 (lock order: organisation → run → step runs → audit head), so two people deciding at once are serialised:
 exactly one decision completes a step, and a decision arriving after the step settled is a 409.
+
+The environment gate (security policy `require_approval_for_envs`) lives here too: `environment_gate`
+decides at trigger time whether a run waits for an approval before it starts, and `run_decide` settles it
+(organisation lock first: an approved run goes through admission).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from jsonschema import Draft202012Validator
 from accounts.choices import ROLE_RANK, role_at_least
 from audit.services import audit_record
 from config.errors import Conflict, Forbidden, Unprocessable, not_found
-from runs.choices import RunStatus, StepStatus
+from runs import concurrency as admission
+from runs.choices import EventType, RunStatus, StepStatus
 from runs.engine import core
+from runs.engine import secrets as engine_secrets
 from runs.models import Run, StepRun
 
 # A decision or an answer is accepted while the run is in one of these (a paused, queued or finished run is
@@ -86,8 +92,13 @@ def run_decide(*, run: Run, actor, approved: bool, note: str = "", step_id: str 
     approvals complete it; either way the step is requeued and the run is `running` again unless another
     step still waits for a person. Raises Conflict run_not_awaiting_approval (nothing awaits approval, or the
     step settled meanwhile), NotFound step_not_found, Forbidden not_an_approver / self_approval_forbidden,
-    Conflict already_decided (this person or key decided this step before)."""
+    Conflict already_decided (this person or key decided this step before).
+
+    A run waiting at the environment gate (no `step_id` given; see `environment_gate`) is decided by
+    `_decide_gate` instead: one decision by any member or key with runs:approve starts or fails it."""
     note = (note or "")[:NOTE_MAX_LENGTH]
+    if step_id is None and at_gate(run):  # the caller's snapshot: the organisation lock must come first
+        return _decide_gate(run=run, actor=actor, approved=approved, note=note)
     locked = core._lock_run(run.pk)
     row = _waiting_step(
         locked, StepStatus.AWAITING_APPROVAL, step_id, "run_not_awaiting_approval", "approval"
@@ -132,6 +143,109 @@ def run_decide(*, run: Run, actor, approved: bool, note: str = "", step_id: str 
         run_id=locked.id,
     )
     core.save_run(locked)
+    return locked
+
+
+# --- the environment gate (docs/approvals.md "Environment gate") ------------------------------------------
+
+GATE = "environment"
+
+
+def environment_gate(organization_id: str, env, *, dry_run: bool, parent_step_run_id) -> dict | None:
+    """The pause signal of a new run that must wait for an approval before it starts, else None: its `env`
+    is listed in the organisation's security policy `require_approval_for_envs` (exact, case-sensitive).
+    Dry runs (no side effects) and sub-workflow child runs (their parent passed the gate or was not gated)
+    are exempt. Reads the policy with `policy_for` (one query, never a cached copy: a gate just added
+    applies to the very next trigger in every process)."""
+    if dry_run or parent_step_run_id is not None or not env:
+        return None
+    if env not in (engine_secrets.policy_for(organization_id).get("require_approval_for_envs") or ()):
+        return None
+    return {
+        "type": "approval",
+        "step_id": None,
+        "message": f"Runs in environment '{env}' need an approval before they start.",
+    }
+
+
+def gate_event(run: Run, signal: dict, **data) -> None:
+    """`run_awaiting_approval` for a run held at the gate (the caller holds the run and saves it)."""
+    data = {"pause_signal": signal, "gate": GATE, "env": run.env, **data}
+    core.emit(run, EventType.RUN_AWAITING_APPROVAL, data=data)
+
+
+def hold_if_gated(run: Run, **data) -> bool:
+    """A locked run going back to admission (a resume in place) that never started waits at the gate again
+    instead: a rejected, cancelled or paused gated run cannot start without an approval. True if held."""
+    if run.started_at is not None:
+        return False
+    signal = environment_gate(
+        run.organization_id, run.env, dry_run=run.dry_run, parent_step_run_id=run.parent_step_run_id
+    )
+    if signal is None:
+        return False
+    run.status = RunStatus.AWAITING_APPROVAL
+    run.pause_signal = signal
+    gate_event(run, signal, **data)
+    return True
+
+
+def at_gate(run: Run) -> bool:
+    """Whether the run waits at the environment gate (not started, no step named by its pause signal)."""
+    signal = run.pause_signal or {}
+    return (
+        run.status == RunStatus.AWAITING_APPROVAL
+        and run.started_at is None
+        and signal.get("type") == "approval"
+        and signal.get("step_id") is None
+    )
+
+
+def _decide_gate(*, run: Run, actor, approved: bool, note: str) -> Run:
+    """Approve (→ `queued`, then admission) or reject (→ `failed`, approval_rejected) a run at the gate.
+
+    Lock order: organisation (admission decides under it) → run → audit head. Anyone the endpoint admits
+    decides (member or higher, API key with runs:approve), the one who triggered the run included; one
+    decision settles it. 409 run_not_awaiting_approval when the run left the gate meanwhile."""
+    organization = admission.lock_organization(run.organization_id) if approved else None
+    locked = core._lock_run(run.pk)
+    if not at_gate(locked) or locked.pause_requested_at is not None or locked.cancel_requested_at is not None:
+        raise Conflict(
+            "run_not_awaiting_approval",
+            f"Run {locked.id} is {locked.status}: it is not waiting for approval.",
+        )
+    now = timezone.now()
+    decision = _decision(actor, approved, note, now)
+    data = {"gate": GATE, "env": locked.env, "step_id": None, "approved": approved,
+            "outcome": "approved" if approved else "rejected"}  # fmt: skip
+    starting: list[Run] = []
+    if approved:
+        locked.status = RunStatus.QUEUED
+        locked.pause_signal = None
+        core.emit(locked, EventType.RUN_QUEUED, data={"gate": GATE, "decision": decision})
+        core.save_run(locked)  # admission reads the queue from the table
+        starting = (
+            admission.select_admissions(organization, {locked.id: locked}) if organization else [locked]
+        )
+    audit_record(  # after admission's run locks (lock order), before the run.failed of a rejection
+        organization=locked.organization,
+        event="run.approved" if approved else "run.rejected",
+        actor=actor,
+        target=("run", locked.id),
+        data=data,
+        note=note or None,
+        run_id=locked.id,
+    )
+    if not approved:
+        error = {
+            "code": "approval_rejected",
+            "message": f"The run was rejected by {actor.actor_id} at the approval gate of environment "
+            f"'{locked.env}'" + (f": {note}" if note else "."),
+            "step_id": None,
+        }
+        core._finish_run(locked, RunStatus.FAILED, now=now, error=error)
+        core.save_run(locked)
+    admission.start_admitted(starting)
     return locked
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from config.errors import Conflict, InvalidRequest
 from runs import concurrency as admission
+from runs import people
 from runs.choices import EventType, RunStatus, RunTrigger, StepStatus
 from runs.engine import core
 from runs.engine.dispatch import dispatch
@@ -135,7 +136,10 @@ def run_resume(*, run: Run, actor, from_step: str | None = None) -> Run:
             for field in ("completed_at", "result", "error", "cancel_requested_at", "terminate_requested_at",
                           "pause_requested_at", "pause_signal", "deadline_at"):  # fmt: skip
                 setattr(locked, field, None)
-            core.emit(locked, EventType.RUN_QUEUED, data={"resumed": True, "from_step": from_step})
+            # A run that never started (rejected or cancelled at the environment gate, or paused there) waits
+            # at the gate again: it cannot start without an approval (runs/people.py).
+            if not people.hold_if_gated(locked, resumed=True):
+                core.emit(locked, EventType.RUN_QUEUED, data={"resumed": True, "from_step": from_step})
             core.save_run(locked)  # admission reads the queue from the table
             starting = admission.select_admissions(organization, {locked.id: locked}) if organization else []
             if not organization:

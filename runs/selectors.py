@@ -177,6 +177,12 @@ def run_steps(*, run: Run) -> RunSteps:
 
 
 def _definition_order(run: Run) -> dict[str, int]:
+    """Step id → position in the definition, from the engine's per-process cache of prepared versions
+    (no query once the version was seen); a run without a content hash reads the definition."""
+    if run.definition_hash:
+        from runs.engine.core import plan_for
+
+        return {step_id: index for index, step_id in enumerate(plan_for(run).steps)}
     definition = (
         WorkflowVersion.objects.filter(pk=run.workflow_version_id)
         .values_list("definition", flat=True)

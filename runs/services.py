@@ -9,8 +9,8 @@ from jsonschema import Draft202012Validator
 from audit.services import audit_record
 from config.errors import Conflict, Unprocessable
 from runs import concurrency as admission
-from runs import quotas
-from runs.choices import EventType, RunTrigger
+from runs import people, quotas
+from runs.choices import EventType, RunStatus, RunTrigger
 from runs.engine import core
 from runs.models import Run, StepRun
 from workflows.definition import input_schema
@@ -47,6 +47,8 @@ def run_create(
     """Create a run of `version` (default: the latest) with one pending step run per step, record
     `run_queued` and `run.triggered`, and start it when it fits the concurrency limits (else it stays
     `queued` until admission starts it; ready steps are dispatched after commit). See runs/concurrency.py.
+    A run in an environment the security policy gates waits `awaiting_approval` instead, with
+    `run_awaiting_approval` (the environment gate, runs/people.py).
 
     Raises Unprocessable("invalid_input") when the input fails the workflow's input schema or the
     concurrency key cannot be rendered, Conflict("workflow_already_running") when the workflow's limit is
@@ -65,6 +67,10 @@ def run_create(
                             details={"errors": errors})  # fmt: skip
     limit = admission.policy(workflow.concurrency)
     key = admission.concurrency_key(limit, input_data=input_data, env=env, metadata=metadata, trigger=trigger)
+    # The environment gate (runs/people.py): such a run waits for an approval; admission never sees it.
+    gate = people.environment_gate(
+        workflow.organization_id, env, dry_run=dry_run, parent_step_run_id=parent_step_run_id
+    )
     organization = admission.lock_organization(workflow.organization_id)  # the first lock (lock order)
     # Exact under that lock: every run creation takes it first (runs/quotas.py). 402 quota_exceeded.
     quotas.check_trigger_quota(organization, uses_agents=uses_agents(definition.get("steps")))
@@ -102,6 +108,8 @@ def run_create(
         parent_step_run_id=parent_step_run_id,
         triggered_by=actor.actor_id,
         triggered_by_type=actor.actor_type,
+        status=RunStatus.AWAITING_APPROVAL if gate else RunStatus.QUEUED,
+        pause_signal=gate,
     )
     reuse = reuse or {}
     StepRun.objects.bulk_create(
@@ -122,7 +130,9 @@ def run_create(
         core.run_request_cancel(victim, now)  # finished here when no step runs: its slot frees at once
         core.save_run(victim)
         cancelled.append(victim)
-    starting = admission.select_admissions(organization, {run.id: run}) if organization else [run]
+    starting = (
+        [] if gate else admission.select_admissions(organization, {run.id: run}) if organization else [run]
+    )
     audit_record(
         organization=workflow.organization,
         event="run.triggered",
@@ -147,8 +157,12 @@ def run_create(
             note=f"Cancelled by {run.id}: the workflow's concurrency limit (on_limit: cancel_running).",
             run_id=victim.id,
         )
-    core.emit(run, EventType.RUN_QUEUED, data={"workflow_version": version.number})
-    core.save_run(run)
+    if gate:
+        people.gate_event(run, gate, workflow_version=version.number)
+    else:
+        core.emit(run, EventType.RUN_QUEUED, data={"workflow_version": version.number})
+    if not any(started is run for started in starting):
+        core.save_run(run)  # an admitted run is saved by start_admitted, its two events in one insert
     admission.start_admitted(starting)
     return run
 

@@ -165,8 +165,9 @@ POLICY_HELP = {
     "step) fails with policy_violation.",
     "max_tokens_per_run": "null = no cap. Checked before every LLM call of an agent step: "
     "token_limit_exceeded once the run's tokens reach it.",
-    "require_approval_for_envs": "Runs in these environments need an approval. Stored and validated; "
-    "enforced by the approval work.",
+    "require_approval_for_envs": "Runs triggered with one of these environments (exact, case-sensitive) wait "
+    "as awaiting_approval until someone approves them (POST /runs/{id}/approve) and only then start; "
+    "dry runs and sub-workflow runs are exempt. At most 20.",
     "redact_patterns": "RE2 regular expressions (no backreferences or lookaround; at most 50, each at most "
     "500 characters); every match in stored run traces becomes ***.",
 }

@@ -226,7 +226,9 @@ class RunViewSet(viewsets.GenericViewSet):
         "run's `pause_signal` names). Once `required_approvals` people approved, the step completes with "
         "`{approved, decisions}` and the run continues. Audited as `run.approved` with the note. A person "
         "must match the step's `approvers` (an email, or a role at least as high as a listed one); an API "
-        "key (scope `runs:approve`) may only decide steps without an `approvers` list.",
+        "key (scope `runs:approve`) may only decide steps without an `approvers` list. A run waiting at the "
+        "environment gate (its `env` is in the security policy's `require_approval_for_envs`; "
+        "`pause_signal.step_id` null) starts once approved (any member, self-approval allowed).",
         request=s.DecisionSerializer,
         responses={
             200: s.RunDetailSerializer,
@@ -248,7 +250,8 @@ class RunViewSet(viewsets.GenericViewSet):
         summary="Reject the step awaiting approval",
         description="One rejection fails the approval step with error code `approval_rejected` (the run "
         "fails unless the step has `on_failure: continue`). Same rules as approve, except that the person "
-        "who triggered the run may always reject. Audited as `run.rejected` with the note.",
+        "who triggered the run may always reject. Audited as `run.rejected` with the note. Rejecting a run "
+        "at the environment gate fails it with `approval_rejected` before any step starts.",
         request=s.DecisionSerializer,
         responses={
             200: s.RunDetailSerializer,
@@ -322,7 +325,8 @@ class RunViewSet(viewsets.GenericViewSet):
         description='`{"type": "collect_inputs", "data": {…}, "step_id"?}` answers the run\'s input '
         'step (422 `invalid_input` with the failing fields). `{"type": "request_user_action", '
         '"action_id": step id, "action_value": "approved"|"rejected", "note"?}` decides an '
-        "approval like /approve and /reject (an API key needs `runs:approve`). Without `type`: a `paused` "
+        "approval like /approve and /reject (an API key needs `runs:approve`; without `action_id` at the "
+        "environment gate too). Without `type`: a `paused` "
         "run "
         "continues; a `failed` or `cancelled` run runs again in place from its failed, cancelled and "
         "unfinished steps (and `from_step`, when given) and everything after them, keeping every other "
