@@ -253,20 +253,30 @@ def input_problems(schema: dict | None, data) -> tuple[list[str], dict[str, list
     """(sentences, {field path: [messages]}) for each way `data` fails `schema`; both empty when valid."""
     if not schema:
         return [], {}
-    sentences: list[str] = []
-    fields: dict[str, list[str]] = {}
-    errors = Draft202012Validator(schema).iter_errors(data)
-    for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(data), key=lambda e: [str(part) for part in e.absolute_path]
+    )
+    sentences = []
+    for error in errors:
         path = ".".join(str(part) for part in error.absolute_path)
         sentences.append(f"data.{path}: {error.message}" if path else f"data: {error.message}")
+    return sentences, field_errors(errors, root="data")
+
+
+def field_errors(errors, *, root: str) -> dict[str, list[str]]:
+    """{field path: [messages]} for jsonschema errors (`root` names a failure of the whole value); a
+    missing required property is reported under its own path."""
+    fields: dict[str, list[str]] = {}
+    for error in errors:
+        path = ".".join(str(part) for part in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             for name in error.validator_value:
                 if name not in error.instance:
                     key = f"{path}.{name}" if path else name
                     fields.setdefault(key, []).append("This field is required.")
             continue
-        fields.setdefault(path or "data", []).append(error.message)
-    return sentences, fields
+        fields.setdefault(path or root, []).append(error.message)
+    return fields
 
 
 @transaction.atomic

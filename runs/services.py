@@ -516,16 +516,9 @@ def _with_field_errors(exc: Unprocessable, definition: dict, values: dict) -> Un
     """invalid_input with `details.fields` ({input path: [messages]}) next to run_create's sentences."""
     if exc.code != "invalid_input":
         return exc
-    fields: dict[str, list[str]] = {}
-    for error in Draft202012Validator(input_schema(definition)).iter_errors(values):
-        path = ".".join(str(part) for part in error.absolute_path)
-        if error.validator == "required" and isinstance(error.instance, dict):
-            for name in error.validator_value:
-                if name not in error.instance:
-                    key = f"{path}.{name}" if path else name
-                    fields.setdefault(key, []).append("This field is required.")
-            continue
-        fields.setdefault(path or "input", []).append(error.message)
+    fields = people.field_errors(
+        Draft202012Validator(input_schema(definition)).iter_errors(values), root="input"
+    )
     details = {**(exc.details or {}), "fields": fields}
     return Unprocessable(exc.code, exc.message, details=details)
 
