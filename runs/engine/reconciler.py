@@ -44,16 +44,17 @@ def reconcile_once(now=None) -> dict[str, int]:
     counts = {"redispatched": 0, "reclaimed": 0, "woken": 0, "timed_out": 0, "admitted": 0}
 
     stale = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS)
-    if backlog():
-        # Messages still wait in the queue: a step queued that long is most likely one of them, and ringing
-        # again would only add duplicates to the backlog (measured: under a backlog of thousands of steps
-        # the reconcilers' duplicates took a quarter of the workers' time). Only very old ones go again.
-        stale = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS * BACKLOG_PATIENCE)
     lost = list(
         StepRun.objects.filter(status=StepStatus.QUEUED, dispatched_at__lt=stale)
         .order_by("dispatched_at")
         .values_list("pk", "dispatched_at")[:BATCH]
     )
+    if lost and backlog():
+        # Messages still wait in the queue: a step queued that long is most likely one of them, and ringing
+        # again would only add duplicates to the backlog (measured: under a backlog of thousands of steps
+        # the reconcilers' duplicates took a quarter of the workers' time). Only very old ones go again.
+        patience = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS * BACKLOG_PATIENCE)
+        lost = [(step_run_id, at) for step_run_id, at in lost if at < patience]
     for step_run_id, dispatched_at in lost:
         # Compare-and-set on dispatched_at: of several reconcilers, one rings the doorbell again.
         if StepRun.objects.filter(
