@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.choices import Role
@@ -20,7 +20,7 @@ from audit.models import AuditEvent
 from runs.models import Run, StepRun
 from runs.services import run_create
 from tests.conftest import jwt_for, key_for
-from tests.runs.conftest import transform
+from tests.runs.conftest import pg_only, transform
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
@@ -457,10 +457,6 @@ def test_openapi_schema_lists_approve_and_reject(db, api_client):
 
 
 # --- races --------------------------------------------------------------------------------------------
-
-pg_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="threads need a server database (row locks); runs on PostgreSQL"
-)
 
 
 @pg_only

@@ -14,13 +14,13 @@ from contextlib import closing
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 
 from accounts.principal import Principal
 from runs.concurrency import ADMITTED
 from runs.models import Run
 from runs.services import run_create
-from tests.runs.conftest import flaky_step
+from tests.runs.conftest import flaky_step, pg_only
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
@@ -68,11 +68,6 @@ def _check_intervals(rows, limited_id):
         assert len(live) <= CAP
         if workflow_id == limited_id:
             assert sum(1 for row in live if row[0] == limited_id and row[1] == key) <= 1
-
-
-pg_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="threads need a server database (row locks); runs on PostgreSQL"
-)
 
 
 @pg_only

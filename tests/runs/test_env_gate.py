@@ -5,7 +5,7 @@ it starts. End to end through the API with the engine in manual mode (steps run 
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.choices import Role
@@ -16,7 +16,7 @@ from runs.engine import dispatch as dispatch_module
 from runs.models import Run, StepRun
 from runs.services import run_create
 from tests.conftest import jwt_for, key_for
-from tests.runs.conftest import transform
+from tests.runs.conftest import pg_only, transform
 from tests.runs.test_sub_workflow import sub
 from workflows.services import workflow_create
 
@@ -368,10 +368,6 @@ def test_who_may_decide_the_gate(engine, org, owner, viewer, owner_client, outsi
 
 
 # --- races ----------------------------------------------------------------------------------------------
-
-pg_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="threads need a server database (row locks); runs on PostgreSQL"
-)
 
 
 @pg_only

@@ -12,19 +12,16 @@ from contextlib import closing
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 
 from accounts.principal import Principal
 from config.errors import QuotaExceeded
 from runs.models import Run
 from runs.services import run_create
+from tests.runs.conftest import pg_only
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
-
-pg_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="threads need a server database (row locks); runs on PostgreSQL"
-)
 
 
 @pg_only
