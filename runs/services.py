@@ -184,49 +184,40 @@ def _reused(run: Run, step: dict, source: StepRun) -> StepRun:
     )
 
 
-@transaction.atomic
 def run_cancel(*, run: Run, actor, reason: str = "") -> Run:
     """Cooperative cancel: nothing new starts, unstarted steps are cancelled, and the run becomes
     `cancelled` when no step is running any more. A terminal run → Conflict run_not_cancellable."""
-    locked = Run.objects.select_for_update().get(pk=run.pk)
-    if locked.is_terminal:
-        raise Conflict("run_not_cancellable", f"Run {run.id} is {locked.status} and cannot be cancelled.")
-    if locked.cancel_requested_at is None:
-        audit_record(
-            organization=locked.organization,
-            event="run.cancelled",
-            actor=actor,
-            target=("run", locked.id),
-            data={"reason": reason} if reason else {},
-            note=reason or None,
-            run_id=locked.id,
-        )
-        core.run_request_cancel(locked, timezone.now())
-        core.save_run(locked)
-    return locked
+    return _stop(run, actor, reason, terminate=False)
 
 
-@transaction.atomic
 def run_terminate(*, run: Run, actor, reason: str = "") -> Run:
     """Immediate cancel: like run_cancel, and the steps running now are killed (the workers' step monitor
     sees `terminate_requested_at` within about a second; scripts lose their whole process group). Each
     such step ends `cancelled` with error code `terminated`; the run becomes `cancelled` as soon as no
     step is running. A terminal run → Conflict run_not_cancellable. Audited `run.terminated`; terminating
     an already terminated run changes nothing."""
+    return _stop(run, actor, reason, terminate=True)
+
+
+@transaction.atomic
+def _stop(run: Run, actor, reason: str, *, terminate: bool) -> Run:
     locked = Run.objects.select_for_update().get(pk=run.pk)
+    verb = "terminated" if terminate else "cancelled"
     if locked.is_terminal:
-        raise Conflict("run_not_cancellable", f"Run {run.id} is {locked.status} and cannot be terminated.")
-    if locked.terminate_requested_at is None:
+        raise Conflict("run_not_cancellable", f"Run {run.id} is {locked.status} and cannot be {verb}.")
+    asked = locked.terminate_requested_at if terminate else locked.cancel_requested_at
+    if asked is None:
         audit_record(
             organization=locked.organization,
-            event="run.terminated",
+            event=f"run.{verb}",
             actor=actor,
             target=("run", locked.id),
             data={"reason": reason} if reason else {},
             note=reason or None,
             run_id=locked.id,
         )
-        core.run_request_terminate(locked, timezone.now())
+        request = core.run_request_terminate if terminate else core.run_request_cancel
+        request(locked, timezone.now())
         core.save_run(locked)
     return locked
 
