@@ -10,12 +10,13 @@ a real cluster (see there).
 """
 
 import json
-import os
 import sys
 import time
 import uuid
 
 import django
+
+from tests.runs.starting_gate import wait_at_gate
 
 
 def setup(racers: int) -> dict:
@@ -57,11 +58,7 @@ def decide(run_id: str, user_id: str, start_file: str) -> dict:
     membership = Membership.objects.select_related("user", "organization").get(user_id=user_id)
     actor = Principal(organization=membership.organization, user=membership.user, role=membership.role)
     run = Run.objects.get(pk=run_id)
-    with open(f"{start_file}.ready.{os.getpid()}", "w"):
-        pass
-    deadline = time.monotonic() + 60
-    while not os.path.exists(start_file) and time.monotonic() < deadline:
-        time.sleep(0.002)
+    wait_at_gate(start_file)
     try:
         run_decide(run=run, actor=actor, approved=True, note=user_id)
     except ApplicationError as exc:

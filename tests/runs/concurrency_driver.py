@@ -3,8 +3,9 @@ the runs it starts or admits).
 
 `python -m tests.runs.concurrency_driver setup CAP` creates an organisation with max_concurrent_runs CAP, a
 workflow limited to one run per `inputs.k` (policy queue) and one without a limit; prints their ids.
-`python -m tests.runs.concurrency_driver trigger ORG LIMITED FREE COUNT SEED` triggers COUNT runs (keys
-"a"/"b" on the limited workflow, every third run on the free one), executes what it can, prints the ids.
+`python -m tests.runs.concurrency_driver trigger ORG LIMITED FREE COUNT SEED START` waits at the starting gate
+START (tests/runs/starting_gate.py), triggers COUNT runs (keys "a"/"b" on the limited workflow, every third
+run on the free one), executes what it can, prints the ids and those of the runs a limit held back.
 """
 
 import json
@@ -13,6 +14,8 @@ import sys
 import uuid
 
 import django
+
+from tests.runs.starting_gate import wait_at_gate
 
 BURN = " + ".join(["(range(20000) | sum) * 0"] * 2)
 
@@ -56,7 +59,7 @@ def _actor(org):
     return Principal(organization=org, user=membership.user, role="owner")
 
 
-def trigger(org_id: str, limited_id: str, free_id: str, count: int, seed: int) -> dict:
+def trigger(org_id: str, limited_id: str, free_id: str, count: int, seed: int, start_file: str) -> dict:
     from accounts.models import Organization
     from runs.services import run_create
     from workflows.models import Workflow
@@ -65,11 +68,15 @@ def trigger(org_id: str, limited_id: str, free_id: str, count: int, seed: int) -
     actor = _actor(org)
     limited, free = Workflow.objects.get(pk=limited_id), Workflow.objects.get(pk=free_id)
     rng = random.Random(seed)
-    ids = []
+    wait_at_gate(start_file)
+    ids, held = [], []
     for index in range(count):
         workflow = free if index % 3 == 2 else limited
-        ids.append(run_create(workflow=workflow, actor=actor, input_data={"k": rng.choice("ab")}).id)
-    return {"runs": ids}
+        run = run_create(workflow=workflow, actor=actor, input_data={"k": rng.choice("ab")})
+        ids.append(run.id)
+        if run.status == "queued":  # not admitted when triggered: a limit held it back
+            held.append(run.id)
+    return {"runs": ids, "held": held}
 
 
 def main(argv):
@@ -77,7 +84,7 @@ def main(argv):
     if argv[0] == "setup":
         print(json.dumps(setup(int(argv[1]))))
     elif argv[0] == "trigger":
-        print(json.dumps(trigger(argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]))))
+        print(json.dumps(trigger(argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]), argv[6])))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ COUNT times and prints {"created": [...ids], "refused": n} (n: 402 quota_exceede
 """
 
 import json
-import os
 import sys
-import time
 import uuid
 
 import django
+
+from tests.runs.starting_gate import wait_at_gate
 
 
 def setup(limit: int) -> dict:
@@ -46,11 +46,7 @@ def trigger(org_id: str, workflow_id: str, count: int, start_file: str) -> dict:
     org = Organization.objects.get(pk=org_id)
     actor = _actor(org)
     workflow = Workflow.objects.get(pk=workflow_id)
-    with open(f"{start_file}.ready.{os.getpid()}", "w"):
-        pass
-    deadline = time.monotonic() + 60
-    while not os.path.exists(start_file) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_at_gate(start_file)
     created, refused = [], 0
     for _ in range(count):
         try:

@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -21,6 +19,7 @@ from runs.models import Run, StepRun
 from runs.services import run_create
 from tests.conftest import jwt_for, key_for
 from tests.runs.conftest import pg_only, transform
+from tests.runs.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
@@ -537,10 +536,7 @@ def test_processes_racing_for_the_last_approval(_race_env, tmp_path):
     start = tmp_path / "go"
     workers = [_driver(env, "decide", ids["run"], user_id, start) for user_id in ids["racers"]]
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("go.ready.*"))) < len(workers) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        Path(start).touch()
+        open_gate(start, len(workers))
         results = []
         for worker in workers:
             out, err = worker.communicate(timeout=60)

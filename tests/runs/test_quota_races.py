@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from contextlib import closing
 
 import pytest
@@ -19,6 +18,7 @@ from config.errors import QuotaExceeded
 from runs.models import Run
 from runs.services import run_create
 from tests.runs.conftest import pg_only
+from tests.runs.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
@@ -107,10 +107,9 @@ def test_processes_triggering_at_once_create_exactly_the_limit(_race_env, tmp_pa
     workers = [
         _driver(env, "trigger", ids["org"], ids["workflow"], per_process, start) for _ in range(processes)
     ]
-    time.sleep(2)  # every process has started Django and is waiting for the start file
-    start.touch()
     created, refused = [], 0
     try:
+        open_gate(start, len(workers))
         for worker in workers:
             out, err = worker.communicate(timeout=120)
             assert worker.returncode == 0, err
