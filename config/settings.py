@@ -191,6 +191,7 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = 0.2
+    Q_CLUSTER["broker_class"] = "runs.engine.broker.OrmBroker"  # its pusher keeps its connection
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

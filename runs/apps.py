@@ -1,7 +1,7 @@
 from django.apps import AppConfig
 
-# Seconds a django-q2 worker process keeps a PostgreSQL connection (its threads are long-lived, unlike a
-# web request's; see config/env.py).
+# Seconds a django-q2 worker process keeps a database connection (its threads are long-lived, unlike a
+# web request's; see config/env.py). Without it, every task and every reconciler pass would connect anew.
 WORKER_CONN_MAX_AGE = 60
 
 
@@ -24,6 +24,5 @@ def _start_reconciler(sender, proc_name=None, **kwargs):
 
     # A connection's settings dict is shared by every thread's connection to that alias.
     for alias in connections:
-        if connections[alias].vendor == "postgresql":
-            connections[alias].settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
+        connections[alias].settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
     start_reconciler_thread()

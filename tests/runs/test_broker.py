@@ -1,0 +1,76 @@
+"""The embedded setup's broker (runs/engine/broker.py): django-q2's ORM broker whose pusher keeps its
+database connection between polls instead of reconnecting five times a second."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django_q.conf import Conf
+from django_q.models import OrmQ
+
+from runs.engine.broker import OrmBroker
+from tests.runs.test_cluster import _cluster_env
+
+# In a process of its own on a database file (the in-memory test database is never really closed): how
+# many connections five polls of an empty queue open, with this broker and with django-q2's.
+POLLS = """
+import json
+import django
+django.setup()
+from django.db.backends.signals import connection_created
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+from runs.engine.broker import OrmBroker
+
+opened = []
+connection_created.connect(lambda **kwargs: opened.append(1), weak=False)
+Conf.POLL = 0.01
+counts = {}
+for name, broker_class in (("baton", OrmBroker), ("django_q2", ORM)):
+    broker = broker_class(list_key="baton-poll-test")
+    opened.clear()
+    for _ in range(5):
+        assert broker.dequeue() is None
+    counts[name] = len(opened)
+print(json.dumps(counts))
+"""
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    monkeypatch.setattr(Conf, "POLL", 0.01)
+    queue = OrmBroker(list_key="baton-broker-test")
+    yield queue
+    queue.purge_queue()
+
+
+@pytest.fixture(scope="module")
+def _file_env(django_db_setup, django_db_blocker, tmp_path_factory):
+    with django_db_blocker.unblock():
+        return _cluster_env(tmp_path_factory.mktemp("broker"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_polls_of_an_empty_queue_keep_one_connection(_file_env):
+    process = subprocess.run(
+        [sys.executable, "-c", POLLS], env=_file_env, cwd=settings.BASE_DIR, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    counts = json.loads(process.stdout)
+    assert counts["baton"] == 1
+    assert counts["django_q2"] >= 5  # the same polls with django-q2's broker reconnect each time
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dequeue_takes_each_task_once_and_locks_it(broker):
+    ids = [broker.enqueue(f"payload-{n}") for n in range(3)]
+    taken = [task for _ in ids for task in broker.dequeue()]  # django-q2 takes Conf.BULK (1) per poll
+    assert sorted(taken) == sorted((pk, f"payload-{n}") for n, pk in enumerate(ids))
+    assert broker.dequeue() is None  # locked until the retry timeout: not handed out twice
+    assert OrmQ.objects.filter(pk__in=ids).count() == 3  # still there until acknowledged
+    for pk in ids:
+        broker.acknowledge(pk)
+    assert not OrmQ.objects.filter(pk__in=ids).exists()
