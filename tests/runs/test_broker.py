@@ -14,7 +14,8 @@ from runs.engine.broker import OrmBroker
 from tests.runs.test_cluster import _cluster_env
 
 # In a process of its own on a database file (the in-memory test database is never really closed): how
-# many connections five polls of an empty queue open, with this broker and with django-q2's.
+# many connections five polls of an empty queue, then five enqueues, open with this broker and with
+# django-q2's.
 POLLS = """
 import json
 import django
@@ -33,7 +34,11 @@ for name, broker_class in (("baton", OrmBroker), ("django_q2", ORM)):
     opened.clear()
     for _ in range(5):
         assert broker.dequeue() is None
-    counts[name] = len(opened)
+    polls = len(opened)
+    for n in range(5):
+        broker.enqueue(f"task {n}")
+    counts[name] = {"polls": polls, "enqueues": len(opened) - polls}
+    broker.purge_queue()
 print(json.dumps(counts))
 """
 
@@ -53,15 +58,16 @@ def _file_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_polls_of_an_empty_queue_keep_one_connection(_file_env):
+def test_polls_and_enqueues_keep_their_connection(_file_env):
     process = subprocess.run(
         [sys.executable, "-c", POLLS], env=_file_env, cwd=settings.BASE_DIR, capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
     assert process.returncode == 0, process.stderr
     counts = json.loads(process.stdout)
-    assert counts["baton"] == 1
-    assert counts["django_q2"] >= 5  # the same polls with django-q2's broker reconnect each time
+    assert counts["baton"] == {"polls": 1, "enqueues": 0}
+    # The same calls with django-q2's broker reconnect each time.
+    assert counts["django_q2"]["polls"] >= 5 and counts["django_q2"]["enqueues"] >= 5
 
 
 @pytest.mark.django_db(transaction=True)
