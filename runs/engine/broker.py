@@ -20,8 +20,10 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
-# Seconds the pusher keeps one connection (as runs.apps.WORKER_CONN_MAX_AGE for worker processes).
-REFRESH_SECONDS = 60
+from runs.apps import WORKER_CONN_MAX_AGE
+
+# Seconds the pusher keeps one connection: as long as worker processes keep theirs.
+REFRESH_SECONDS = WORKER_CONN_MAX_AGE
 
 
 class OrmBroker(ORM):
