@@ -76,21 +76,23 @@ def audit_record(
 ) -> AuditEvent:
     """Append one event to the organisation's chain and return it.
 
-    `actor` is a Principal, SystemActor or anything with actor_id/actor_type. The head row lock
-    serializes appends per organisation, so seq stays gapless across processes."""
-    head = AuditChainHead.objects.select_for_update().filter(organization=organization).first()
+    `organization` is the Organization or its id (the engine has only the id at hand). `actor` is a
+    Principal, SystemActor or anything with actor_id/actor_type. The head row lock serializes appends per
+    organisation, so seq stays gapless across processes."""
+    organization_id = organization if isinstance(organization, str) else organization.pk
+    head = AuditChainHead.objects.select_for_update().filter(organization_id=organization_id).first()
     if head is None:
         try:
             with transaction.atomic():
-                AuditChainHead.objects.create(organization=organization)
+                AuditChainHead.objects.create(organization_id=organization_id)
         except IntegrityError:
             pass
-        head = AuditChainHead.objects.select_for_update().get(organization=organization)
+        head = AuditChainHead.objects.select_for_update().get(organization_id=organization_id)
 
     now = datetime.now(UTC)
     now = now.replace(microsecond=(now.microsecond // 1000) * 1000)
     row = AuditEvent(
-        organization=organization,
+        organization_id=organization_id,
         seq=head.seq + 1,
         event=event,
         actor=actor.actor_id,

@@ -229,6 +229,9 @@ BATON_ENGINE_DISPATCH = env_choice("BATON_ENGINE_DISPATCH", "queue", {"queue", "
 BATON_RECONCILE_INTERVAL_MS = env_int("BATON_RECONCILE_INTERVAL_MS", 2000, minimum=100)
 BATON_REDISPATCH_AFTER_SECONDS = env_int("BATON_REDISPATCH_AFTER_SECONDS", 30, minimum=1)
 BATON_STEP_LEASE_SECONDS = env_int("BATON_STEP_LEASE_SECONDS", 300, minimum=5)
+# How long one transaction may execute instant steps (transform, condition, end) under the run lock;
+# 0: every step goes through the queue and a lease.
+BATON_INSTANT_STEPS_MS = env_int("BATON_INSTANT_STEPS_MS", 100, minimum=0)
 BATON_MAX_RUN_DURATION_SECONDS = env_int("BATON_MAX_RUN_DURATION_SECONDS", 3600, minimum=1)
 # The run event stream (GET /runs/{id}/stream, docs/streaming.md): keep-alive comments, how often the
 # event table is polled, and the longest a stream stays open before the client must reconnect.

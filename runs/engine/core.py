@@ -6,7 +6,9 @@ Invariants (docs/engine.md):
   writer at a time and `RunEvent.seq` stays gapless;
 - a worker owns a step run only through its lease token (`lease_owner`); a result recorded with a stale
   token (the step was reclaimed meanwhile) is discarded;
-- handlers run outside any transaction; `advance` is idempotent.
+- handlers run outside any transaction, except those of instant steps (pure and quick: transform,
+  condition, end), which run under the run lock in the transaction that found them ready, for at most
+  BATON_INSTANT_STEPS_MS; `advance` is idempotent.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -151,10 +153,41 @@ _RUN_FIELDS = [
 
 
 def save_run(run: Run) -> None:
+    """Write what the transaction changed on the locked run: the step rows whose save was deferred, the
+    buffered events (one INSERT), the run itself."""
+    flush_rows(run)
     events = run.__dict__.pop("_pending_events", None)
     if events:
         RunEvent.objects.bulk_create(events)
     run.save(update_fields=_RUN_FIELDS)
+
+
+# What executing an instant step changes on its row (`_execute_instant`, `_complete_step`).
+_INSTANT_FIELDS = ("status", "output_data", "error", "input_data", "attempt", "attempts", "state",
+                   "queued_at", "started_at", "completed_at", "dispatched_at", "wake_at")  # fmt: skip
+
+
+def flush_rows(run: Run) -> None:
+    """Save the completed instant steps whose save `_complete_step(defer=True)` left for later: one statement
+    for all of them (executemany, the values prepared by the fields themselves), instead of a Model.save()
+    each. Called before anything in the transaction reads step rows from the database again."""
+    rows = run.__dict__.pop("_unsaved_rows", None)
+    if not rows:
+        return
+    fields = [StepRun._meta.get_field(name) for name in _INSTANT_FIELDS]
+    quote = connection.ops.quote_name
+    # Names from the model, values as parameters.
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        quote(StepRun._meta.db_table),
+        ", ".join(f"{quote(field.column)} = %s" for field in fields),
+        quote(StepRun._meta.pk.column),
+    )
+    params = [
+        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields] + [row.pk]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def variables_for(run: Run, plan: Plan, rows: list[StepRun] | None = None) -> dict:
@@ -275,12 +308,15 @@ def _queue_rows(rows: list[StepRun]) -> list[str]:
 
 
 _ADVANCE_FIELDS = ("id", "run_id", "step_id", "type", "status", "skip_reason", "output_data", "error",
-                   "parent_id", "iteration", "attempt", "state", "started_at")  # fmt: skip
+                   "parent_id", "iteration", "attempt", "attempts", "state", "queued_at",
+                   "started_at")  # fmt: skip
 
 
-def _advance_rows(run: Run, *, admit: bool = False) -> list[StepRun]:
+def _advance_rows(run: Run, *, admit: bool = False, rows: dict[str, StepRun] | None = None) -> list[StepRun]:
     """advance_locked's decisions; the ready rows are returned `queued` in memory but not yet saved, and the
-    run's top-level rows are kept on it (`_engine_rows`) for the next step's template variables."""
+    run's top-level rows are kept on it (`_engine_rows`) for the next step's template variables. `rows`:
+    the top-level rows in hand, current because every change of this transaction went through them (the
+    instant steps' loop), instead of reading them again."""
     if run.is_terminal:
         return []
     now = _now()
@@ -306,10 +342,8 @@ def _advance_rows(run: Run, *, admit: bool = False) -> list[StepRun]:
     # Every top-level row, once per advance, with only the columns deciding (and claiming) needs: a long
     # chain does not decode every step's resolved config and attempts again at each step. Other fields load
     # on access in the rare paths that need them; saving such a row writes only its loaded fields.
-    rows = {
-        row.step_id: row
-        for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True).only(*_ADVANCE_FIELDS)
-    }
+    if rows is None:
+        rows = _read_rows(run)
     run.__dict__["_engine_rows"] = rows
     if run.pause_requested_at is not None and any(row.status not in STEP_FINISHED for row in rows.values()):
         _settle_pause(run, now)  # nothing new starts; paused once no step runs
@@ -369,8 +403,17 @@ def _advance_rows(run: Run, *, admit: bool = False) -> list[StepRun]:
         return ready
     if any(row.status not in STEP_FINISHED for row in rows.values()):
         return []
-    _complete_run(run, plan, list(rows.values()), now)
+    # Every top-level step finished, so every iteration did too (a loop finishes after its iterations).
+    _complete_run(run, plan, list(rows.values()), now, all_finished=True)
     return []
+
+
+def _read_rows(run: Run) -> dict[str, StepRun]:
+    """The run's top-level step rows by step id, with the columns advancing and instant steps need."""
+    return {
+        row.step_id: row
+        for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True).only(*_ADVANCE_FIELDS)
+    }
 
 
 def _skipped_branch(row: StepRun) -> bool:
@@ -412,7 +455,7 @@ def _event_data(row: StepRun, **extra) -> dict:
     return data
 
 
-def _complete_run(run: Run, plan: Plan, rows: list[StepRun], now) -> None:
+def _complete_run(run: Run, plan: Plan, rows: list[StepRun], now, *, all_finished=False) -> None:
     result = None
     if plan.has_output:
         try:
@@ -425,7 +468,7 @@ def _complete_run(run: Run, plan: Plan, rows: list[StepRun], now) -> None:
             }
             _finish_run(run, RunStatus.FAILED, now=now, error={**error, "step_id": None})
             return
-    _finish_run(run, RunStatus.COMPLETED, now=now, result=result)
+    _finish_run(run, RunStatus.COMPLETED, now=now, result=result, all_finished=all_finished)
 
 
 def _run_error(row: StepRun) -> dict:
@@ -443,12 +486,14 @@ def _cancel_unstarted(run: Run, now) -> None:
     )
 
 
-def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
-    """Make the run terminal: unstarted steps are cancelled, running ones may still record their outcome."""
+def _finish_run(run: Run, status: str, *, now, result=None, error=None, all_finished=False) -> None:
+    """Make the run terminal: unstarted steps are cancelled, running ones may still record their outcome.
+    `all_finished`: the caller knows every step finished (no UPDATE to cancel the unstarted ones)."""
     from accounts.principal import SYSTEM
     from audit.services import audit_record
 
-    _cancel_unstarted(run, now)
+    if not all_finished:
+        _cancel_unstarted(run, now)
     result, error = engine_secrets.redact_run_outcome(run.organization_id, result, error)
     run.status = status
     run.completed_at = now
@@ -468,7 +513,7 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
     subworkflows.on_run_finished(run, status)
     if status in (RunStatus.COMPLETED, RunStatus.FAILED):
         audit_record(
-            organization=run.organization,
+            organization=run.organization_id,
             event=f"run.{status}",
             actor=SYSTEM,
             target=("run", run.id),
@@ -482,7 +527,8 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None) -> None:
 
 
 def step_execute(step_run_id: str) -> None:
-    """Claim the step run, execute it, record the outcome, advance; continue into a single next step."""
+    """Claim the step run, execute it, record the outcome, advance; continue into a single next step.
+    An instant step is executed within its claim's transaction (and whatever instant steps it readies)."""
     deadline = time.monotonic() + INLINE_CONTINUE_SECONDS
     claimed = _claim(step_run_id, _now())
     while claimed is not None:
@@ -502,7 +548,11 @@ def lease_seconds(policy: dict) -> int:
 
 
 def _claim(step_run_id: str, now) -> Claimed | None:
-    row = StepRun.objects.filter(pk=step_run_id).values("run_id", "status").first()
+    row = (
+        StepRun.objects.filter(pk=step_run_id)
+        .values("run_id", "status", "step_id", "type", "parent_id")
+        .first()
+    )
     if row is None or row["status"] != StepStatus.QUEUED:
         return None
     with transaction.atomic():
@@ -519,7 +569,24 @@ def _claim(step_run_id: str, now) -> Claimed | None:
             _unclaim_paused(run, step_run_id, now)
             save_run(run)
             return None
-        claimed = _claim_locked(run, step_run_id, now)
+        if _is_instant(row["type"]):
+            # Executed here, under the lock this claim holds, and recorded in this same transaction. A
+            # top-level step is taken from the run's rows, read once for its variables and the advance.
+            budget = _instant_budget()
+            rows = _read_rows(run) if row["parent_id"] is None else None
+            if rows is not None:
+                step_run = rows[row["step_id"]]
+                step_run = step_run if step_run.id == step_run_id else None
+            else:
+                step_run = StepRun.objects.filter(pk=step_run_id).first()
+            if step_run is None or step_run.status != StepStatus.QUEUED:
+                return None
+            ready = _execute_instant(run, step_run, rows)
+            return _go_on(run, ready, now, may_continue=True, budget=budget, rows=rows)
+        step_run = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).first()
+        if step_run is None:
+            return None
+        claimed = _claim_row(run, step_run, now, StepStatus.QUEUED)
         save_run(run)
     return claimed
 
@@ -559,11 +626,46 @@ def _claim_row(run: Run, step_run: StepRun, now, expected: str) -> Claimed | Non
     return run, step_run, token
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    token: str
+    started_at: datetime | None
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class _Execution:
+    """What one execution of a step's handler produced, redacted, ready to be recorded."""
+
+    attempt: _Attempt
+    outcome: StepOutcome | None
+    error: StepError | None
+    input_data: Any
+    dry_run_skip: bool
+
+
 def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
     """Execute a claimed step and record it; returns the next step, already claimed, to continue into."""
-    now = _now()
     run, step_run, token = claimed
     rows = run.__dict__.pop("_engine_rows", None)  # the step rows read by the advance that readied this step
+    policy = _step_definition(plan_for(run), step_run)[1]
+    # Heartbeat and terminate signal while this thread works on the step (runs/engine/monitor.py).
+    watch = monitor.watch(step_run.id, run.id, token, lease_seconds(policy))
+    try:
+        execution = _run_handler(run, step_run, rows, token, watch.should_stop)
+    finally:
+        monitor.unwatch(watch)
+    return _record(run.id, step_run.id, execution, may_continue)
+
+
+def _never_stop() -> bool:
+    return False
+
+
+def _run_handler(run: Run, step_run: StepRun, rows, token: str, should_stop=_never_stop) -> _Execution:
+    """Resolve the step's config and execute its handler (outside any transaction, except for an instant
+    step); errors become the execution's error, secrets are redacted from everything to be stored."""
+    now = _now()
     plan = plan_for(run)
     step, policy = _step_definition(plan, step_run)
     started = time.monotonic()
@@ -571,8 +673,6 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
     outcome: StepOutcome | None = None
     error: StepError | None = None
     dry_run_skip = False
-    # Heartbeat and terminate signal while this thread works on the step (runs/engine/monitor.py).
-    watch = monitor.watch(step_run.id, run.id, token, lease_seconds(policy))
     security = engine_secrets.begin_execution(run.organization_id)  # secrets and policy, loaded once
     try:
         step_type = get_step_type(step_run.type)
@@ -608,7 +708,7 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
                 organization_id=run.organization_id,
                 render=lambda value, variables=variables: render_value(value, variables),
                 run_model=run.model,
-                should_stop=watch.should_stop,
+                should_stop=should_stop,
             )
             outcome = step_type.execute(context)
             if timeout and _now() > deadline:
@@ -624,8 +724,6 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
     except Exception as exc:
         logger.exception("step %s (%s) raised", step_run.id, step_run.type)
         error = StepError("step_error", f"Step '{step_run.step_id}' raised {type(exc).__name__}: {exc}")
-    finally:
-        monitor.unwatch(watch)
     # What the handler resolved itself (an agent step's prompt and model) is stored with the resolved config.
     extra = getattr(error, "input_extra", None) or (outcome.input_extra if outcome is not None else None)
     if extra and isinstance(input_data, dict):
@@ -634,14 +732,7 @@ def _execute_one(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
     input_data, outcome, error = engine_secrets.finish_execution(security, run, input_data, outcome, error)
     duration_ms = int((time.monotonic() - started) * 1000)
     attempt = _Attempt(token=token, started_at=now, duration_ms=duration_ms)
-    return _record(run.id, step_run.id, attempt, outcome, error, input_data, dry_run_skip, may_continue)
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    token: str
-    started_at: datetime | None
-    duration_ms: int = 0
+    return _Execution(attempt, outcome, error, input_data, dry_run_skip)
 
 
 def _attempt_entry(row: StepRun, status: str, error, attempt: _Attempt | None = None) -> dict:
@@ -655,29 +746,26 @@ def _attempt_entry(row: StepRun, status: str, error, attempt: _Attempt | None = 
     }
 
 
-def _record(
-    run_id, step_run_id, attempt: _Attempt, outcome, error, input_data, dry_run_skip, may_continue=False
-) -> Claimed | None:
+def _record(run_id, step_run_id, execution: _Execution, may_continue=False) -> Claimed | None:
     """Store the outcome of an attempt and advance. When exactly one step became ready (and `may_continue`),
-    claim it in the same transaction and return it, saving this worker a queue round trip."""
-    token = attempt.token
+    claim it in the same transaction and return it, saving this worker a queue round trip; instant steps
+    that became ready are executed here first."""
+    outcome, error, attempt = execution.outcome, execution.error, execution.attempt
     with transaction.atomic():
         run = _lock_run(run_id)
         row = (
             StepRun.objects.select_for_update()
-            .filter(pk=step_run_id, status=StepStatus.RUNNING, lease_owner=token)
+            .filter(pk=step_run_id, status=StepStatus.RUNNING, lease_owner=attempt.token)
             .first()
         )
         if row is None:
             logger.info("step run %s was reclaimed; its late result is discarded", step_run_id)
             return None
         now = _now()
-        plan = plan_for(run)
-        step, policy = _step_definition(plan, row)
         row.lease_owner = ""
         row.lease_expires_at = None
-        if input_data is not None:
-            row.input_data = input_data
+        if execution.input_data is not None:
+            row.input_data = execution.input_data
         if run.is_terminal:
             # The run ended while this step ran (failed elsewhere, ended, timed out): keep the outcome for
             # the record, but start nothing and write no event after the run's terminal one.
@@ -695,47 +783,115 @@ def _record(
             save_run(run)
             dispatch(ready)
             return None
-        ready: list[str] = []
-        if error is not None:
-            row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), attempt)]
-            _charge(run, row, outcome, error)  # a failed attempt's tokens (error details.tokens) count too
-            ready += _attempt_failed(run, row, policy, error, now)
-        elif dry_run_skip:
-            row.save()
-            _skip(run, row, SkipReason.DRY_RUN, now)
-            ready += _after_step_finished(run, row, plan, now)
-        elif outcome.kind == "suspended":
-            # approval and input steps wait for a person (state "awaiting"), anything else for a timer or
-            # the engine; wake_at is then the person's deadline (docs/approvals.md).
-            awaiting = outcome.state.get("awaiting")
-            row.status = _AWAITING_STATUS[awaiting] if awaiting else StepStatus.WAITING
-            row.wake_at = outcome.wake_at
-            row.state = {**outcome.state, "suspended": True}
-            # The resumed execution continues this attempt, so the claim's increment is given back.
-            row.attempt = max(row.attempt - 1, 0)
-            row.save()
-            if awaiting:
-                _await_person(run, row, now)
-        elif outcome.kind == "spawn_iterations":
-            ready += _spawn_iterations(run, row, step, outcome.items, now)
+        budget = _instant_budget()
+        ready = _apply_outcome(run, row, execution, now)
+        return _go_on(run, ready, now, may_continue=may_continue, budget=budget)
+
+
+def _apply_outcome(run: Run, row: StepRun, execution: _Execution, now, *, instant=False) -> list[str]:
+    """Store an execution's outcome on its locked step row (finished, retrying, suspended, or spawning a
+    loop's iterations; the run may end); returns the step run ids it queued. `instant`: an instant step's,
+    whose row may be saved later with the others (a completed top-level step: nothing in this transaction
+    reads it from the database before `save_run`, except `_end_run`, which flushes first)."""
+    plan = plan_for(run)
+    step, policy = _step_definition(plan, row)
+    outcome, error, attempt = execution.outcome, execution.error, execution.attempt
+    ready: list[str] = []
+    if error is not None:
+        row.attempts = [*row.attempts, _attempt_entry(row, "failed", error.as_dict(), attempt)]
+        _charge(run, row, outcome, error)  # a failed attempt's tokens (error details.tokens) count too
+        ready += _attempt_failed(run, row, policy, error, now)
+    elif execution.dry_run_skip:
+        row.save()
+        _skip(run, row, SkipReason.DRY_RUN, now)
+        ready += _after_step_finished(run, row, plan, now)
+    elif outcome.kind == "suspended":
+        # approval and input steps wait for a person (state "awaiting"), anything else for a timer or
+        # the engine; wake_at is then the person's deadline (docs/approvals.md).
+        awaiting = outcome.state.get("awaiting")
+        row.status = _AWAITING_STATUS[awaiting] if awaiting else StepStatus.WAITING
+        row.wake_at = outcome.wake_at
+        row.state = {**outcome.state, "suspended": True}
+        # The resumed execution continues this attempt, so the claim's increment is given back.
+        row.attempt = max(row.attempt - 1, 0)
+        row.save()
+        if awaiting:
+            _await_person(run, row, now)
+    elif outcome.kind == "spawn_iterations":
+        ready += _spawn_iterations(run, row, step, outcome.items, now)
+    else:
+        defer = instant and row.parent_id is None and outcome.kind == "completed"
+        _complete_step(run, row, outcome, now, attempt, defer=defer)
+        if outcome.kind == "end_run":
+            _end_run(run, plan, row, outcome, now)
         else:
-            _complete_step(run, row, outcome, now, attempt)
-            if outcome.kind == "end_run":
-                _end_run(run, plan, row, outcome, now)
-            else:
-                ready += _after_step_finished(run, row, plan, now)
-        fresh = _advance_rows(run) if not run.is_terminal else []
-        following = None
-        may_continue = may_continue and run.pause_requested_at is None
-        if may_continue and not ready and len(fresh) == 1 and not run.is_terminal:
-            # Exactly one step became ready: claim it straight from pending (one UPDATE) and continue.
-            following = _claim_row(run, fresh[0], now, StepStatus.PENDING)
-        if following is None:
-            ready += _queue_rows(fresh)
-            if len(ready) == 1 and may_continue and not run.is_terminal:
-                following = _claim_locked(run, ready[0], now)
-        save_run(run)
-        dispatch(ready if following is None else [])
+            ready += _after_step_finished(run, row, plan, now)
+    return ready
+
+
+def _instant_budget() -> float:
+    """The time.monotonic() until which this transaction may execute instant steps (transform, condition,
+    end) that become ready, under the run lock, before the ones left are queued or continued into as usual
+    (settings.BATON_INSTANT_STEPS_MS; 0: never). On SQLite the transaction holds the one write lock."""
+    return time.monotonic() + settings.BATON_INSTANT_STEPS_MS / 1000
+
+
+def _is_instant(type_name: str) -> bool:
+    step_type = get_step_type(type_name)
+    return step_type is not None and step_type.instant and settings.BATON_INSTANT_STEPS_MS > 0
+
+
+def _execute_instant(run: Run, row: StepRun, rows: dict[str, StepRun] | None) -> list[str]:
+    """Execute an instant step under the run lock the caller holds and record its outcome in the caller's
+    transaction: no lease, no claim of its own (nothing else can see the step until this commits). `row`
+    is stored as pending or queued; `rows` are the run's top-level rows in hand, for its variables."""
+    now = _now()
+    row.status = StepStatus.RUNNING
+    row.attempt += 1
+    row.started_at = row.started_at or now
+    row.queued_at = row.queued_at or now
+    row.dispatched_at = None
+    row.wake_at = None
+    emit(run, EventType.STEP_STARTED, row.step_id, _event_data(row, attempt=row.attempt))
+    execution = _run_handler(run, row, rows, token="")
+    if execution.input_data is not None:
+        row.input_data = execution.input_data
+    return _apply_outcome(run, row, execution, _now(), instant=True)
+
+
+def _go_on(
+    run: Run, ready: list[str], now, *, may_continue: bool, budget: float, rows: dict | None = None
+) -> Claimed | None:
+    """After an outcome was stored on a locked run: advance it, execute the instant steps that became ready
+    (until `budget`, a time.monotonic() deadline, passes), claim one step to continue into when exactly one
+    is ready (and `may_continue`), queue the others; saves the run and dispatches after commit. `rows`: the
+    run's top-level rows in hand, current (else they are read)."""
+    may_continue = may_continue and run.pause_requested_at is None
+    fresh = _advance_rows(run, rows=rows) if not run.is_terminal else []
+    while may_continue and not run.is_terminal and time.monotonic() < budget:
+        instant = [row for row in fresh if _is_instant(row.type)]
+        if not instant:
+            break
+        fresh = [row for row in fresh if not _is_instant(row.type)]
+        rows = run.__dict__["_engine_rows"]
+        for row in instant:
+            if run.is_terminal:
+                break
+            ready += _execute_instant(run, row, rows)
+        if run.is_terminal:
+            fresh = []  # still pending in the database, where finishing the run cancelled them
+            break
+        fresh += _advance_rows(run, rows=rows)
+    following = None
+    if may_continue and not ready and len(fresh) == 1 and not run.is_terminal:
+        # Exactly one step became ready: claim it straight from pending (one UPDATE) and continue.
+        following = _claim_row(run, fresh[0], now, StepStatus.PENDING)
+    if following is None:
+        ready += _queue_rows(fresh)
+        if len(ready) == 1 and may_continue and not run.is_terminal:
+            following = _claim_locked(run, ready[0], now)
+    save_run(run)
+    dispatch(ready if following is None else [])
     return following
 
 
@@ -795,8 +951,10 @@ def _charge(run: Run, row: StepRun, outcome: StepOutcome | None, error: StepErro
 
 
 def _complete_step(
-    run: Run, row: StepRun, outcome: StepOutcome, now, attempt: _Attempt | None = None
+    run: Run, row: StepRun, outcome: StepOutcome, now, attempt: _Attempt | None = None, *, defer=False
 ) -> None:
+    """Store a completed outcome on the row and emit `step_completed`. `defer`: an instant top-level step,
+    whose row is saved with the others by `flush_rows` (see there) instead of now."""
     row.status = StepStatus.COMPLETED
     row.output_data = outcome.output
     row.error = None
@@ -806,7 +964,10 @@ def _complete_step(
     row.attempts = [*row.attempts, _attempt_entry(row, "completed", None, attempt)]
     duration_ms = attempt.duration_ms if attempt else 0
     _charge(run, row, outcome, None)
-    row.save()
+    if defer:
+        run.__dict__.setdefault("_unsaved_rows", []).append(row)
+    else:
+        row.save()
     emit(
         run,
         EventType.STEP_COMPLETED,
@@ -865,6 +1026,7 @@ def _end_run(run: Run, plan: Plan, row: StepRun, outcome: StepOutcome, now) -> N
     if outcome.output is not None or not plan.has_output:
         _finish_run(run, RunStatus.COMPLETED, now=now, result=outcome.output)
         return
+    flush_rows(run)
     rows = list(StepRun.objects.filter(run_id=run.id, parent__isnull=True))
     _complete_run(run, plan, rows, now)
 

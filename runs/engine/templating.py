@@ -97,6 +97,7 @@ def parse_expression(source: str) -> nodes.Expr:
     return expr
 
 
+@lru_cache(maxsize=4096)
 def lone_expression(source: str) -> str | None:
     """The inner expression when `source` is exactly one `{{ … }}` (rendered as a native value), else None."""
     text = source.strip()

@@ -84,6 +84,14 @@ pg_only = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(params=["instant", "leased"])
+def both_step_modes(request, settings):
+    """Run a test twice: transform, condition and end steps as instant steps (the default: executed in the
+    transaction that found them ready) and, with BATON_INSTANT_STEPS_MS=0, claimed with a lease each."""
+    settings.BATON_INSTANT_STEPS_MS = 100 if request.param == "instant" else 0
+    return request.param
+
+
 def transform(step_id, value, **extra):
     return {"id": step_id, "type": "transform", "config": {"value": value}, **extra}
 

@@ -126,6 +126,9 @@ def _running_step_ids(env) -> set[str]:
 
 @pytest.mark.slow
 def test_cluster_killed_mid_step_still_finishes_every_run_once(cluster):
+    # Instant steps off: each transform step is claimed with a lease and executed outside any transaction, so
+    # a killed worker leaves it `running` for the reconciler (instant steps: the next test).
+    cluster.env = {**cluster.env, "BATON_INSTANT_STEPS_MS": "0"}
     runs, steps = 4, 20
     started = cluster.driver("start", runs, steps, 12)
     orphans: set[str] = set()
@@ -154,3 +157,40 @@ def test_cluster_killed_mid_step_still_finishes_every_run_once(cluster):
         if "failed" in step["attempts"]
     ]
     assert len(reclaimed) >= len(orphans)
+
+
+def _completed_per_run(env, run_ids) -> dict[str, int]:
+    """Completed steps per run, for these runs (the module's earlier tests share the database)."""
+    if "BATON_SQLITE_PATH" in env:
+        with closing(sqlite3.connect(env["BATON_SQLITE_PATH"], timeout=30)) as db:
+            rows = db.execute("SELECT run_id, status FROM runs_steprun").fetchall()
+    else:
+        from runs.models import StepRun
+
+        rows = list(StepRun.objects.values_list("run_id", "status"))
+    completed = Counter(run_id for run_id, status in rows if status == "completed")
+    return {run_id: completed[run_id] for run_id in run_ids}
+
+
+@pytest.mark.slow
+def test_cluster_killed_inside_instant_steps_leaves_nothing_half_written(cluster):
+    """Instant steps (transforms) run inside the transaction that found them ready. With a budget long enough
+    for a whole run, each run is one transaction: a cluster killed while its workers are busy leaves every
+    run either complete or untouched, and the re-dispatched root step then runs the rest once."""
+    cluster.env = {**cluster.env, "BATON_INSTANT_STEPS_MS": "60000"}
+    runs, steps = 6, 20
+    started = cluster.driver("start", runs, steps, 12)
+    cluster.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(_completed_per_run(cluster.env, started["runs"]).values()):
+        time.sleep(0.01)
+    cluster.kill()  # a run finished: the workers are in the middle of the next ones
+    per_run = _completed_per_run(cluster.env, started["runs"])
+    assert set(per_run.values()) <= {0, steps}, per_run  # all or nothing, per run
+    assert 0 in per_run.values(), "every run had finished before the kill"
+    assert _step_statuses(cluster.env)["running"] == 0  # no lease was taken: nothing for the reconciler
+    cluster.start()  # its reconciler re-dispatches the root steps whose messages died with the workers
+    report = cluster.driver("wait", 90, *started["runs"], timeout=150)
+    _check_finished_once(report, steps)
+    for run in report.values():
+        assert all(step["attempts"] == ["completed"] for step in run["steps"].values())

@@ -130,7 +130,10 @@ def test_threads_triggering_at_once_never_exceed_the_limits(settings, org, owner
 def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         env = _cluster_env(tmp_path_factory.mktemp("race"))
-    return {**env, "BATON_ENGINE_DISPATCH": "inline"}
+    # Instant steps off: the runs' transform steps then take their time outside any transaction, as most step
+    # types do, so that runs are running while other processes trigger (with instant steps a run of
+    # transforms finishes inside one transaction, and few triggers would ever find a slot taken).
+    return {**env, "BATON_ENGINE_DISPATCH": "inline", "BATON_INSTANT_STEPS_MS": "0"}
 
 
 def _driver(env, *args) -> subprocess.Popen:

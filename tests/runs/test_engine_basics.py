@@ -1,5 +1,10 @@
+import pytest
+
 from runs.models import RunEvent
 from tests.runs.conftest import transform
+
+# Every test twice: transforms (and conditions, ends) as instant steps, and claimed with leases.
+pytestmark = pytest.mark.usefixtures("both_step_modes")
 
 
 def test_linear_chain_runs_in_order_and_renders_output(engine):

@@ -13,6 +13,9 @@ from runs.models import Run, StepRun
 from runs.services import run_cancel
 from tests.runs.conftest import flaky_step, transform
 
+# Every test twice: transforms (and conditions, ends) as instant steps, and claimed with leases.
+pytestmark = pytest.mark.usefixtures("both_step_modes")
+
 
 def test_template_error_fails_run_naming_step_and_is_not_retried(engine):
     run = engine.start(

@@ -1,8 +1,13 @@
 """The scheduler's decisions: ordering, fan-out/fan-in, when/skip propagation, condition branches, outputs."""
 
+import pytest
+
 from runs.engine import core
 from runs.models import RunEvent, StepRun
 from tests.runs.conftest import transform
+
+# Every test twice: transforms (and conditions, ends) as instant steps, and claimed with leases.
+pytestmark = pytest.mark.usefixtures("both_step_modes")
 
 
 def test_diamond_fans_out_and_joins(engine):

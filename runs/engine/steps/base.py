@@ -44,6 +44,10 @@ class StepType:
     allowed_in_loop: bool = True
     # Steps that change the world outside Baton are skipped (with their resolved input) by dry runs.
     has_side_effects: bool = False
+    # Pure and quick (no I/O, no waiting, no side effects): the engine executes such a step under the run
+    # lock in the transaction that found it ready, instead of claiming it and recording it in transactions
+    # of their own (docs/engine.md "Instant steps").
+    instant: bool = False
     # Filled in by the engine: execute(context) -> result.
     execute: Callable[..., Any] | None = None
 

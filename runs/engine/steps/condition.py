@@ -33,5 +33,6 @@ STEP_TYPE = StepType(
     check=_check,
     expression_fields=frozenset({"expression"}),
     allowed_in_loop=False,
+    instant=True,
     execute=execute,
 )

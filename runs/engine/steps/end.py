@@ -18,5 +18,6 @@ STEP_TYPE = StepType(
         {"status": {"enum": ["completed", "failed"]}, "output": {}, "message": string(4000)}
     ),
     allowed_in_loop=False,
+    instant=True,
     execute=execute,
 )

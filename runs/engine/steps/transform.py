@@ -13,5 +13,6 @@ STEP_TYPE = StepType(
     name="transform",
     description="Render `value` (any JSON with templates inside); output is the rendered value.",
     config_schema=object_schema({"value": {}}, required=["value"]),
+    instant=True,
     execute=execute,
 )
