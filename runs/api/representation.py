@@ -1,0 +1,139 @@
+"""The run object (API.md "Runs") written out by hand: the same output as `RunSerializer` and
+`RunDetailSerializer` (runs/api/serializers.py), which remain the documented shape (OpenAPI) and the
+reference that `tests/runs/api/test_representation.py` compares this with, run by run.
+
+Why: DRF builds every serializer's fields anew for each object (a deep copy of each declared field), so
+the detail of a 5-step run spent about half its server time in serializers. Plain functions over the same
+rows give the same JSON several times faster. Any field added to the serializers must be added here too:
+the comparison test fails until it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.utils import timezone
+from rest_framework.settings import api_settings
+
+from runs import selectors
+from runs.choices import STEP_IN_FLIGHT
+from runs.models import Run, StepRun
+
+
+def _datetime(value) -> str | None:
+    """DRF's DateTimeField output: DATETIME_FORMAT in the current time zone."""
+    if not value:
+        return None
+    return value.astimezone(timezone.get_current_timezone()).strftime(api_settings.DATETIME_FORMAT)
+
+
+def _duration_ms(started, completed) -> int | None:  # also the serializers' (runs/api/serializers.py)
+    if started is None or completed is None:
+        return None
+    return max(int((completed - started).total_seconds() * 1000), 0)
+
+
+def _tokens(raw) -> dict:
+    raw = raw if isinstance(raw, Mapping) else {}
+
+    def number(*names) -> int:
+        for name in names:
+            value = raw.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return int(value)
+        return 0
+
+    prompt = number("prompt", "prompt_tokens", "input", "input_tokens")
+    completion = number("completion", "completion_tokens", "output", "output_tokens")
+    total = number("total", "total_tokens") or prompt + completion
+    return {"prompt": prompt, "completion": completion, "total": total}
+
+
+def _attempt(entry: Mapping) -> dict:
+    started_at = entry.get("started_at")
+    return {
+        "attempt": int(entry["attempt"]),
+        "status": str(entry["status"]),
+        "error": entry.get("error"),
+        "duration_ms": int(entry["duration_ms"]),
+        "started_at": None if started_at is None else str(started_at),
+    }
+
+
+def _step_common(row: StepRun) -> dict:
+    return {
+        "type": row.type,
+        "status": row.status,
+        "attempt": row.attempt,
+        "attempts": [_attempt(entry) for entry in row.attempts or ()],
+        "input_data": row.input_data,
+        "output_data": row.output_data,
+        "error": row.error,
+        "skip_reason": row.skip_reason or None,
+        "started_at": _datetime(row.started_at),
+        "completed_at": _datetime(row.completed_at),
+        "duration_ms": _duration_ms(row.started_at, row.completed_at),
+        "tokens": _tokens(row.tokens),
+        "cost_usd": float(row.cost_usd),
+    }
+
+
+def iteration_data(row: StepRun) -> dict:
+    """StepIterationSerializer's output."""
+    return {"id": row.id, "iteration": row.iteration, **_step_common(row)}
+
+
+def step_data(row: StepRun, found: selectors.RunSteps) -> dict:
+    """StepSerializer's output; loop steps carry their iteration count and first iterations."""
+    data = {"id": row.id, **_step_common(row), "step_id": row.step_id, "name": row.name}
+    if row.type == "loop":
+        data["iteration_count"] = found.iteration_counts.get(row.id, 0)
+        data["iterations"] = [iteration_data(child) for child in found.iterations.get(row.id, [])]
+    return data
+
+
+def run_data(run: Run, current_step_ids: list[str]) -> dict:
+    """RunSerializer's output (a run in lists)."""
+    return {
+        "id": run.id,
+        "workflow_id": run.workflow_id,
+        "workflow_name": run.workflow_name,
+        "workflow_version": run.version_number,
+        "status": run.status,
+        "trigger": run.trigger,
+        "input_data": run.input_data,
+        "metadata": {str(key): value for key, value in run.metadata.items()},
+        "env": run.env,
+        "dry_run": bool(run.dry_run),
+        "model": run.model or None,
+        "result": run.result,
+        "error": run.error,
+        "parent_run_id": run.parent_run_id,
+        "pinned": bool(run.pinned),
+        "pause_signal": run.pause_signal,
+        "triggered_by": (
+            {"type": run.triggered_by_type or "system", "id": run.triggered_by} if run.triggered_by else None
+        ),
+        "created_at": _datetime(run.created_at),
+        "started_at": _datetime(run.started_at),
+        "completed_at": _datetime(run.completed_at),
+        "duration_ms": _duration_ms(run.started_at, run.completed_at),
+        "total_tokens": run.total_tokens,
+        "cost_usd": float(run.cost_usd),
+        "step_count": run.step_count,
+        "current_step_ids": current_step_ids,
+    }
+
+
+def run_detail(run: Run) -> dict:
+    """RunDetailSerializer's output for a run from selectors.run_get(for_detail=True)."""
+    found = selectors.run_steps(run=run)
+    run.step_count = len(found.steps)
+    current = [row.step_id for row in found.steps if row.status in STEP_IN_FLIGHT]
+    children = Run.objects.filter(parent_run_id=run.id).order_by("created_at", "id")
+    child_run_ids = list(children.values_list("id", flat=True)[:1000])  # at most 1,000 (API.md)
+    return {
+        **run_data(run, current),
+        "steps": [step_data(row, found) for row in found.steps],
+        "child_run_ids": child_run_ids,
+    }
