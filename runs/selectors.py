@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 
@@ -130,12 +130,14 @@ def run_filter(queryset: QuerySet[Run], filters: RunFilters) -> QuerySet[Run]:
 
 def run_get(*, organization: Organization, run_id: str, for_detail: bool = False) -> Run:
     """The organisation's run `run_id`, or 404 run_not_found. `for_detail` also loads the workflow's
-    name and the version number (one query, without the version's definition)."""
+    name, the version number (one query, without the version's definition) and whether any run names it
+    as its parent (`has_children`: most runs have none, and the detail then skips reading them)."""
     queryset = runs_of(organization)
     if for_detail:
         queryset = queryset.annotate(
             workflow_name=F("workflow__name"),
             version_number=F("workflow_version__number"),
+            has_children=Exists(Run.objects.filter(parent_run_id=OuterRef("pk"))),
         )
     run = queryset.filter(pk=run_id).first()
     if run is None:

@@ -130,8 +130,10 @@ def run_detail(run: Run) -> dict:
     found = selectors.run_steps(run=run)
     run.step_count = len(found.steps)
     current = [row.step_id for row in found.steps if row.status in STEP_IN_FLIGHT]
-    children = Run.objects.filter(parent_run_id=run.id).order_by("created_at", "id")
-    child_run_ids = list(children.values_list("id", flat=True)[:1000])  # at most 1,000 (API.md)
+    child_run_ids = []
+    if getattr(run, "has_children", True):  # annotated by run_get(for_detail=True)
+        children = Run.objects.filter(parent_run_id=run.id).order_by("created_at", "id")
+        child_run_ids = list(children.values_list("id", flat=True)[:1000])  # at most 1,000 (API.md)
     return {
         **run_data(run, current),
         "steps": [step_data(row, found) for row in found.steps],
