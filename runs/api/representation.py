@@ -27,13 +27,14 @@ def _datetime(value) -> str | None:
     return value.astimezone(timezone.get_current_timezone()).strftime(api_settings.DATETIME_FORMAT)
 
 
-def _duration_ms(started, completed) -> int | None:  # also the serializers' (runs/api/serializers.py)
+def duration_ms(started, completed) -> int | None:  # also the serializers' (runs/api/serializers.py)
     if started is None or completed is None:
         return None
     return max(int((completed - started).total_seconds() * 1000), 0)
 
 
-def _tokens(raw) -> dict:
+def token_counts(raw) -> dict:
+    """A step's `tokens` as API.md shows them: prompt, completion, total (providers name them variously)."""
     raw = raw if isinstance(raw, Mapping) else {}
 
     def number(*names) -> int:
@@ -72,8 +73,8 @@ def _step_common(row: StepRun) -> dict:
         "skip_reason": row.skip_reason or None,
         "started_at": _datetime(row.started_at),
         "completed_at": _datetime(row.completed_at),
-        "duration_ms": _duration_ms(row.started_at, row.completed_at),
-        "tokens": _tokens(row.tokens),
+        "duration_ms": duration_ms(row.started_at, row.completed_at),
+        "tokens": token_counts(row.tokens),
         "cost_usd": float(row.cost_usd),
     }
 
@@ -117,7 +118,7 @@ def run_data(run: Run, current_step_ids: list[str]) -> dict:
         "created_at": _datetime(run.created_at),
         "started_at": _datetime(run.started_at),
         "completed_at": _datetime(run.completed_at),
-        "duration_ms": _duration_ms(run.started_at, run.completed_at),
+        "duration_ms": duration_ms(run.started_at, run.completed_at),
         "total_tokens": run.total_tokens,
         "cost_usd": float(run.cost_usd),
         "step_count": run.step_count,

@@ -12,7 +12,7 @@ from rest_framework import serializers
 from audit.api.serializers import parse_instant
 from config.errors import InvalidRequest
 from runs import selectors
-from runs.api.representation import _duration_ms, _tokens, run_data, run_detail
+from runs.api.representation import duration_ms, run_data, run_detail, token_counts
 from runs.choices import STEP_IN_FLIGHT, RunStatus, RunTrigger, StepStatus
 from runs.models import Run, StepRun
 from workflows.api.serializers import StrictSerializer
@@ -71,11 +71,11 @@ class StepIterationSerializer(serializers.Serializer):
     cost_usd = serializers.FloatField()
 
     def get_duration_ms(self, row) -> int | None:
-        return _duration_ms(row.started_at, row.completed_at)
+        return duration_ms(row.started_at, row.completed_at)
 
     @extend_schema_field(TokensSerializer)
     def get_tokens(self, row) -> dict:
-        return _tokens(row.tokens)
+        return token_counts(row.tokens)
 
 
 class StepSerializer(StepIterationSerializer):
@@ -137,7 +137,7 @@ class RunSerializer(serializers.Serializer):
         return {"type": run.triggered_by_type or "system", "id": run.triggered_by}
 
     def get_duration_ms(self, run) -> int | None:
-        return _duration_ms(run.started_at, run.completed_at)
+        return duration_ms(run.started_at, run.completed_at)
 
     def get_current_step_ids(self, run) -> list[str]:
         return self.context.get("current_step_ids", {}).get(run.id, [])

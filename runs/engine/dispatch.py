@@ -70,30 +70,12 @@ def _call_safely(callback) -> None:
 
 
 def _admit(organization_id: str) -> None:
-    from django.db import connection
-
     from runs.concurrency import admit
 
     try:
-        if connection.vendor == "sqlite" and not _has_queued(organization_id):
-            return
         admit(organization_id)
     except Exception:  # the reconciler's admission pass repairs whatever this missed
         logger.exception("admission for %s failed", organization_id)
-
-
-def _has_queued(organization_id: str) -> bool:
-    """Has the organisation runs waiting for admission? A plain read, outside any transaction: on SQLite an
-    admission is a write transaction (the database's one write lock), not worth taking for nothing. This
-    cannot miss a run queued by a transaction that saw the finished run still running: SQLite's writers are
-    serialized (BEGIN IMMEDIATE), so such a transaction committed before the finishing one even began, and
-    this read, made after that commit, sees its run. (PostgreSQL's writers overlap: there `admit` waits
-    for the organisation lock of any admission in flight, so it asks its question after that one
-    committed.)"""
-    from runs.choices import RunStatus
-    from runs.models import Run
-
-    return Run.objects.filter(organization_id=organization_id, status=RunStatus.QUEUED).exists()
 
 
 _broker_cache: dict = {}
