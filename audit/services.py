@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from audit.chain import chain_hash
 from audit.models import AuditChainHead, AuditEvent
+from config import sql
 from config.context import client_ip_var, request_id_var
 
 _SAFE_INT = 2**53 - 1
@@ -61,6 +62,11 @@ def audit_chain_start(*, organization) -> None:
     AuditChainHead.objects.get_or_create(organization=organization)
 
 
+_LOCK_HEAD = sql.Select(AuditChainHead, ("organization_id", "seq", "hash"), "{pk} = %s", for_update=True)
+_INSERT_EVENT = sql.Insert(AuditEvent)
+_SAVE_HEAD = sql.Update(AuditChainHead, ("seq", "hash"))
+
+
 # No savepoint inside the caller's transaction: an append that fails must fail the change it records,
 # and skipping it saves two round trips per append on PostgreSQL.
 @transaction.atomic(savepoint=False)
@@ -80,7 +86,8 @@ def audit_record(
     Principal, SystemActor or anything with actor_id/actor_type. The head row lock serializes appends per
     organisation, so seq stays gapless across processes."""
     organization_id = organization if isinstance(organization, str) else organization.pk
-    head = AuditChainHead.objects.select_for_update().filter(organization_id=organization_id).first()
+    # Appends are on every write path: their three statements are written once (config/sql.py).
+    head = _LOCK_HEAD.first(organization_id)
     if head is None:
         try:
             with transaction.atomic():
@@ -111,6 +118,7 @@ def audit_record(
     body = event_as_dict(row)
     del body["prev_hash"], body["hash"]
     row.hash = chain_hash(head.hash, body)
-    row.save(force_insert=True)
-    AuditChainHead.objects.filter(pk=head.pk).update(seq=row.seq, hash=row.hash)
+    _INSERT_EVENT.add([row])
+    head.seq, head.hash = row.seq, row.hash
+    _SAVE_HEAD.save(head)
     return row

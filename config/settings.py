@@ -149,7 +149,7 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "config.sqlite",
             "NAME": env_str("BATON_SQLITE_PATH", str(DATA_DIR / "baton.sqlite3")),
             "OPTIONS": {
                 # WAL lets readers and one writer work at once; IMMEDIATE takes the write lock at
@@ -192,6 +192,7 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = 0.2
     Q_CLUSTER["broker_class"] = "runs.engine.broker.OrmBroker"  # its pusher keeps its connection
+    Q_CLUSTER["bulk"] = BATON_WORKERS  # tasks the pusher locks per write (runs/engine/broker.py)
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

@@ -34,14 +34,15 @@ import hashlib
 import json
 from collections import Counter
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count
 
 from accounts.models import Organization
+from config import sql
 from config.errors import Unprocessable
 from runs.choices import RUN_ACTIVE, RunStatus
 from runs.engine import core
-from runs.engine.dispatch import dispatch
+from runs.engine.dispatch import dispatch, request_admission
 from runs.engine.templating import render_value
 from runs.models import Run
 
@@ -105,25 +106,36 @@ def lock_organization(organization_id: str) -> Organization | None:
     UPDATE: inserts referencing the organisation (runs, audit events) take FOR KEY SHARE on it for their
     foreign-key check, which FOR UPDATE would block (a deadlock with an engine transaction holding a run
     lock and appending to the audit chain)."""
-    return (
-        Organization.objects.select_for_update(no_key=True)
-        .only("id", "max_concurrent_runs", "monthly_run_limit", "monthly_token_quota")  # runs/quotas.py
-        .filter(pk=organization_id)
-        .first()
-    )
+    return _LOCK_ORGANIZATION.first(organization_id)
+
+
+# Written once (config/sql.py): every trigger and every admission takes this lock.
+_LOCK_ORGANIZATION = sql.Select(
+    Organization,
+    ("id", "max_concurrent_runs", "monthly_run_limit", "monthly_token_quota"),  # runs/quotas.py
+    "{pk} = %s",
+    for_update="FOR NO KEY UPDATE",
+)
+_QUEUED_RUNS = sql.Select(
+    Run,
+    ("id", "workflow_id", "concurrency_key", "parent_step_run_id"),
+    "{organization_id} = %s AND {status} = %s AND {cancel_requested_at} IS NULL",
+    order_by="{created_at}, {id}",
+    limit=ADMISSION_BATCH,
+)
 
 
 def admit(organization_id: str) -> list[str]:
     """Admit the organisation's queued runs that fit now (its own transaction); returns their ids.
 
-    On SQLite a plain read comes first, outside any transaction: there an admission is a write transaction
-    (the database's one write lock), not worth taking when nothing is queued, as after most finished runs.
-    That read cannot miss a run queued by a transaction that saw a finished run still running: SQLite's
-    writers are serialized (BEGIN IMMEDIATE), so such a transaction committed before the finishing one
-    began, and a read made after that commit sees its run. PostgreSQL's writers overlap: there the
-    organisation lock below waits for any admission in flight, so the question is asked after it
-    committed."""
-    if connection.vendor == "sqlite" and not _has_queued(organization_id):
+    A plain read comes first, outside any transaction: an admission locks the organisation (on SQLite it
+    takes the database's one write lock), not worth doing when nothing is queued, as after most finished
+    runs. That read cannot strand a run: a run is left queued only by a transaction that also requests an
+    admission after its own commit (`select_admissions`). If this read, made after the finishing run
+    committed, does not see the queued run, that run's transaction committed after the read began, so its
+    own admission starts later still and sees the finished run's slot free. The reconciler's
+    `admit_pending()` remains the safety net."""
+    if not _has_queued(organization_id):
         return []
     with transaction.atomic():
         organization = lock_organization(organization_id)
@@ -132,8 +144,12 @@ def admit(organization_id: str) -> list[str]:
         return start_admitted(select_admissions(organization))
 
 
+# Asked after most finished runs: written once (config/sql.py).
+_QUEUED_RUN = sql.Select(Run, ("id",), "{organization_id} = %s AND {status} = %s", limit=1)
+
+
 def _has_queued(organization_id: str) -> bool:
-    return Run.objects.filter(organization_id=organization_id, status=RunStatus.QUEUED).exists()
+    return bool(_QUEUED_RUN.rows(organization_id, RunStatus.QUEUED))
 
 
 def admit_pending() -> int:
@@ -150,14 +166,21 @@ def admit_pending() -> int:
 def select_admissions(organization: Organization, in_hand: dict[str, Run] | None = None) -> list[Run]:
     """Decide which queued runs start now and lock them (the caller holds the organisation lock and must
     not have appended to the audit chain yet); FIFO, both limits. `in_hand`: runs this transaction already
-    holds (a run it just created), used as they are."""
+    holds (a run it just created, resumed or approved), used as they are.
+
+    An in-hand run left queued gets an admission after this transaction commits: a run finishing
+    meanwhile may have looked for queued runs before this one was visible (`admit`)."""
+    chosen = _select_admissions(organization, in_hand)
+    admitted = {run.id for run in chosen}
+    if in_hand and any(run_id not in admitted for run_id in in_hand):
+        request_admission(organization.id)
+    return chosen
+
+
+def _select_admissions(organization: Organization, in_hand: dict[str, Run] | None) -> list[Run]:
     from workflows.models import Workflow
 
-    queued = list(
-        Run.objects.filter(organization_id=organization.id, status=RunStatus.QUEUED, cancel_requested_at=None)
-        .order_by("created_at", "id")
-        .values_list("id", "workflow_id", "concurrency_key", "parent_step_run_id")[:ADMISSION_BATCH]
-    )
+    queued = _QUEUED_RUNS.rows(organization.id, RunStatus.QUEUED)  # (id, workflow_id, key, parent step)
     if not queued:
         return []
     # A sub-workflow's child runs inside its parent's slot: it neither counts against nor waits for the

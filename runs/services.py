@@ -7,6 +7,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 
 from audit.services import audit_record
+from config import sql
 from config.errors import Conflict, Unprocessable
 from runs import concurrency as admission
 from runs import people, quotas
@@ -25,6 +26,11 @@ def input_errors(definition: dict, input_data) -> list[str]:
         where = ".".join(str(part) for part in error.absolute_path)
         errors.append(f"input.{where}: {error.message}" if where else f"input: {error.message}")
     return errors
+
+
+_INSERT_RUN = sql.Insert(Run)
+_INSERT_STEPS = sql.Insert(StepRun)
+_SAVE_LAST_RUN = sql.Update(Workflow, ("last_run_at",))
 
 
 @transaction.atomic
@@ -92,7 +98,7 @@ def run_create(
         if limit["on_limit"] == "cancel_running":
             candidates = [run_id for run_id, cancel_requested_at in active if cancel_requested_at is None]
             victims = candidates[: max(0, len(candidates) + 1 - limit["limit"])]
-    run = Run.objects.create(
+    run = Run(
         organization_id=workflow.organization_id,
         workflow=workflow,
         workflow_version=version,
@@ -111,8 +117,10 @@ def run_create(
         status=RunStatus.AWAITING_APPROVAL if gate else RunStatus.QUEUED,
         pause_signal=gate,
     )
+    # Every trigger writes these three: statements written once (config/sql.py).
+    _INSERT_RUN.add([run])
     reuse = reuse or {}
-    StepRun.objects.bulk_create(
+    _INSERT_STEPS.add(
         [
             _reused(run, step, reuse[step["id"]])
             if step["id"] in reuse
@@ -120,7 +128,8 @@ def run_create(
             for step in definition["steps"]
         ]
     )
-    Workflow.objects.filter(pk=workflow.pk).update(last_run_at=run.created_at)
+    workflow.last_run_at = run.created_at
+    _SAVE_LAST_RUN.save(workflow)
     # Every run lock comes before the first audit append (lock order: organisation → runs → audit head).
     now = timezone.now()
     cancelled = []

@@ -3,6 +3,7 @@
 from django.db.models import Q, QuerySet
 
 from accounts.models import Organization
+from config import sql
 from config.errors import InvalidRequest, NotFound, not_found
 from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
 
@@ -45,10 +46,14 @@ def workflow_version_get(*, workflow: Workflow, spec: str | int) -> WorkflowVers
             raise NotFound("version_not_found", f"Workflow {workflow.id} has no published version.")
     else:
         number = spec
-    version = WorkflowVersion.objects.filter(workflow=workflow, number=number).first()
+    version = _VERSION.first(workflow.pk, number)
     if version is None:
         raise NotFound("version_not_found", f"Workflow {workflow.id} has no version {number}.")
     return version
+
+
+# Read by every trigger: written once (config/sql.py).
+_VERSION = sql.Select(WorkflowVersion, None, "{workflow_id} = %s AND {number} = %s")
 
 
 def workflow_versions(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:

@@ -15,6 +15,7 @@ caller's connection, which the caller's own lifecycle (request end, worker CONN_
 import time
 
 from django import db
+from django.db import transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
@@ -40,13 +41,20 @@ class OrmBroker(ORM):
             db.close_old_connections()
             self._refreshed_at = now
         queue = OrmQ.objects.using(Conf.ORM)
-        tasks = list(queue.filter(key=self.list_key, lock__lt=timezone.now())[: Conf.BULK])
+        # Up to Conf.BULK tasks locked in one write (the settings ask for one per worker): on SQLite every
+        # write waits for the database's one write lock, which busy workers hold most of the time, and a
+        # pusher taking one task per write left them waiting for work (docs/performance.md). In one
+        # transaction (SQLite's writers are serialized; PostgreSQL skips rows another cluster holds), so
+        # every task read here is this cluster's.
+        with transaction.atomic(using=Conf.ORM):
+            tasks = list(
+                queue.select_for_update(skip_locked=True)
+                .filter(key=self.list_key, lock__lt=timezone.now())
+                .order_by("id")[: Conf.BULK]
+            )
+            if tasks:
+                queue.filter(id__in=[task.id for task in tasks]).update(lock=self.timeout(tasks[0]))
         if not tasks:
             time.sleep(Conf.POLL)  # an empty queue: spare the CPU
             return None
-        # Another cluster polling the same queue may lock a task first: only what this one locked is taken.
-        return [
-            (task.pk, task.payload)
-            for task in tasks
-            if queue.filter(id=task.id, lock=task.lock).update(lock=self.timeout(task))
-        ]
+        return [(task.pk, task.payload) for task in tasks]

@@ -26,11 +26,12 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config import sql
 from runs.choices import (
     RUN_TERMINAL_EVENTS,
     STEP_FINISHED,
@@ -122,8 +123,14 @@ def _iso(moment) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
+_LOCK_RUN = sql.Select(Run, None, "{pk} = %s", for_update=True)
+
+
 def _lock_run(run_id: str) -> Run:
-    return Run.objects.select_for_update().get(pk=run_id)
+    run = _LOCK_RUN.first(run_id)
+    if run is None:
+        raise Run.DoesNotExist(f"run {run_id} does not exist")
+    return run
 
 
 def emit(run: Run, event_type: str, step_id: str = "", data: dict | None = None) -> None:
@@ -152,19 +159,24 @@ _RUN_FIELDS = [
 ]
 
 
+_SAVE_RUN = sql.Update(Run, _RUN_FIELDS)
+_INSERT_EVENTS = sql.Insert(RunEvent)
+
+
 def save_run(run: Run) -> None:
     """Write what the transaction changed on the locked run: the step rows whose save was deferred, the
     buffered events (one INSERT), the run itself."""
     flush_rows(run)
     events = run.__dict__.pop("_pending_events", None)
     if events:
-        RunEvent.objects.bulk_create(events)
-    run.save(update_fields=_RUN_FIELDS)
+        _INSERT_EVENTS.add(events)
+    _SAVE_RUN.save(run)
 
 
 # What executing an instant step changes on its row (`_execute_instant`, `_complete_step`).
 _INSTANT_FIELDS = ("status", "output_data", "error", "input_data", "attempt", "attempts", "state",
                    "queued_at", "started_at", "completed_at", "dispatched_at", "wake_at")  # fmt: skip
+_SAVE_INSTANT_ROWS = sql.Update(StepRun, _INSTANT_FIELDS)
 
 
 def flush_rows(run: Run) -> None:
@@ -172,22 +184,8 @@ def flush_rows(run: Run) -> None:
     for all of them (executemany, the values prepared by the fields themselves), instead of a Model.save()
     each. Called before anything in the transaction reads step rows from the database again."""
     rows = run.__dict__.pop("_unsaved_rows", None)
-    if not rows:
-        return
-    fields = [StepRun._meta.get_field(name) for name in _INSTANT_FIELDS]
-    quote = connection.ops.quote_name
-    # Names from the model, values as parameters.
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        quote(StepRun._meta.db_table),
-        ", ".join(f"{quote(field.column)} = %s" for field in fields),
-        quote(StepRun._meta.pk.column),
-    )
-    params = [
-        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields] + [row.pk]
-        for row in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    if rows:
+        _SAVE_INSTANT_ROWS.save_many(rows)
 
 
 def variables_for(run: Run, plan: Plan, rows: list[StepRun] | None = None) -> dict:
@@ -408,12 +406,14 @@ def _advance_rows(run: Run, *, admit: bool = False, rows: dict[str, StepRun] | N
     return []
 
 
+_READ_ROWS = sql.Select(
+    StepRun, _ADVANCE_FIELDS, "{run_id} = %s AND {parent_id} IS NULL", order_by="{queued_at}, {id}"
+)
+
+
 def _read_rows(run: Run) -> dict[str, StepRun]:
     """The run's top-level step rows by step id, with the columns advancing and instant steps need."""
-    return {
-        row.step_id: row
-        for row in StepRun.objects.filter(run_id=run.id, parent__isnull=True).only(*_ADVANCE_FIELDS)
-    }
+    return {row.step_id: row for row in _READ_ROWS.all(run.id)}
 
 
 def _skipped_branch(row: StepRun) -> bool:
@@ -547,13 +547,15 @@ def lease_seconds(policy: dict) -> int:
     return min(timeout + LEASE_GRACE_SECONDS, lease) if timeout else lease
 
 
+_CLAIM_PEEK = sql.Select(StepRun, ("run_id", "status", "step_id", "type", "parent_id"), "{pk} = %s")
+
+
 def _claim(step_run_id: str, now) -> Claimed | None:
-    row = (
-        StepRun.objects.filter(pk=step_run_id)
-        .values("run_id", "status", "step_id", "type", "parent_id")
-        .first()
-    )
-    if row is None or row["status"] != StepStatus.QUEUED:
+    found = _CLAIM_PEEK.rows(step_run_id)
+    if not found:
+        return None
+    row = dict(zip(_CLAIM_PEEK.names, found[0], strict=True))
+    if row["status"] != StepStatus.QUEUED:
         return None
     with transaction.atomic():
         run = _lock_run(row["run_id"])

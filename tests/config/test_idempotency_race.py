@@ -79,7 +79,7 @@ def _server_env(tmp_path) -> dict:
            "BATON_DATA_DIR": str(tmp_path), "BATON_LOG_LEVEL": "WARNING"}  # fmt: skip
     env.pop("BATON_TEST_DB_NAME", None)
     db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
+    if connection.vendor == "sqlite":
         env.pop("DATABASE_URL", None)
         env["BATON_SQLITE_PATH"] = str(tmp_path / "live.sqlite3")
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, cwd=BASE_DIR, check=True)

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
@@ -73,10 +76,23 @@ def test_polls_and_enqueues_keep_their_connection(_file_env):
 @pytest.mark.django_db(transaction=True)
 def test_dequeue_takes_each_task_once_and_locks_it(broker):
     ids = [broker.enqueue(f"payload-{n}") for n in range(3)]
-    taken = [task for _ in ids for task in broker.dequeue()]  # django-q2 takes Conf.BULK (1) per poll
+    taken = [task for _ in ids for task in broker.dequeue() or []]
     assert sorted(taken) == sorted((pk, f"payload-{n}") for n, pk in enumerate(ids))
     assert broker.dequeue() is None  # locked until the retry timeout: not handed out twice
     assert OrmQ.objects.filter(pk__in=ids).count() == 3  # still there until acknowledged
     for pk in ids:
         broker.acknowledge(pk)
     assert not OrmQ.objects.filter(pk__in=ids).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dequeue_locks_up_to_bulk_tasks_in_one_write_oldest_first(broker, monkeypatch):
+    monkeypatch.setattr(Conf, "BULK", 2)
+    ids = [broker.enqueue(f"payload-{n}") for n in range(3)]
+    with CaptureQueriesContext(connection) as first:
+        assert broker.dequeue() == [(ids[0], "payload-0"), (ids[1], "payload-1")]
+    writes = [query["sql"] for query in first.captured_queries if query["sql"].startswith("UPDATE")]
+    assert len(writes) == 1
+    assert broker.dequeue() == [(ids[2], "payload-2")]
+    assert broker.dequeue() is None
+    assert all(task.lock > timezone.now() for task in OrmQ.objects.filter(pk__in=ids))

@@ -31,7 +31,7 @@ def _cluster_env(tmp_path) -> dict:
            "BATON_STEP_LEASE_SECONDS": "5"}  # fmt: skip
     env.pop("BATON_TEST_DB_NAME", None)
     db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
+    if connection.vendor == "sqlite":
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         env["BATON_SQLITE_PATH"] = str(tmp_path / "cluster.sqlite3")

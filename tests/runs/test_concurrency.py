@@ -218,3 +218,25 @@ def test_long_and_structured_keys(engine):
     long = trigger(engine, workflow, "x" * 300)
     assert long.concurrency_key.startswith("sha256:") and len(long.concurrency_key) == 71
     assert long.status == "running"
+
+
+def test_a_trigger_that_leaves_its_run_queued_requests_an_admission_after_its_commit(engine):
+    workflow = keyed_workflow(engine)
+    first = trigger(engine, workflow)
+    assert list(dispatch_module.MANUAL_ADMISSIONS) == []  # admitted at once: nothing to ask
+    second = run_create(workflow=workflow, actor=engine.actor, input_data={"customer": "acme"})
+    assert list(dispatch_module.MANUAL_ADMISSIONS) == [engine.org.id]
+    # The race it covers: the first run finished while this trigger was open, and its own admission looked
+    # for queued runs before the second was visible (runs.concurrency.admit), so it admitted nothing.
+    Run.objects.filter(pk=first.pk).update(status="completed", completed_at=timezone.now())
+    engine.drain()  # the trigger's request
+    assert statuses(second) == ["running"]
+
+
+def test_admission_with_nothing_queued_is_one_read_and_no_transaction(engine, django_assert_num_queries):
+    from runs.concurrency import admit
+
+    workflow = keyed_workflow(engine)
+    finish(engine, trigger(engine, workflow))
+    with django_assert_num_queries(1):  # no organisation lock, no transaction, on either backend
+        assert admit(engine.org.id) == []

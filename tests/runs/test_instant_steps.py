@@ -52,9 +52,9 @@ def test_a_chain_of_transforms_runs_in_the_transaction_of_its_first_claim(engine
     run = engine.start(chain(10), input_data={"n": 5}, output="{{ steps.s9.output }}", drain=False)
     with CaptureQueriesContext(connection) as queries:
         assert engine.drain() == 1  # the root's message; no other step was queued
-    # The claim's transaction, which executed all ten, and the admission after the run finished (on SQLite
-    # that is a plain read when no run is queued, see runs/concurrency.py admit).
-    assert transactions(queries) == (1 if connection.vendor == "sqlite" else 2)
+    # The claim's transaction, which executed all ten; the admission after the run finished is a plain read
+    # when no run is queued (runs/concurrency.py admit).
+    assert transactions(queries) == 1
     run = engine.reload(run)
     assert run.status == "completed" and run.result == 14
     rows = StepRun.objects.filter(run=run)

@@ -36,7 +36,7 @@ def _server_env(tmp_path) -> dict:
     env.pop("BATON_TEST_DB_NAME", None)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
+    if connection.vendor == "sqlite":
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         env["BATON_SQLITE_PATH"] = str(tmp_path / "stream.sqlite3")

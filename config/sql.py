@@ -1,0 +1,215 @@
+"""Statements of the hot paths written once, with the ORM's own field conversions.
+
+Building a queryset's SQL costs more Python than the database spends running it: a worker's transaction
+that executes a run of transform steps spent most of its time (and of the SQLite write lock it holds)
+compiling a handful of small statements again and again. The few statements on those paths are written
+here once per database vendor from the model's metadata (table and column names quoted by the backend),
+their values prepared by the fields (`get_db_prep_save`) and their rows converted by the fields and the
+backend (`from_db_value`, the backend's converters) and turned into instances with `Model.from_db`, as
+the ORM does. Everything else keeps using the ORM.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+
+
+def _columns(model, names) -> list:
+    return [model._meta.get_field(name) for name in names]
+
+
+def _where(model, where: str) -> str:
+    """`where` with `{field}` placeholders replaced by quoted column names."""
+    quote = connection.ops.quote_name
+    columns = {field.name: quote(field.column) for field in model._meta.concrete_fields}
+    columns.update({field.attname: quote(field.column) for field in model._meta.concrete_fields})
+    columns["pk"] = quote(model._meta.pk.column)
+    return where.format(**columns)
+
+
+class Select:
+    """`SELECT <fields> FROM <model's table> WHERE <where>` returning model instances (fields not
+    selected are deferred, as with `.only()`)."""
+
+    def __init__(self, model, fields, where: str, *, order_by: str = "", limit: int | None = None,
+                 for_update: bool | str = False):  # fmt: skip
+        self.model = model
+        # The primary key always (as with `.only()`), all in the model's order, as `Model.from_db` expects.
+        wanted = {model._meta.get_field(name).attname for name in fields} if fields else None
+        if wanted is not None:
+            wanted.add(model._meta.pk.attname)
+        self.names = tuple(
+            f.attname for f in model._meta.concrete_fields if wanted is None or f.attname in wanted
+        )
+        self.where = where
+        self.order_by = order_by
+        self.limit = limit
+        self.for_update = for_update
+
+    @cache  # noqa: B019  (one per statement and vendor; the statements are module constants)
+    def _compiled(self, vendor: str):
+        quote = connection.ops.quote_name
+        fields = _columns(self.model, self.names)
+        table = quote(self.model._meta.db_table)
+        sql = "SELECT {} FROM {} WHERE {}".format(
+            ", ".join(quote(field.column) for field in fields), table, _where(self.model, self.where)
+        )
+        if self.order_by:
+            sql += " ORDER BY " + _where(self.model, self.order_by)
+        if self.limit is not None:
+            sql += f" LIMIT {int(self.limit)}"
+        if self.for_update and connection.features.has_select_for_update:
+            # A string names the lock where the backend has it ("FOR NO KEY UPDATE" on PostgreSQL).
+            strength = self.for_update if isinstance(self.for_update, str) else "FOR UPDATE"
+            sql += f" {strength if connection.vendor == 'postgresql' else 'FOR UPDATE'}"
+        converters = []
+        for index, field in enumerate(fields):
+            column = field.get_col(self.model._meta.db_table)
+            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            if found:
+                converters.append((index, found, column))
+        return sql, converters
+
+    def rows(self, *params) -> list[tuple]:
+        """The converted values, as tuples in the order of `fields`."""
+        db = connections[DEFAULT_DB_ALIAS]
+        sql, converters = self._compiled(db.vendor)
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            fetched = cursor.fetchall()
+        if not converters:
+            return fetched
+        result = []
+        for row in fetched:
+            row = list(row)
+            for index, found, column in converters:
+                value = row[index]
+                for converter in found:
+                    value = converter(value, column, db)
+                row[index] = value
+            result.append(row)
+        return result
+
+    def all(self, *params) -> list:
+        from_db, names = self.model.from_db, self.names
+        return [from_db(DEFAULT_DB_ALIAS, names, row) for row in self.rows(*params)]
+
+    def first(self, *params):
+        found = self.all(*params)
+        return found[0] if found else None
+
+
+class Update:
+    """`UPDATE <model's table> SET <fields> WHERE <where>`, the new values taken from instances."""
+
+    def __init__(self, model, fields, where: str = "{pk} = %s"):
+        self.model = model
+        self.names = tuple(fields)
+        self.where = where
+
+    @cache  # noqa: B019
+    def _compiled(self, vendor: str):
+        quote = connection.ops.quote_name
+        fields = _columns(self.model, self.names)
+        sql = "UPDATE {} SET {} WHERE {}".format(
+            quote(self.model._meta.db_table),
+            ", ".join(f"{quote(field.column)} = %s" for field in fields),
+            _where(self.model, self.where),
+        )
+        return sql, fields
+
+    @staticmethod
+    def _values(fields, instance, db) -> list:
+        return [field.get_db_prep_save(getattr(instance, field.attname), db) for field in fields]
+
+    def save(self, instance, *params) -> None:
+        """Write the fields of one instance (`params` for the WHERE, its pk by default); like
+        `save(update_fields=…)`, it is an error when no row was there to update."""
+        db = connections[DEFAULT_DB_ALIAS]
+        sql, fields = self._compiled(db.vendor)
+        with db.cursor() as cursor:
+            cursor.execute(sql, [*self._values(fields, instance, db), *(params or (instance.pk,))])
+            if cursor.rowcount != 1:
+                raise DatabaseError(f"{self.model.__name__} {instance.pk}: no row was updated")
+
+    def save_many(self, instances) -> None:
+        """Write each instance's fields (WHERE pk) in one `executemany`."""
+        db = connections[DEFAULT_DB_ALIAS]
+        sql, fields = self._compiled(db.vendor)
+        with db.cursor() as cursor:
+            cursor.executemany(sql, [[*self._values(fields, row, db), row.pk] for row in instances])
+
+
+class Insert:
+    """`INSERT INTO <model's table> (<fields>) VALUES (…)` for instances whose primary key is set (or
+    generated by the database and not needed afterwards)."""
+
+    def __init__(self, model, fields=None):
+        self.model = model
+        self.names = tuple(fields) if fields else tuple(
+            f.attname for f in model._meta.concrete_fields if not f.primary_key or not f.db_returning
+        )  # fmt: skip
+
+    @cache  # noqa: B019
+    def _compiled(self, vendor: str):
+        quote = connection.ops.quote_name
+        fields = _columns(self.model, self.names)
+        sql = "INSERT INTO {} ({}) VALUES ".format(
+            quote(self.model._meta.db_table), ", ".join(quote(field.column) for field in fields)
+        )
+        return sql, "({})".format(", ".join(["%s"] * len(fields))), fields
+
+    def add(self, instances) -> None:
+        """One multi-row INSERT (in batches of the backend's size, as bulk_create)."""
+        db = connections[DEFAULT_DB_ALIAS]
+        sql, row, fields = self._compiled(db.vendor)
+        batch = max(1, db.ops.bulk_batch_size(fields, instances))
+        with db.cursor() as cursor:
+            for start in range(0, len(instances), batch):
+                chunk = instances[start : start + batch]
+                params = [
+                    field.get_db_prep_save(field.pre_save(instance, True), db)
+                    for instance in chunk
+                    for field in fields
+                ]
+                cursor.execute(sql + ", ".join([row] * len(chunk)), params)
+        for instance in instances:
+            instance._state.adding = False
+            instance._state.db = DEFAULT_DB_ALIAS
+
+
+class Prepared:
+    """A queryset whose SQL the ORM builds once (per database vendor), then run again with new values as a
+    raw query: `build(*placeholders)` returns the queryset, each placeholder standing where a value goes.
+    The rows become instances as with the queryset itself (fields converted, annotations as attributes).
+    For lookups that pass a value through unchanged (`=`, `<`, …), which compiling checks."""
+
+    def __init__(self, model, build, arity: int):
+        self.model = model
+        self.build = build
+        self.arity = arity
+
+    @cache  # noqa: B019
+    def _compiled(self, vendor: str):
+        marks = [f"\x00baton-parameter-{index}\x00" for index in range(self.arity)]
+        sql, params = self.build(*marks).query.sql_with_params()
+        positions = []
+        for mark in marks:
+            found = [index for index, param in enumerate(params) if param == mark]
+            if len(found) != 1:
+                raise ValueError(f"{self.model.__name__}: a placeholder is not exactly one parameter")
+            positions.append(found[0])
+        return sql, tuple(params), positions
+
+    def all(self, *values) -> list:
+        sql, params, positions = self._compiled(connection.vendor)
+        params = list(params)
+        for position, value in zip(positions, values, strict=True):
+            params[position] = value
+        return list(self.model.objects.raw(sql, params))
+
+    def first(self, *values):
+        found = self.all(*values)
+        return found[0] if found else None

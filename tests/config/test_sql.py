@@ -1,0 +1,149 @@
+"""config/sql.py: statements written once must read and write exactly what the ORM does."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import DatabaseError, connection
+from django.db.models import Exists, F, OuterRef
+from django.forms.models import model_to_dict
+from django.utils import timezone
+
+from accounts.principal import Principal
+from config import sql
+from runs.engine import dispatch
+from runs.models import Run, RunEvent, StepRun
+from runs.services import run_create
+from workflows.services import workflow_create
+
+pytestmark = pytest.mark.django_db
+
+ALL_RUN_FIELDS = sql.Select(Run, None, "{pk} = %s")
+SOME_STEP_FIELDS = sql.Select(
+    StepRun, ("step_id", "status", "output_data", "started_at"), "{run_id} = %s", order_by="{step_id}"
+)
+
+
+@pytest.fixture
+def run(settings, org, owner):
+    settings.BATON_ENGINE_DISPATCH = "manual"
+    actor = Principal(organization=org, user=owner, role="owner")
+    definition = {
+        "name": "Two",
+        "steps": [
+            {"id": "a", "type": "transform", "config": {"value": {"n": "{{ inputs.n }}", "s": "é ✓"}}},
+            {
+                "id": "b",
+                "type": "transform",
+                "config": {"value": "{{ steps.a.output.n }}"},
+                "depends_on": ["a"],
+            },
+        ],
+    }
+    workflow = workflow_create(organization=org, actor=actor, definition=definition)
+    created = run_create(workflow=workflow, actor=actor, input_data={"n": 3}, metadata={"team": "x"})
+    dispatch.drain()
+    Run.objects.filter(pk=created.pk).update(cost_usd=Decimal("0.125000"), total_tokens=7, pinned=True)
+    yield Run.objects.get(pk=created.pk)
+    dispatch.MANUAL_QUEUE.clear()
+    dispatch.MANUAL_ADMISSIONS.clear()
+    dispatch.MANUAL_CALLBACKS.clear()
+
+
+def _values(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+def test_select_reads_every_field_as_the_orm_does(run):
+    found = ALL_RUN_FIELDS.first(run.pk)
+    assert _values(found) == _values(run)
+    assert isinstance(found.cost_usd, Decimal) and found.pinned is True and found.completed_at.tzinfo
+    assert found._state.adding is False and found._state.db == "default"
+    assert ALL_RUN_FIELDS.first("run_missing") is None
+
+
+def test_select_of_some_fields_defers_the_others(run):
+    rows = SOME_STEP_FIELDS.all(run.pk)
+    assert [row.step_id for row in rows] == ["a", "b"]
+    assert rows[0].output_data == {"n": 3, "s": "é ✓"} and rows[1].output_data == 3
+    assert {"run_id", "attempts", "input_data"} <= rows[0].get_deferred_fields()
+    assert rows[0].attempts == StepRun.objects.get(pk=rows[0].pk).attempts  # loaded on access
+
+
+def test_select_locks_rows_where_the_backend_can():
+    for lock, expected in ((True, "FOR UPDATE"), ("FOR NO KEY UPDATE", "FOR NO KEY UPDATE")):
+        statement, _converters = sql.Select(Run, ("id",), "{pk} = %s", for_update=lock)._compiled(
+            connection.vendor
+        )
+        if connection.vendor == "postgresql":
+            assert statement.endswith(expected)
+        else:
+            assert "FOR " not in statement
+
+
+def test_update_writes_what_the_orm_reads_back(run):
+    update = sql.Update(Run, ("result", "completed_at", "cost_usd", "metadata"))
+    run.result = {"nested": [1, 2.5, None, "ü"]}
+    run.completed_at = timezone.now()
+    run.cost_usd = Decimal("1.500001")
+    run.metadata = {}
+    update.save(run)
+    fresh = Run.objects.get(pk=run.pk)
+    assert (fresh.result, fresh.completed_at, fresh.cost_usd, fresh.metadata) == (
+        run.result, run.completed_at, run.cost_usd, {}
+    )  # fmt: skip
+
+
+def test_update_of_a_missing_row_is_an_error(run):
+    run.pk = "run_missing"
+    with pytest.raises(DatabaseError, match="no row was updated"):
+        sql.Update(Run, ("status",)).save(run)
+
+
+def test_update_many_writes_each_row(run):
+    rows = list(StepRun.objects.filter(run=run).order_by("step_id"))
+    for index, row in enumerate(rows):
+        row.output_data = {"index": index}
+    sql.Update(StepRun, ("output_data",)).save_many(rows)
+    assert [row.output_data for row in StepRun.objects.filter(run=run).order_by("step_id")] == [
+        {"index": 0},
+        {"index": 1},
+    ]
+
+
+def test_insert_writes_rows_the_orm_reads_back(run):
+    events = [RunEvent(run_id=run.pk, seq=100 + n, type="step_started", data={"n": n}) for n in range(3)]
+    sql.Insert(RunEvent).add(events)
+    stored = RunEvent.objects.filter(run=run, seq__gte=100).order_by("seq")
+    assert [(event.seq, event.data, event.created_at) for event in stored] == [
+        (event.seq, event.data, event.created_at) for event in events
+    ]
+    assert all(event._state.adding is False for event in events)
+
+
+def test_prepared_queryset_reads_what_the_queryset_reads(run):
+    def build(organization_id, run_id):
+        return Run.objects.filter(organization_id=organization_id, pk=run_id).annotate(
+            workflow_name=F("workflow__name"),
+            has_children=Exists(Run.objects.filter(parent_run_id=OuterRef("pk"))),
+        )
+
+    prepared = sql.Prepared(Run, build, arity=2)
+    found = prepared.first(run.organization_id, run.pk)
+    expected = build(run.organization_id, run.pk).get()
+    assert model_to_dict(found) == model_to_dict(expected) and _values(found) == _values(expected)
+    assert (found.workflow_name, bool(found.has_children)) == ("Two", False)
+    assert prepared.first("org_other", run.pk) is None  # the values are parameters, not baked in
+
+
+def test_prepared_refuses_a_lookup_that_changes_its_value():
+    prepared = sql.Prepared(Run, lambda name: Run.objects.filter(workflow__name__icontains=name), arity=1)
+    with pytest.raises(ValueError, match="placeholder"):
+        prepared.all("x")
+
+
+def test_insert_of_many_rows_goes_in_batches_of_the_backends_size(run, django_assert_max_num_queries):
+    events = [RunEvent(run_id=run.pk, seq=1000 + n, type="step_started") for n in range(2000)]
+    batch = connection.ops.bulk_batch_size(sql.Insert(RunEvent)._compiled(connection.vendor)[2], events)
+    with django_assert_max_num_queries(-(-2000 // batch)):
+        sql.Insert(RunEvent).add(events)
+    assert RunEvent.objects.filter(run=run, seq__gte=1000).count() == 2000
