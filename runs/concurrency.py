@@ -197,11 +197,18 @@ def _select_admissions(organization: Organization, in_hand: dict[str, Run] | Non
         )
         if free <= 0 and all(row[3] is None for row in queued):
             return []
+    # The workflow of a run in hand is in hand too (run_create read its policy from it already).
+    concurrencies = {
+        run.workflow_id: run.workflow.concurrency
+        for run in (in_hand or {}).values()
+        if Run.workflow.is_cached(run)
+    }
+    missing = {row[1] for row in queued} - concurrencies.keys()
+    if missing:
+        concurrencies.update(Workflow.objects.filter(pk__in=missing).values_list("id", "concurrency"))
     limits = {
         workflow_id: policy(concurrency)
-        for workflow_id, concurrency in Workflow.objects.filter(
-            pk__in={row[1] for row in queued}
-        ).values_list("id", "concurrency")
+        for workflow_id, concurrency in concurrencies.items()
         if policy(concurrency)
     }
     busy: Counter = Counter()
@@ -249,7 +256,8 @@ def _select_admissions(organization: Organization, in_hand: dict[str, Run] | Non
 def start_admitted(runs: list[Run]) -> list[str]:
     """Start runs chosen by `select_admissions` (their first advance); returns their ids."""
     for run in runs:
-        ready = core.advance_locked(run, admit=True)
+        # A run created in this transaction brings its step rows (run_create): not read back.
+        ready = core.advance_locked(run, admit=True, rows=run.__dict__.pop("_created_rows", None))
         core.save_run(run)
         dispatch(ready)
     return [run.id for run in runs]

@@ -120,14 +120,14 @@ def run_create(
     # Every trigger writes these three: statements written once (config/sql.py).
     _INSERT_RUN.add([run])
     reuse = reuse or {}
-    _INSERT_STEPS.add(
-        [
-            _reused(run, step, reuse[step["id"]])
-            if step["id"] in reuse
-            else StepRun(run=run, step_id=step["id"], type=step["type"], name=step.get("name", ""))
-            for step in definition["steps"]
-        ]
-    )
+    rows = [
+        _reused(run, step, reuse[step["id"]])
+        if step["id"] in reuse
+        else StepRun(run=run, step_id=step["id"], type=step["type"], name=step.get("name", ""))
+        for step in definition["steps"]
+    ]
+    _INSERT_STEPS.add(rows)
+    run.__dict__["_created_rows"] = {row.step_id: row for row in rows}  # for its first advance
     workflow.last_run_at = run.created_at
     _SAVE_LAST_RUN.save(workflow)
     # Every run lock comes before the first audit append (lock order: organisation → runs → audit head).
@@ -242,6 +242,7 @@ import logging  # noqa: E402  (imports below the marker, see above)
 import os  # noqa: E402  (imports below the marker, see above)
 import time  # noqa: E402  (imports below the marker, see above)
 from collections.abc import Iterable, Mapping  # noqa: E402  (imports below the marker, see above)
+from contextlib import nullcontext  # noqa: E402  (imports below the marker, see above)
 from dataclasses import dataclass  # noqa: E402  (imports below the marker, see above)
 from pathlib import Path  # noqa: E402  (imports below the marker, see above)
 
@@ -471,7 +472,9 @@ def run_trigger(
     if upload is not None:
         stored = _store_upload(organization.id, file_id, upload)
     try:
-        with transaction.atomic():
+        # The file's row joins the run's transaction; without one, run_create's own is the transaction (an
+        # outer one would only add a savepoint: two more round trips per trigger).
+        with transaction.atomic() if stored is not None else nullcontext():
             if stored is not None:
                 storage_path, sha256, size = stored
                 values["attachment"] = {

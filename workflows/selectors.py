@@ -19,6 +19,7 @@ def workflow_get(*, organization: Organization, ref: str) -> Workflow:
     workflow = workflow_list(organization=organization).filter(lookup).first()
     if workflow is None:
         raise not_found("workflow", ref)
+    workflow.organization = organization  # it is this one (the filter): not read again on access
     return workflow
 
 

@@ -288,12 +288,13 @@ def advance(run_id: str) -> list[str]:
     return ready
 
 
-def advance_locked(run: Run, *, admit: bool = False) -> list[str]:
+def advance_locked(run: Run, *, admit: bool = False, rows: dict[str, StepRun] | None = None) -> list[str]:
     """The body of `advance` (the caller holds the run lock and saves the run); returns ready step ids.
 
     A `queued` run only starts with `admit=True`: admission (runs/concurrency.py) decides when a run fits
-    its workflow's and organisation's concurrency limits."""
-    return _queue_rows(_advance_rows(run, admit=admit))
+    its workflow's and organisation's concurrency limits. `rows`: the run's top-level rows in hand and
+    current (see `_advance_rows`)."""
+    return _queue_rows(_advance_rows(run, admit=admit, rows=rows))
 
 
 def _queue_rows(rows: list[StepRun]) -> list[str]:

@@ -148,11 +148,21 @@ class Redactor:
 
 def policy_for(organization_id: str) -> dict:
     """The organisation's policy as a plain dict (the defaults when it was never saved); one query."""
-    from accounts.models_security import SecurityPolicy
+    select = _policy_select()
+    found = select.rows(organization_id)
+    if found:
+        row = dict(zip(select.names, found[0], strict=True))
+        return {name: row[name] for name in POLICY_FIELDS}
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_POLICY.items()}
 
-    row = SecurityPolicy.objects.filter(organization_id=organization_id).values(*POLICY_FIELDS).first()
-    return dict(row) if row is not None else {k: (list(v) if isinstance(v, list) else v)
-                                              for k, v in DEFAULT_POLICY.items()}  # fmt: skip
+
+@functools.cache
+def _policy_select():
+    """Read by every run start and trigger: written once (config/sql.py)."""
+    from accounts.models_security import SecurityPolicy
+    from config import sql
+
+    return sql.Select(SecurityPolicy, POLICY_FIELDS, "{pk} = %s")
 
 
 def secret_values(organization_id: str) -> dict[str, str]:
