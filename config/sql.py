@@ -72,8 +72,8 @@ class Select:
                 converters.append((index, found, column))
         return sql, converters
 
-    def rows(self, *params) -> list[tuple]:
-        """The converted values, as tuples in the order of `fields`."""
+    def rows(self, *params) -> list[tuple | list]:
+        """The converted values of each row, in the order of `self.names` (the model's field order)."""
         db = connections[DEFAULT_DB_ALIAS]
         sql, converters = self._compiled(db.vendor)
         with db.cursor() as cursor:

@@ -116,9 +116,10 @@ _LOCK_ORGANIZATION = sql.Select(
     "{pk} = %s",
     for_update="FOR NO KEY UPDATE",
 )
+_QUEUED_COLUMNS = ("id", "workflow_id", "concurrency_key", "parent_step_run_id")
 _QUEUED_RUNS = sql.Select(
     Run,
-    ("id", "workflow_id", "concurrency_key", "parent_step_run_id"),
+    _QUEUED_COLUMNS,
     "{organization_id} = %s AND {status} = %s AND {cancel_requested_at} IS NULL",
     order_by="{created_at}, {id}",
     limit=ADMISSION_BATCH,
@@ -180,7 +181,10 @@ def select_admissions(organization: Organization, in_hand: dict[str, Run] | None
 def _select_admissions(organization: Organization, in_hand: dict[str, Run] | None) -> list[Run]:
     from workflows.models import Workflow
 
-    queued = _QUEUED_RUNS.rows(organization.id, RunStatus.QUEUED)  # (id, workflow_id, key, parent step)
+    columns = [_QUEUED_RUNS.names.index(name) for name in _QUEUED_COLUMNS]  # rows come in the model's order
+    queued = [
+        tuple(row[index] for index in columns) for row in _QUEUED_RUNS.rows(organization.id, RunStatus.QUEUED)
+    ]
     if not queued:
         return []
     # A sub-workflow's child runs inside its parent's slot: it neither counts against nor waits for the

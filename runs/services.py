@@ -173,6 +173,7 @@ def run_create(
     if not any(started is run for started in starting):
         core.save_run(run)  # an admitted run is saved by start_admitted, its two events in one insert
     admission.start_admitted(starting)
+    run.__dict__.pop("_created_rows", None)  # current only in this transaction
     return run
 
 
