@@ -92,6 +92,10 @@ class Select:
             result.append(row)
         return result
 
+    def values(self, *params) -> list[dict]:
+        """The converted values of each row by attribute name (`run_id`, not `run`)."""
+        return [dict(zip(self.names, row, strict=True)) for row in self.rows(*params)]
+
     def all(self, *params) -> list:
         from_db, names = self.model.from_db, self.names
         return [from_db(DEFAULT_DB_ALIAS, names, row) for row in self.rows(*params)]

@@ -44,7 +44,7 @@ from runs.choices import RUN_ACTIVE, RunStatus
 from runs.engine import core
 from runs.engine.dispatch import dispatch, request_admission
 from runs.engine.templating import render_value
-from runs.models import Run
+from runs.models import Run, StepRun
 
 ACTIVE = RUN_ACTIVE  # not terminal (queued included)
 # Runs holding a slot: admitted and not terminal. Admission sets `started_at`, so a run in one of these
@@ -181,9 +181,9 @@ def select_admissions(organization: Organization, in_hand: dict[str, Run] | None
 def _select_admissions(organization: Organization, in_hand: dict[str, Run] | None) -> list[Run]:
     from workflows.models import Workflow
 
-    columns = [_QUEUED_RUNS.names.index(name) for name in _QUEUED_COLUMNS]  # rows come in the model's order
     queued = [
-        tuple(row[index] for index in columns) for row in _QUEUED_RUNS.rows(organization.id, RunStatus.QUEUED)
+        tuple(row[name] for name in _QUEUED_COLUMNS)
+        for row in _QUEUED_RUNS.values(organization.id, RunStatus.QUEUED)
     ]
     if not queued:
         return []
@@ -257,11 +257,11 @@ def _select_admissions(organization: Organization, in_hand: dict[str, Run] | Non
     return [locked[run_id] for run_id in chosen if run_id in locked]
 
 
-def start_admitted(runs: list[Run]) -> list[str]:
-    """Start runs chosen by `select_admissions` (their first advance); returns their ids."""
+def start_admitted(runs: list[Run], created_rows: dict[str, dict[str, StepRun]] | None = None) -> list[str]:
+    """Start runs chosen by `select_admissions` (their first advance); returns their ids. `created_rows`:
+    run id → its top-level step rows by step id, for a run created in this transaction (not read back)."""
     for run in runs:
-        # A run created in this transaction brings its step rows (run_create): not read back.
-        ready = core.advance_locked(run, admit=True, rows=run.__dict__.pop("_created_rows", None))
+        ready = core.advance_locked(run, admit=True, rows=(created_rows or {}).get(run.id))
         core.save_run(run)
         dispatch(ready)
     return [run.id for run in runs]

@@ -127,7 +127,6 @@ def run_create(
         for step in definition["steps"]
     ]
     _INSERT_STEPS.add(rows)
-    run.__dict__["_created_rows"] = {row.step_id: row for row in rows}  # for its first advance
     workflow.last_run_at = run.created_at
     _SAVE_LAST_RUN.save(workflow)
     # Every run lock comes before the first audit append (lock order: organisation → runs → audit head).
@@ -172,8 +171,7 @@ def run_create(
         core.emit(run, EventType.RUN_QUEUED, data={"workflow_version": version.number})
     if not any(started is run for started in starting):
         core.save_run(run)  # an admitted run is saved by start_admitted, its two events in one insert
-    admission.start_admitted(starting)
-    run.__dict__.pop("_created_rows", None)  # current only in this transaction
+    admission.start_admitted(starting, created_rows={run.id: {row.step_id: row for row in rows}})
     return run
 
 

@@ -552,12 +552,10 @@ _CLAIM_PEEK = sql.Select(StepRun, ("run_id", "status", "step_id", "type", "paren
 
 
 def _claim(step_run_id: str, now) -> Claimed | None:
-    found = _CLAIM_PEEK.rows(step_run_id)
-    if not found:
+    found = _CLAIM_PEEK.values(step_run_id)
+    if not found or found[0]["status"] != StepStatus.QUEUED:
         return None
-    row = dict(zip(_CLAIM_PEEK.names, found[0], strict=True))
-    if row["status"] != StepStatus.QUEUED:
-        return None
+    row = found[0]
     with transaction.atomic():
         run = _lock_run(row["run_id"])
         if run.is_terminal or run.cancel_requested_at is not None:

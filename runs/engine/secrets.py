@@ -148,11 +148,9 @@ class Redactor:
 
 def policy_for(organization_id: str) -> dict:
     """The organisation's policy as a plain dict (the defaults when it was never saved); one query."""
-    select = _policy_select()
-    found = select.rows(organization_id)
+    found = _policy_select().values(organization_id)
     if found:
-        row = dict(zip(select.names, found[0], strict=True))
-        return {name: row[name] for name in POLICY_FIELDS}
+        return {name: found[0][name] for name in POLICY_FIELDS}
     return {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_POLICY.items()}
 
 

@@ -147,3 +147,9 @@ def test_insert_of_many_rows_goes_in_batches_of_the_backends_size(run, django_as
     with django_assert_max_num_queries(-(-2000 // batch)):
         sql.Insert(RunEvent).add(events)
     assert RunEvent.objects.filter(run=run, seq__gte=1000).count() == 2000
+
+
+def test_values_are_keyed_by_attribute_name(run):
+    rows = SOME_STEP_FIELDS.values(run.pk)
+    assert [(row["step_id"], row["output_data"]) for row in rows] == [("a", {"n": 3, "s": "é ✓"}), ("b", 3)]
+    assert set(rows[0]) == {"id", "step_id", "status", "output_data", "started_at"}
