@@ -108,10 +108,11 @@ class Select:
 class Update:
     """`UPDATE <model's table> SET <fields> WHERE <where>`, the new values taken from instances."""
 
-    def __init__(self, model, fields, where: str = "{pk} = %s"):
+    def __init__(self, model, fields, where: str = "{pk} = %s", *, must_exist: bool = False):
         self.model = model
         self.names = tuple(fields)
         self.where = where
+        self.must_exist = must_exist
 
     @cache  # noqa: B019
     def _compiled(self, vendor: str):
@@ -129,13 +130,13 @@ class Update:
         return [field.get_db_prep_save(getattr(instance, field.attname), db) for field in fields]
 
     def save(self, instance, *params) -> None:
-        """Write the fields of one instance (`params` for the WHERE, its pk by default); like
-        `save(update_fields=…)`, it is an error when no row was there to update."""
+        """Write the fields of one instance (`params` for the WHERE, its pk by default). With `must_exist`,
+        like `save(update_fields=…)`, it is an error when no row was there to update."""
         db = connections[DEFAULT_DB_ALIAS]
         sql, fields = self._compiled(db.vendor)
         with db.cursor() as cursor:
             cursor.execute(sql, [*self._values(fields, instance, db), *(params or (instance.pk,))])
-            if cursor.rowcount != 1:
+            if self.must_exist and cursor.rowcount != 1:
                 raise DatabaseError(f"{self.model.__name__} {instance.pk}: no row was updated")
 
     def save_many(self, instances) -> None:

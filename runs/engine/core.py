@@ -159,7 +159,7 @@ _RUN_FIELDS = [
 ]
 
 
-_SAVE_RUN = sql.Update(Run, _RUN_FIELDS)
+_SAVE_RUN = sql.Update(Run, _RUN_FIELDS, must_exist=True)  # as run.save(update_fields=…) was
 _INSERT_EVENTS = sql.Insert(RunEvent)
 
 

@@ -96,7 +96,7 @@ def test_update_writes_what_the_orm_reads_back(run):
 def test_update_of_a_missing_row_is_an_error(run):
     run.pk = "run_missing"
     with pytest.raises(DatabaseError, match="no row was updated"):
-        sql.Update(Run, ("status",)).save(run)
+        sql.Update(Run, ("status",), must_exist=True).save(run)
 
 
 def test_update_many_writes_each_row(run):
