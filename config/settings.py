@@ -6,8 +6,11 @@ switch to PostgreSQL and Redis. BATON_ENV=production fails closed.
 """
 
 import base64
+import contextlib
+import os
 import secrets
 import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,14 +30,21 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _persisted_secret(filename: str, generate) -> str:
-    """Return a secret kept in the data dir, generating it (mode 0600) on first use."""
+    """Return a secret kept in the data dir, generating it (mode 0600) on first use. Processes starting
+    together (uvicorn's workers, a cluster) agree on one: the secret is written whole to a file of this
+    process's own, then linked into place, which fails if another process got there first."""
     path = DATA_DIR / filename
     if path.exists():
         return path.read_text().strip()
-    value = generate()
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_text(value + "\n")
-    return value
+    fd, draft = tempfile.mkstemp(dir=DATA_DIR, prefix=f".{filename}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(generate() + "\n")
+        with contextlib.suppress(FileExistsError):  # another process's secret is there: that one
+            os.link(draft, path)
+    finally:
+        os.unlink(draft)
+    return path.read_text().strip()
 
 
 DEBUG = env_bool("BATON_DEBUG", False)
@@ -144,6 +154,10 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL")
+# PostgreSQL: the engine's hot statements (config/sql.py) bind values on the server and are prepared on a
+# connection's second use of them. Off for a pooler that cannot keep prepared statements (PgBouncer in
+# transaction mode before 1.21, or without max_prepared_statements).
+BATON_PG_PREPARED_STATEMENTS = env_bool("BATON_PG_PREPARED_STATEMENTS", True)
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
 else:

@@ -165,12 +165,19 @@ _INSERT_EVENTS = sql.Insert(RunEvent)
 
 def save_run(run: Run) -> None:
     """Write what the transaction changed on the locked run: the step rows whose save was deferred, the
-    buffered events (one INSERT), the run itself."""
-    flush_rows(run)
-    events = run.__dict__.pop("_pending_events", None)
-    if events:
-        _INSERT_EVENTS.add(events)
-    _SAVE_RUN.save(run)
+    buffered events (one INSERT), the run itself, then the audit events of its outcome (`_finish_run`)."""
+    from audit.services import audit_record
+
+    # One pipeline (config/sql.py): on PostgreSQL these writes cost one round trip, the audit chain's
+    # head read a second one (its hash is needed for the append) and the append a third.
+    with sql.pipeline():
+        flush_rows(run)
+        events = run.__dict__.pop("_pending_events", None)
+        if events:
+            _INSERT_EVENTS.add(events)
+        _SAVE_RUN.save(run)
+        for entry in run.__dict__.pop("_pending_audit", ()):
+            audit_record(**entry)
 
 
 # What executing an instant step changes on its row (`_execute_instant`, `_complete_step`).
@@ -491,7 +498,6 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None, all_fini
     """Make the run terminal: unstarted steps are cancelled, running ones may still record their outcome.
     `all_finished`: the caller knows every step finished (no UPDATE to cancel the unstarted ones)."""
     from accounts.principal import SYSTEM
-    from audit.services import audit_record
 
     if not all_finished:
         _cancel_unstarted(run, now)
@@ -513,13 +519,17 @@ def _finish_run(run: Run, status: str, *, now, result=None, error=None, all_fini
     # Sub-workflows: wake the parent step waiting for this run, cancel children (after commit, see there).
     subworkflows.on_run_finished(run, status)
     if status in (RunStatus.COMPLETED, RunStatus.FAILED):
-        audit_record(
-            organization=run.organization_id,
-            event=f"run.{status}",
-            actor=SYSTEM,
-            target=("run", run.id),
-            data={"workflow_id": run.workflow_id, **({"error": error} if error else {})},
-            run_id=run.id,
+        # Appended by `save_run`, last: the append locks the organisation's audit chain until this
+        # transaction commits, and every run's outcome of the organisation waits for that lock.
+        run.__dict__.setdefault("_pending_audit", []).append(
+            {
+                "organization": run.organization_id,
+                "event": f"run.{status}",
+                "actor": SYSTEM,
+                "target": ("run", run.id),
+                "data": {"workflow_id": run.workflow_id, **({"error": error} if error else {})},
+                "run_id": run.id,
+            }
         )
 
 
@@ -556,8 +566,18 @@ def _claim(step_run_id: str, now) -> Claimed | None:
     if not found or found[0]["status"] != StepStatus.QUEUED:
         return None
     row = found[0]
+    instant = _is_instant(row["type"])
     with transaction.atomic():
-        run = _lock_run(row["run_id"])
+        # An instant top-level step is taken from the run's rows, read once for its variables and the
+        # advance: sent with the lock (one round trip on PostgreSQL), and read by the server after the lock
+        # is granted, as a statement of its own, so they are current.
+        with sql.pipeline():
+            locked = _LOCK_RUN.send(row["run_id"])
+            pending_rows = _READ_ROWS.send(row["run_id"]) if instant and row["parent_id"] is None else None
+            run = locked.first()
+            if run is None:
+                raise Run.DoesNotExist(f"run {row['run_id']} does not exist")
+            rows = {found.step_id: found for found in pending_rows.all()} if pending_rows else None
         if run.is_terminal or run.cancel_requested_at is not None:
             StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).update(
                 status=StepStatus.CANCELLED, completed_at=now
@@ -570,11 +590,9 @@ def _claim(step_run_id: str, now) -> Claimed | None:
             _unclaim_paused(run, step_run_id, now)
             save_run(run)
             return None
-        if _is_instant(row["type"]):
-            # Executed here, under the lock this claim holds, and recorded in this same transaction. A
-            # top-level step is taken from the run's rows, read once for its variables and the advance.
+        if instant:
+            # Executed here, under the lock this claim holds, and recorded in this same transaction.
             budget = _instant_budget()
-            rows = _read_rows(run) if row["parent_id"] is None else None
             if rows is not None:
                 step_run = rows[row["step_id"]]
                 step_run = step_run if step_run.id == step_run_id else None

@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.forms.models import model_to_dict
 from django.utils import timezone
@@ -153,3 +153,71 @@ def test_values_are_keyed_by_attribute_name(run):
     rows = SOME_STEP_FIELDS.values(run.pk)
     assert [(row["step_id"], row["output_data"]) for row in rows] == [("a", {"n": 3, "s": "é ✓"}), ("b", 3)]
     assert set(rows[0]) == {"id", "step_id", "status", "output_data", "started_at"}
+
+
+def test_a_pipeline_runs_its_statements_in_order_and_reads_them_after(run):
+    lock = sql.Select(Run, ("status",), "{pk} = %s", for_update=True)
+    run.status = "cancelled"
+    with transaction.atomic(), sql.pipeline():
+        locked = lock.send(run.pk)
+        sql.Update(Run, ("status",), must_exist=True).save(run)
+        after = sql.Select(Run, ("status",), "{pk} = %s").send(run.pk)
+        steps = SOME_STEP_FIELDS.send(run.pk)
+        assert locked.first().status == "completed"  # read before the update, as it was sent
+        assert after.first().status == "cancelled"
+        assert [row.step_id for row in steps.all()] == ["a", "b"]
+    assert Run.objects.get(pk=run.pk).status == "cancelled"
+
+
+def test_a_missing_row_in_a_pipeline_is_an_error_when_it_ends(run):
+    run.pk = "run_missing"
+    with pytest.raises(DatabaseError, match="no row was updated"), transaction.atomic(), sql.pipeline():
+        sql.Update(Run, ("status",), must_exist=True).save(run)
+
+
+def test_a_failing_statement_in_a_pipeline_fails_the_transaction(run):
+    original = Run.objects.get(pk=run.pk).status
+    run.status = "cancelled"
+    taken = RunEvent.objects.filter(run=run).first()
+    duplicate = RunEvent(run_id=run.pk, seq=taken.seq, type="step_started")
+    with pytest.raises(IntegrityError), transaction.atomic(), sql.pipeline():
+        sql.Update(Run, ("status",), must_exist=True).save(run)
+        sql.Insert(RunEvent).add([duplicate])
+    assert Run.objects.get(pk=run.pk).status == original  # the update before it rolled back too
+
+
+def _prepared_statements(marker: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [f"%{marker}%"])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_statements_are_prepared_on_their_second_use_on_postgresql(run, settings):
+    select = sql.Select(Run, ("status",), "{pk} = %s AND 41 < 42")
+    select.rows(run.pk)
+    assert _prepared_statements("41 < 42") == 0
+    assert [tuple(row) for row in select.rows(run.pk)] == [(run.pk, "completed")]
+    assert _prepared_statements("41 < 42") == 1
+
+    settings.BATON_PG_PREPARED_STATEMENTS = False  # behind a pooler that cannot keep them
+    unprepared = sql.Select(Run, ("status",), "{pk} = %s AND 43 < 44")
+    for _ in range(3):
+        unprepared.rows(run.pk)
+    assert _prepared_statements("43 < 44") == 0
+
+
+def test_insert_of_several_rows_keeps_every_kind_of_value(run):
+    """On PostgreSQL several rows go as one array per column: nulls, an all-null column, JSON of every
+    shape, decimals and times must come back as the ORM wrote them."""
+    now = timezone.now()
+    rows = [
+        StepRun(id=f"sr_arrays{n}", run_id=run.pk, step_id=f"x{n}", type="transform", status="pending",
+                output_data=value, input_data=None, state={"n": n}, cost_usd=Decimal(f"{n}.000001"),
+                queued_at=now if n else None, name="é ✓" * n)
+        for n, value in enumerate([None, {"a": [1, None]}, [1, "two"], "text", 3.5])
+    ]  # fmt: skip
+    sql.Insert(StepRun).add(rows)
+    stored = StepRun.objects.filter(step_id__startswith="x").order_by("step_id")
+    assert [model_to_dict(row) for row in stored] == [model_to_dict(row) for row in rows]
+    assert [row.output_data for row in stored] == [None, {"a": [1, None]}, [1, "two"], "text", 3.5]

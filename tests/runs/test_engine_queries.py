@@ -42,3 +42,20 @@ def test_a_transform_chain_costs_few_engine_queries_per_step(engine, settings, m
         # Per step: lock the run, re-read the step (lease CAS), save it, read the run's steps (advance), claim
         # the next one (UPDATE), insert the events, save the run — 7, plus run_create's few.
         assert len(engine_queries) / STEPS <= 8, len(engine_queries)
+
+
+def test_the_run_outcome_is_appended_to_the_audit_chain_after_every_other_write(engine):
+    """The append locks the organisation's chain head until the commit, and every run of the organisation
+    that finishes waits for that lock: nothing else is written while it is held."""
+    workflow = engine.workflow(chain(3), output="{{ steps.s2.output }}")
+    with CaptureQueriesContext(connection) as queries:
+        run = run_create(workflow=workflow, actor=engine.actor, input_data={"n": 1})
+        engine.drain()
+    assert engine.reload(run).status == "completed"
+    statements = [q["sql"] for q in queries.captured_queries]
+    # The last append (run.triggered came first, with the trigger): from the head's read on.
+    head = max(i for i, s in enumerate(statements) if s.startswith("SELECT") and "auditchainhead" in s)
+    assert any('UPDATE "runs_run"' in s for s in statements[:head])
+    after = statements[head + 1 :]
+    assert any('INSERT INTO "audit_auditevent"' in s for s in after)
+    assert not [s for s in after if s.lstrip().startswith(("UPDATE", "INSERT")) and '"runs_' in s], after
