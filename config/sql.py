@@ -66,6 +66,7 @@ def pipeline():
     if not _postgresql(db) or getattr(_local, "checks", None) is not None:
         yield
         return
+    db.close_if_health_check_failed()  # before the pipeline is bound to this connection
     db.ensure_connection()
     _local.checks = checks = []
     try:
@@ -152,7 +153,7 @@ class Select:
 
     def values(self, *params) -> list[dict]:
         """The converted values of each row by attribute name (`run_id`, not `run`)."""
-        return [dict(zip(self.names, row, strict=True)) for row in self.rows(*params)]
+        return self.send(*params).values()
 
     def all(self, *params) -> list:
         from_db, names = self.model.from_db, self.names
@@ -185,6 +186,10 @@ class Pending:
                 row[index] = value
             result.append(row)
         return result
+
+    def values(self) -> list[dict]:
+        names = self.select.names
+        return [dict(zip(names, row, strict=True)) for row in self.rows()]
 
     def all(self) -> list:
         from_db, names = self.select.model.from_db, self.select.names
@@ -238,10 +243,40 @@ class Update:
             else:
                 check()
 
+    @cache  # noqa: B019
+    def _compiled_arrays(self, vendor: str) -> str:
+        """PostgreSQL: `UPDATE … FROM unnest(<one array per column>) WHERE pk = v.pk`, one statement (and
+        one prepared statement) for any number of rows (see `Insert._compiled_arrays`)."""
+        quote = connection.ops.quote_name
+        pk = self.model._meta.pk
+        fields = [pk, *_columns(self.model, self.names)]
+        names = [f"c{index}" for index in range(len(fields))]
+        table = quote(self.model._meta.db_table)
+        sets = zip(fields[1:], names[1:], strict=True)
+        template = "UPDATE {table} SET {sets} FROM unnest({arrays}) AS v ({names}) WHERE {table}.{pk} = v.c0"
+        return template.format(
+            table=table,
+            sets=", ".join(f"{quote(field.column)} = v.{name}" for field, name in sets),
+            arrays=", ".join(f"%b::{field.cast_db_type(connection)}[]" for field in fields),
+            names=", ".join(names),
+            pk=quote(pk.column),
+        )
+
     def save_many(self, instances) -> None:
-        """Write each instance's fields (WHERE pk) in one `executemany` (pipelined on PostgreSQL)."""
+        """Write each instance's fields (WHERE pk): on PostgreSQL one statement of arrays, elsewhere one
+        `executemany`."""
         db = connections[DEFAULT_DB_ALIAS]
         sql, fields = self._compiled(db.vendor)
+        if len(instances) > 1 and _postgresql(db):
+            pk = self.model._meta.pk
+            with _cursor(db) as cursor:
+                for start in range(0, len(instances), _ARRAY_ROWS):
+                    chunk = instances[start : start + _ARRAY_ROWS]
+                    columns = [[pk.get_db_prep_save(row.pk, db) for row in chunk]]
+                    columns += [[field.get_db_prep_save(getattr(row, field.attname), db) for row in chunk]
+                                for field in fields]  # fmt: skip
+                    cursor.execute(self._compiled_arrays(db.vendor), columns)
+            return
         with _cursor(db) as cursor:
             cursor.executemany(sql, [[*self._values(fields, row, db), row.pk] for row in instances])
 
@@ -268,9 +303,10 @@ class Insert:
     @cache  # noqa: B019
     def _compiled_arrays(self, vendor: str) -> str:
         """PostgreSQL: the rows as one array per column, so that the statement's text is the same for any
-        number of rows and can be prepared (psycopg prepares no statement of more than 50 values)."""
+        number of rows and can be prepared (psycopg prepares no statement of more than 50 values). The
+        arrays go in binary (`%b`): their text form costs the client an escaping pass over every value."""
         sql, _row, fields = self._compiled(vendor)
-        arrays = ", ".join(f"%s::{field.cast_db_type(connection)}[]" for field in fields)
+        arrays = ", ".join(f"%b::{field.cast_db_type(connection)}[]" for field in fields)
         return sql.replace(" VALUES ", f" SELECT * FROM unnest({arrays})")
 
     def add(self, instances) -> None:

@@ -22,7 +22,10 @@ def _start_reconciler(sender, proc_name=None, **kwargs):
 
     from runs.engine.reconciler import start_reconciler_thread
 
-    # A connection's settings dict is shared by every thread's connection to that alias.
+    # A connection's settings dict is shared by every thread's connection to that alias. No health check
+    # before each task (a round trip each): a connection the server dropped fails its first statement
+    # instead, and runs.tasks retries the step once on a new connection.
     for alias in connections:
         connections[alias].settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
+        connections[alias].settings_dict["CONN_HEALTH_CHECKS"] = False
     start_reconciler_thread()

@@ -110,6 +110,20 @@ def test_update_many_writes_each_row(run):
     ]
 
 
+def test_update_many_writes_every_kind_of_value(run):
+    """On PostgreSQL several rows go as one array per column (nulls, JSON of any shape, times)."""
+    fields = ("status", "output_data", "error", "started_at", "attempt", "cost_usd")
+    rows = list(StepRun.objects.filter(run=run).order_by("step_id"))
+    rows[0].status, rows[0].output_data, rows[0].error = "failed", None, {"code": "x", "message": "é"}
+    rows[0].started_at, rows[0].attempt, rows[0].cost_usd = None, 3, Decimal("2.000001")
+    rows[1].output_data, rows[1].started_at = [1, "two", None], timezone.now()
+    sql.Update(StepRun, fields).save_many(rows)
+    stored = StepRun.objects.filter(run=run).order_by("step_id")
+    assert [[getattr(row, name) for name in fields] for row in stored] == [
+        [getattr(row, name) for name in fields] for row in rows
+    ]
+
+
 def test_insert_writes_rows_the_orm_reads_back(run):
     events = [RunEvent(run_id=run.pk, seq=100 + n, type="step_started", data={"n": n}) for n in range(3)]
     sql.Insert(RunEvent).add(events)
