@@ -27,12 +27,18 @@ def _postgresql(db) -> bool:
     return db.vendor == "postgresql" and settings.BATON_PG_PREPARED_STATEMENTS
 
 
+def _preparing(db) -> bool:
+    """Statements are bound on the server and prepared on a connection that lives on (a worker's): a web
+    request's connection ends with the request (CONN_MAX_AGE=0) and would prepare nothing it runs again."""
+    return _postgresql(db) and db.settings_dict["CONN_MAX_AGE"] != 0
+
+
 def _cursor(db):
     """A cursor for these statements. On PostgreSQL it binds values on the server and prepares each
     statement the second time this connection runs it (psycopg's `prepare_threshold`): a worker's
     connection then skips the parsing and planning of every hot statement, which had been about half of the
     database's work in a run of transform steps. The ORM's own cursors are left as they are."""
-    if not _postgresql(db):
+    if not _preparing(db):
         return db.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
 
@@ -267,7 +273,7 @@ class Update:
         `executemany`."""
         db = connections[DEFAULT_DB_ALIAS]
         sql, fields = self._compiled(db.vendor)
-        if len(instances) > 1 and _postgresql(db):
+        if len(instances) > 1 and _preparing(db):
             pk = self.model._meta.pk
             with _cursor(db) as cursor:
                 for start in range(0, len(instances), _ARRAY_ROWS):
@@ -313,7 +319,7 @@ class Insert:
         """One multi-row INSERT (in batches of the backend's size, as bulk_create)."""
         db = connections[DEFAULT_DB_ALIAS]
         sql, row, fields = self._compiled(db.vendor)
-        if len(instances) > 1 and _postgresql(db):
+        if len(instances) > 1 and _preparing(db):
             with _cursor(db) as cursor:
                 for start in range(0, len(instances), _ARRAY_ROWS):
                     chunk = instances[start : start + _ARRAY_ROWS]

@@ -23,6 +23,16 @@ SOME_STEP_FIELDS = sql.Select(
 )
 
 
+@pytest.fixture(autouse=True, params=["request", "worker"])
+def connection_kind(request):
+    """Each test with a web request's connection (CONN_MAX_AGE=0: statements go as the ORM sends them) and
+    with a worker's (kept: on PostgreSQL bound on the server, prepared, several rows as arrays)."""
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    connection.settings_dict["CONN_MAX_AGE"] = 0 if request.param == "request" else 60
+    yield request.param
+    connection.settings_dict["CONN_MAX_AGE"] = saved
+
+
 @pytest.fixture
 def run(settings, org, owner):
     settings.BATON_ENGINE_DISPATCH = "manual"
@@ -207,18 +217,20 @@ def _prepared_statements(marker: str) -> int:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
-def test_statements_are_prepared_on_their_second_use_on_postgresql(run, settings):
-    select = sql.Select(Run, ("status",), "{pk} = %s AND 41 < 42")
+def test_statements_are_prepared_on_their_second_use_on_a_workers_connection(run, settings, connection_kind):
+    marker = f"41 < 42 AND '{connection_kind}' = '{connection_kind}'"
+    select = sql.Select(Run, ("status",), "{pk} = %s AND " + marker)
     select.rows(run.pk)
-    assert _prepared_statements("41 < 42") == 0
+    assert _prepared_statements(marker) == 0
     assert [tuple(row) for row in select.rows(run.pk)] == [(run.pk, "completed")]
-    assert _prepared_statements("41 < 42") == 1
+    assert _prepared_statements(marker) == (1 if connection_kind == "worker" else 0)
 
     settings.BATON_PG_PREPARED_STATEMENTS = False  # behind a pooler that cannot keep them
-    unprepared = sql.Select(Run, ("status",), "{pk} = %s AND 43 < 44")
+    marker = f"43 < 44 AND '{connection_kind}' = '{connection_kind}'"
+    unprepared = sql.Select(Run, ("status",), "{pk} = %s AND " + marker)
     for _ in range(3):
         unprepared.rows(run.pk)
-    assert _prepared_statements("43 < 44") == 0
+    assert _prepared_statements(marker) == 0
 
 
 def test_insert_of_several_rows_keeps_every_kind_of_value(run):
