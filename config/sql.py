@@ -34,10 +34,10 @@ def _preparing(db) -> bool:
 
 
 def _cursor(db):
-    """A cursor for these statements. On PostgreSQL it binds values on the server and prepares each
-    statement the second time this connection runs it (psycopg's `prepare_threshold`): a worker's
-    connection then skips the parsing and planning of every hot statement, which had been about half of the
-    database's work in a run of transform steps. The ORM's own cursors are left as they are."""
+    """A cursor for these statements. On a worker's PostgreSQL connection it binds values on the server and
+    prepares each statement the second time the connection runs it (psycopg's `prepare_threshold`): the
+    worker then skips the parsing and planning of every hot statement, which had been about half of the
+    database's work in a run of transform steps. Elsewhere, and for the ORM, Django's own cursor."""
     if not _preparing(db):
         return db.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
