@@ -154,9 +154,9 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL")
-# PostgreSQL: the engine's hot statements (config/sql.py) bind values on the server and are prepared on a
-# connection's second use of them. Off for a pooler that cannot keep prepared statements (PgBouncer in
-# transaction mode before 1.21, or without max_prepared_statements).
+# PostgreSQL: the engine's hot statements (config/sql.py) are pipelined and, on worker connections, bound
+# on the server and prepared on a connection's second use of them. Off for a pooler that cannot keep
+# prepared statements (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
 BATON_PG_PREPARED_STATEMENTS = env_bool("BATON_PG_PREPARED_STATEMENTS", True)
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
