@@ -21,7 +21,10 @@ class AuditEvent(models.Model):
     """One link of an organisation's hash chain. Written only by audit.services.audit_record."""
 
     id = id_field("evt")
-    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    # No index of its own: audit_org_seq_unique begins with it.
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     seq = models.PositiveBigIntegerField()
     event = models.CharField(max_length=64)
     actor = models.CharField(max_length=64)

@@ -6,15 +6,21 @@ from django.db import models
 from django.utils import timezone
 
 from config.ids import id_field
-from runs.choices import RUN_TERMINAL, EventType, RunStatus, RunTrigger, StepStatus
+from runs.choices import RUN_TERMINAL, WAKE_STATUSES, EventType, RunStatus, RunTrigger, StepStatus
 
 
 class Run(models.Model):
     """One execution of a workflow, pinned to the version it started with."""
 
     id = id_field("run")
-    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="runs")
-    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.CASCADE, related_name="runs")
+    # No index of their own: run_org_created and run_wf_concurrency begin with them (every index is written
+    # on each change of a run's status; docs/performance.md).
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
+    workflow = models.ForeignKey(
+        "workflows.Workflow", on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     workflow_version = models.ForeignKey(
         "workflows.WorkflowVersion", on_delete=models.CASCADE, related_name="runs"
     )
@@ -133,11 +139,22 @@ class StepRun(models.Model):
             ),
         ]
         indexes = [
-            # The reconciler's three scans.
-            models.Index(fields=["status", "lease_expires_at"], name="step_status_lease"),
-            models.Index(fields=["status", "wake_at"], name="step_status_wake"),
-            models.Index(fields=["status", "dispatched_at"], name="step_status_dispatched"),
-        ]
+            # The reconciler's three scans, over the rows they look for only: a step row is written again at
+            # each change of its status (a new index entry in every index that holds it), and most rows end
+            # finished, where these indexes leave them out.
+            models.Index(
+                fields=["status", "lease_expires_at"], name="step_status_lease",
+                condition=models.Q(status=StepStatus.RUNNING),
+            ),
+            models.Index(
+                fields=["status", "wake_at"], name="step_status_wake",
+                condition=models.Q(status__in=WAKE_STATUSES),
+            ),
+            models.Index(
+                fields=["status", "dispatched_at"], name="step_status_dispatched",
+                condition=models.Q(status=StepStatus.QUEUED),
+            ),
+        ]  # fmt: skip
 
     def __str__(self):
         suffix = f"[{self.iteration}]" if self.iteration is not None else ""
@@ -147,7 +164,8 @@ class StepRun(models.Model):
 class RunEvent(models.Model):
     """An append-only entry of a run's event log; `seq` is gapless per run (the SSE `id:`)."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: run_event_seq_unique begins with it.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=32, choices=EventType.choices)
     step_id = models.CharField(max_length=64, blank=True, default="")

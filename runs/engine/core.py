@@ -163,21 +163,23 @@ _SAVE_RUN = sql.Update(Run, _RUN_FIELDS, must_exist=True)  # as run.save(update_
 _INSERT_EVENTS = sql.Insert(RunEvent)
 
 
-def save_run(run: Run) -> None:
+def save_run(run: Run, *, last: bool = False) -> None:
     """Write what the transaction changed on the locked run: the step rows whose save was deferred, the
-    buffered events (one INSERT), the run itself, then the audit events of its outcome (`_finish_run`)."""
+    buffered events (one INSERT), the run itself, then the audit events of its outcome (`_finish_run`).
+    `last`: nothing follows in the outermost transaction, whose COMMIT goes with these writes."""
     from audit.services import audit_record
 
-    # One pipeline (config/sql.py): on PostgreSQL these writes cost one round trip, the audit chain's
-    # head read a second one (its hash is needed for the append) and the append a third.
-    with sql.pipeline():
+    # One pipeline (config/sql.py): on PostgreSQL these writes, the audit append (one statement there) and,
+    # when `last`, the COMMIT cost one round trip, and the audit chain's head stays locked only while the
+    # server runs the append and the commit.
+    with sql.pipeline(commit=last):
         flush_rows(run)
         events = run.__dict__.pop("_pending_events", None)
         if events:
             _INSERT_EVENTS.add(events)
         _SAVE_RUN.save(run)
         for entry in run.__dict__.pop("_pending_audit", ()):
-            audit_record(**entry)
+            audit_record(**entry, defer=True)
 
 
 # What executing an instant step changes on its row (`_execute_instant`, `_complete_step`).
@@ -898,7 +900,8 @@ def _go_on(
     """After an outcome was stored on a locked run: advance it, execute the instant steps that became ready
     (until `budget`, a time.monotonic() deadline, passes), claim one step to continue into when exactly one
     is ready (and `may_continue`), queue the others; saves the run and dispatches after commit. `rows`: the
-    run's top-level rows in hand, current (else they are read)."""
+    run's top-level rows in hand, current (else they are read). The last database work of its caller's
+    transaction, which commits with the run's writes (`save_run(last=True)`)."""
     may_continue = may_continue and run.pause_requested_at is None
     fresh = _advance_rows(run, rows=rows) if not run.is_terminal else []
     while may_continue and not run.is_terminal and time.monotonic() < budget:
@@ -923,8 +926,8 @@ def _go_on(
         ready += _queue_rows(fresh)
         if len(ready) == 1 and may_continue and not run.is_terminal:
             following = _claim_locked(run, ready[0], now)
-    save_run(run)
-    dispatch(ready if following is None else [])
+    save_run(run, last=True)  # the callers return what this returns from their outermost transaction
+    dispatch(ready if following is None else [])  # after commit (`on_commit`): no database work here
     return following
 
 
