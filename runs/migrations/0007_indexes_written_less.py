@@ -21,10 +21,6 @@ class Migration(migrations.Migration):
         ),
         migrations.RemoveIndex(
             model_name='steprun',
-            name='step_status_wake',
-        ),
-        migrations.RemoveIndex(
-            model_name='steprun',
             name='step_status_dispatched',
         ),
         migrations.AlterField(
@@ -45,10 +41,6 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='steprun',
             index=models.Index(condition=models.Q(('status', 'running')), fields=['status', 'lease_expires_at'], name='step_status_lease'),
-        ),
-        migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(condition=models.Q(('status__in', ('waiting', 'awaiting_approval', 'awaiting_input'))), fields=['status', 'wake_at'], name='step_status_wake'),
         ),
         migrations.AddIndex(
             model_name='steprun',
