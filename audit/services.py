@@ -67,8 +67,8 @@ def audit_chain_start(*, organization) -> None:
 _LOCK_HEAD = sql.Select(AuditChainHead, ("organization_id", "seq", "hash"), "{pk} = %s", for_update=True)
 _INSERT_EVENT = sql.Insert(AuditEvent)
 _SAVE_HEAD = sql.Update(AuditChainHead, ("seq", "hash"))
-# Organisations whose chain head this process has seen committed (heads are never deleted but with their
-# organisation): on PostgreSQL their appends are one statement (`_append_statement`).
+# Organisations whose chain head this process has found (heads are deleted only with their organisation):
+# on PostgreSQL their appends are one statement (`_append_statement`).
 _HEADS_SEEN: set[str] = set()
 _HEADS_SEEN_MAX = 100_000
 
@@ -144,7 +144,9 @@ def audit_record(
 # <the rest> ,"seq":<seq> ,"target":<target> ,"timestamp":"<timestamp>" }, and only seq and the timestamp
 # are the server's. The client canonicalizes the rest; the server joins the pieces, in the same bytes as
 # `chain.chain_hash` (tests/audit/test_append_statement.py compares them for every kind of value).
-_SERVER_KEYS = ("seq", "target", "timestamp")
+# The columns the client gives, by attribute name; the server gives seq, timestamp, prev_hash and hash.
+_GIVEN = ("id", "organization_id", "event", "actor", "actor_type", "target_type", "target_id", "run_id",
+          "note", "data", "ip", "request_id")  # fmt: skip
 _TIMESTAMP_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'  # format_timestamp's, of a time truncated to ms
 
 
@@ -156,11 +158,9 @@ def _append_statement() -> str:
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     head = quote(AuditChainHead._meta.db_table)
     table = quote(AuditEvent._meta.db_table)
-    given = ("id", "organization_id", "event", "actor", "actor_type", "target_type", "target_id", "run_id",
-             "note", "data", "ip", "request_id")  # fmt: skip
     columns = ", ".join(quote(AuditEvent._meta.get_field(name).column) for name in (
-        *given, "seq", "timestamp", "prev_hash", "hash"))  # fmt: skip
-    values = ", ".join("%s::jsonb" if name == "data" else "%s" for name in given)
+        *_GIVEN, "seq", "timestamp", "prev_hash", "hash"))  # fmt: skip
+    values = ", ".join("%s::jsonb" if name == "data" else "%s" for name in _GIVEN)
     return f"""WITH old AS (
     SELECT seq, hash FROM {head} WHERE organization_id = %s FOR UPDATE
 ), link AS (
@@ -195,15 +195,13 @@ def _canonical_pieces(row: AuditEvent) -> tuple[bytes, bytes, bytes]:
             "ip": row.ip,
             "request_id": row.request_id,
         }
-    )  # fmt: skip  (event_as_dict's body without _SERVER_KEYS)
+    )  # fmt: skip  (event_as_dict's body without seq, target and timestamp)
     return rest[:-1] + b',"seq":', b',"target":' + rfc8785.dumps(target) + b',"timestamp":"', b'"}'
 
 
 def _append_in_one_statement(db, row: AuditEvent, *, defer: bool) -> None:
     prefix, middle, suffix = _canonical_pieces(row)
-    fields = [AuditEvent._meta.get_field(name) for name in (
-        "id", "organization", "event", "actor", "actor_type", "target_type", "target_id", "run_id", "note",
-        "data", "ip", "request_id")]  # fmt: skip
+    fields = [AuditEvent._meta.get_field(name) for name in _GIVEN]
     values = [field.get_db_prep_save(field.pre_save(row, True), db) for field in fields]
     org = row.organization_id
     cursor = sql.cursor(db)
