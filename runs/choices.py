@@ -31,8 +31,6 @@ class StepStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-# Statuses whose steps have a wake-up time (a timer, a person's timeout): the reconciler's wake-up scan.
-WAKE_STATUSES = (StepStatus.WAITING, StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT)
 STEP_FINISHED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 # Started but not finished: a run with such steps is not done yet.
 STEP_IN_FLIGHT = frozenset(

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from runs.choices import RUN_ACTIVE, WAKE_STATUSES, StepStatus
+from runs.choices import RUN_ACTIVE, StepStatus
 from runs.engine import core
 from runs.engine.dispatch import backlog, enqueue
 from runs.models import Run, StepRun
@@ -33,6 +33,7 @@ logger = logging.getLogger("baton.reconciler")
 
 BATCH = 200
 BACKLOG_PATIENCE = 10  # × BATON_REDISPATCH_AFTER_SECONDS while the queue has a backlog
+WAKE_STATUSES = (StepStatus.WAITING, StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT)
 _thread: threading.Thread | None = None
 _thread_lock = threading.Lock()
 
