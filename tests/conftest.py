@@ -13,6 +13,20 @@ from tests.factories import UserFactory, add_member, make_org
 PASSWORD = "correct-horse-battery"
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """The SQLite test database is a file, as Baton's always is (WAL, busy timeout, writer lock). Django's
+    default, a shared-cache `:memory:` database, fails a writer at once when another connection holds the
+    table ("database table is locked", no busy wait), and when it was set up before `live_server` started,
+    every request thread shares the test's one connection and their transactions interleave: threads
+    racing through the live server then test the harness, not Baton."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "config.sqlite" and not database.get("TEST", {}).get("NAME"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
 @pytest.fixture
 def owner(db):
     return UserFactory(email="owner@acme.test")

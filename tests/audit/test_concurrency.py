@@ -1,9 +1,8 @@
 """Appends from several threads or processes at once (real transactions) stay gapless and valid.
 
-PostgreSQL: threads with their own connections contend for the chain head's row lock. SQLite: worker
-processes on a file database in WAL mode, as deployed, where IMMEDIATE transactions serialize writers
-(pytest's shared-cache in-memory SQLite answers contention with "table is locked" instead of waiting,
-so the threaded test cannot run there)."""
+Threads with their own connections: on PostgreSQL they contend for the chain head's row lock, on SQLite
+(the test database is a file, as deployed: tests/conftest.py) IMMEDIATE transactions serialize them. And
+worker processes on a file database in WAL mode, as deployed."""
 
 import json
 import os
@@ -29,9 +28,6 @@ PER_PROCESS = 10
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="shared-cache in-memory SQLite; see the process test"
-)
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_thread_appends_stay_gapless_and_valid(org):
     start = AuditEvent.objects.filter(organization=org).count()

@@ -2,7 +2,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from accounts.models import RateLimitCounter
 from accounts.ratelimit import DAY, MINUTE, counters, organization_hit, prune_expired_counters
@@ -151,16 +151,10 @@ def test_state_binds_the_window_with_fewest_requests_left(org):
     assert state.headers()["X-RateLimit-Reset"] == "1800000060"
 
 
-def _in_memory_sqlite() -> bool:
-    return connection.vendor == "sqlite" and connection.is_in_memory_db()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_hits_are_counted_exactly_once_each():
     """Many threads (each with its own database connection, or Redis) increment one counter: every hit
     gets a distinct count and none is lost."""
-    if _in_memory_sqlite():
-        pytest.skip("shared-cache :memory: SQLite locks tables across connections; see the process test")
     threads, per_thread = 8, 25
     seen: list[int] = []
     lock = threading.Lock()

@@ -1,18 +1,15 @@
-"""Several workers at once on one PostgreSQL database: each step is claimed by exactly one of them."""
+"""Several workers at once on one database: each step is claimed by exactly one of them (threads with their
+own connections: row locks on PostgreSQL, the writer lock on SQLite's file database)."""
 
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from runs.engine import core
 from runs.engine.reconciler import reconcile_once
 from runs.models import RunEvent, StepRun
 from tests.runs.conftest import flaky_step
-
-pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="threads need a server database (row locks); runs on PostgreSQL"
-)
 
 
 def _at_once(count, target, *args):

@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import OperationalError, connections
+from django.db import connections
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -52,27 +52,13 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_for(condition, timeout: float, interval: float = 0.05):
-    """Poll until condition() is truthy. On SQLite the test database is in memory with a shared cache, where
-    a read that meets another thread's write fails at once ("table is locked") instead of waiting: retry."""
+    """Poll until condition() is truthy (or the timeout passes: its last value)."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            value = condition()
-        except OperationalError:
-            value = None
+        value = condition()
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
-
-
-def retry_locked(action, attempts: int = 50):
-    """Run a write, retried while the SQLite shared-cache test database reports a concurrent reader."""
-    for _ in range(attempts - 1):
-        try:
-            return action()
-        except OperationalError:
-            time.sleep(0.02)
-    return action()
 
 
 class Worker(threading.Thread):
@@ -116,7 +102,7 @@ def test_terminate_kills_a_running_script_and_cancels_the_run(engine):
     assert len(pids) >= 3
 
     terminated_at = time.monotonic()
-    retry_locked(lambda: run_terminate(run=run, actor=engine.actor, reason="stuck"))
+    run_terminate(run=run, actor=engine.actor, reason="stuck")
     assert _wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=3), "script processes survived"
     killed_after = time.monotonic() - terminated_at
     worker.join(timeout=10)
@@ -150,7 +136,7 @@ def test_cooperative_cancel_lets_a_running_script_finish(engine):
     worker = Worker(engine)
     worker.start()
     assert _wait_for(lambda: StepRun.objects.filter(run=run, step_id="slow", status="running").exists(), 10)
-    retry_locked(lambda: run_cancel(run=run, actor=engine.actor))
+    run_cancel(run=run, actor=engine.actor)
     assert engine.reload(run).status == "running"  # the running step is awaited, not killed
     worker.join(timeout=15)
     run = engine.reload(run)

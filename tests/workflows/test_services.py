@@ -37,12 +37,6 @@ def run_in_threads(count, target):
     return errors
 
 
-ON_SQLITE = pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="shared-cache in-memory SQLite; see the process test"
-)
-
-
-@ON_SQLITE
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_updates_never_collide_on_version_numbers(org, owner):
     workflow = make_workflow(org, owner)
@@ -63,7 +57,6 @@ def test_concurrent_updates_never_collide_on_version_numbers(org, owner):
     assert AuditEvent.objects.filter(organization=org, event="workflow.updated").count() == 8
 
 
-@ON_SQLITE
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_creates_with_one_name_get_distinct_slugs(org, owner):
     actor = owner_actor(org, owner)
