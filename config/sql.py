@@ -417,29 +417,38 @@ class Insert:
     def add(self, instances) -> None:
         """One multi-row INSERT (in batches of the backend's size, as bulk_create)."""
         db = connections[DEFAULT_DB_ALIAS]
+        _sql, _row, fields = self._compiled(db.vendor)
+        self._write(db, [[field.pre_save(instance, True) for field in fields] for instance in instances])
+        self._added(instances)
+
+    def add_values(self, rows) -> None:
+        """As `add`, from each row's values in the order of `self.names`: no model instance made per row,
+        and no field's `pre_save` (so only for fields whose value is stored as given, not `auto_now`)."""
+        self._write(connections[DEFAULT_DB_ALIAS], rows)
+
+    def _write(self, db, rows) -> None:
         sql, row, fields = self._compiled(db.vendor)
-        if len(instances) > 1 and _preparing(db):
+        preparers = _preparers(fields)
+        if len(rows) > 1 and _preparing(db):
             with _cursor(db) as cursor:
-                for start in range(0, len(instances), _ARRAY_ROWS):
-                    chunk = instances[start : start + _ARRAY_ROWS]
+                for start in range(0, len(rows), _ARRAY_ROWS):
+                    chunk = rows[start : start + _ARRAY_ROWS]
                     columns = [
-                        [prepare(field.pre_save(instance, True), db) for instance in chunk]
-                        for field, (_name, prepare) in zip(fields, _preparers(fields), strict=True)
+                        [prepare(values[index], db) for values in chunk]
+                        for index, (_name, prepare) in enumerate(preparers)
                     ]
                     cursor.execute(self._compiled_arrays(db.vendor), columns)
-            self._added(instances)
             return
-        batch = max(1, db.ops.bulk_batch_size(fields, instances))
+        batch = max(1, db.ops.bulk_batch_size(fields, rows))
         with _cursor(db) as cursor:
-            for start in range(0, len(instances), batch):
-                chunk = instances[start : start + batch]
+            for start in range(0, len(rows), batch):
+                chunk = rows[start : start + batch]
                 params = [
-                    prepare(field.pre_save(instance, True), db)
-                    for instance in chunk
-                    for field, (_name, prepare) in zip(fields, _preparers(fields), strict=True)
+                    prepare(value, db)
+                    for values in chunk
+                    for value, (_name, prepare) in zip(values, preparers, strict=True)
                 ]
                 cursor.execute(sql + ", ".join([row] * len(chunk)), params)
-        self._added(instances)
 
     @staticmethod
     def _added(instances) -> None:

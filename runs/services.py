@@ -132,7 +132,10 @@ def run_create(
     # Every run lock comes before the first audit append (lock order: organisation → runs → audit head).
     now = timezone.now()
     cancelled = []
-    for victim in Run.objects.select_for_update().filter(pk__in=victims).order_by("created_at", "id"):
+    victims_locked = (  # no queryset built when there is none (most triggers): it costs more than it reads
+        Run.objects.select_for_update().filter(pk__in=victims).order_by("created_at", "id") if victims else ()
+    )
+    for victim in victims_locked:
         if victim.is_terminal or victim.cancel_requested_at is not None:
             continue
         core.run_request_cancel(victim, now)  # finished here when no step runs: its slot frees at once

@@ -135,10 +135,11 @@ def _lock_run(run_id: str) -> Run:
 
 def emit(run: Run, event_type: str, step_id: str = "", data: dict | None = None) -> None:
     """Append an event to the run's log; the caller holds the run lock and calls `save_run`, which writes
-    the transaction's events in one INSERT with `run.event_seq`."""
+    the transaction's events in one INSERT with `run.event_seq`. Kept as the row's values (in
+    `_INSERT_EVENTS`' order), not as a `RunEvent`: a run of transform steps emits a dozen."""
     run.event_seq += 1
     run.__dict__.setdefault("_pending_events", []).append(
-        RunEvent(run_id=run.id, seq=run.event_seq, type=event_type, step_id=step_id, data=data or {})
+        (run.id, run.event_seq, event_type, step_id, data or {}, timezone.now())
     )
 
 
@@ -160,7 +161,7 @@ _RUN_FIELDS = [
 
 
 _SAVE_RUN = sql.Update(Run, _RUN_FIELDS, must_exist=True)  # as run.save(update_fields=…) was
-_INSERT_EVENTS = sql.Insert(RunEvent)
+_INSERT_EVENTS = sql.Insert(RunEvent, ("run", "seq", "type", "step_id", "data", "created_at"))
 
 
 def save_run(run: Run, *, last: bool = False) -> None:
@@ -176,7 +177,7 @@ def save_run(run: Run, *, last: bool = False) -> None:
         flush_rows(run)
         events = run.__dict__.pop("_pending_events", None)
         if events:
-            _INSERT_EVENTS.add(events)
+            _INSERT_EVENTS.add_values(events)
         _SAVE_RUN.save(run)
         for entry in run.__dict__.pop("_pending_audit", ()):
             audit_record(**entry, defer=True)

@@ -144,6 +144,17 @@ def test_insert_writes_rows_the_orm_reads_back(run):
     assert all(event._state.adding is False for event in events)
 
 
+@pytest.mark.parametrize("count", [1, 3])  # one row: VALUES; several: arrays on a worker's PostgreSQL
+def test_insert_of_values_writes_what_an_insert_of_instances_writes(run, count):
+    insert = sql.Insert(RunEvent, ("run", "seq", "type", "step_id", "data", "created_at"))
+    moment = timezone.now()
+    data = {"n": [1, "é"], "x": None}
+    rows = [(run.pk, 200 + n, "step_completed", f"s{n}", data, moment) for n in range(count)]
+    insert.add_values(rows)
+    stored = RunEvent.objects.filter(run=run, seq__gte=200).order_by("seq")
+    assert [(e.run_id, e.seq, e.type, e.step_id, e.data, e.created_at) for e in stored] == rows
+
+
 def test_prepared_queryset_reads_what_the_queryset_reads(run):
     def build(organization_id, run_id):
         return Run.objects.filter(organization_id=organization_id, pk=run_id).annotate(
