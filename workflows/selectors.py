@@ -13,14 +13,29 @@ def workflow_list(*, organization: Organization) -> QuerySet[Workflow]:
     return Workflow.objects.filter(organization=organization).select_related("project")
 
 
-def workflow_get(*, organization: Organization, ref: str) -> Workflow:
-    """The workflow whose id or slug is `ref` (slugs never contain `_`, so the two cannot clash)."""
-    lookup = Q(pk=ref) if ref.startswith("wf_") else Q(slug=ref)
-    workflow = workflow_list(organization=organization).filter(lookup).first()
+def workflow_get(*, organization: Organization, ref: str, project: bool = True) -> Workflow:
+    """The workflow whose id or slug is `ref` (slugs never contain `_`, so the two cannot clash).
+    `project=False`: the project is not loaded with it (read on access), and the query is one written once
+    (every trigger looks its workflow up this way)."""
+    by_id = ref.startswith("wf_")
+    if project:
+        lookup = Q(pk=ref) if by_id else Q(slug=ref)
+        workflow = workflow_list(organization=organization).filter(lookup).first()
+    else:
+        workflow = (_WORKFLOW_BY_ID if by_id else _WORKFLOW_BY_SLUG).first(organization.pk, ref)
     if workflow is None:
         raise not_found("workflow", ref)
     workflow.organization = organization  # it is this one (the filter): not read again on access
     return workflow
+
+
+# The lookups of every trigger (config/sql.py: compiled once).
+_WORKFLOW_BY_ID = sql.Prepared(
+    Workflow, lambda org, ref: Workflow.objects.filter(organization_id=org, pk=ref), arity=2
+)
+_WORKFLOW_BY_SLUG = sql.Prepared(
+    Workflow, lambda org, ref: Workflow.objects.filter(organization_id=org, slug=ref), arity=2
+)
 
 
 def parse_version_spec(raw, *, name: str = "version", default: str = "latest") -> str | int:

@@ -147,3 +147,21 @@ def test_admin_lists_and_shows_pretty_definitions(client, org, owner):
     assert client.get("/admin/workflows/workflowversion/").status_code == 200
     assert client.get("/admin/workflows/workflowtemplate/").status_code == 200
     assert client.post(f"/admin/workflows/workflowversion/{version.pk}/delete/").status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("project", [True, False])
+def test_workflow_get_finds_by_id_or_slug_in_its_organisation_only(org, owner, project):
+    from config.errors import NotFound
+    from tests.factories import make_org
+    from workflows.selectors import workflow_get
+
+    workflow = make_workflow(org, owner)
+    for ref in (workflow.id, workflow.slug):
+        found = workflow_get(organization=org, ref=ref, project=project)
+        assert (found.pk, found.name, found.current_version) == (workflow.pk, workflow.name, 1)
+    other = make_org(name="Other")
+    for ref in (workflow.id, workflow.slug, "wf_missing", "missing"):
+        with pytest.raises(NotFound):
+            workflow_get(organization=other if ref in (workflow.id, workflow.slug) else org, ref=ref,
+                         project=project)  # fmt: skip
