@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.settings import api_settings
 
@@ -126,9 +127,10 @@ def run_data(run: Run, current_step_ids: list[str]) -> dict:
     }
 
 
-def run_detail(run: Run) -> dict:
-    """RunDetailSerializer's output for a run from selectors.run_get(for_detail=True)."""
-    found = selectors.run_steps(run=run)
+def run_detail(run: Run, found: selectors.RunSteps | None = None) -> dict:
+    """RunDetailSerializer's output for a run from selectors.run_get(for_detail=True); `found`: its steps
+    when in hand (else read)."""
+    found = selectors.run_steps(run=run) if found is None else found
     run.step_count = len(found.steps)
     current = [row.step_id for row in found.steps if row.status in STEP_IN_FLIGHT]
     child_run_ids = []
@@ -140,3 +142,26 @@ def run_detail(run: Run) -> dict:
         "steps": [step_data(row, found) for row in found.steps],
         "child_run_ids": child_run_ids,
     }
+
+
+def created_run_detail(run: Run) -> dict | None:
+    """The detail of a run `run_create` just created and committed, from the objects in hand (no query):
+    the run as that transaction left it. None when those may not be what the database holds, and the
+    caller reads the run instead:
+    - with inline dispatch, this process executed the ready steps after the commit;
+    - a run that finished at once (a failing `when`, the policy's step limit) had its unstarted steps
+      cancelled by an UPDATE, not through the rows in hand.
+    Steps started by workers since the commit show in the next read, as they would a moment later."""
+    rows = run.__dict__.get("_created_rows")
+    if rows is None or run.is_terminal or settings.BATON_ENGINE_DISPATCH == "inline":
+        return None
+    run.workflow_name = run.workflow.name
+    run.version_number = run.workflow_version.number
+    run.has_children = False
+    loops = [row.id for row in rows if row.type == "loop"]  # a loop has no iteration before it starts
+    found = selectors.RunSteps(
+        steps=list(rows),
+        iterations={row_id: [] for row_id in loops},
+        iteration_counts=dict.fromkeys(loops, 0),
+    )
+    return run_detail(run, found)

@@ -1,11 +1,13 @@
 """POST /workflows/{ref}/run: input aliases, options, versions, workflow states, validation and wait."""
 
+import json
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
-from runs.models import Run
+from runs.models import Run, StepRun
 from tests.runs.api.conftest import GREETER, drain, make_workflow
 from workflows.services import workflow_publish, workflow_set_status, workflow_update
 
@@ -227,3 +229,141 @@ def test_trigger_query_count_is_bounded(api_key_client, workflow):
         response = trigger(api_key_client, workflow.id, {"input_data": {"who": "Ada"}})
     assert response.status_code == 202
     assert len(ctx.captured_queries) < 60, [q["sql"][:120] for q in ctx.captured_queries]
+
+
+# --- the 202 body: the run as its creation left it, without reading it back ------------------------------
+
+LOOP = {
+    "id": "each",
+    "type": "loop",
+    "config": {"items": "{{ inputs.tags }}", "step": {"type": "transform", "config": {"value": 1}}},
+}
+FAILING_WHEN = "{{ inputs.count // 0 > 1 }}"  # valid, but fails when evaluated
+
+
+def _shown_as_read(client, body) -> None:
+    """The trigger's body is the run detail a GET returns at once (nothing was executed since: manual
+    dispatch), to the value and type (JSON text with sorted keys: PostgreSQL's jsonb reorders keys)."""
+    shown = client.get(f"/api/v1/runs/{body['run_id']}")
+    assert shown.status_code == 200
+    assert body["status"] == shown.json()["status"]
+    assert body["run"] == shown.json()
+    assert json.dumps(body["run"], sort_keys=True) == json.dumps(shown.json(), sort_keys=True)
+
+
+def _trigger_reading_steps(client, ref, body):
+    """The trigger's response, and the SELECTs it made of the step runs' table."""
+    with CaptureQueriesContext(connection) as ctx:
+        response = trigger(client, ref, body)
+    table = connection.ops.quote_name(StepRun._meta.db_table)
+    return response, [
+        q["sql"] for q in ctx.captured_queries if q["sql"].startswith("SELECT") and table in q["sql"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "steps, options, status",
+    [
+        pytest.param(GREETER["steps"], {}, "running", id="chain"),
+        pytest.param(
+            [
+                {"id": "a", "type": "transform", "config": {"value": 1}},
+                {"id": "b", "type": "transform", "config": {"value": 2}, "when": "{{ inputs.count > 5 }}"},
+                {"id": "c", "type": "transform", "config": {"value": 3}, "depends_on": ["a", "b"]},
+                {
+                    "id": "d",
+                    "type": "transform",
+                    "config": {"value": 4},
+                    "when": FAILING_WHEN,
+                    "on_failure": "continue",
+                },
+            ],
+            {},
+            "running",
+            id="roots-skipped-and-failed-by-when",
+        ),
+        pytest.param([LOOP], {}, "running", id="loop"),
+        pytest.param(GREETER["steps"], {"env": "production"}, "awaiting_approval", id="gated"),
+        pytest.param(GREETER["steps"], {"dry_run": True, "env": "staging"}, "running", id="dry-run"),
+        pytest.param(
+            [
+                {"id": "a", "type": "transform", "config": {"value": 1}, "when": FAILING_WHEN},
+                {"id": "b", "type": "transform", "config": {"value": 2}, "depends_on": ["a"]},
+            ],
+            {},
+            "failed",
+            id="failed-at-once",
+        ),
+        pytest.param(
+            [{"id": "a", "type": "transform", "config": {"value": 1}, "when": "{{ inputs.count < 0 }}"}],
+            {},
+            "completed",
+            id="done",
+        ),
+    ],
+)
+def test_the_202_body_is_the_run_a_get_shows(api_key_client, org, actor, steps, options, status):
+    workflow = make_workflow(org, actor, {"name": "Shapes", "inputs": GREETER["inputs"], "steps": steps})
+    body = {
+        "input_data": {"who": "Ada", "count": 7, "tags": ["x", 2.5, None, {"z": 1, "a": [1.0]}]},
+        "metadata": {"zeta": "last", "alpha": 1, "mid": True},
+        **options,
+    }
+
+    response, step_reads = _trigger_reading_steps(api_key_client, workflow.id, body)
+
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == status
+    _shown_as_read(api_key_client, response.json())
+    # Written from the rows in hand, except for a run that finished at once: its unstarted steps were
+    # cancelled by an UPDATE, so the run is read back.
+    assert bool(step_reads) == (status in ("completed", "failed"))
+
+
+@pytest.mark.parametrize("on_limit", ["queue", "cancel_running"])
+def test_the_202_body_of_a_limited_workflows_run_is_the_run_a_get_shows(api_key_client, org, actor, on_limit):
+    limited = make_workflow(org, actor, concurrency={"limit": 1, "key": None, "on_limit": on_limit})
+    first = trigger(api_key_client, limited.id, {"input_data": {"who": "A"}}).json()
+    _shown_as_read(api_key_client, first)
+
+    second = trigger(api_key_client, limited.id, {"input_data": {"who": "B"}}).json()
+
+    # cancel_running: the first run had no step running, so it is cancelled at once and the second starts
+    assert second["status"] == ("queued" if on_limit == "queue" else "running")
+    _shown_as_read(api_key_client, second)
+    expected = "running" if on_limit == "queue" else "cancelled"
+    assert api_key_client.get(f"/api/v1/runs/{first['run_id']}").json()["status"] == expected
+
+
+def test_the_202_body_of_a_multipart_trigger_is_the_run_a_get_shows(api_key_client, workflow):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    attachment = SimpleUploadedFile("report.csv", b"a,b\n1,2\n", content_type="text/csv")
+    response = api_key_client.post(
+        f"/api/v1/workflows/{workflow.id}/run", {"attachment": attachment, "who": "Ada"}, format="multipart"
+    )
+
+    assert response.status_code == 202, response.content
+    assert response.json()["run"]["input_data"]["attachment"]["name"] == "report.csv"
+    _shown_as_read(api_key_client, response.json())
+
+
+def test_the_202_body_is_written_without_reading_the_run_back(api_key_client, workflow):
+    response, step_reads = _trigger_reading_steps(api_key_client, workflow.id, {"input_data": {"who": "Ada"}})
+
+    assert response.status_code == 202
+    assert step_reads == []  # the steps were neither read for the advance nor for the response
+    _shown_as_read(api_key_client, response.json())
+
+
+def test_with_inline_dispatch_the_202_body_shows_the_steps_executed_since(
+    api_key_client, workflow, settings, transactional_db
+):
+    settings.BATON_ENGINE_DISPATCH = "inline"  # this process executes the ready steps after the commit
+
+    response = trigger(api_key_client, workflow.id, {"input_data": {"who": "Ada"}})
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "completed"
+    assert [step["status"] for step in response.json()["run"]["steps"]] == ["completed", "completed"]
+    _shown_as_read(api_key_client, response.json())
