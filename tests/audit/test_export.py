@@ -145,6 +145,8 @@ def test_export_streams_asynchronously_under_asgi(org, owner):
     """Under ASGI the export is an async iterator (a sync one would be read whole into memory first)."""
     import asyncio
 
+    from asgiref.sync import sync_to_async
+    from django.db import connections
     from django.test import AsyncClient
 
     from tests.audit.conftest import record
@@ -155,10 +157,16 @@ def test_export_streams_asynchronously_under_asgi(org, owner):
     expected = [event_as_dict(e) for e in AuditEvent.objects.filter(organization=org).order_by("seq")]
 
     async def fetch():
-        response = await AsyncClient().get(URL, headers={"Authorization": f"Bearer {key}"})
-        assert response.status_code == 200
-        assert response.is_async
-        return b"".join([chunk async for chunk in response.streaming_content])
+        try:
+            response = await AsyncClient().get(URL, headers={"Authorization": f"Bearer {key}"})
+            assert response.status_code == 200
+            assert response.is_async
+            return b"".join([chunk async for chunk in response.streaming_content])
+        finally:
+            # The chunks' queries ran in asgiref's thread for thread-sensitive calls, whose connection a
+            # server closes at the request's end; the test client does not, and PostgreSQL would refuse to
+            # drop the test database while it stays open.
+            await sync_to_async(connections.close_all, thread_sensitive=True)()
 
     content = asyncio.run(fetch())
     assert [orjson.loads(line) for line in content.splitlines()] == expected
