@@ -367,8 +367,9 @@ class Update:
         )
 
     def save_many(self, instances) -> None:
-        """Write each instance's fields (WHERE pk): on PostgreSQL one statement of arrays, elsewhere one
-        `executemany`."""
+        """Write each instance's fields (WHERE pk): on a worker's PostgreSQL connection one statement of
+        arrays, elsewhere one `executemany` (one `execute` for a single instance: psycopg's executemany
+        opens a pipeline of its own)."""
         db = connections[DEFAULT_DB_ALIAS]
         sql, fields = self._compiled(db.vendor)
         if len(instances) > 1 and _preparing(db):
@@ -382,8 +383,12 @@ class Update:
                         columns.append([prepare(getattr(row, name), db) for row in chunk])
                     cursor.execute(self._compiled_arrays(db.vendor), columns)
             return
+        params = [[*self._values(fields, row, db), row.pk] for row in instances]
         with _cursor(db) as cursor:
-            cursor.executemany(sql, [[*self._values(fields, row, db), row.pk] for row in instances])
+            if len(params) == 1:
+                cursor.execute(sql, params[0])
+            else:
+                cursor.executemany(sql, params)
 
 
 class Insert:

@@ -120,6 +120,14 @@ def test_update_many_writes_each_row(run):
     ]
 
 
+def test_update_many_of_one_row_writes_that_row_only(run):
+    first, second = StepRun.objects.filter(run=run).order_by("step_id")
+    first.status, first.output_data = "queued", {"only": "me"}
+    sql.Update(StepRun, ("status", "output_data")).save_many([first])
+    stored = {row.pk: (row.status, row.output_data) for row in StepRun.objects.filter(run=run)}
+    assert stored == {first.pk: ("queued", {"only": "me"}), second.pk: (second.status, second.output_data)}
+
+
 def test_update_many_writes_every_kind_of_value(run):
     """On PostgreSQL several rows go as one array per column (nulls, JSON of any shape, times)."""
     fields = ("status", "output_data", "error", "started_at", "attempt", "cost_usd")
