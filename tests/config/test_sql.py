@@ -3,9 +3,11 @@
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError, DataError, IntegrityError, connection, models, transaction
+from django.db.models import Exists, F, JSONField, OuterRef, Value
 from django.forms.models import model_to_dict
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.principal import Principal
@@ -23,10 +25,14 @@ SOME_STEP_FIELDS = sql.Select(
 )
 
 
+ESCAPED = 'é ✓ "quoted" back\\slash \n\t\x01 😀'  # what a JSON document must escape
+
+
 @pytest.fixture(autouse=True, params=["request", "worker"])
 def connection_kind(request):
     """Each test with a web request's connection (CONN_MAX_AGE=0: statements go as the ORM sends them) and
-    with a worker's (kept: on PostgreSQL bound on the server, prepared, several rows as arrays)."""
+    with a worker's (kept: on PostgreSQL bound on the server and prepared). On PostgreSQL several rows go as
+    one JSON document on both."""
     saved = connection.settings_dict["CONN_MAX_AGE"]
     connection.settings_dict["CONN_MAX_AGE"] = 0 if request.param == "request" else 60
     yield request.param
@@ -129,7 +135,7 @@ def test_update_many_of_one_row_writes_that_row_only(run):
 
 
 def test_update_many_writes_every_kind_of_value(run):
-    """On PostgreSQL several rows go as one array per column (nulls, JSON of any shape, times)."""
+    """On PostgreSQL several rows go as one JSON document (nulls, JSON of any shape, times, decimals)."""
     fields = ("status", "output_data", "error", "started_at", "attempt", "cost_usd")
     rows = list(StepRun.objects.filter(run=run).order_by("step_id"))
     rows[0].status, rows[0].output_data, rows[0].error = "failed", None, {"code": "x", "message": "é"}
@@ -152,7 +158,7 @@ def test_insert_writes_rows_the_orm_reads_back(run):
     assert all(event._state.adding is False for event in events)
 
 
-@pytest.mark.parametrize("count", [1, 3])  # one row: VALUES; several: arrays on a worker's PostgreSQL
+@pytest.mark.parametrize("count", [1, 3])  # one row: VALUES; several: a document on PostgreSQL
 def test_insert_of_values_writes_what_an_insert_of_instances_writes(run, count):
     insert = sql.Insert(RunEvent, ("run", "seq", "type", "step_id", "data", "created_at"))
     moment = timezone.now()
@@ -253,16 +259,83 @@ def test_statements_are_prepared_on_their_second_use_on_a_workers_connection(run
 
 
 def test_insert_of_several_rows_keeps_every_kind_of_value(run):
-    """On PostgreSQL several rows go as one array per column: nulls, an all-null column, JSON of every
-    shape, decimals and times must come back as the ORM wrote them."""
+    """On PostgreSQL several rows go as one JSON document: nulls, an all-null column, JSON of every shape,
+    text JSON must escape, decimals and times must come back as the ORM wrote them."""
     now = timezone.now()
     rows = [
         StepRun(id=f"sr_arrays{n}", run_id=run.pk, step_id=f"x{n}", type="transform", status="pending",
                 output_data=value, input_data=None, state={"n": n}, cost_usd=Decimal(f"{n}.000001"),
-                queued_at=now if n else None, name="é ✓" * n)
-        for n, value in enumerate([None, {"a": [1, None]}, [1, "two"], "text", 3.5])
+                queued_at=now if n else None, name=ESCAPED * n)
+        for n, value in enumerate([None, {"a": [1, None], ESCAPED: ESCAPED}, [1, "two"], "text", 3.5])
     ]  # fmt: skip
     sql.Insert(StepRun).add(rows)
     stored = StepRun.objects.filter(step_id__startswith="x").order_by("step_id")
     assert [model_to_dict(row) for row in stored] == [model_to_dict(row) for row in rows]
-    assert [row.output_data for row in stored] == [None, {"a": [1, None]}, [1, "two"], "text", 3.5]
+    assert [row.output_data for row in stored] == [
+        None, {"a": [1, None], ESCAPED: ESCAPED}, [1, "two"], "text", 3.5
+    ]  # fmt: skip
+    assert stored[2].name == ESCAPED * 2
+
+
+def test_json_null_in_a_json_column_is_stored_as_json_null_not_sql_null(run):
+    """A document's null is SQL NULL: rows holding JSON `null` are written the ORM's way instead."""
+    rows = list(StepRun.objects.filter(run=run).order_by("step_id"))
+    for row in rows:
+        row.output_data = Value(None, JSONField())
+    sql.Update(StepRun, ("output_data",)).save_many(rows)
+    assert StepRun.objects.filter(run=run, output_data=None).count() == 2  # JSON null
+    assert not StepRun.objects.filter(run=run, output_data__isnull=True).exists()  # not SQL NULL
+    events = [
+        RunEvent(run_id=run.pk, seq=300 + n, type="step_started", data=Value(None, JSONField()))
+        for n in range(2)
+    ]
+    sql.Insert(RunEvent).add(events)
+    assert RunEvent.objects.filter(run=run, seq__gte=300, data=None).count() == 2
+
+
+def test_a_value_too_long_for_its_column_is_refused_as_the_orm_refuses_it(run):
+    """Not cut to the column's length (as a cast to varchar(n) would cut it)."""
+
+    def outcome(write) -> str:
+        try:
+            with transaction.atomic():
+                write()
+        except DataError:
+            return "refused"
+        return "stored"
+
+    def rows(prefix):
+        return [
+            StepRun(
+                id=f"sr_{prefix}{n}", run_id=run.pk, step_id=f"{prefix}{n}".ljust(65, "x"), type="transform"
+            )
+            for n in range(2)
+        ]
+
+    ours = outcome(lambda: sql.Insert(StepRun).add(rows("ours")))
+    assert ours == outcome(lambda: StepRun.objects.bulk_create(rows("orm")))
+    assert ours == ("refused" if connection.vendor == "postgresql" else "stored")
+
+
+def test_rows_beyond_one_documents_size_go_in_several(run, monkeypatch):
+    monkeypatch.setattr(sql, "_DOCUMENT_ROWS", 2)
+    events = [RunEvent(run_id=run.pk, seq=400 + n, type="step_started", data={"n": n}) for n in range(5)]
+    with CaptureQueriesContext(connection) as insert:
+        sql.Insert(RunEvent).add(events)
+    rows = list(RunEvent.objects.filter(run=run, seq__gte=400).order_by("seq"))
+    assert [event.data for event in rows] == [{"n": n} for n in range(5)]
+    for event in rows:
+        event.data = {"m": event.seq}
+    with CaptureQueriesContext(connection) as update:
+        sql.Update(RunEvent, ("data",)).save_many(rows)
+    assert [event.data for event in RunEvent.objects.filter(run=run, seq__gte=400).order_by("seq")] == [
+        {"m": 400 + n} for n in range(5)
+    ]
+    if connection.vendor == "postgresql":
+        assert (len(insert), len(update)) == (3, 3)  # documents of 2, 2 and 1 rows
+
+
+def test_fields_a_document_cannot_carry_are_written_the_orms_way():
+    assert sql._document_fields((StepRun._meta.get_field("output_data"),)) is not None
+    assert sql._document_fields((models.FloatField(name="x"),)) is None
+    assert sql._document_fields((models.JSONField(name="y", encoder=DjangoJSONEncoder),)) is None
