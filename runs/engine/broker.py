@@ -9,22 +9,26 @@ every time, and the next query opens a new one with Django's connection setup an
   connection and opened another for the enqueue and the response (a quarter of the request's time).
 Here the pusher's poll reuses its connection and refreshes it once a minute, and an enqueue uses the
 caller's connection, which the caller's own lifecycle (request end, worker CONN_MAX_AGE) closes
-(docs/performance.md). Acknowledging and the rest are django-q2's.
+(docs/performance.md). An empty poll is one plain read of a statement written once: no transaction (on
+SQLite no write lock) and no queryset built, five times a second. Acknowledging and the rest are django-q2's.
 """
 
 import time
 
 from django import db
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
+from config import sql
 from runs.apps import WORKER_CONN_MAX_AGE
 
 # Seconds the pusher keeps one connection: as long as worker processes keep theirs.
 REFRESH_SECONDS = WORKER_CONN_MAX_AGE
+# Is a task due? Asked by every poll before it locks anything (config/sql.py: written once).
+_DUE_TASK = sql.Select(OrmQ, ("id",), "{key} = %s AND {lock} < %s", limit=1)
 
 
 class OrmBroker(ORM):
@@ -40,6 +44,9 @@ class OrmBroker(ORM):
         if now - self._refreshed_at >= REFRESH_SECONDS:
             db.close_old_connections()
             self._refreshed_at = now
+        if self._nothing_due():
+            time.sleep(Conf.POLL)  # an empty queue: spare the CPU
+            return None
         queue = OrmQ.objects.using(Conf.ORM)
         # Up to Conf.BULK tasks locked in one write (the settings ask for one per worker): on SQLite every
         # write waits for the database's one write lock, which busy workers hold most of the time, and a
@@ -58,3 +65,10 @@ class OrmBroker(ORM):
             time.sleep(Conf.POLL)  # an empty queue: spare the CPU
             return None
         return [(task.pk, task.payload) for task in tasks]
+
+    def _nothing_due(self) -> bool:
+        """No task of this queue is due: one plain read, no transaction (the statement is written for the
+        default database, the broker's in Baton's settings)."""
+        if (Conf.ORM or DEFAULT_DB_ALIAS) != DEFAULT_DB_ALIAS:
+            return False
+        return not _DUE_TASK.rows(self.list_key, timezone.now())

@@ -7,8 +7,9 @@ concurrency limits now (runs/concurrency.py; normally a finishing run's own admi
 
 Any number of reconcilers may run at once (one thread in each django-q2 worker process): each repair is a
 compare-and-set under the run's row lock, so exactly one of them acts on a row. Scans are plain indexed
-SELECTs outside any transaction, so an idle reconciler takes no write lock (SQLite) and costs one query
-per scan.
+SELECTs outside any transaction, so an idle reconciler takes no write lock (SQLite). Every repair acts on a
+run that is not terminal or on a step that is queued, running or waiting; when there is none (an idle
+installation), a pass is two reads of statements written once instead of the scans' querysets.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from config import sql
 from runs.choices import RUN_ACTIVE, StepStatus
 from runs.engine import core
 from runs.engine.dispatch import backlog, enqueue
@@ -34,14 +36,36 @@ logger = logging.getLogger("baton.reconciler")
 BATCH = 200
 BACKLOG_PATIENCE = 10  # × BATON_REDISPATCH_AFTER_SECONDS while the queue has a backlog
 WAKE_STATUSES = (StepStatus.WAITING, StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT)
+# The rows a pass may act on (the scans below, admission's and the sub-workflows' included).
+_ACTIVE_RUNS = sorted(RUN_ACTIVE)
+_ACTIVE_STEPS = sorted({StepStatus.QUEUED, StepStatus.RUNNING, *WAKE_STATUSES})
+_ANY_ACTIVE_RUN = sql.Select(
+    Run, ("id",), f"{{status}} IN ({', '.join(['%s'] * len(_ACTIVE_RUNS))})", limit=1
+)
+_ANY_ACTIVE_STEP = sql.Select(
+    StepRun, ("id",), f"{{status}} IN ({', '.join(['%s'] * len(_ACTIVE_STEPS))})", limit=1
+)
 _thread: threading.Thread | None = None
 _thread_lock = threading.Lock()
 
 
+def _nothing_to_repair() -> bool:
+    return not _ANY_ACTIVE_STEP.rows(*_ACTIVE_STEPS) and not _ANY_ACTIVE_RUN.rows(*_ACTIVE_RUNS)
+
+
 def reconcile_once(now=None) -> dict[str, int]:
-    """One pass over the five repairs; returns how many rows each one acted on."""
+    """One pass over the repairs; returns how many rows each one acted on."""
     now = now or timezone.now()
-    counts = {"redispatched": 0, "reclaimed": 0, "woken": 0, "timed_out": 0, "admitted": 0}
+    counts = {
+        "redispatched": 0,
+        "reclaimed": 0,
+        "woken": 0,
+        "timed_out": 0,
+        "admitted": 0,
+        "sub_workflows": 0,
+    }
+    if _nothing_to_repair():
+        return counts
 
     stale = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS)
     lost = list(

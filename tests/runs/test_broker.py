@@ -4,6 +4,7 @@ database connection between polls instead of reconnecting five times a second.""
 import json
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
@@ -71,6 +72,19 @@ def test_polls_and_enqueues_keep_their_connection(_file_env):
     assert counts["baton"] == {"polls": 1, "enqueues": 0}
     # The same calls with django-q2's broker reconnect each time.
     assert counts["django_q2"]["polls"] >= 5 and counts["django_q2"]["enqueues"] >= 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_empty_poll_is_one_read_without_a_transaction(broker):
+    """Five times a second in an idle cluster: no write lock taken (SQLite), no queryset built."""
+    with CaptureQueriesContext(connection) as polls:
+        assert broker.dequeue() is None
+    assert [query["sql"].split()[0] for query in polls.captured_queries] == ["SELECT"]
+    task = broker.enqueue("payload")
+    OrmQ.objects.filter(pk=task).update(lock=timezone.now() + timedelta(minutes=1))  # taken, not due yet
+    with CaptureQueriesContext(connection) as polls:
+        assert broker.dequeue() is None
+    assert len(polls.captured_queries) == 1
 
 
 @pytest.mark.django_db(transaction=True)

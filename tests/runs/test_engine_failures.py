@@ -130,6 +130,15 @@ def test_expired_lease_without_retries_fails_the_run(engine, flaky):
     assert run.status == "failed" and run.error["code"] == "lease_expired"
 
 
+def test_a_pass_with_nothing_to_repair_is_two_reads(engine, django_assert_num_queries):
+    """No run active, no step queued, running or waiting: the scans are skipped (a step left running in a
+    finished run is still reclaimed, see test_reclaim_on_a_finished_run_only_closes_the_step)."""
+    run = engine.start([transform("a", 1)])
+    assert engine.reload(run).status == "completed"
+    with django_assert_num_queries(2):
+        assert not any(reconcile_once().values())
+
+
 def test_live_lease_is_not_reclaimed(engine, flaky):
     run = engine.start([flaky_step("a")], drain=False)
     StepRun.objects.filter(pk=engine.queued[0]).update(
