@@ -71,4 +71,5 @@ class OrmBroker(ORM):
         default database, the broker's in Baton's settings)."""
         if (Conf.ORM or DEFAULT_DB_ALIAS) != DEFAULT_DB_ALIAS:
             return False
-        return not _DUE_TASK.rows(self.list_key, timezone.now())
+        now = db.connection.ops.adapt_datetimefield_value(timezone.now())  # as the ORM compares it
+        return not _DUE_TASK.rows(self.list_key, now)
