@@ -263,7 +263,7 @@ def test_insert_of_several_rows_keeps_every_kind_of_value(run):
     text JSON must escape, decimals and times must come back as the ORM wrote them."""
     now = timezone.now()
     rows = [
-        StepRun(id=f"sr_arrays{n}", run_id=run.pk, step_id=f"x{n}", type="transform", status="pending",
+        StepRun(id=f"sr_document{n}", run_id=run.pk, step_id=f"x{n}", type="transform", status="pending",
                 output_data=value, input_data=None, state={"n": n}, cost_usd=Decimal(f"{n}.000001"),
                 queued_at=now if n else None, name=ESCAPED * n)
         for n, value in enumerate([None, {"a": [1, None], ESCAPED: ESCAPED}, [1, "two"], "text", 3.5])
