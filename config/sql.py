@@ -460,14 +460,24 @@ class Update:
 
     @cache  # noqa: B019
     def _compiled_document(self, vendor: str) -> str:
-        """PostgreSQL: `UPDATE … FROM json_populate_recordset(…) AS v WHERE pk = v.pk`, one statement (and one
-        prepared statement on a worker's connection) for any number of rows (see `_write_document`)."""
+        """PostgreSQL: `WITH v AS (… json_populate_recordset(…)) UPDATE … FROM v WHERE pk = v.pk AND pk =
+        ANY(ARRAY(SELECT pk FROM v))`, one statement (and one prepared statement on a worker's connection)
+        for any number of rows (see `_write_document`)."""
         quote = connection.ops.quote_name
         table, pk = quote(self.model._meta.db_table), quote(self.model._meta.pk.column)
         sets = ", ".join(
             f"{quote(field.column)} = v.{quote(field.column)}" for field in self._compiled(vendor)[1]
         )
-        return f"UPDATE {table} SET {sets} FROM {_recordset(self.model)} AS v WHERE {table}.{pk} = v.{pk}"
+        # The rows are looked up by their keys as an array (`= ANY`), not only joined on them: of the rows a
+        # function returns the planner knows only the declared estimate (100), against which hashing a scan
+        # of the whole table looked cheaper, in tables of up to some 30,000 rows (5 step rows in a table of
+        # 15,000: 3.8 ms instead of 0.15). The estimate of the array does not depend on the values, so a
+        # worker's prepared statement keeps one generic plan instead of being planned at every execution.
+        return (
+            f"WITH v AS MATERIALIZED (SELECT * FROM {_recordset(self.model)}) "
+            f"UPDATE {table} SET {sets} FROM v "
+            f"WHERE {table}.{pk} = v.{pk} AND {table}.{pk} = ANY(ARRAY(SELECT {pk} FROM v))"
+        )
 
     def save_many(self, instances) -> None:
         """Write each instance's fields (WHERE pk): on PostgreSQL one statement of a JSON document (see
