@@ -210,8 +210,9 @@ def _where(model, where: str) -> str:
 # text value, encoded by json.dumps in C, instead of adapting every value (or, for arrays, every element)
 # in Python; the statement's text is the same for any number of rows, so a worker prepares it once. In a run
 # of the throughput benchmark's DAG this took 0.23-0.31 ms of the worker's 2.7 ms of CPU (against one binary
-# array per column), and 0.2 ms of a trigger's 3.2 ms (against a multi-row VALUES), the server's time
-# unchanged or lower.
+# array per column), and 0.2 ms of a trigger's 3.2 ms (against a multi-row VALUES). The server's time was
+# unchanged in a small table only: in larger ones the UPDATE's join alone read the whole table, which is why
+# it also looks the rows up by key (`Update._compiled_document`).
 _DOCUMENT_AS_IS = frozenset({
     "CharField", "TextField", "BooleanField", "AutoField", "BigAutoField", "SmallAutoField", "IntegerField",
     "BigIntegerField", "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
