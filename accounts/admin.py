@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import BaseUserCreationForm, UserChangeForm
 
-from accounts.models import ApiKey, Membership, Organization, Project, User
+from accounts.models import Agent, ApiKey, LlmProvider, Membership, Organization, User
 
 
 class MembershipInline(admin.TabularInline):
@@ -84,11 +84,68 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "organization", "created_at"]
+# LLM providers and agents: read-only (writes go through the API, which validates and audits); a
+# provider's key is never shown, not even encrypted.
+
+
+@admin.register(LlmProvider)
+class LlmProviderAdmin(admin.ModelAdmin):
+    list_display = ["name", "organization", "kind", "base_url", "default_model", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["name", "id", "organization__name", "base_url"]
+    fields = [
+        "id",
+        "organization",
+        "name",
+        "kind",
+        "base_url",
+        "api_key_last4",
+        "default_model",
+        "input_price_per_million",
+        "output_price_per_million",
+        "model_prices",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ["name", "organization", "kind", "model", "provider", "created_at"]
+    list_filter = ["kind"]
     search_fields = ["name", "id", "organization__name"]
-    readonly_fields = ["id", "created_at", "updated_at"]
+    fields = [
+        "id",
+        "organization",
+        "name",
+        "kind",
+        "builtin_key",
+        "description",
+        "model",
+        "provider",
+        "system_prompt",
+        "temperature",
+        "max_tokens",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
 
+    def has_add_permission(self, request):
+        return False
 
-from accounts import admin_llm  # noqa: E402, F401  (registers the LLM provider and agent pages)
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -274,7 +274,7 @@ REST_FRAMEWORK = {
         "accounts.authentication.OrgSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.RoleScopePermission"],
-    "DEFAULT_THROTTLE_CLASSES": ["accounts.ratelimit.OrganizationRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["config.api.ratelimit.OrganizationRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.LimitOffsetPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -312,8 +312,8 @@ SPECTACULAR_SETTINGS = {
         "WorkflowStatusEnum": "workflows.choices.WorkflowStatus",
         "RunStatusEnum": "runs.choices.RunStatus",
         "StepStatusEnum": "runs.choices.StepStatus",
-        "LlmProviderKindEnum": "accounts.models_llm.LlmProviderKind",
-        "AgentKindEnum": "accounts.models_llm.AgentKind",
+        "LlmProviderKindEnum": "accounts.models.LlmProviderKind",
+        "AgentKindEnum": "accounts.models.AgentKind",
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
     # Generation runs as an unsaved owner, so org-scoped get_queryset() works (config/api/schema.py).
@@ -347,8 +347,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "request_id": {"()": "config.api.middleware.RequestIdLogFilter"},
-        # The running step's secret values become *** in every log line (runs/engine/secrets.py).
-        "redact_secrets": {"()": "runs.engine.secrets.SecretRedactingFilter"},
+        # The running step's secret values become *** in every log line (runs/engine/redaction.py).
+        "redact_secrets": {"()": "runs.engine.redaction.SecretRedactingFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 # Seconds a django-q2 worker process keeps a database connection (its threads are long-lived, unlike a
 # web request's; see config/env.py). Without it, every task and every reconciler pass would connect anew.
@@ -12,7 +13,22 @@ class RunsConfig(AppConfig):
     def ready(self):
         from django_q.signals import post_spawn
 
+        from accounts.models import Secret, SecurityPolicy
+        from runs.engine.steps import register_step_types
+
+        register_step_types()
         post_spawn.connect(_start_reconciler, dispatch_uid="baton-reconciler")
+        for model in (SecurityPolicy, Secret):
+            uid = f"baton-security-{model.__name__}"
+            post_save.connect(_security_changed, sender=model, dispatch_uid=uid)
+            post_delete.connect(_security_changed, sender=model, dispatch_uid=f"{uid}-deleted")
+
+
+def _security_changed(sender, instance, **kwargs):
+    """A policy or secret changed: the engine drops this process's cached copy (runs/engine/secrets.py)."""
+    from runs.engine.secrets import invalidate
+
+    invalidate(instance.organization_id)
 
 
 def _start_reconciler(sender, proc_name=None, **kwargs):

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from accounts.selectors import run_totals, usage_period
+from django.db.models import Count, Sum
+
+from accounts.models import Organization
+from accounts.selectors import usage_period
 from config.errors import QuotaExceeded
 from runs.engine.context import StepError
+from runs.models import Run
 
 
 def _iso(moment: datetime) -> str:
@@ -132,3 +136,24 @@ def call_max_tokens(context, max_tokens: int, *, spent: int = 0, now: datetime |
             )
         max_tokens = min(max_tokens, quota - used)
     return max(int(max_tokens), 1)
+
+
+def run_totals(*, organization: Organization, start: datetime, end: datetime) -> tuple[int, int, float]:
+    """(runs, tokens, cost in USD) of the organisation's runs created in [start, end), in one aggregate
+    query over the (organization, created_at) index. Deleted runs no longer count."""
+    totals = Run.objects.filter(
+        organization=organization, created_at__gte=start, created_at__lt=end
+    ).aggregate(runs=Count("pk"), tokens=Sum("total_tokens"), cost=Sum("cost_usd"))
+    return totals["runs"], int(totals["tokens"] or 0), float(totals["cost"] or 0)
+
+
+def usage_for(organization: Organization, now: datetime | None = None) -> dict:
+    """The organisation's usage this month against its limits (`limit` None = unlimited)."""
+    period, start, end = usage_period(now)
+    runs, tokens, cost = run_totals(organization=organization, start=start, end=end)
+    return {
+        "period": period,
+        "runs": {"used": runs, "limit": organization.monthly_run_limit},
+        "tokens": {"used": tokens, "limit": organization.monthly_token_quota},
+        "cost_usd": cost,
+    }

@@ -162,7 +162,7 @@ def maybe_prune(now: datetime | None = None) -> int | None:
     global _checked_window
     from django.db import IntegrityError
 
-    from accounts.models import RateLimitCounter
+    from config.models import RateLimitCounter
 
     now = now or timezone.now()
     interval = settings.BATON_RETENTION_INTERVAL_SECONDS

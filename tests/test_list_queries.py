@@ -5,8 +5,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.principal import Principal
-from accounts.ratelimit import DatabaseCounters
-from accounts.services import api_key_create, project_create
+from accounts.services import api_key_create
+from config.api.ratelimit import DatabaseCounters
+from workflows.services import project_create
 
 LISTS = [
     "/api/v1/workflows",

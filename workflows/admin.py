@@ -6,7 +6,7 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
-from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
+from workflows.models import Project, Workflow, WorkflowTemplate, WorkflowVersion
 
 
 def _pretty(value) -> str:
@@ -123,3 +123,10 @@ class WorkflowTemplateAdmin(ReadOnlyAdmin):
     @admin.display(description="Definition")
     def pretty_definition(self, obj):
         return _pretty(obj.definition)
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "organization", "created_at"]
+    search_fields = ["name", "id", "organization__name"]
+    readonly_fields = ["id", "created_at", "updated_at"]

@@ -23,9 +23,8 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from runs.engine.steps import STEP_TYPES, StepType
-from runs.engine.steps.base import json_schema_problem
-from runs.engine.templating import (
+from workflows.steps import STEP_TYPES, StepType, json_schema_problem
+from workflows.templating import (
     LOOP_NAMES,
     OUTPUT_NAMES,
     STEP_NAMES,

@@ -7,6 +7,28 @@ from config.ids import id_field
 from workflows.choices import SLUG_MAX_LENGTH, STATUS_TRANSITIONS, TriggerType, WorkflowStatus
 
 
+class Project(models.Model):
+    """Groups workflows inside an organisation."""
+
+    id = id_field("proj")
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="projects"
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="project_name_unique"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
 class Workflow(models.Model):
     """A named, versioned workflow of one organisation. The definition lives in its versions."""
 
@@ -15,7 +37,7 @@ class Workflow(models.Model):
         "accounts.Organization", on_delete=models.CASCADE, related_name="workflows"
     )
     project = models.ForeignKey(
-        "accounts.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="workflows"
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="workflows"
     )
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=SLUG_MAX_LENGTH)

@@ -5,7 +5,7 @@ from django.db.models import Q, QuerySet
 from accounts.models import Organization
 from config import sql
 from config.errors import InvalidRequest, NotFound, not_found
-from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
+from workflows.models import Project, Workflow, WorkflowTemplate, WorkflowVersion
 
 
 def workflow_list(*, organization: Organization) -> QuerySet[Workflow]:
@@ -86,3 +86,14 @@ def template_get(*, organization: Organization, template_id: str) -> WorkflowTem
     if template is None:
         raise not_found("template", template_id)
     return template
+
+
+def projects_of(organization: Organization) -> QuerySet[Project]:
+    return Project.objects.filter(organization=organization).order_by("name", "id")
+
+
+def project_get(*, organization: Organization, project_id: str) -> Project:
+    project = projects_of(organization).filter(pk=project_id).first()
+    if project is None:
+        raise not_found("project", project_id)
+    return project

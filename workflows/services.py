@@ -11,7 +11,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts.models import Organization, Project
+from accounts.models import Organization
 from audit.services import audit_record
 from config.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from workflows.choices import (
@@ -31,7 +31,7 @@ from workflows.choices import (
     WorkflowStatus,
 )
 from workflows.definition import validate_definition
-from workflows.models import Workflow, WorkflowTag, WorkflowTemplate, WorkflowVersion
+from workflows.models import Project, Workflow, WorkflowTag, WorkflowTemplate, WorkflowVersion
 
 UNTITLED = "Untitled workflow"
 CREATE_STATUSES = (WorkflowStatus.DRAFT, WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED)
@@ -650,3 +650,77 @@ def template_delete(*, template: WorkflowTemplate, actor) -> None:
         data={"name": template.name},
     )
     template.delete()
+
+
+# --- projects -------------------------------------------------------------------------------
+
+
+def _project_name_taken(name: str) -> Conflict:
+    return Conflict("project_name_taken", f"A project named '{name}' already exists in this organisation.")
+
+
+@transaction.atomic
+def project_create(*, organization: Organization, actor, name: str, description: str = "") -> Project:
+    if Project.objects.filter(organization=organization, name=name).exists():
+        raise _project_name_taken(name)
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(organization=organization, name=name, description=description)
+    except IntegrityError:
+        raise _project_name_taken(name) from None
+    audit_record(
+        organization=organization,
+        event="project.created",
+        actor=actor,
+        target=("project", project.id),
+        data={"name": name},
+    )
+    return project
+
+
+@transaction.atomic
+def project_update(
+    *, project: Project, actor, name: str | None = None, description: str | None = None
+) -> Project:
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    changes = {}
+    if name is not None and name != project.name:
+        if (
+            Project.objects.filter(organization_id=project.organization_id, name=name)
+            .exclude(pk=project.pk)
+            .exists()
+        ):
+            raise _project_name_taken(name)
+        changes["name"] = {"from": project.name, "to": name}
+        project.name = name
+    if description is not None and description != project.description:
+        changes["description"] = {"from": project.description, "to": description}
+        project.description = description
+    if changes:
+        try:
+            with transaction.atomic():
+                project.save()
+        except IntegrityError:
+            raise _project_name_taken(name) from None
+        audit_record(
+            organization=project.organization,
+            event="project.updated",
+            actor=actor,
+            target=("project", project.id),
+            data={"changes": changes},
+        )
+    return project
+
+
+@transaction.atomic
+def project_delete(*, project: Project, actor) -> None:
+    """Delete a project; its workflows stay, without a project."""
+    organization, project_id, name = project.organization, project.id, project.name
+    project.delete()
+    audit_record(
+        organization=organization,
+        event="project.deleted",
+        actor=actor,
+        target=("project", project_id),
+        data={"name": name},
+    )

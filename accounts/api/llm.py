@@ -6,9 +6,9 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, extend_sch
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
-from accounts import selectors_llm, services_llm
+from accounts import selectors, services
 from accounts.api.serializers import StrictSerializer
-from accounts.models_llm import Agent, LlmProvider, LlmProviderKind
+from accounts.models import Agent, LlmProvider, LlmProviderKind
 from accounts.permissions import ADMIN, WORKFLOWS_READ
 from config.api.idempotency import idempotent
 from config.api.schema import error_response
@@ -229,10 +229,10 @@ class LlmProviderViewSet(viewsets.GenericViewSet):
     access = {"list": ADMIN, "create": ADMIN, "retrieve": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
 
     def get_queryset(self):
-        return selectors_llm.llm_providers_of(self.request.auth.organization)
+        return selectors.llm_providers_of(self.request.auth.organization)
 
     def get_object(self):
-        return selectors_llm.llm_provider_get(
+        return selectors.llm_provider_get(
             organization=self.request.auth.organization, provider_id=self.kwargs["pk"]
         )
 
@@ -243,7 +243,7 @@ class LlmProviderViewSet(viewsets.GenericViewSet):
     @idempotent
     def create(self, request):
         data = parse(LlmProviderCreateSerializer, request.data)
-        provider = services_llm.llm_provider_create(
+        provider = services.llm_provider_create(
             organization=request.auth.organization, actor=request.auth, **data
         )
         return Response(LlmProviderSerializer(provider).data, status=status.HTTP_201_CREATED)
@@ -254,11 +254,11 @@ class LlmProviderViewSet(viewsets.GenericViewSet):
     def partial_update(self, request, pk):
         provider = self.get_object()  # 404 before 400
         data = parse(LlmProviderUpdateSerializer, request.data)
-        provider = services_llm.llm_provider_update(provider=provider, actor=request.auth, **data)
+        provider = services.llm_provider_update(provider=provider, actor=request.auth, **data)
         return Response(LlmProviderSerializer(provider).data)
 
     def destroy(self, request, pk):
-        services_llm.llm_provider_delete(provider=self.get_object(), actor=request.auth)
+        services.llm_provider_delete(provider=self.get_object(), actor=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -304,12 +304,10 @@ class AgentViewSet(viewsets.GenericViewSet):
     }
 
     def get_queryset(self):
-        return selectors_llm.agents_of(self.request.auth.organization)
+        return selectors.agents_of(self.request.auth.organization)
 
     def get_object(self):
-        return selectors_llm.agent_get(
-            organization=self.request.auth.organization, agent_id=self.kwargs["pk"]
-        )
+        return selectors.agent_get(organization=self.request.auth.organization, agent_id=self.kwargs["pk"])
 
     def list(self, request):
         page = self.paginate_queryset(self.get_queryset())
@@ -318,7 +316,7 @@ class AgentViewSet(viewsets.GenericViewSet):
     @idempotent
     def create(self, request):
         data = parse(AgentWriteSerializer, request.data)
-        agent = services_llm.agent_create(organization=request.auth.organization, actor=request.auth, **data)
+        agent = services.agent_create(organization=request.auth.organization, actor=request.auth, **data)
         return Response(AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, pk):
@@ -327,9 +325,9 @@ class AgentViewSet(viewsets.GenericViewSet):
     def partial_update(self, request, pk):
         agent = self.get_object()  # 404 before 400
         data = parse(AgentUpdateSerializer, request.data)
-        agent = services_llm.agent_update(agent=agent, actor=request.auth, **data)
+        agent = services.agent_update(agent=agent, actor=request.auth, **data)
         return Response(AgentSerializer(agent).data)
 
     def destroy(self, request, pk):
-        services_llm.agent_delete(agent=self.get_object(), actor=request.auth)
+        services.agent_delete(agent=self.get_object(), actor=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -10,21 +10,22 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import crypto, services_security
+from accounts import crypto, selectors, services
 from accounts.api.serializers import StrictSerializer
-from accounts.models_security import (
+from accounts.models import Secret
+from accounts.models.security import (
     MAX_RUN_DURATION_LIMIT,
     MAX_STEPS_LIMIT,
     MAX_TOKENS_LIMIT,
     SECRET_NAME_PATTERN,
     SECRET_VALUE_MAX_BYTES,
-    Secret,
 )
+from accounts.network import parse_allowlist_entry
 from accounts.permissions import ADMIN
+from accounts.policy import MAX_REDACT_PATTERNS, MIN_REDACT_LENGTH, compile_pattern
+from accounts.services.security import DEFAULT_SIGNING_GRACE_SECONDS, MAX_SIGNING_GRACE_SECONDS
 from config.api.idempotency import idempotent
 from config.api.schema import error_response
-from runs.engine.outbound import parse_allowlist_entry
-from runs.engine.secrets import MAX_REDACT_PATTERNS, MIN_REDACT_LENGTH, compile_pattern
 
 MAX_ALLOWLIST_ENTRIES = 100
 MAX_ALLOWLIST_ENTRY_LENGTH = 300
@@ -278,15 +279,15 @@ class SigningSecretRotateSerializer(StrictSerializer):
     grace_seconds = StrictIntegerField(
         required=False,
         min_value=0,
-        max_value=services_security.MAX_SIGNING_GRACE_SECONDS,
-        default=services_security.DEFAULT_SIGNING_GRACE_SECONDS,
+        max_value=MAX_SIGNING_GRACE_SECONDS,
+        default=DEFAULT_SIGNING_GRACE_SECONDS,
         help_text="How long the previous secret keeps signing deliveries too (default 86400; 0 = stop now).",
     )
 
 
 def _policy_data(policy) -> dict:
     return {
-        **services_security.security_policy_document(policy),
+        **services.security_policy_document(policy),
         "updated_at": policy.updated_at,
         "updated_by": policy.updated_by,
     }
@@ -318,7 +319,7 @@ class SecurityPolicyView(APIView):
         responses={200: SecurityPolicySerializer},
     )
     def get(self, request):
-        policy = services_security.security_policy_get(organization=request.auth.organization)
+        policy = services.security_policy_get(organization=request.auth.organization)
         return Response(SecurityPolicySerializer(_policy_data(policy)).data)
 
     @extend_schema(
@@ -331,7 +332,7 @@ class SecurityPolicyView(APIView):
     )
     def put(self, request):
         changes = parse(SecurityPolicyUpdateSerializer, request.data)
-        policy = services_security.security_policy_update(
+        policy = services.security_policy_update(
             organization=request.auth.organization, actor=request.auth, changes=dict(changes)
         )
         return Response(SecurityPolicySerializer(_policy_data(policy)).data)
@@ -348,7 +349,7 @@ class SigningSecretView(APIView):
         responses={200: SigningSecretSerializer},
     )
     def get(self, request):
-        row = services_security.signing_secret_get(organization_id=request.auth.organization.id)
+        row = services.signing_secret_get(organization_id=request.auth.organization.id)
         return Response(SigningSecretSerializer(_signing_data(row)).data, headers=NO_STORE)
 
 
@@ -365,7 +366,7 @@ class SigningSecretRotateView(APIView):
     )
     def post(self, request):
         data = parse(SigningSecretRotateSerializer, request.data if request.data else {})
-        row = services_security.signing_secret_rotate(
+        row = services.signing_secret_rotate(
             organization=request.auth.organization, actor=request.auth, grace_seconds=data["grace_seconds"]
         )
         return Response(SigningSecretSerializer(_signing_data(row)).data, headers=NO_STORE)
@@ -404,12 +405,10 @@ class SecretViewSet(viewsets.GenericViewSet):
     access = {"list": ADMIN, "create": ADMIN, "retrieve": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
 
     def get_queryset(self):
-        return services_security.secrets_of(self.request.auth.organization)
+        return selectors.secrets_of(self.request.auth.organization)
 
     def get_object(self):
-        return services_security.secret_get(
-            organization=self.request.auth.organization, secret_id=self.kwargs["pk"]
-        )
+        return selectors.secret_get(organization=self.request.auth.organization, secret_id=self.kwargs["pk"])
 
     def list(self, request):
         page = self.paginate_queryset(self.get_queryset())
@@ -418,9 +417,7 @@ class SecretViewSet(viewsets.GenericViewSet):
     @idempotent
     def create(self, request):
         data = parse(SecretCreateSerializer, request.data)
-        secret = services_security.secret_create(
-            organization=request.auth.organization, actor=request.auth, **data
-        )
+        secret = services.secret_create(organization=request.auth.organization, actor=request.auth, **data)
         return Response(SecretSerializer(secret).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, pk):
@@ -429,9 +426,9 @@ class SecretViewSet(viewsets.GenericViewSet):
     def partial_update(self, request, pk):
         secret = self.get_object()  # 404 before 400
         data = parse(SecretUpdateSerializer, request.data)
-        secret = services_security.secret_update(secret=secret, actor=request.auth, **data)
+        secret = services.secret_update(secret=secret, actor=request.auth, **data)
         return Response(SecretSerializer(secret).data)
 
     def destroy(self, request, pk):
-        services_security.secret_delete(secret=self.get_object(), actor=request.auth)
+        services.secret_delete(secret=self.get_object(), actor=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,5 +1,5 @@
-"""Identity and organisation endpoints: sign-in tokens, /me, /organization, /usage, members, API keys,
-projects. Thin: parse with a serializer, call one service or selector, render."""
+"""Identity and organisation endpoints: sign-in tokens, /me, /organization, members, API keys.
+Thin: parse with a serializer, call one service or selector, render."""
 
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -13,7 +13,7 @@ from accounts import selectors, services
 from accounts.api import serializers as s
 from accounts.authentication import ORG_CLAIM
 from accounts.models import Membership
-from accounts.permissions import ADMIN, ANY_MEMBER, PUBLIC, WORKFLOWS_READ, WORKFLOWS_WRITE
+from accounts.permissions import ADMIN, ANY_MEMBER, PUBLIC
 from config.api.idempotency import idempotent
 from config.api.schema import error_response
 from config.errors import InvalidRequest, Unauthorized
@@ -184,14 +184,6 @@ class OrganizationView(APIView):
         return Response(organization_data(organization))
 
 
-class UsageView(APIView):
-    access = {"get": ANY_MEMBER}
-
-    @extend_schema(operation_id="usage_retrieve", responses={200: s.UsageSerializer})
-    def get(self, request):
-        return Response(selectors.usage_for(request.auth.organization))
-
-
 # --- members --------------------------------------------------------------------------------
 
 
@@ -300,68 +292,4 @@ class ApiKeyViewSet(viewsets.GenericViewSet):
     def destroy(self, request, pk):
         api_key = selectors.api_key_get(organization=request.auth.organization, key_id=pk)
         services.api_key_revoke(api_key=api_key, actor=request.auth)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-# --- projects -------------------------------------------------------------------------------
-
-
-@extend_schema_view(
-    list=extend_schema(responses={200: s.ProjectSerializer(many=True)}),
-    create=extend_schema(
-        request=s.ProjectCreateSerializer,
-        responses={201: s.ProjectSerializer, 409: error_response("project_name_taken")},
-    ),
-    retrieve=extend_schema(responses={200: s.ProjectSerializer, 404: error_response("project_not_found")}),
-    partial_update=extend_schema(
-        request=s.ProjectUpdateSerializer,
-        responses={
-            200: s.ProjectSerializer,
-            404: error_response("project_not_found"),
-            409: error_response("project_name_taken"),
-        },
-    ),
-    destroy=extend_schema(responses={204: None, 404: error_response("project_not_found")}),
-)
-class ProjectViewSet(viewsets.GenericViewSet):
-    serializer_class = s.ProjectSerializer
-    results_key = "projects"
-    lookup_value_regex = r"[^/]+"
-    access = {
-        "list": WORKFLOWS_READ,
-        "retrieve": WORKFLOWS_READ,
-        "create": WORKFLOWS_WRITE,
-        "partial_update": WORKFLOWS_WRITE,
-        "destroy": WORKFLOWS_WRITE,
-    }
-
-    def get_queryset(self):
-        return selectors.projects_of(self.request.auth.organization)
-
-    def get_object(self):
-        return selectors.project_get(
-            organization=self.request.auth.organization, project_id=self.kwargs["pk"]
-        )
-
-    def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(s.ProjectSerializer(page, many=True).data)
-
-    @idempotent
-    def create(self, request):
-        data = parse(s.ProjectCreateSerializer, request.data)
-        project = services.project_create(organization=request.auth.organization, actor=request.auth, **data)
-        return Response(s.ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
-
-    def retrieve(self, request, pk):
-        return Response(s.ProjectSerializer(self.get_object()).data)
-
-    def partial_update(self, request, pk):
-        project = self.get_object()
-        data = parse(s.ProjectUpdateSerializer, request.data)
-        project = services.project_update(project=project, actor=request.auth, **data)
-        return Response(s.ProjectSerializer(project).data)
-
-    def destroy(self, request, pk):
-        services.project_delete(project=self.get_object(), actor=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)

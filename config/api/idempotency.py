@@ -30,6 +30,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from config.errors import Conflict, InvalidRequest, Unprocessable
+from config.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -73,8 +74,6 @@ def request_fingerprint(request) -> str:
 
 def _reserve(organization_id: str, key: str, fingerprint: str) -> bool:
     """Insert the in-flight record; True when this request won the key, False when it exists."""
-    from accounts.models import IdempotencyRecord
-
     connection = connections["default"]
     q = connection.ops.quote_name
     now = timezone.now()
@@ -94,8 +93,6 @@ def _reserve(organization_id: str, key: str, fingerprint: str) -> bool:
 
 def _claim(organization_id: str, key: str, fingerprint: str):
     """Reserve the key, or return the existing record (replay) / raise (409, 422)."""
-    from accounts.models import IdempotencyRecord
-
     for _ in range(5):
         if _reserve(organization_id, key, fingerprint):
             return None
@@ -142,8 +139,6 @@ def _response_body(response):
 
 
 def _release(organization_id: str, key: str, fingerprint: str) -> None:
-    from accounts.models import IdempotencyRecord
-
     IdempotencyRecord.objects.filter(
         organization_id=organization_id, key=key, fingerprint=fingerprint, in_progress=True
     ).delete()
@@ -151,8 +146,6 @@ def _release(organization_id: str, key: str, fingerprint: str) -> None:
 
 def prune_expired(now=None) -> int:
     """Delete idempotency records past their expiry; return how many went."""
-    from accounts.models import IdempotencyRecord
-
     deleted, _ = IdempotencyRecord.objects.filter(expires_at__lt=now or timezone.now()).delete()
     return deleted
 
@@ -210,8 +203,6 @@ def idempotent(handler):
         for field in getattr(self, "idempotency_replay_omit", ()):
             if isinstance(body, dict) and field in body:
                 body[field] = None
-        from accounts.models import IdempotencyRecord
-
         IdempotencyRecord.objects.filter(
             organization_id=organization_id, key=key, fingerprint=fingerprint, in_progress=True
         ).update(in_progress=False, response_status=response.status_code, response_body=body)

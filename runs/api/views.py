@@ -12,14 +12,15 @@ from rest_framework import status as http
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.choices import Scope
-from accounts.permissions import RUNS_APPROVE, RUNS_READ, RUNS_WRITE
+from accounts.permissions import ANY_MEMBER, RUNS_APPROVE, RUNS_READ, RUNS_WRITE
 from config.api.idempotency import idempotent
 from config.api.pagination import parse_bounded_int
 from config.api.schema import error_response
 from config.errors import Forbidden, InvalidRequest, not_found
-from runs import resume, selectors, services
+from runs import quotas, resume, selectors, services
 from runs.api import serializers as s
 from runs.api.representation import created_run_detail
 from runs.choices import RUN_TERMINAL, RunStatus
@@ -591,3 +592,11 @@ def _wait_until_terminal(run_id: str, seconds: float) -> bool:
             return False
         time.sleep(min(pause, left))
         pause = min(pause * 1.5, WAIT_MAX_SLEEP)
+
+
+class UsageView(APIView):
+    access = {"get": ANY_MEMBER}
+
+    @extend_schema(operation_id="usage_retrieve", responses={200: s.UsageSerializer})
+    def get(self, request):
+        return Response(quotas.usage_for(request.auth.organization))

@@ -44,9 +44,9 @@ from runs.engine import monitor, subworkflows
 from runs.engine import secrets as engine_secrets
 from runs.engine.context import StepContext, StepError, StepOutcome
 from runs.engine.dispatch import dispatch, request_admission
-from runs.engine.steps import get_step_type
 from runs.engine.templating import evaluate_expression, render_value
 from runs.models import Run, RunEvent, StepRun
+from workflows.steps import get_step_type
 
 logger = logging.getLogger("baton.engine")
 

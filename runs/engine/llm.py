@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from accounts.network import OutboundError, OutboundPolicy
 from runs.engine.context import StepError
-from runs.engine.outbound import OutboundError, OutboundPolicy, fetch
+from runs.engine.outbound import fetch
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"

@@ -2,146 +2,32 @@
 
 - `{{ secrets.NAME }}`: `SecretsNamespace`, loaded from the database at most once per step execution, and
   only when a template touches it.
-- Redaction: a `Redactor` replaces every secret value (of at least `MIN_REDACT_LENGTH` characters) and every
-  match of the policy's `redact_patterns` with `***` in what the engine stores: the resolved config
-  (`input_data`), outputs, errors, attempts, events, the run's result and error, and engine log lines
-  (`SecretRedactingFilter`, installed on every logging handler by settings.LOGGING).
+- Redaction (runs/engine/redaction.py) of what the engine stores: the resolved config, outputs, errors,
+  attempts, events, the run's result and error, and log lines.
 - Enforcement: `outbound_policy_for` (http_request, webhook, LLM base URLs), `check_script_allowed`,
   `run_limits` (the run deadline and the step cap at run start), and the step cap when a loop spawns.
-
-Model imports stay inside functions: this module is imported by settings.LOGGING's filter.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
-import json
 import logging
 import threading
 import time
-import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
-import re2
+from django.conf import settings
+from jinja2.exceptions import UndefinedError
 
-REDACTED = "***"
-# Shorter values are not redacted: replacing every "ab" in every trace would destroy the trace and, by
-# its pattern of stars, reveal the value anyway. Short values are rejected when a secret is written.
-MIN_REDACT_LENGTH = 4
-MAX_REDACT_PATTERNS = 50
-MAX_PATTERN_LENGTH = 500
-# RE2's memory budget per compiled pattern (a pattern too big for it does not compile).
-_RE2_MAX_MEM = 8 << 20
-
-DEFAULT_POLICY: dict[str, Any] = {
-    "allow_script_steps": True,
-    "block_private_networks": True,
-    "http_allowlist": [],
-    "max_run_duration_seconds": 3600,
-    "max_steps_per_run": 1000,
-    "max_tokens_per_run": None,
-    "require_approval_for_envs": ["production"],
-    "redact_patterns": [],
-}
-POLICY_FIELDS = tuple(DEFAULT_POLICY)
-
-
-# --- patterns and the redactor ------------------------------------------------------------------------
-
-
-def _re2_options() -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False  # a bad pattern is reported to the API caller, not to stderr
-    options.max_mem = _RE2_MAX_MEM
-    return options
-
-
-def compile_pattern(pattern: str):
-    """A redact pattern compiled with RE2 (linear time: no catastrophic backtracking); ValueError if invalid.
-
-    RE2 syntax is Python's without backreferences and lookaround; `(?i)` and friends work."""
-    if not isinstance(pattern, str) or not pattern:
-        raise ValueError("A redact pattern must be a non-empty string.")
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise ValueError(f"A redact pattern is at most {MAX_PATTERN_LENGTH} characters.")
-    return _compile(pattern)
-
-
-@functools.lru_cache(maxsize=1024)
-def _compile(pattern: str):
-    try:
-        compiled = re2.compile(pattern, _re2_options())
-    except re2.error as exc:
-        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise ValueError(f"{pattern!r} is not a valid pattern (RE2 syntax: no backreferences or lookaround): "
-                         f"{detail}.") from None  # fmt: skip
-    if compiled.search("") is not None:
-        raise ValueError(f"{pattern!r} matches the empty string, which would redact nothing useful.")
-    return compiled
-
-
-def _encoded_variants(value: str) -> set[str]:
-    """The value as written and as it reappears after the usual encodings on its way out and back: a URL
-    query or path (percent-encoded, `+` for spaces) and a JSON string (escaped, ASCII or not)."""
-    variants = {
-        value,
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote_plus(value),
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
-    return {variant for variant in variants if len(variant) >= MIN_REDACT_LENGTH}
-
-
-class Redactor:
-    """Replaces secret values (longest first) and pattern matches with `***` in strings and JSON values."""
-
-    def __init__(self, values: Iterable[str] = (), patterns: Iterable[str] = ()):
-        unique = {
-            variant
-            for value in values
-            if isinstance(value, str) and len(value) >= MIN_REDACT_LENGTH
-            for variant in _encoded_variants(value)
-        }
-        # Longest first, so a secret containing another one is replaced whole.
-        self._values = sorted(unique, key=len, reverse=True)
-        compiled = []
-        for pattern in patterns:
-            try:
-                compiled.append(compile_pattern(pattern))
-            except ValueError:
-                continue  # validated when the policy was saved; a stale bad one must not stop the engine
-        self._patterns = compiled
-
-    def __bool__(self) -> bool:
-        return bool(self._values) or bool(self._patterns)
-
-    def text(self, text: str) -> str:
-        for value in self._values:
-            if value in text:
-                text = text.replace(value, REDACTED)
-        for pattern in self._patterns:
-            text = pattern.sub(REDACTED, text)
-        return text
-
-    def value(self, value: Any) -> Any:
-        """`value` with every string inside it (dict keys included) redacted; other types as they are."""
-        if not self:
-            return value
-        return self._walk(value)
-
-    def _walk(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {(self.text(k) if isinstance(k, str) else k): self._walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._walk(item) for item in value]
-        return value
-
+from accounts import crypto
+from accounts.models import Secret, SecurityPolicy
+from accounts.network import OutboundPolicy
+from accounts.policy import DEFAULT_POLICY, POLICY_FIELDS
+from config import sql
+from runs.engine.context import StepError
+from runs.engine.redaction import Redactor, current_execution
+from runs.models import StepRun
 
 # --- the organisation's policy and secrets --------------------------------------------------------------
 
@@ -157,17 +43,11 @@ def policy_for(organization_id: str) -> dict:
 @functools.cache
 def _policy_select():
     """Read by every run start and trigger: written once (config/sql.py)."""
-    from accounts.models_security import SecurityPolicy
-    from config import sql
-
     return sql.Select(SecurityPolicy, POLICY_FIELDS, "{pk} = %s")
 
 
 def secret_values(organization_id: str) -> dict[str, str]:
     """{name: plaintext} of every secret of the organisation; one query and one decryption per secret."""
-    from accounts import crypto
-    from accounts.models_security import Secret
-
     values = {}
     for name, token in Secret.objects.filter(organization_id=organization_id).values_list(
         "name", "value_encrypted"
@@ -258,8 +138,6 @@ class SecretsNamespace(Mapping):
     def __getitem__(self, name: str) -> str:
         values = self._security.values
         if name not in values:
-            from jinja2.exceptions import UndefinedError
-
             raise UndefinedError(f"no secret named '{name}' exists in this organisation")
         return values[name]
 
@@ -276,20 +154,15 @@ class SecretsNamespace(Mapping):
         return "<secrets>"  # never the values, whatever prints it
 
 
-_current: contextvars.ContextVar[ExecutionSecurity | None] = contextvars.ContextVar(
-    "baton_execution_security", default=None
-)
-
-
 def begin_execution(organization_id: str) -> ExecutionSecurity:
     """Start a step execution: its security view becomes current (for log redaction and handlers)."""
     security = ExecutionSecurity(organization_id)
-    _current.set(security)
+    current_execution.set(security)
     return security
 
 
 def current(organization_id: str | None = None) -> ExecutionSecurity | None:
-    security = _current.get()
+    security = current_execution.get()
     if security is None or (organization_id is not None and security.organization_id != organization_id):
         return None
     return security
@@ -310,8 +183,6 @@ def redactor_for(organization_id: str) -> Redactor:
 
 def redact_error(redactor: Redactor, error):
     """A StepError with its message and details redacted (code, retryable and input_extra kept)."""
-    from runs.engine.context import StepError
-
     if not redactor or error is None:
         return error
     redacted = StepError(
@@ -355,8 +226,6 @@ def finish_execution(security: ExecutionSecurity, run, input_data, outcome, erro
 
     Called once per step execution, after the handler returned and the handler's `input_extra` was merged.
     Ends the execution's current security view."""
-    from runs.engine.context import StepError
-
     try:
         if error is None and outcome is not None and outcome.kind == "spawn_iterations":
             violation = _loop_step_cap(security, run, len(outcome.items or ()))
@@ -373,8 +242,8 @@ def finish_execution(security: ExecutionSecurity, run, input_data, outcome, erro
             error = redact_error(redactor, error)
         return input_data, outcome, error
     finally:
-        if _current.get() is security:
-            _current.set(None)
+        if current_execution.get() is security:
+            current_execution.set(None)
 
 
 def redact_run_outcome(organization_id: str, result, error):
@@ -386,8 +255,6 @@ def redact_run_outcome(organization_id: str, result, error):
 
 
 def _loop_step_cap(security: ExecutionSecurity, run, new_rows: int) -> str | None:
-    from runs.models import StepRun
-
     cap = security.policy.get("max_steps_per_run") or DEFAULT_POLICY["max_steps_per_run"]
     existing = StepRun.objects.filter(run_id=run.id).count()
     if existing + new_rows > cap:
@@ -405,10 +272,6 @@ def outbound_policy_for(organization_id: str):
     """The OutboundPolicy for this organisation: its `block_private_networks`, and its `http_allowlist`
     together with the deployment-wide BATON_HTTP_ALLOWLIST. ValueError when an entry is invalid (the policy
     API validates entries, so only a bad setting can cause that)."""
-    from django.conf import settings
-
-    from runs.engine.outbound import OutboundPolicy
-
     policy = _security(organization_id).policy
     entries = [*(policy.get("http_allowlist") or ()), *settings.BATON_HTTP_ALLOWLIST]
     return OutboundPolicy(
@@ -419,8 +282,6 @@ def outbound_policy_for(organization_id: str):
 
 def check_script_allowed(organization_id: str, step_id: str) -> None:
     """Raise a non-retryable StepError("policy_violation") when the policy forbids script steps."""
-    from runs.engine.context import StepError
-
     if not _security(organization_id).policy.get("allow_script_steps", True):
         raise StepError(
             "policy_violation",
@@ -439,8 +300,6 @@ class RunLimits:
 def run_limits(run) -> RunLimits:
     """At run start: the deadline (min of the policy's max_run_duration_seconds and
     BATON_MAX_RUN_DURATION_SECONDS) and whether the definition alone exceeds max_steps_per_run."""
-    from django.conf import settings
-
     from runs.engine.core import plan_for  # cached per workflow version; core imports this module
 
     policy = policy_for(run.organization_id)
@@ -456,38 +315,3 @@ def run_limits(run) -> RunLimits:
             "step_id": None,
         }
     return RunLimits(max_duration_seconds=duration, violation=violation)
-
-
-# --- logging ------------------------------------------------------------------------------------------
-
-
-class SecretRedactingFilter(logging.Filter):
-    """Redacts the current step execution's secrets from a log record (message, arguments, traceback).
-
-    Installed on every handler (settings.LOGGING), so it sees records of every logger. Outside a step
-    execution it does nothing and costs one context-variable read."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        security = _current.get()
-        loaded = security._entry if security is not None else {}
-        if loaded.get("values") is None:
-            return True  # no secret was loaded in this execution
-        # Never a query from inside logging: only what this execution already loaded is used.
-        redactor = loaded.get("redactor") or Redactor(
-            loaded["values"].values(), (loaded.get("policy") or {}).get("redact_patterns") or ()
-        )
-        if not redactor:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler's error path
-            return True
-        record.msg = redactor.text(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redactor.text(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redactor.text(record.stack_info)
-        return True

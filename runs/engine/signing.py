@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import time
 
+from accounts.services import signing_secrets_active
+
 SIGNATURE_HEADER = "X-Baton-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300
 
@@ -25,8 +27,6 @@ def organization_signing_secret(organization_id: str) -> str:
 
 def organization_signing_secrets(organization_id: str) -> list[str]:
     """The secrets a delivery is signed with now: the current one, then the previous one during its grace."""
-    from accounts.services_security import signing_secrets_active
-
     return signing_secrets_active(organization_id=organization_id)
 
 

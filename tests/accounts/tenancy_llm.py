@@ -1,6 +1,6 @@
 """Tenancy-test factories for this area's routes (see tests/tenancy_registry.py)."""
 
-from accounts.services_llm import agent_create, llm_provider_create
+from accounts.services import agent_create, llm_provider_create
 from tests.conftest import owner_principal
 from tests.tenancy_registry import register
 

@@ -1,6 +1,6 @@
 """Tenancy-test factories for this area's routes (see tests/tenancy_registry.py)."""
 
-from accounts.services_security import secret_create
+from accounts.services import secret_create
 from tests.conftest import owner_principal
 from tests.tenancy_registry import register
 

@@ -25,7 +25,7 @@ def test_admin_pages_render_without_the_key(superuser_client, org, owner):
         f"/admin/accounts/organization/{org.id}/change/",
         "/admin/accounts/apikey/",
         f"/admin/accounts/apikey/{api_key.id}/change/",
-        "/admin/accounts/project/",
+        "/admin/workflows/project/",
     ]
     for page in pages:
         response = superuser_client.get(page)

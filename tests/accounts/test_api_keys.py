@@ -13,10 +13,11 @@ from rest_framework.test import APIClient
 from accounts import keys
 from accounts.authentication import ApiKeyAuthentication
 from accounts.choices import ALL_SCOPES, DEFAULT_KEY_SCOPES
-from accounts.models import ApiKey, IdempotencyRecord
+from accounts.models import ApiKey
 from accounts.principal import Principal
 from accounts.services import api_key_create
 from config.errors import Forbidden, InvalidRequest
+from config.models import IdempotencyRecord
 from tests.accounts.conftest import error_code, events
 from tests.conftest import key_for, owner_principal
 

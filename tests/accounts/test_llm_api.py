@@ -61,7 +61,7 @@ def test_create_provider_never_returns_the_key(admin_client, org):
     row = LlmProvider.objects.get(pk=data["id"])
     assert row.organization == org
     assert row.api_key_encrypted and API_KEY not in row.api_key_encrypted
-    from accounts.selectors_llm import provider_api_key
+    from accounts.selectors import provider_api_key
 
     assert provider_api_key(row) == API_KEY
 
@@ -137,7 +137,7 @@ def test_update_rotates_the_key_and_audits_without_it(admin_client, org):
     assert data["api_key_last4"] == "wxyz" and data["default_model"] == "gpt-4o"
     assert data["input_price_per_million"] == 0.2
     assert data["model_prices"] == {"gpt-4o": {"input": 2.5, "output": 10.0}}
-    from accounts.selectors_llm import provider_api_key
+    from accounts.selectors import provider_api_key
 
     assert provider_api_key(LlmProvider.objects.get(pk=created["id"])) == new_key
 
@@ -198,7 +198,7 @@ def test_idempotent_create_replays_without_a_second_provider(admin_client, org):
     assert again["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
     assert LlmProvider.objects.filter(organization=org).count() == 1
-    from accounts.models import IdempotencyRecord
+    from config.models import IdempotencyRecord
 
     stored = json.dumps(list(IdempotencyRecord.objects.values("response_body")))
     assert API_KEY not in stored

@@ -3,7 +3,8 @@ from datetime import UTC, datetime
 import pytest
 
 from accounts.choices import LIMIT_FIELDS, plan_limits
-from accounts.selectors import usage_for, usage_period
+from accounts.selectors import usage_period
+from runs.quotas import usage_for
 from tests.accounts.conftest import error_code, events
 
 ORG = "/api/v1/organization"

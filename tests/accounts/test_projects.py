@@ -1,8 +1,8 @@
 import pytest
 
-from accounts.models import Project
 from tests.accounts.conftest import error_code, events
 from tests.factories import ProjectFactory
+from workflows.models import Project
 
 PROJECTS = "/api/v1/projects"
 

@@ -8,8 +8,9 @@ from django.db import connection
 
 from accounts import crypto
 from accounts.choices import Role
-from accounts.models import IdempotencyRecord, Secret, SecurityPolicy, SigningSecret
+from accounts.models import Secret, SecurityPolicy, SigningSecret
 from audit.models import AuditEvent
+from config.models import IdempotencyRecord
 from runs.engine import signing
 
 POLICY = "/api/v1/security/policy"
@@ -140,7 +141,7 @@ def test_catastrophic_looking_patterns_are_linear_time(admin_client):
     """RE2 has no backtracking: the classic ReDoS pattern is accepted and cannot hang a worker."""
     import time
 
-    from runs.engine.secrets import Redactor
+    from runs.engine.redaction import Redactor
 
     assert admin_client.put(POLICY, {"redact_patterns": [r"(a+)+$"]}, format="json").status_code == 200
     started = time.monotonic()

@@ -13,8 +13,7 @@ from django.core.management import CommandError, call_command
 
 from accounts import crypto
 from accounts.models import LlmProvider, Secret, SigningSecret
-from accounts.services_llm import llm_provider_create
-from accounts.services_security import secret_create, signing_secret_get, signing_secret_rotate
+from accounts.services import llm_provider_create, secret_create, signing_secret_get, signing_secret_rotate
 from tests.conftest import owner_principal
 
 ROOT = Path(__file__).resolve().parents[2]

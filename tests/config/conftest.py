@@ -1,7 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.ratelimit import reset_rate_limits
+from config.api.ratelimit import reset_rate_limits
 from tests.conftest import key_for
 
 

@@ -10,9 +10,10 @@ import django
 
 def main(argv):
     django.setup()
-    from accounts.models import Project, User
+    from accounts.models import User
     from tests.conftest import key_for
     from tests.factories import make_org
+    from workflows.models import Project
 
     if argv[0] == "create":
         owner = User.objects.create_user(email=f"racer-{User.objects.count()}@example.com", password="x" * 12)

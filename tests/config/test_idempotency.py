@@ -3,8 +3,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts.models import IdempotencyRecord, Project
 from config.api.idempotency import prune_expired
+from config.models import IdempotencyRecord
+from workflows.models import Project
 
 pytestmark = pytest.mark.urls("tests.config.urls_testing")
 

@@ -14,9 +14,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from accounts.models import Project
 from tests.conftest import key_for
 from tests.factories import UserFactory, make_org
+from workflows.models import Project
 
 CONCURRENCY = 20
 BASE_DIR = settings.BASE_DIR

@@ -1,7 +1,7 @@
 import pytest
 from django.test import RequestFactory
 
-from accounts.ratelimit import (
+from config.api.ratelimit import (
     _sliding_count,
     _sliding_retry_after,
     login_check,

@@ -1,8 +1,9 @@
 import factory
 
 from accounts.choices import Role
-from accounts.models import Membership, Organization, Project, User
+from accounts.models import Membership, Organization, User
 from accounts.services import organization_create
+from workflows.models import Project
 
 
 class UserFactory(factory.django.DjangoModelFactory):

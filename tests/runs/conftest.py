@@ -7,7 +7,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.principal import Principal
-from accounts.services_llm import llm_provider_create
+from accounts.services import llm_provider_create
 from runs.engine import dispatch as dispatch_module
 from runs.engine.reconciler import reconcile_once
 from runs.models import Run, StepRun
@@ -119,8 +119,7 @@ class Flaky:
 
 @pytest.fixture
 def flaky(monkeypatch):
-    from runs.engine.steps import STEP_TYPES
-    from runs.engine.steps.base import StepType, object_schema
+    from workflows.steps import STEP_TYPES, StepType, object_schema
 
     double = Flaky()
     step_type = StepType(

@@ -28,8 +28,7 @@ import django
 
 def register_nap_step():
     from runs.engine.context import StepOutcome
-    from runs.engine.steps import STEP_TYPES
-    from runs.engine.steps.base import StepType, object_schema
+    from workflows.steps import STEP_TYPES, StepType, object_schema
 
     def execute(context):
         time.sleep(float(context.config.get("seconds") or 0))
@@ -154,7 +153,7 @@ def connections_held() -> int:
         # Open file descriptors are no measure here: SQLite's unix VFS defers closing a connection's
         # file while another connection of the process holds a lock on it, and reuses it later. Count
         # Django's connection objects that have an open database connection, in every thread.
-        from django.db.backends.base.base import BaseDatabaseWrapper
+        from django.db.backends.baseworkflows.steps import BaseDatabaseWrapper
 
         wrappers = [obj for obj in gc.get_objects() if isinstance(obj, BaseDatabaseWrapper)]
         return sum(1 for wrapper in wrappers if wrapper.connection is not None)

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.principal import Principal
-from accounts.services_llm import llm_provider_create
+from accounts.services import llm_provider_create
 from runs.engine import dispatch as dispatch_module
 from tests.runs.llm_fake import FakeLlm
 

@@ -14,7 +14,7 @@ import pytest
 
 from accounts.models import Agent, LlmProvider
 from accounts.principal import Principal
-from accounts.services_llm import agent_create, llm_provider_create
+from accounts.services import agent_create, llm_provider_create
 from audit.models import AuditEvent
 from runs.engine import llm as llm_client
 from runs.engine.context import StepContext, StepError
@@ -477,7 +477,7 @@ def test_an_unreadable_key_fails_clearly(engine, fake, provider, org):
 
 
 def test_the_organisation_policy_allowlist_reaches_the_provider(engine, fake, provider, org, actor, settings):
-    from accounts.services_security import security_policy_update
+    from accounts.services import security_policy_update
 
     settings.BATON_HTTP_ALLOWLIST = []
     security_policy_update(organization=org, actor=actor, changes={"http_allowlist": ["127.0.0.1"]})
@@ -487,7 +487,7 @@ def test_the_organisation_policy_allowlist_reaches_the_provider(engine, fake, pr
 
 
 def test_secrets_reach_the_model_but_not_the_stored_trace(engine, fake, provider, org, actor):
-    from accounts.services_security import secret_create
+    from accounts.services import secret_create
 
     secret_create(organization=org, actor=actor, name="CRM_TOKEN", value="tok-very-secret-123")
     fake.push(content="I used tok-very-secret-123")

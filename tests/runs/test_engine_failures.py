@@ -35,8 +35,7 @@ def test_template_error_fails_run_naming_step_and_is_not_retried(engine):
 
 def test_step_type_without_handler_fails_clearly(engine, monkeypatch):
     # A registered type whose module has no handler yet (as agent_task has today).
-    from runs.engine.steps import STEP_TYPES
-    from runs.engine.steps.base import StepType, object_schema
+    from workflows.steps import STEP_TYPES, StepType, object_schema
 
     schema = object_schema({"value": {}})
     unbuilt = StepType(name="unbuilt", description="no handler yet", config_schema=schema)

@@ -176,7 +176,7 @@ def test_a_step_that_is_not_instant_is_claimed_with_a_lease_between_instant_ones
 
 
 def test_a_secret_used_by_an_instant_step_is_redacted_from_what_is_stored(engine, org, actor):
-    from accounts.services_security import secret_create
+    from accounts.services import secret_create
 
     secret_create(organization=org, actor=actor, name="TOKEN", value="s3cret-value-123")
     run = engine.start([transform("t", "Bearer {{ secrets.TOKEN }}")])

@@ -13,14 +13,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from runs.engine.outbound import (
+from accounts.network import (
     OutboundError,
     OutboundPolicy,
     address_block_reason,
-    fetch,
     parse_url,
     validate_allowlist,
 )
+from runs.engine.outbound import fetch
 
 LOCAL = OutboundPolicy(allowlist=["127.0.0.1"])
 

@@ -176,7 +176,7 @@ def fake_openai(settings):
 
 
 def _agent_run(settings, org, owner, fake, count):
-    from accounts.services_llm import llm_provider_create
+    from accounts.services import llm_provider_create
     from runs.engine import dispatch as dispatch_module
     from workflows.services import workflow_create
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.selectors import usage_period
-from accounts.services_security import security_policy_update
+from accounts.services import security_policy_update
 from config.errors import QuotaExceeded
 from runs.engine import llm as llm_client
 from runs.models import Run

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from django.apps import apps
 
-from accounts.services_security import secret_create, security_policy_update
+from accounts.services import secret_create, security_policy_update
 from runs.engine import secrets as engine_secrets
-from runs.engine.secrets import Redactor, SecretRedactingFilter
+from runs.engine.redaction import Redactor, SecretRedactingFilter
 from runs.models import Run, StepRun
 from tests.conftest import owner_principal
 from tests.runs.test_step_http import Server
@@ -170,8 +170,7 @@ def test_secrets_are_loaded_once_per_step_execution(engine, token):
 def test_engine_log_lines_are_redacted(engine, token, monkeypatch):
     """A handler raising an exception that carries the value: the engine's log line and traceback, as
     written by a handler with the redacting filter (settings.LOGGING puts it on every handler), hide it."""
-    from runs.engine.steps import STEP_TYPES
-    from runs.engine.steps.base import StepType, object_schema
+    from workflows.steps import STEP_TYPES, StepType, object_schema
 
     def explode(context):
         raise RuntimeError(f"connection refused for key {context.config['key']}")
@@ -287,7 +286,7 @@ def test_loop_iterations_count_towards_the_step_cap(engine, org, actor):
 
 
 def test_webhook_signs_with_the_current_and_previous_secret_in_grace(engine, server, org, actor, settings):
-    from accounts.services_security import signing_secret_get, signing_secret_rotate
+    from accounts.services import signing_secret_get, signing_secret_rotate
     from runs.engine import signing
 
     settings.BATON_HTTP_ALLOWLIST = ["127.0.0.1"]
@@ -295,7 +294,11 @@ def test_webhook_signs_with_the_current_and_previous_secret_in_grace(engine, ser
     old = signing.organization_signing_secret(org.id)
     signing_secret_rotate(organization=org, actor=actor, grace_seconds=600)
     new = signing.organization_signing_secret(org.id)
-    step = {"id": "notify", "type": "webhook", "config": {"url": f"{server.base}/hook", "payload": {"a": 1}}}
+    step = {
+        "id": "notify",
+        "type": "webhook",
+        "config": {"url": f"{server.base}/hook", "payload": {"a": 1}},
+    }
     for receiver_secret in (old, new):  # a receiver that has not switched yet, and one that has
         server.hook_secret = receiver_secret
         run = engine.start([step])

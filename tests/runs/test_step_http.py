@@ -250,7 +250,11 @@ def test_dry_run_executes_get_but_skips_post(engine, server, local_http):
     steps = [
         http_step("read", {"url": f"{server.base}/json"}),
         http_step("write", {"method": "POST", "url": f"{server.base}/echo", "json": {"a": 1}}),
-        {"id": "hook", "type": "webhook", "config": {"url": f"{server.base}/hook", "payload": {"a": 1}}},
+        {
+            "id": "hook",
+            "type": "webhook",
+            "config": {"url": f"{server.base}/hook", "payload": {"a": 1}},
+        },
     ]
     run = engine.start(steps, dry_run=True)
     rows = engine.steps(run)
@@ -288,7 +292,11 @@ def test_webhook_delivers_a_payload_the_receiver_can_verify(engine, server, loca
 
 def test_webhook_signed_for_another_organisation_is_rejected(engine, server, local_http, other_org):
     server.hook_secret = signing.organization_signing_secret(other_org.id)
-    step = {"id": "notify", "type": "webhook", "config": {"url": f"{server.base}/hook", "payload": [1]}}
+    step = {
+        "id": "notify",
+        "type": "webhook",
+        "config": {"url": f"{server.base}/hook", "payload": [1]},
+    }
     run = engine.start([step], input_data={})
     row = engine.steps(run)["notify"]
     assert run.status == "failed" and row.error["code"] == "http_status"

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from runs.engine.steps import STEP_TYPES
 from runs.engine.templating import evaluate_expression, render_value
 from workflows.definition import topological_order, validate_definition
+from workflows.steps import STEP_TYPES
 
 DIRECTORY = Path(__file__).resolve().parents[2] / "workflows" / "builtin_templates"
 FILES = sorted(DIRECTORY.glob("*.json"))

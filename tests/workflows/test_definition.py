@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from runs.engine.templating import analyze_expression, analyze_template
 from workflows.definition import (
     MAX_DEFINITION_BYTES,
     MAX_STEPS,
@@ -14,6 +13,7 @@ from workflows.definition import (
     input_schema,
     validate_definition,
 )
+from workflows.templating import analyze_expression, analyze_template
 
 # The full example of API.md ("Workflow definition").
 API_EXAMPLE = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from runs.engine.steps import STEP_TYPES, StepType, get_step_type
+from workflows.steps import STEP_TYPES, StepType, get_step_type
 
 API_TYPES = [
     "http_request", "webhook", "script", "agent_task", "condition", "loop",

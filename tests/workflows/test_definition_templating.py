@@ -4,14 +4,12 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.sandbox import SecurityError
 
-from runs.engine.templating import (
+from runs.engine.templating import evaluate_expression, render_template, render_value
+from workflows.templating import (
     analyze_expression,
     analyze_template,
-    evaluate_expression,
     is_template,
     lone_expression,
-    render_template,
-    render_value,
     step_references,
     used_names,
 )

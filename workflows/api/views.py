@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from accounts.choices import Role
 from accounts.permissions import OWNER, WORKFLOWS_READ, WORKFLOWS_WRITE
 from config.api.idempotency import idempotent
+from config.api.schema import error_response
 from config.errors import Forbidden, InvalidRequest, NotFound
 from workflows import selectors, services
 from workflows.api import serializers as s
@@ -446,3 +447,67 @@ class TemplateViewSet(viewsets.GenericViewSet):
             "workflow": s.WorkflowDetailSerializer(workflow, context=context).data,
         }
         return Response(body, status=http.HTTP_201_CREATED)
+
+
+# --- projects -------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: s.ProjectSerializer(many=True)}),
+    create=extend_schema(
+        request=s.ProjectCreateSerializer,
+        responses={201: s.ProjectSerializer, 409: error_response("project_name_taken")},
+    ),
+    retrieve=extend_schema(responses={200: s.ProjectSerializer, 404: error_response("project_not_found")}),
+    partial_update=extend_schema(
+        request=s.ProjectUpdateSerializer,
+        responses={
+            200: s.ProjectSerializer,
+            404: error_response("project_not_found"),
+            409: error_response("project_name_taken"),
+        },
+    ),
+    destroy=extend_schema(responses={204: None, 404: error_response("project_not_found")}),
+)
+class ProjectViewSet(viewsets.GenericViewSet):
+    serializer_class = s.ProjectSerializer
+    results_key = "projects"
+    lookup_value_regex = r"[^/]+"
+    access = {
+        "list": WORKFLOWS_READ,
+        "retrieve": WORKFLOWS_READ,
+        "create": WORKFLOWS_WRITE,
+        "partial_update": WORKFLOWS_WRITE,
+        "destroy": WORKFLOWS_WRITE,
+    }
+
+    def get_queryset(self):
+        return selectors.projects_of(self.request.auth.organization)
+
+    def get_object(self):
+        return selectors.project_get(
+            organization=self.request.auth.organization, project_id=self.kwargs["pk"]
+        )
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(s.ProjectSerializer(page, many=True).data)
+
+    @idempotent
+    def create(self, request):
+        data = _body(s.ProjectCreateSerializer, request)
+        project = services.project_create(organization=request.auth.organization, actor=request.auth, **data)
+        return Response(s.ProjectSerializer(project).data, status=http.HTTP_201_CREATED)
+
+    def retrieve(self, request, pk):
+        return Response(s.ProjectSerializer(self.get_object()).data)
+
+    def partial_update(self, request, pk):
+        project = self.get_object()
+        data = _body(s.ProjectUpdateSerializer, request)
+        project = services.project_update(project=project, actor=request.auth, **data)
+        return Response(s.ProjectSerializer(project).data)
+
+    def destroy(self, request, pk):
+        services.project_delete(project=self.get_object(), actor=request.auth)
+        return Response(status=http.HTTP_204_NO_CONTENT)

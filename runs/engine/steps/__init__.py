@@ -1,4 +1,10 @@
-"""The step-type registry: one module per type, each exporting `STEP_TYPE`."""
+"""Step handlers: one module per type, each defining `STEP_TYPE` (its config schema and `execute`).
+
+`register_step_types` puts them, in this order (the order error messages list them in), into the registry
+that validation reads (workflows/steps.py); the runs app calls it when it is ready. Adding a step type is
+adding a module here and naming it in `MODULES`."""
+
+from workflows.steps import register
 
 from . import (
     agent_task,
@@ -14,30 +20,23 @@ from . import (
     wait,
     webhook,
 )
-from .base import StepType
 
-STEP_TYPES: dict[str, StepType] = {
-    module.STEP_TYPE.name: module.STEP_TYPE
-    for module in (
-        http_request,
-        webhook,
-        script,
-        agent_task,
-        condition,
-        loop,
-        wait,
-        approval,
-        input,
-        transform,
-        sub_workflow,
-        end,
-    )
-}
+MODULES = (
+    http_request,
+    webhook,
+    script,
+    agent_task,
+    condition,
+    loop,
+    wait,
+    approval,
+    input,
+    transform,
+    sub_workflow,
+    end,
+)
 
 
-def get_step_type(name: str) -> StepType | None:
-    """The registered step type called `name`, or None."""
-    return STEP_TYPES.get(name)
-
-
-__all__ = ["STEP_TYPES", "StepType", "get_step_type"]
+def register_step_types() -> None:
+    for module in MODULES:
+        register(module.STEP_TYPE)

@@ -17,11 +17,15 @@ from decimal import Decimal
 
 from jsonschema import Draft202012Validator
 
+from accounts.crypto import DecryptionError
+from accounts.models import Agent, LlmProvider
+from accounts.selectors import default_llm_provider, provider_api_key
+from runs import quotas
 from runs.engine import llm
 from runs.engine.context import StepContext, StepError, StepOutcome
-from runs.engine.templating import analyze_template, is_template
-
-from .base import StepType, check_json_schema, integer, object_schema, string, timeout_seconds
+from runs.engine.steps.http_request import outbound_policy
+from workflows.steps import StepType, check_json_schema, integer, object_schema, string, timeout_seconds
+from workflows.templating import analyze_template, is_template
 
 DEFAULT_MAX_TOKENS = 4096
 MAX_PROMPT_CHARS = 1_000_000
@@ -67,9 +71,6 @@ def resolve_target(context: StepContext) -> _Target:
     Model: the run's override > the step's `model` > the agent's > the provider's default. Provider: the
     step's `provider_id` > the agent's > the organisation's first provider. The step's `system_prompt`,
     `temperature` and `max_tokens` win over the agent's."""
-    from accounts.models_llm import Agent, LlmProvider
-    from accounts.selectors_llm import default_llm_provider
-
     config = context.config
     org_id = context.organization_id
     agent = None
@@ -214,11 +215,6 @@ def _deadline(context: StepContext) -> float:
 
 
 def execute(context: StepContext) -> StepOutcome:
-    from accounts.crypto import DecryptionError
-    from accounts.selectors_llm import provider_api_key
-    from runs import quotas
-    from runs.engine.steps.http_request import outbound_policy
-
     config = context.config
     target = resolve_target(context)
     provider = target.provider

@@ -10,8 +10,7 @@ turns the recorded decisions into the output, or fails the step with `approval_r
 from datetime import timedelta
 
 from runs.engine.context import StepContext, StepError, StepOutcome
-
-from .base import LONG_WAIT_SECONDS_MAX, StepType, integer, object_schema, string, timeout_seconds
+from workflows.steps import LONG_WAIT_SECONDS_MAX, StepType, integer, object_schema, string, timeout_seconds
 
 ROLES = ("owner", "admin", "member", "viewer")
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

@@ -1,8 +1,7 @@
 """`condition`: evaluate an expression and skip the branch not taken."""
 
 from runs.engine.context import StepContext, StepOutcome
-
-from .base import StepType, object_schema, string
+from workflows.steps import StepType, object_schema, string
 
 _BRANCH = {
     "type": "array",

@@ -1,8 +1,7 @@
 """`end`: finish the run at once with a status and an output."""
 
 from runs.engine.context import StepContext, StepOutcome
-
-from .base import StepType, object_schema, string
+from workflows.steps import StepType, object_schema, string
 
 
 def execute(context: StepContext) -> StepOutcome:

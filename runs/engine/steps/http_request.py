@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from accounts.network import OutboundError, OutboundPolicy
 from runs.engine.context import StepContext, StepError, StepOutcome
-from runs.engine.outbound import OutboundError, OutboundPolicy, OutboundResponse, fetch
+from runs.engine.outbound import OutboundResponse, fetch
 from runs.engine.secrets import outbound_policy_for
-
-from .base import HEADERS_SCHEMA, URL_SCHEMA, StepType, integer, object_schema, string, timeout_seconds
+from workflows.steps import (
+    HEADERS_SCHEMA,
+    URL_SCHEMA,
+    StepType,
+    integer,
+    object_schema,
+    string,
+    timeout_seconds,
+)
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 BODY_MAX_CHARS = 1024 * 1024

@@ -10,8 +10,14 @@ step with `input_timeout`.
 from datetime import timedelta
 
 from runs.engine.context import StepContext, StepError, StepOutcome
-
-from .base import LONG_WAIT_SECONDS_MAX, StepType, check_json_schema, object_schema, string, timeout_seconds
+from workflows.steps import (
+    LONG_WAIT_SECONDS_MAX,
+    StepType,
+    check_json_schema,
+    object_schema,
+    string,
+    timeout_seconds,
+)
 
 
 def _check(config):

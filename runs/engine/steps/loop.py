@@ -4,8 +4,7 @@ The inline step (`type`, `config`, `name`) is checked against its own type by th
 """
 
 from runs.engine.context import StepContext, StepError, StepOutcome
-
-from .base import StepType, integer, object_schema, string
+from workflows.steps import StepType, integer, object_schema, string
 
 MAX_ITEMS = 10_000
 MAX_CONCURRENCY = 50

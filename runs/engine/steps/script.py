@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from runs.engine.context import StepContext, StepError, StepOutcome
 from runs.engine.sandbox import SandboxError, ScriptHandle, run_script
 from runs.engine.secrets import check_script_allowed
-
-from .base import StepType, object_schema, string, timeout_seconds
+from workflows.steps import StepType, object_schema, string, timeout_seconds
 
 CODE_MAX_BYTES = 64 * 1024
 ENV_MAX = 50

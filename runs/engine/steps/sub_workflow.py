@@ -1,8 +1,7 @@
 """`sub_workflow`: start a run of another workflow of the same organisation."""
 
 from runs.engine.context import StepContext, StepOutcome
-
-from .base import StepType, integer, object_schema, string
+from workflows.steps import StepType, integer, object_schema, string
 
 
 def execute(context: StepContext) -> StepOutcome:

@@ -1,8 +1,7 @@
 """`transform`: compute a value from templates (no side effects)."""
 
 from runs.engine.context import StepContext, StepOutcome
-
-from .base import StepType, object_schema
+from workflows.steps import StepType, object_schema
 
 
 def execute(context: StepContext) -> StepOutcome:

@@ -3,8 +3,7 @@
 from datetime import datetime, timedelta
 
 from runs.engine.context import StepContext, StepError, StepOutcome
-
-from .base import LONG_WAIT_SECONDS_MAX, StepType, object_schema, string
+from workflows.steps import LONG_WAIT_SECONDS_MAX, StepType, object_schema, string
 
 
 def _check(config):

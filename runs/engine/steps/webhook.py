@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+from accounts.network import OutboundError
 from runs.engine import signing
 from runs.engine.context import StepContext, StepError, StepOutcome
-from runs.engine.outbound import OutboundError, fetch
+from runs.engine.outbound import fetch
+from workflows.steps import HEADERS_SCHEMA, URL_SCHEMA, StepType, object_schema, timeout_seconds
 
-from .base import HEADERS_SCHEMA, URL_SCHEMA, StepType, object_schema, timeout_seconds
 from .http_request import (
     ERROR_BODY_CHARS,
     FETCH_MAX_BYTES,

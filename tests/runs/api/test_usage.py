@@ -6,8 +6,9 @@ from decimal import Decimal
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from accounts.selectors import run_totals, usage_period
+from accounts.selectors import usage_period
 from runs.models import Run
+from runs.quotas import run_totals
 from tests.runs.api.conftest import make_run
 
 

@@ -1,4 +1,4 @@
-"""Writes for organisations, members, API keys and projects. Each one audits in its transaction.
+"""Writes for organisations, members and API keys. Each one audits in its transaction.
 
 Every function takes keyword-only arguments and an explicit `actor` (a Principal or SYSTEM); the API,
 the dashboard, the admin and the management commands all go through these."""
@@ -10,11 +10,12 @@ from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts import keys, ratelimit
+from accounts import keys
 from accounts.choices import ALL_SCOPES, DEFAULT_KEY_SCOPES, LIMIT_FIELDS, Role, Scope, plan_limits
-from accounts.models import ApiKey, Membership, Organization, Project, User
+from accounts.models import ApiKey, Membership, Organization, User
 from accounts.principal import SystemActor
 from audit.services import audit_chain_start, audit_record
+from config.api import ratelimit
 from config.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, not_found
 
 
@@ -24,7 +25,7 @@ def organization_create(*, name: str, owner: User, plan: str = "starter", actor=
     org = Organization.objects.create(name=name, plan=plan, **plan_limits(plan))
     audit_chain_start(organization=org)
     Membership.objects.create(organization=org, user=owner, role=Role.OWNER)
-    from accounts.services_llm import agents_seed_builtin
+    from accounts.services import agents_seed_builtin
 
     agents_seed_builtin(org)  # the built-in agents (docs/llm.md)
     from accounts.principal import Principal
@@ -339,77 +340,3 @@ def auth_login_failed(*, email: str, user: User | None, reason: str) -> None:
                 target=("user", user.id),
                 data={"email": email, "reason": reason},
             )
-
-
-# --- projects -------------------------------------------------------------------------------
-
-
-def _project_name_taken(name: str) -> Conflict:
-    return Conflict("project_name_taken", f"A project named '{name}' already exists in this organisation.")
-
-
-@transaction.atomic
-def project_create(*, organization: Organization, actor, name: str, description: str = "") -> Project:
-    if Project.objects.filter(organization=organization, name=name).exists():
-        raise _project_name_taken(name)
-    try:
-        with transaction.atomic():
-            project = Project.objects.create(organization=organization, name=name, description=description)
-    except IntegrityError:
-        raise _project_name_taken(name) from None
-    audit_record(
-        organization=organization,
-        event="project.created",
-        actor=actor,
-        target=("project", project.id),
-        data={"name": name},
-    )
-    return project
-
-
-@transaction.atomic
-def project_update(
-    *, project: Project, actor, name: str | None = None, description: str | None = None
-) -> Project:
-    project = Project.objects.select_for_update().get(pk=project.pk)
-    changes = {}
-    if name is not None and name != project.name:
-        if (
-            Project.objects.filter(organization_id=project.organization_id, name=name)
-            .exclude(pk=project.pk)
-            .exists()
-        ):
-            raise _project_name_taken(name)
-        changes["name"] = {"from": project.name, "to": name}
-        project.name = name
-    if description is not None and description != project.description:
-        changes["description"] = {"from": project.description, "to": description}
-        project.description = description
-    if changes:
-        try:
-            with transaction.atomic():
-                project.save()
-        except IntegrityError:
-            raise _project_name_taken(name) from None
-        audit_record(
-            organization=project.organization,
-            event="project.updated",
-            actor=actor,
-            target=("project", project.id),
-            data={"changes": changes},
-        )
-    return project
-
-
-@transaction.atomic
-def project_delete(*, project: Project, actor) -> None:
-    """Delete a project; its workflows stay, without a project."""
-    organization, project_id, name = project.organization, project.id, project.name
-    project.delete()
-    audit_record(
-        organization=organization,
-        event="project.deleted",
-        actor=actor,
-        target=("project", project_id),
-        data={"name": name},
-    )

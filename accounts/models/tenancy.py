@@ -4,7 +4,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.choices import LIMIT_FIELDS, Plan, Role
-from config.ids import ID_MAX_LENGTH, id_field
+from config.ids import id_field
 
 
 class UserManager(BaseUserManager):
@@ -120,73 +120,3 @@ class ApiKey(models.Model):
     def is_usable(self, now=None) -> bool:
         now = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
-
-
-class Project(models.Model):
-    """Groups workflows inside an organisation."""
-
-    id = id_field("proj")
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="projects")
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True, max_length=2000)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["name"]
-        constraints = [
-            models.UniqueConstraint(fields=["organization", "name"], name="project_name_unique"),
-        ]
-
-    def __str__(self):
-        return self.name
-
-
-class RateLimitCounter(models.Model):
-    """Fixed-window request counters when Redis is not configured (shared by all processes)."""
-
-    key = models.CharField(max_length=200)
-    window = models.BigIntegerField()
-    count = models.PositiveIntegerField(default=0)
-    expires_at = models.BigIntegerField(db_index=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["key", "window"], name="ratelimit_key_window")]
-
-    def __str__(self):
-        return f"{self.key}@{self.window}: {self.count}"
-
-
-class IdempotencyRecord(models.Model):
-    """One Idempotency-Key of an organisation: in flight, or the stored response to replay."""
-
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    fingerprint = models.CharField(max_length=64)
-    in_progress = models.BooleanField(default=True)
-    response_status = models.PositiveSmallIntegerField(null=True)
-    response_body = models.JSONField(null=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField(db_index=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["organization", "key"], name="idempotency_org_key"),
-        ]
-
-    def __str__(self):
-        return self.key
-
-
-__all__ = ["ID_MAX_LENGTH", "ApiKey", "IdempotencyRecord", "Membership", "Organization", "Project", "User"]
-
-# LLM providers and agents live in their own module (docs/llm.md); importing it registers them. It comes
-# last, after the models it refers to by name.
-from accounts.models_llm import Agent, AgentKind, LlmProvider, LlmProviderKind  # noqa: E402
-
-__all__ += ["Agent", "AgentKind", "LlmProvider", "LlmProviderKind"]
-
-# The security policy, secrets and webhook signing secret (docs/security.md); importing registers them.
-from accounts.models_security import Secret, SecurityPolicy, SigningSecret  # noqa: E402
-
-__all__ += ["Secret", "SecurityPolicy", "SigningSecret"]

@@ -1,7 +1,7 @@
 """An organisation's security policy, named secrets and webhook signing secret (docs/security.md).
 
-Imported by accounts/models.py so Django registers them with the accounts app. Ciphertexts come from
-accounts.crypto and are listed in its ENCRYPTED_FIELDS, so `manage.py rotate_encryption` covers them."""
+Ciphertexts come from accounts.crypto and are listed in its ENCRYPTED_FIELDS, so
+`manage.py rotate_encryption` covers them."""
 
 import re
 

@@ -15,8 +15,9 @@ from django.conf import settings
 from django.db import connections
 from rest_framework.throttling import BaseThrottle
 
-from accounts.principal import Principal
+from config.api.middleware import client_ip
 from config.errors import RateLimited
+from config.models import RateLimitCounter
 
 MINUTE = 60
 DAY = 86_400
@@ -33,8 +34,6 @@ class DatabaseCounters:
     _prune_lock = threading.Lock()
 
     def _upsert_sql(self, connection) -> str:
-        from accounts.models import RateLimitCounter
-
         q = connection.ops.quote_name
         table = q(RateLimitCounter._meta.db_table)
         return (
@@ -46,8 +45,6 @@ class DatabaseCounters:
 
     def hit(self, key: str, seconds: int, now: float, *, with_previous: bool = True) -> tuple[int, int]:
         """Count one hit; return (count in the current window, count in the previous window or 0)."""
-        from accounts.models import RateLimitCounter
-
         start = int(now // seconds) * seconds
         connection = connections["default"]
         with connection.cursor() as cursor:
@@ -64,8 +61,6 @@ class DatabaseCounters:
         return current, previous or 0
 
     def peek(self, key: str, seconds: int, now: float) -> tuple[int, int]:
-        from accounts.models import RateLimitCounter
-
         start = int(now // seconds) * seconds
         rows = dict(
             RateLimitCounter.objects.filter(key=key, window__in=[start, start - seconds]).values_list(
@@ -75,13 +70,9 @@ class DatabaseCounters:
         return rows.get(start, 0), rows.get(start - seconds, 0)
 
     def clear(self, key: str, seconds: int, now: float) -> None:
-        from accounts.models import RateLimitCounter
-
         RateLimitCounter.objects.filter(key=key).delete()
 
     def clear_all(self) -> None:
-        from accounts.models import RateLimitCounter
-
         RateLimitCounter.objects.all().delete()
 
     def _maybe_prune(self) -> None:
@@ -98,8 +89,6 @@ class DatabaseCounters:
 
 def prune_expired_counters(now: float | None = None) -> int:
     """Delete database counters whose window is over; return how many rows went."""
-    from accounts.models import RateLimitCounter
-
     deleted, _ = RateLimitCounter.objects.filter(expires_at__lt=int(now or time.time())).delete()
     return deleted
 
@@ -253,9 +242,10 @@ def ensure_rate_limit_state(request) -> RateLimitState | None:
     if state is not None:
         return state
     principal = request.__dict__.get("_auth")
-    if not isinstance(principal, Principal):
+    organization = getattr(principal, "organization", None)
+    if organization is None or not hasattr(principal, "has_scope"):
         return None
-    state = organization_hit(principal.organization)
+    state = organization_hit(organization)
     django_request.rate_limit_state = state
     return state
 
@@ -300,8 +290,6 @@ def _sliding_retry_after(current: int, previous: int, now: float, seconds: int, 
 
 
 def _client_key(request) -> str:
-    from config.api.middleware import client_ip
-
     return f"login:ip:{client_ip(request) or 'unknown'}"
 
 

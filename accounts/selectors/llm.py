@@ -4,7 +4,7 @@ Pure ORM (no HTTP layer): the engine's agent_task handler uses these too."""
 
 from django.db.models import QuerySet
 
-from accounts.models_llm import Agent, LlmProvider
+from accounts.models import Agent, LlmProvider
 from config.errors import not_found
 
 

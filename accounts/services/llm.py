@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 
 from accounts.builtin_agents import BUILTIN_AGENTS
-from accounts.models_llm import Agent, AgentKind, LlmProvider, LlmProviderKind
+from accounts.models import Agent, AgentKind, LlmProvider, LlmProviderKind
 from audit.services import audit_record
 from config.errors import Conflict, InvalidRequest
 
@@ -30,7 +30,7 @@ def normalize_base_url(url: str) -> str:
     reached is the security policy's decision, made by the outbound client at every call."""
     from urllib.parse import urlsplit
 
-    from runs.engine.outbound import OutboundError, parse_url
+    from accounts.network import OutboundError, parse_url
 
     url = (url or "").strip()
     try:

@@ -9,17 +9,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import crypto
-from accounts.models_security import (
-    SECRET_NAME_PATTERN,
-    SECRET_NAME_RE,
-    SECRET_VALUE_MAX_BYTES,
-    Secret,
-    SecurityPolicy,
-    SigningSecret,
-)
+from accounts.models import Secret, SecurityPolicy, SigningSecret
+from accounts.models.security import SECRET_NAME_PATTERN, SECRET_NAME_RE, SECRET_VALUE_MAX_BYTES
+from accounts.policy import MIN_REDACT_LENGTH, POLICY_FIELDS
 from audit.services import audit_record
-from config.errors import Conflict, InvalidRequest, not_found
-from runs.engine.secrets import MIN_REDACT_LENGTH, POLICY_FIELDS
+from config.errors import Conflict, InvalidRequest
 
 SIGNING_SECRET_PREFIX = "whsec_"
 DEFAULT_SIGNING_GRACE_SECONDS = 86_400
@@ -105,18 +99,6 @@ def _check_value(value: str) -> None:
 
 def _name_taken(name: str) -> Conflict:
     return Conflict("secret_name_taken", f"A secret named '{name}' already exists in this organisation.")
-
-
-def secret_get(*, organization, secret_id: str) -> Secret:
-    """The organisation's secret, or 404 secret_not_found (also for another organisation's)."""
-    secret = Secret.objects.filter(organization=organization, pk=secret_id).first()
-    if secret is None:
-        raise not_found("secret", secret_id)
-    return secret
-
-
-def secrets_of(organization):
-    return Secret.objects.filter(organization=organization).order_by("name", "id")
 
 
 def secret_create(*, organization, actor, name: str, value: str, description: str = "") -> Secret:

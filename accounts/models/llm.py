@@ -1,7 +1,4 @@
-"""LLM providers and agents of an organisation (see docs/llm.md).
-
-Imported by accounts/models.py so Django registers them with the accounts app. The foreign key to the
-organisation is a string reference, so this module imports nothing from accounts.models."""
+"""LLM providers and agents of an organisation (see docs/llm.md)."""
 
 from decimal import Decimal
 

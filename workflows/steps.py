@@ -1,6 +1,7 @@
-"""The shape of a step type: one per module in this package, collected in `STEP_TYPES`.
+"""The step-type registry that validation reads: each type's config schema, its checks and flags.
 
-Pure Python: no Django models, no HTTP layer. The engine fills the `execute` slot with the handler.
+Each type is one module of runs/engine/steps/, which registers its `StepType` (schema and handler) here when
+the runs app is ready. Pure Python: no models, no HTTP layer.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class StepType:
     # lock in the transaction that found it ready, instead of claiming it and recording it in transactions
     # of their own (docs/engine.md "Instant steps").
     instant: bool = False
-    # Filled in by the engine: execute(context) -> result.
+    # The engine's handler: execute(context) -> result.
     execute: Callable[..., Any] | None = None
 
     @cached_property
@@ -120,3 +121,16 @@ def _schema_problem(key: str) -> str | None:
         message = exc.message if len(exc.message) <= 300 else exc.message[:299] + "…"
         return f" at {where}: {message}" if where else f": {message}"
     return None
+
+
+STEP_TYPES: dict[str, StepType] = {}
+
+
+def register(step_type: StepType) -> None:
+    """Add a step type to the registry (the runs app registers its handlers when it is ready)."""
+    STEP_TYPES[step_type.name] = step_type
+
+
+def get_step_type(name: str) -> StepType | None:
+    """The registered step type called `name`, or None."""
+    return STEP_TYPES.get(name)
