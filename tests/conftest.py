@@ -159,6 +159,6 @@ def _engine_security_cache_reset():
 def _redis_rate_limits_reset(settings):
     """Redis rate-limit counters outlive a test's transaction (database ones roll back): reset them."""
     if settings.REDIS_URL:
-        from config.api.ratelimit import reset_rate_limits
+        from config.ratelimit import reset_rate_limits
 
         reset_rate_limits()

@@ -6,7 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.principal import Principal
 from accounts.services import api_key_create
-from config.api.ratelimit import DatabaseCounters
+from config.ratelimit import DatabaseCounters
 from workflows.services import project_create
 
 LISTS = [

@@ -15,7 +15,7 @@ from accounts.choices import ALL_SCOPES, DEFAULT_KEY_SCOPES, LIMIT_FIELDS, Role,
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.principal import SystemActor
 from audit.services import audit_chain_start, audit_record
-from config.api import ratelimit
+from config import ratelimit
 from config.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, not_found
 
 

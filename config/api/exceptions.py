@@ -129,7 +129,7 @@ def exception_handler(exc, context):
     if request is not None and status == 403:
         # Authenticated requests refused by the permission check (before the throttle ran) still
         # count and still carry the rate-limit headers.
-        from config.api.ratelimit import ensure_rate_limit_state
+        from config.api.throttling import ensure_rate_limit_state
 
         try:
             ensure_rate_limit_state(request)

@@ -6,23 +6,11 @@ import re
 
 from django.conf import settings
 
-from config.context import client_ip_var, request_id_var
+from config.context import client_ip, client_ip_var, request_id_var
 from config.ids import new_id
 
 logger = logging.getLogger("baton.request")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def client_ip(request) -> str | None:
-    """The client address, trusting X-Forwarded-For only as far as BATON_TRUSTED_PROXIES allows."""
-    hops = settings.BATON_TRUSTED_PROXIES
-    if hops:
-        forwarded = [
-            part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()
-        ]
-        if len(forwarded) >= hops:
-            return forwarded[-hops]
-    return request.META.get("REMOTE_ADDR")
 
 
 def is_valid_request_id(value: str) -> bool:

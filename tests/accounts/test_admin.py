@@ -31,7 +31,7 @@ def test_admin_pages_render_without_the_key(superuser_client, org, owner):
         response = superuser_client.get(page)
         assert response.status_code == 200, page
         assert raw not in response.content.decode()
-    assert b"Admin project" in superuser_client.get("/admin/accounts/project/").content
+    assert b"Admin project" in superuser_client.get("/admin/workflows/project/").content
     assert superuser_client.get("/admin/accounts/apikey/add/").status_code == 403
 
 

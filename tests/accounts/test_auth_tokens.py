@@ -7,7 +7,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts.authentication import ORG_CLAIM
 from accounts.choices import Role
 from accounts.models import Membership
-from config.api.ratelimit import reset_rate_limits
+from config.ratelimit import reset_rate_limits
 from tests.accounts.conftest import error_code, events
 from tests.conftest import PASSWORD
 from tests.factories import add_member

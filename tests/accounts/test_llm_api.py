@@ -1,11 +1,9 @@
 """/llm-providers and /agents: CRUD, validation, permissions, write-only keys, audit, idempotency and the
 built-in agents."""
 
-import importlib
 import json
 
 import pytest
-from django.apps import apps as django_apps
 
 from accounts.builtin_agents import BUILTIN_AGENTS
 from accounts.choices import Role
@@ -262,17 +260,6 @@ def test_builtin_agents_are_seeded_for_every_new_organisation(db):
     assert [a.builtin_key for a in agents] == [spec["builtin_key"] for spec in BUILTIN_AGENTS]
     assert {a.kind for a in agents} == {"built-in"}
     assert all(a.system_prompt for a in agents)
-
-
-def test_the_data_migration_seeds_existing_organisations(org):
-    Agent.objects.filter(organization=org).delete()
-    Agent.objects.create(organization=org, name="Summarizer", kind="custom")  # a name clash
-    migration = importlib.import_module("accounts.migrations.0003_llm")
-    migration.seed_builtin_agents(django_apps, None)
-    migration.seed_builtin_agents(django_apps, None)  # idempotent
-    builtins = Agent.objects.filter(organization=org, kind="built-in")
-    assert builtins.count() == len(BUILTIN_AGENTS)
-    assert builtins.get(builtin_key="summarizer").name == "Summarizer (built-in)"
 
 
 def test_agent_crud_and_audit(admin_client, org):

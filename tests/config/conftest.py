@@ -1,7 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from config.api.ratelimit import reset_rate_limits
+from config.ratelimit import reset_rate_limits
 from tests.conftest import key_for
 
 

@@ -1,14 +1,14 @@
 import pytest
 from django.test import RequestFactory
 
-from config.api.ratelimit import (
+from config.errors import RateLimited
+from config.ratelimit import (
     _sliding_count,
     _sliding_retry_after,
     login_check,
     login_failed,
     login_succeeded,
 )
-from config.errors import RateLimited
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import time
 import pytest
 from django.db import connections
 
-from config.api.ratelimit import DAY, MINUTE, counters, organization_hit, prune_expired_counters
 from config.models import RateLimitCounter
+from config.ratelimit import DAY, MINUTE, counters, organization_hit, prune_expired_counters
 from tests.factories import UserFactory, make_org
 
 pytestmark = pytest.mark.urls("tests.config.urls_testing")

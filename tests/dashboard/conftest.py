@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from config.api.ratelimit import reset_rate_limits
+from config.ratelimit import reset_rate_limits
 from tests.dashboard.browser import launch_chromium
 
 

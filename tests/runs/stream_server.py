@@ -153,7 +153,7 @@ def connections_held() -> int:
         # Open file descriptors are no measure here: SQLite's unix VFS defers closing a connection's
         # file while another connection of the process holds a lock on it, and reuses it later. Count
         # Django's connection objects that have an open database connection, in every thread.
-        from django.db.backends.baseworkflows.steps import BaseDatabaseWrapper
+        from django.db.backends.base.base import BaseDatabaseWrapper
 
         wrappers = [obj for obj in gc.get_objects() if isinstance(obj, BaseDatabaseWrapper)]
         return sum(1 for wrapper in wrappers if wrapper.connection is not None)

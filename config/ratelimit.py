@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connections
-from rest_framework.throttling import BaseThrottle
 
-from config.api.middleware import client_ip
+from config.context import client_ip
 from config.errors import RateLimited
 from config.models import RateLimitCounter
 
@@ -232,41 +231,6 @@ def organization_hit(organization, now: float | None = None) -> RateLimitState:
         reset_at = (int(now // seconds) + 1) * seconds
         usages.append(WindowUsage(limit=limit, seconds=seconds, count=count, reset_at=reset_at))
     return RateLimitState(windows=usages, now=now)
-
-
-def ensure_rate_limit_state(request) -> RateLimitState | None:
-    """Count an authenticated DRF request once (idempotent per request) and leave the state on the
-    Django request for RateLimitHeadersMiddleware. None for unauthenticated requests."""
-    django_request = getattr(request, "_request", request)
-    state = getattr(django_request, "rate_limit_state", None)
-    if state is not None:
-        return state
-    principal = request.__dict__.get("_auth")
-    organization = getattr(principal, "organization", None)
-    if organization is None or not hasattr(principal, "has_scope"):
-        return None
-    state = organization_hit(organization)
-    django_request.rate_limit_state = state
-    return state
-
-
-class OrganizationRateThrottle(BaseThrottle):
-    """DRF throttle: each authenticated request counts against its organisation's per-minute and
-    per-day limits; over either one the request is refused with 429 rate_limited and Retry-After."""
-
-    def allow_request(self, request, view):
-        state = ensure_rate_limit_state(request)
-        if state is not None and state.exceeded:
-            window = max((w for w in state.windows if w.exceeded), key=lambda w: w.reset_at)
-            per = "minute" if window.seconds == MINUTE else "day"
-            raise RateLimited(
-                "rate_limited",
-                f"The organisation's limit of {window.limit} requests per {per} is used up. "
-                f"Retry in {state.retry_after} seconds.",
-                retry_after=state.retry_after,
-                details={"limit": window.limit, "window_seconds": window.seconds, "reset": window.reset_at},
-            )
-        return True
 
 
 # Sign-in attempts ----------------------------------------------------------------------------------------
