@@ -26,8 +26,10 @@ from django.utils import timezone
 
 from config import sql
 from runs.choices import RUN_ACTIVE, StepStatus
-from runs.engine import core
+from runs.engine.control import run_fail_timeout
 from runs.engine.dispatch import backlog, enqueue
+from runs.engine.execute import step_reclaim
+from runs.engine.waits import step_wake
 from runs.models import Run, StepRun
 from runs.retention import maybe_prune
 
@@ -91,7 +93,7 @@ def reconcile_once(now=None) -> dict[str, int]:
         "pk", flat=True
     )[:BATCH]
     for step_run_id in list(expired):
-        counts["reclaimed"] += core.step_reclaim(step_run_id)
+        counts["reclaimed"] += step_reclaim(step_run_id)
 
     # A paused run's timers wait for its resume (docs/runs-api.md "Pause, resume and rerun").
     # Also steps waiting for a person past their timeout (approval on_timeout, input_timeout).
@@ -99,11 +101,11 @@ def reconcile_once(now=None) -> dict[str, int]:
         status__in=WAKE_STATUSES, wake_at__lte=now, run__pause_requested_at__isnull=True
     ).values_list("pk", flat=True)[:BATCH]
     for step_run_id in list(due):
-        counts["woken"] += core.step_wake(step_run_id)
+        counts["woken"] += step_wake(step_run_id)
 
     late = Run.objects.filter(status__in=RUN_ACTIVE, deadline_at__lt=now).values_list("pk", flat=True)[:BATCH]
     for run_id in list(late):
-        counts["timed_out"] += core.run_fail_timeout(run_id)
+        counts["timed_out"] += run_fail_timeout(run_id)
 
     from runs.concurrency import admit_pending
 
