@@ -109,7 +109,7 @@ def read_top_level_rows(run_id: str) -> dict[str, StepRun]:
 
 
 def read_for_claim(step_run_id: str) -> tuple[Run | None, dict | None, dict[str, StepRun]]:
-    """(its run, locked; the step's run_id, status, step_id, type, parent_id; the run's top-level rows by
+    """(its run, locked; the step run's id, run_id, status, step_id, type and parent_id; the top-level rows by
     step id) for a claim. One round trip on PostgreSQL (a pipeline): the server runs the three statements
     in order, so the step and the rows are read after the run's lock is granted and are current."""
     with sql.pipeline():
