@@ -77,8 +77,7 @@ def reconcile_once(now=None) -> dict[str, int]:
     )
     if lost and backlog():
         # Messages still wait in the queue: a step queued that long is most likely one of them, and ringing
-        # again would only add duplicates to the backlog (measured: under a backlog of thousands of steps
-        # the reconcilers' duplicates took a quarter of the workers' time). Only very old ones go again.
+        # again would only add duplicates to the backlog (docs/performance.md). Only very old ones go again.
         patience = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS * BACKLOG_PATIENCE)
         lost = [(step_run_id, at) for step_run_id, at in lost if at < patience]
     for step_run_id, dispatched_at in lost:
