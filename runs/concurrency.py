@@ -46,6 +46,7 @@ from runs.engine.dispatch import dispatch, request_admission
 from runs.engine.templating import render_value
 from runs.engine.unit_of_work import UnitOfWork
 from runs.models import Run, StepRun
+from workflows.models import Workflow
 
 ACTIVE = RUN_ACTIVE  # not terminal (queued included)
 # Runs holding a slot: admitted and not terminal. Admission sets `started_at`, so a run in one of these
@@ -182,8 +183,6 @@ def select_admissions(organization: Organization, this_run: UnitOfWork | None = 
 def _select_admissions(
     organization: Organization, this_transaction: dict[str, UnitOfWork]
 ) -> list[UnitOfWork]:
-    from workflows.models import Workflow
-
     queued = [
         tuple(row[name] for name in _QUEUED_COLUMNS)
         for row in _QUEUED_RUNS.values(organization.id, RunStatus.QUEUED)

@@ -21,6 +21,7 @@ from accounts.models import Organization
 from config.errors import not_found
 from runs import fastpaths
 from runs.choices import STEP_IN_FLIGHT
+from runs.engine.plan import plan_for
 from runs.models import Run, RunEvent, RunFile, StepRun
 from workflows.models import Workflow, WorkflowVersion
 
@@ -179,8 +180,6 @@ def _definition_order(run: Run) -> dict[str, int]:
     """Step id → position in the definition, from the engine's per-process cache of prepared versions
     (no query once the version was seen); a run without a content hash reads the definition."""
     if run.definition_hash:
-        from runs.engine.plan import plan_for
-
         return {step_id: index for index, step_id in enumerate(plan_for(run).steps)}
     definition = (
         WorkflowVersion.objects.filter(pk=run.workflow_version_id)
