@@ -23,7 +23,7 @@ _RUN_FIELDS = ("status", "started_at", "completed_at", "deadline_at", "result", 
 _INSTANT_FIELDS = ("status", "output_data", "error", "input_data", "attempt", "attempts", "state",
                    "queued_at", "started_at", "completed_at", "dispatched_at", "wake_at")  # fmt: skip
 # The columns advancing (and an instant step's execution) reads from a run's top-level rows.
-_ADVANCE_FIELDS = ("id", "run_id", "step_id", "type", "status", "skip_reason", "output_data", "error",
+ADVANCE_FIELDS = ("id", "run_id", "step_id", "type", "status", "skip_reason", "output_data", "error",
                    "parent_id", "iteration", "attempt", "attempts", "state", "queued_at",
                    "started_at")  # fmt: skip
 
@@ -33,7 +33,7 @@ _INSERT_EVENTS = sql.Insert(RunEvent, ("run", "seq", "type", "step_id", "data", 
 _SAVE_INSTANT_ROWS = sql.Update(StepRun, _INSTANT_FIELDS)
 _QUEUE_ROWS = sql.Update(StepRun, ("status", "queued_at", "dispatched_at"))
 _READ_ROWS = sql.Select(
-    StepRun, _ADVANCE_FIELDS, "{run_id} = %s AND {parent_id} IS NULL", order_by="{queued_at}, {id}"
+    StepRun, ADVANCE_FIELDS, "{run_id} = %s AND {parent_id} IS NULL", order_by="{queued_at}, {id}"
 )
 # A claim's reads by the step run's id: its run (locked), the step run, the run's top-level rows.
 _RUN_OF_STEP = "(SELECT {run} FROM {table} WHERE {id} = %s)".format(
@@ -43,7 +43,7 @@ _LOCK_RUN_OF_STEP = sql.Select(Run, None, "{pk} = " + _RUN_OF_STEP, for_update=T
 _CLAIM_PEEK = sql.Select(StepRun, ("run_id", "status", "step_id", "type", "parent_id"), "{pk} = %s")
 _READ_ROWS_OF_STEP = sql.Select(
     StepRun,
-    _ADVANCE_FIELDS,
+    ADVANCE_FIELDS,
     f"{{run_id}} = {_RUN_OF_STEP} AND {{parent_id}} IS NULL",
     order_by="{queued_at}, {id}",
 )

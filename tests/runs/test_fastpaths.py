@@ -107,8 +107,8 @@ def test_read_top_level_rows_reads_what_the_queryset_reads(run):
     orm = {row.step_id: row for row in StepRun.objects.filter(run_id=run.pk, parent__isnull=True)}
     assert rows.keys() == orm.keys() == {"a", "b"}
     for step_id, row in rows.items():
-        assert {name: getattr(row, name) for name in unit_of_work._ADVANCE_FIELDS} == {
-            name: getattr(orm[step_id], name) for name in unit_of_work._ADVANCE_FIELDS
+        assert {name: getattr(row, name) for name in unit_of_work.ADVANCE_FIELDS} == {
+            name: getattr(orm[step_id], name) for name in unit_of_work.ADVANCE_FIELDS
         }
 
 
