@@ -7,6 +7,11 @@ here once per database vendor from the model's metadata (table and column names 
 their values prepared by the fields (`get_db_prep_save`, or `_preparer`'s shortcut to the same result) and
 their rows converted by the fields and the backend (`from_db_value`, the backend's converters) and turned
 into instances with `Model.from_db`, as the ORM does. Everything else keeps using the ORM.
+
+Only a few modules build statements here, each behind plainly named functions tested equal to the ORM:
+the engine's unit of work (runs/engine/unit_of_work.py), the reconciler, the broker, admission
+(runs/concurrency.py), the trigger's and run read's fast paths (runs/fastpaths.py, workflows/fastpaths.py),
+the security policy read (runs/engine/secrets.py) and the audit append.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ def _preparing(db) -> bool:
 def _cursor(db):
     """A cursor for these statements. On a worker's PostgreSQL connection it binds values on the server and
     prepares each statement the second time the connection runs it (psycopg's `prepare_threshold`): the
-    worker then skips the parsing and planning of every hot statement, which had been about half of the
+    worker then skips the parsing and planning of every hot statement, which had been a large share of the
     database's work in a run of transform steps. Elsewhere, and for the ORM, Django's own cursor."""
     if not _preparing(db):
         return db.cursor()
@@ -141,8 +146,7 @@ _INTEGERS = (
 
 @cache
 def _preparer(field):
-    """`prepare(value, db)`, as `field.get_db_prep_save(value, db)`. A run of the throughput benchmark's DAG
-    prepares some 150 values: 114 µs through the fields' layers, 66 µs this way."""
+    """`prepare(value, db)`, as `field.get_db_prep_save(value, db)`, without the fields' layers."""
     return _make_preparer(field)
 
 
@@ -208,11 +212,8 @@ def _where(model, where: str) -> str:
 # column's input function as a literal of the column's type would be (a value too long for a varchar(n) is
 # refused, as by an INSERT, where a cast of an array to varchar(n)[] would cut it). The client sends one
 # text value, encoded by json.dumps in C, instead of adapting every value (or, for arrays, every element)
-# in Python; the statement's text is the same for any number of rows, so a worker prepares it once. In a run
-# of the throughput benchmark's DAG this took 0.23-0.31 ms of the worker's 2.7 ms of CPU (against one binary
-# array per column), and 0.2 ms of a trigger's 3.2 ms (against a multi-row VALUES). The server's time was
-# unchanged in a small table only: in larger ones the UPDATE's join alone read the whole table, which is why
-# it also looks the rows up by key (`Update._compiled_document`).
+# in Python; the statement's text is the same for any number of rows, so a worker prepares it once
+# (docs/performance.md "Hand-written statements").
 _DOCUMENT_AS_IS = frozenset({
     "CharField", "TextField", "BooleanField", "AutoField", "BigAutoField", "SmallAutoField", "IntegerField",
     "BigIntegerField", "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
@@ -469,11 +470,10 @@ class Update:
         sets = ", ".join(
             f"{quote(field.column)} = v.{quote(field.column)}" for field in self._compiled(vendor)[1]
         )
-        # The rows are looked up by their keys as an array (`= ANY`), not only joined on them: of the rows a
-        # function returns the planner knows only the declared estimate (100), against which hashing a scan
-        # of the whole table looked cheaper, in tables of up to some 30,000 rows (5 step rows in a table of
-        # 15,000: 3.8 ms instead of 0.15). The estimate of the array does not depend on the values, so a
-        # worker's prepared statement keeps one generic plan instead of being planned at every execution.
+        # The rows are looked up by their keys as an array (`= ANY`), not only joined on them: the planner
+        # knows only a function's declared row estimate (100), against which hashing a scan of the whole table
+        # looked cheaper; the array's estimate does not depend on the values, so a prepared statement keeps
+        # one generic plan (docs/performance.md "Hand-written statements").
         return (
             f"WITH v AS MATERIALIZED (SELECT * FROM {_recordset(self.model)}) "
             f"UPDATE {table} SET {sets} FROM v "

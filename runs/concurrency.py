@@ -2,7 +2,7 @@
 
 A run holds a *slot* from its admission (the first advance: `queued` → `running`) until it is terminal,
 including while it waits for a timer or a person. A run waiting at the environment gate for the approval
-that lets it start (runs/people.py) holds none: it is not admitted yet. Two limits apply:
+that lets it start (runs/services/approvals.py) holds none: it is not admitted yet. Two limits apply:
 
 - the workflow's `concurrency` `{"limit", "key", "on_limit"}`: at most `limit` admitted runs per workflow
   and rendered key (`Run.concurrency_key`; a null key template means one group for the whole workflow).
@@ -41,15 +41,17 @@ from accounts.models import Organization
 from config import sql
 from config.errors import Unprocessable
 from runs.choices import RUN_ACTIVE, RunStatus
-from runs.engine import core
+from runs.engine.advance import advance_locked
 from runs.engine.dispatch import dispatch, request_admission
 from runs.engine.templating import render_value
+from runs.engine.unit_of_work import UnitOfWork
 from runs.models import Run, StepRun
+from workflows.models import Workflow
 
 ACTIVE = RUN_ACTIVE  # not terminal (queued included)
 # Runs holding a slot: admitted and not terminal. Admission sets `started_at`, so a run in one of these
 # statuses without it was never admitted and holds no slot: a run waiting at the environment gate
-# (`awaiting_approval` before its start, runs/people.py) or one paused before it was admitted.
+# (`awaiting_approval` before its start, runs/services/approvals.py) or one paused before it was admitted.
 ADMITTED = frozenset(RUN_ACTIVE - {RunStatus.QUEUED})
 # How many queued runs one admission pass looks at (oldest first).
 ADMISSION_BATCH = 1000
@@ -164,23 +166,23 @@ def admit_pending() -> int:
     return sum(len(admit(organization_id)) for organization_id in organizations)
 
 
-def select_admissions(organization: Organization, in_hand: dict[str, Run] | None = None) -> list[Run]:
+def select_admissions(organization: Organization, this_run: UnitOfWork | None = None) -> list[UnitOfWork]:
     """Decide which queued runs start now and lock them (the caller holds the organisation lock and must
-    not have appended to the audit chain yet); FIFO, both limits. `in_hand`: runs this transaction already
-    holds (a run it just created, resumed or approved), used as they are.
+    not have appended to the audit chain yet); FIFO, both limits. `this_run`: the run this transaction
+    already holds (one it just created, resumed or approved), used as it is.
 
-    An in-hand run left queued gets an admission after this transaction commits: a run finishing
-    meanwhile may have looked for queued runs before this one was visible (`admit`)."""
-    chosen = _select_admissions(organization, in_hand)
-    admitted = {run.id for run in chosen}
-    if in_hand and any(run_id not in admitted for run_id in in_hand):
+    `this_run` left queued gets an admission after this transaction commits: a run finishing meanwhile
+    may have looked for queued runs before this one was visible (`admit`)."""
+    this_transaction = {this_run.run.id: this_run} if this_run is not None else {}
+    chosen = _select_admissions(organization, this_transaction)
+    if this_run is not None and all(work is not this_run for work in chosen):
         request_admission(organization.id)
     return chosen
 
 
-def _select_admissions(organization: Organization, in_hand: dict[str, Run] | None) -> list[Run]:
-    from workflows.models import Workflow
-
+def _select_admissions(
+    organization: Organization, this_transaction: dict[str, UnitOfWork]
+) -> list[UnitOfWork]:
     queued = [
         tuple(row[name] for name in _QUEUED_COLUMNS)
         for row in _QUEUED_RUNS.values(organization.id, RunStatus.QUEUED)
@@ -203,9 +205,9 @@ def _select_admissions(organization: Organization, in_hand: dict[str, Run] | Non
             return []
     # The workflow of a run in hand is in hand too (run_create read its policy from it already).
     concurrencies = {
-        run.workflow_id: run.workflow.concurrency
-        for run in (in_hand or {}).values()
-        if Run.workflow.is_cached(run)
+        work.run.workflow_id: work.run.workflow.concurrency
+        for work in this_transaction.values()
+        if Run.workflow.is_cached(work.run)
     }
     missing = {row[1] for row in queued} - concurrencies.keys()
     if missing:
@@ -242,14 +244,13 @@ def _select_admissions(organization: Organization, in_hand: dict[str, Run] | Non
             free -= 1
     if not chosen:
         return []
-    in_hand = in_hand or {}
-    others = [run_id for run_id in chosen if run_id not in in_hand]
-    locked = {run_id: run for run_id, run in in_hand.items() if run_id in chosen}
+    others = [run_id for run_id in chosen if run_id not in this_transaction]
+    locked = {run_id: work for run_id, work in this_transaction.items() if run_id in chosen}
     if others:
         # One ordered statement; re-checked after the lock (a run cancelled meanwhile is not admitted — its
         # finish requests another admission).
         locked.update(
-            (run.id, run)
+            (run.id, UnitOfWork(run))
             for run in Run.objects.select_for_update()
             .filter(pk__in=others, status=RunStatus.QUEUED, cancel_requested_at=None)
             .order_by("created_at", "id")
@@ -257,14 +258,16 @@ def _select_admissions(organization: Organization, in_hand: dict[str, Run] | Non
     return [locked[run_id] for run_id in chosen if run_id in locked]
 
 
-def start_admitted(runs: list[Run], created_rows: dict[str, dict[str, StepRun]] | None = None) -> list[str]:
+def start_admitted(
+    works: list[UnitOfWork], created_rows: dict[str, dict[str, StepRun]] | None = None
+) -> list[str]:
     """Start runs chosen by `select_admissions` (their first advance); returns their ids. `created_rows`:
     run id → its top-level step rows by step id, for a run created in this transaction (not read back)."""
-    for run in runs:
-        ready = core.advance_locked(run, admit=True, rows=(created_rows or {}).get(run.id))
-        core.save_run(run)
+    for work in works:
+        ready = advance_locked(work, admit=True, rows=(created_rows or {}).get(work.run.id))
+        work.save()
         dispatch(ready)
-    return [run.id for run in runs]
+    return [work.run.id for work in works]
 
 
 def _group(concurrency: dict, workflow_id: str, key) -> tuple:

@@ -111,7 +111,7 @@ def prune_expired_runs(now: datetime | None = None, batch: int = 500) -> int:
 def _delete_batch(scope: Scope, ids: list[str], cutoff: datetime) -> int:
     """One short transaction: lock the candidates that still qualify, delete them and their rows, audit;
     their files' bytes are removed after the commit."""
-    from runs.services import _remove_files
+    from runs.services import remove_files
 
     with transaction.atomic():
         # Re-checked under the run locks: a run resumed or pinned since the scan is not removed.
@@ -147,7 +147,7 @@ def _delete_batch(scope: Scope, ids: list[str], cutoff: datetime) -> int:
             },
         )
         if paths:
-            transaction.on_commit(lambda: _remove_files(paths))
+            transaction.on_commit(lambda: remove_files(paths))
     return len(ids)
 
 

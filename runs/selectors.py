@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 
 from accounts.models import Organization
-from config import sql
 from config.errors import not_found
+from runs import fastpaths
 from runs.choices import STEP_IN_FLIGHT
+from runs.engine.plan import plan_for
 from runs.models import Run, RunEvent, RunFile, StepRun
 from workflows.models import Workflow, WorkflowVersion
 
@@ -134,29 +135,12 @@ def run_get(*, organization: Organization, run_id: str, for_detail: bool = False
     name, the version number (one query, without the version's definition) and whether any run names it
     as its parent (`has_children`: most runs have none, and the detail then skips reading them)."""
     if for_detail:
-        run = _RUN_DETAIL.first(organization.pk, run_id)
+        run = fastpaths.run_for_detail(organization.pk, run_id)
     else:
         run = runs_of(organization).filter(pk=run_id).first()
     if run is None:
         raise not_found("run", run_id)
     return run
-
-
-# The run detail's two queries (GET /runs/{id}, a trigger's response), built once (config/sql.py).
-_RUN_DETAIL = sql.Prepared(
-    Run,
-    lambda organization_id, run_id: Run.objects.filter(organization_id=organization_id, pk=run_id).annotate(
-        workflow_name=F("workflow__name"),
-        version_number=F("workflow_version__number"),
-        has_children=Exists(Run.objects.filter(parent_run_id=OuterRef("pk"))),
-    ),
-    arity=2,
-)
-_TOP_LEVEL_STEPS = sql.Prepared(
-    StepRun,
-    lambda run_id: StepRun.objects.filter(run_id=run_id, parent__isnull=True).order_by("queued_at", "id"),
-    arity=1,
-)
 
 
 # A loop's detail lists at most this many iterations (a loop may have up to 10,000); the step carries
@@ -174,7 +158,7 @@ class RunSteps:
 def run_steps(*, run: Run) -> RunSteps:
     """The run's top-level steps in definition order, and the iterations of its loop steps (3 queries
     at most, whatever the number of steps)."""
-    steps = _TOP_LEVEL_STEPS.all(run.pk)
+    steps = fastpaths.top_level_steps(run.pk)
     order = _definition_order(run)
     if order:
         steps.sort(key=lambda row: order.get(row.step_id, len(order)))
@@ -196,8 +180,6 @@ def _definition_order(run: Run) -> dict[str, int]:
     """Step id → position in the definition, from the engine's per-process cache of prepared versions
     (no query once the version was seen); a run without a content hash reads the definition."""
     if run.definition_hash:
-        from runs.engine.core import plan_for
-
         return {step_id: index for index, step_id in enumerate(plan_for(run).steps)}
     definition = (
         WorkflowVersion.objects.filter(pk=run.workflow_version_id)

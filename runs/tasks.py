@@ -4,7 +4,7 @@ import logging
 
 from django.db import InterfaceError, OperationalError, connection
 
-from runs.engine import core
+from runs.engine import execute
 from runs.engine.reconciler import reconcile_once
 
 logger = logging.getLogger("baton.engine")
@@ -12,7 +12,7 @@ logger = logging.getLogger("baton.engine")
 
 def step_execute(step_run_id: str) -> None:
     try:
-        core.step_execute(step_run_id)
+        execute.step_execute(step_run_id)
     except (OperationalError, InterfaceError):
         # Worker processes skip Django's health check before each task (a round trip each; runs/apps.py):
         # a connection the server dropped meanwhile (a restart, a failover, an idle timeout) fails its first
@@ -21,7 +21,7 @@ def step_execute(step_run_id: str) -> None:
         # the other operational errors (a deadlock, a lock timeout) deserve a second try too.
         logger.warning("step %s: database error; once more on a new connection", step_run_id, exc_info=True)
         connection.close()
-        core.step_execute(step_run_id)
+        execute.step_execute(step_run_id)
 
 
 def reconcile() -> dict:

@@ -27,19 +27,16 @@ FUNCTION_IMPORT_ALLOWLIST = {
 # broker, admission, the audit append and the trigger's and run read's fast paths. Services and selectors
 # call their functions instead.
 SQL_MODULES = {
-    "config/sql.py",
-    "audit/chain.py",
+    "config/sql.py",  # the statement builders themselves
+    "runs/engine/unit_of_work.py",  # the engine's writes of a run, its steps, events and audit records
+    "runs/engine/reconciler.py",  # the reconciler's scans
+    "runs/engine/broker.py",  # the ORM broker's empty poll
+    "runs/concurrency.py",  # admission: the organisation lock and the queued-run reads
+    "runs/engine/secrets.py",  # the policy read of every run start and trigger
+    "runs/fastpaths.py",  # the trigger's writes and the run read
+    "workflows/fastpaths.py",  # the trigger's workflow lookup
+    "audit/chain.py",  # the audit append (one statement on PostgreSQL)
     "audit/services.py",
-    "runs/concurrency.py",
-    "runs/fastpaths.py",
-    "runs/engine/broker.py",
-    "runs/engine/reconciler.py",
-    "runs/engine/secrets.py",
-    "runs/engine/unit_of_work.py",
-    "runs/engine/core.py",
-    "runs/selectors.py",
-    "runs/services.py",
-    "workflows/selectors.py",
 }
 
 

@@ -3,8 +3,8 @@
 from django.db.models import Q, QuerySet
 
 from accounts.models import Organization
-from config import sql
 from config.errors import InvalidRequest, NotFound, not_found
+from workflows import fastpaths
 from workflows.models import Project, Workflow, WorkflowTemplate, WorkflowVersion
 
 
@@ -15,27 +15,18 @@ def workflow_list(*, organization: Organization) -> QuerySet[Workflow]:
 
 def workflow_get(*, organization: Organization, ref: str, project: bool = True) -> Workflow:
     """The workflow whose id or slug is `ref` (slugs never contain `_`, so the two cannot clash).
-    `project=False`: the project is not loaded with it (read on access), and the query is one written once
-    (every trigger looks its workflow up this way)."""
+    `project=False`: the project is not loaded with it (read on access), through the trigger's fast path."""
     by_id = ref.startswith("wf_")
     if project:
         lookup = Q(pk=ref) if by_id else Q(slug=ref)
         workflow = workflow_list(organization=organization).filter(lookup).first()
     else:
-        workflow = (_WORKFLOW_BY_ID if by_id else _WORKFLOW_BY_SLUG).first(organization.pk, ref)
+        lookup = fastpaths.workflow_by_id if by_id else fastpaths.workflow_by_slug
+        workflow = lookup(organization.pk, ref)
     if workflow is None:
         raise not_found("workflow", ref)
     workflow.organization = organization  # it is this one (the filter): not read again on access
     return workflow
-
-
-# The lookups of every trigger (config/sql.py: compiled once).
-_WORKFLOW_BY_ID = sql.Prepared(
-    Workflow, lambda org, ref: Workflow.objects.filter(organization_id=org, pk=ref), arity=2
-)
-_WORKFLOW_BY_SLUG = sql.Prepared(
-    Workflow, lambda org, ref: Workflow.objects.filter(organization_id=org, slug=ref), arity=2
-)
 
 
 def parse_version_spec(raw, *, name: str = "version", default: str = "latest") -> str | int:
@@ -62,14 +53,10 @@ def workflow_version_get(*, workflow: Workflow, spec: str | int) -> WorkflowVers
             raise NotFound("version_not_found", f"Workflow {workflow.id} has no published version.")
     else:
         number = spec
-    version = _VERSION.first(workflow.pk, number)
+    version = fastpaths.version_by_number(workflow.pk, number)
     if version is None:
         raise NotFound("version_not_found", f"Workflow {workflow.id} has no version {number}.")
     return version
-
-
-# Read by every trigger: written once (config/sql.py).
-_VERSION = sql.Select(WorkflowVersion, None, "{workflow_id} = %s AND {number} = %s")
 
 
 def workflow_versions(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:

@@ -390,7 +390,7 @@ class CancelSerializer(StrictSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=MAX_REASON_LENGTH, default="")
 
 
-# --- pause, resume, rerun (runs/resume.py)
+# --- pause, resume, rerun (runs/services/control.py, resume.py)
 
 RESUME_TYPES = ("collect_inputs", "request_user_action")
 
@@ -590,7 +590,7 @@ class BulkDeleteSerializer(BulkSerializer):
     reason = None
 
 
-# --- approvals and input (runs/people.py, docs/approvals.md)
+# --- approvals and input (runs/services/approvals.py, docs/approvals.md)
 
 
 class DecisionSerializer(StrictSerializer):

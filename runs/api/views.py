@@ -20,7 +20,7 @@ from config.api.idempotency import idempotent
 from config.api.pagination import parse_bounded_int
 from config.api.schema import error_response
 from config.errors import Forbidden, InvalidRequest, not_found
-from runs import quotas, resume, selectors, services
+from runs import quotas, selectors, services
 from runs.api import serializers as s
 from runs.api.representation import created_run_detail
 from runs.choices import RUN_TERMINAL, RunStatus
@@ -220,7 +220,7 @@ class RunViewSet(viewsets.GenericViewSet):
         run = services.run_terminate(run=run, actor=request.auth, reason=data["reason"])
         return _stop_response(run, request.auth.organization)
 
-    # --- approvals (runs/people.py, docs/approvals.md)
+    # --- approvals (runs/services/approvals.py, docs/approvals.md)
 
     @extend_schema(
         summary="Approve the step awaiting approval",
@@ -267,11 +267,9 @@ class RunViewSet(viewsets.GenericViewSet):
         return self._decide(request, approved=False)
 
     def _decide(self, request, *, approved: bool) -> Response:
-        from runs import people
-
         run = self.get_object()
         data = _body(s.DecisionSerializer, request)
-        run = people.run_decide(
+        run = services.run_decide(
             run=run, actor=request.auth, approved=approved, note=data["note"], step_id=data.get("step_id")
         )
         return Response(_detail(run, request.auth.organization))
@@ -301,7 +299,7 @@ class RunViewSet(viewsets.GenericViewSet):
         run = services.run_pin_set(run=self.get_object(), actor=request.auth, pinned=False)
         return Response(_detail(run, request.auth.organization))
 
-    # --- pause, resume, rerun (runs/resume.py)
+    # --- pause, resume, rerun (runs/services/control.py, resume.py)
 
     @extend_schema(
         summary="Pause",
@@ -318,7 +316,7 @@ class RunViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def pause(self, request, run_id=None):
-        run = resume.run_pause(run=self.get_object(), actor=request.auth)
+        run = services.run_pause(run=self.get_object(), actor=request.auth)
         code = http.HTTP_200_OK if run.status == RunStatus.PAUSED else http.HTTP_202_ACCEPTED
         return Response(_detail(run, request.auth.organization), status=code)
 
@@ -350,15 +348,13 @@ class RunViewSet(viewsets.GenericViewSet):
         run = self.get_object()
         data = _body(s.ResumeSerializer, request)
         kind = data.get("type")
-        if kind is not None:
-            from runs import people  # approvals and input steps (docs/approvals.md)
         if kind == "collect_inputs":
-            run = people.run_collect_inputs(
+            run = services.run_collect_inputs(
                 run=run, actor=request.auth, data=data["data"], step_id=data.get("step_id")
             )
         elif kind == "request_user_action":
             _require_scope(request, Scope.RUNS_APPROVE)
-            run = people.run_decide(
+            run = services.run_decide(
                 run=run,
                 actor=request.auth,
                 approved=data["action_value"] == "approved",
@@ -366,7 +362,7 @@ class RunViewSet(viewsets.GenericViewSet):
                 step_id=data.get("action_id"),
             )
         else:
-            run = resume.run_resume(run=run, actor=request.auth, from_step=data.get("from_step"))
+            run = services.run_resume(run=run, actor=request.auth, from_step=data.get("from_step"))
             run.refresh_from_db()
         code = http.HTTP_200_OK if run.is_terminal else http.HTTP_202_ACCEPTED
         return Response(_detail(run, request.auth.organization), status=code)
@@ -389,7 +385,7 @@ class RunViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def rerun(self, request, run_id=None):
         data = _body(s.RerunSerializer, request)
-        run = resume.run_rerun(
+        run = services.run_rerun(
             run=self.get_object(), actor=request.auth, from_step=data["from_step"], version=data["version"]
         )
         body = _detail(run, request.auth.organization)

@@ -3,14 +3,12 @@ closing the database connection before each of its queries.
 
 django-q2's ORM broker calls `close_old_connections()` whenever it is outside a transaction. Without a
 CONN_MAX_AGE (the web process must not keep connections, see config/env.py) that closes the connection
-every time, and the next query opens a new one with Django's connection setup and our PRAGMAs:
-- the pusher reconnected five times a second, the largest share of an idle cluster's CPU;
-- a trigger, which enqueues its first steps after its transaction commits, closed the request's
-  connection and opened another for the enqueue and the response (a quarter of the request's time).
-Here the pusher's poll reuses its connection and refreshes it once a minute, and an enqueue uses the
-caller's connection, which the caller's own lifecycle (request end, worker CONN_MAX_AGE) closes
-(docs/performance.md). An empty poll is one plain read of a statement written once: no transaction (on
-SQLite no write lock) and no queryset built, five times a second. Acknowledging and the rest are django-q2's.
+every time, and the next query opens a new one: the pusher reconnected at every poll, and a trigger's
+enqueue after its commit opened a second connection (docs/performance.md). Here the pusher's poll reuses
+its connection and refreshes it once a minute, and an enqueue uses the caller's connection, which the
+caller's own lifecycle (request end, worker CONN_MAX_AGE) closes. An empty poll is one plain read of a
+statement written once: no transaction (on SQLite no write lock) and no queryset built. Acknowledging and
+the rest are django-q2's.
 """
 
 import time

@@ -117,7 +117,7 @@ def enqueue(step_run_ids: list[str]) -> None:
 
 
 def _run_inline(ids: list[str]) -> None:
-    from runs.engine.core import step_execute
+    from runs.engine.execute import step_execute
 
     pending = getattr(_inline, "pending", None)
     if pending is not None:  # already draining further up this thread's stack
@@ -135,7 +135,7 @@ def drain(limit: int = 100_000) -> int:
     """Execute every step run id collected in manual mode (and those they make ready), running the
     admissions requested meanwhile; returns the number of steps executed."""
     from runs.concurrency import admit
-    from runs.engine.core import step_execute
+    from runs.engine.execute import step_execute
 
     count = 0
     while (MANUAL_QUEUE or MANUAL_ADMISSIONS or MANUAL_CALLBACKS) and count < limit:

@@ -1,6 +1,6 @@
 """The step monitor: one daemon thread per worker process watching the step runs this process executes.
 
-While a handler runs (outside any transaction, see core._execute_one) the monitor
+While a handler runs (outside any transaction, see execute._execute_claimed) the monitor
 - extends the step's lease (the heartbeat): every lease/3 it moves `lease_expires_at` to now + lease with a
   compare-and-set on the lease token, so a long script, LLM call or HTTP request is not reclaimed while its
   worker is alive; a dead worker stops beating and the reconciler reclaims the step after one lease. A

@@ -26,8 +26,10 @@ from django.utils import timezone
 
 from config import sql
 from runs.choices import RUN_ACTIVE, StepStatus
-from runs.engine import core
+from runs.engine.control import run_fail_timeout
 from runs.engine.dispatch import backlog, enqueue
+from runs.engine.execute import step_reclaim
+from runs.engine.waits import step_wake
 from runs.models import Run, StepRun
 from runs.retention import maybe_prune
 
@@ -75,8 +77,7 @@ def reconcile_once(now=None) -> dict[str, int]:
     )
     if lost and backlog():
         # Messages still wait in the queue: a step queued that long is most likely one of them, and ringing
-        # again would only add duplicates to the backlog (measured: under a backlog of thousands of steps
-        # the reconcilers' duplicates took a quarter of the workers' time). Only very old ones go again.
+        # again would only add duplicates to the backlog (docs/performance.md). Only very old ones go again.
         patience = now - timedelta(seconds=settings.BATON_REDISPATCH_AFTER_SECONDS * BACKLOG_PATIENCE)
         lost = [(step_run_id, at) for step_run_id, at in lost if at < patience]
     for step_run_id, dispatched_at in lost:
@@ -91,7 +92,7 @@ def reconcile_once(now=None) -> dict[str, int]:
         "pk", flat=True
     )[:BATCH]
     for step_run_id in list(expired):
-        counts["reclaimed"] += core.step_reclaim(step_run_id)
+        counts["reclaimed"] += step_reclaim(step_run_id)
 
     # A paused run's timers wait for its resume (docs/runs-api.md "Pause, resume and rerun").
     # Also steps waiting for a person past their timeout (approval on_timeout, input_timeout).
@@ -99,11 +100,11 @@ def reconcile_once(now=None) -> dict[str, int]:
         status__in=WAKE_STATUSES, wake_at__lte=now, run__pause_requested_at__isnull=True
     ).values_list("pk", flat=True)[:BATCH]
     for step_run_id in list(due):
-        counts["woken"] += core.step_wake(step_run_id)
+        counts["woken"] += step_wake(step_run_id)
 
     late = Run.objects.filter(status__in=RUN_ACTIVE, deadline_at__lt=now).values_list("pk", flat=True)[:BATCH]
     for run_id in list(late):
-        counts["timed_out"] += core.run_fail_timeout(run_id)
+        counts["timed_out"] += run_fail_timeout(run_id)
 
     from runs.concurrency import admit_pending
 

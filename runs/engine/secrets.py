@@ -203,7 +203,7 @@ def _is_count(value) -> bool:
 
 def _redact_details(redactor: Redactor, details):
     """Redacted details, except the numbers the engine adds up (a failed attempt's `tokens` and
-    `cost_usd`, runs/engine/core.py `_charge`): kept as they are, so no pattern can rename their keys."""
+    `cost_usd`, runs/engine/outcomes.py `charge`): kept as they are, so no pattern can rename their keys."""
     if not isinstance(details, dict):
         return redactor.value(details)
     kept = {}
@@ -300,7 +300,7 @@ class RunLimits:
 def run_limits(run) -> RunLimits:
     """At run start: the deadline (min of the policy's max_run_duration_seconds and
     BATON_MAX_RUN_DURATION_SECONDS) and whether the definition alone exceeds max_steps_per_run."""
-    from runs.engine.core import plan_for  # cached per workflow version; core imports this module
+    from runs.engine.plan import plan_for  # cached per workflow version
 
     policy = policy_for(run.organization_id)
     top_level_steps = len(plan_for(run).steps)

@@ -123,8 +123,10 @@ def _start_child(context: StepContext) -> Run:
     parent's `env` and `model`, and counts against the organisation's quota and concurrency limits."""
     from accounts.models import Organization
     from accounts.principal import SYSTEM
+    from accounts.selectors import organization_has_llm_provider
     from config.errors import Conflict, NotFound, QuotaExceeded, Unprocessable
-    from runs.services import _check_quota, _organization_has_llm_provider, run_create, uses_agents
+    from runs.quotas import check_trigger_quota
+    from runs.services import run_create, uses_agents
     from workflows.choices import WorkflowStatus
     from workflows.selectors import workflow_get, workflow_version_get
 
@@ -156,7 +158,7 @@ def _start_child(context: StepContext) -> Run:
         version = workflow_version_get(workflow=workflow, spec=context.config.get("version") or "latest")
     except NotFound as exc:
         raise _error(exc.code, f"Step '{step_id}': {exc.message}") from None
-    if uses_agents(version.definition.get("steps")) and _organization_has_llm_provider(organization) is False:
+    if uses_agents(version.definition.get("steps")) and not organization_has_llm_provider(organization):
         raise _error(
             "no_llm_provider",
             f"Step '{step_id}': workflow {workflow.id} has agent steps and the organisation has no LLM "
@@ -164,7 +166,7 @@ def _start_child(context: StepContext) -> Run:
         )
     input_data = _child_input(context)
     try:
-        _check_quota(organization)
+        check_trigger_quota(organization, uses_agents=False)  # an early 402; run_create checks it all
         with transaction.atomic():
             child = run_create(
                 workflow=workflow,
@@ -224,7 +226,7 @@ def on_cancel_requested(run: Run) -> None:
 
 
 def _starts_children(run: Run) -> bool:
-    from runs.engine.core import plan_for
+    from runs.engine.plan import plan_for
 
     for step in plan_for(run).steps.values():
         inline = (step.get("config") or {}).get("step") if step["type"] == "loop" else None

@@ -24,8 +24,7 @@ def setup(racers: int) -> dict:
     from accounts.models import User
     from accounts.principal import Principal
     from runs.engine import dispatch
-    from runs.people import run_decide
-    from runs.services import run_create
+    from runs.services import run_create, run_decide
     from tests.factories import add_member, make_org
     from workflows.services import workflow_create
 
@@ -53,7 +52,7 @@ def decide(run_id: str, user_id: str, start_file: str) -> dict:
     from accounts.principal import Principal
     from config.errors import ApplicationError
     from runs.models import Run
-    from runs.people import run_decide
+    from runs.services import run_decide
 
     membership = Membership.objects.select_related("user", "organization").get(user_id=user_id)
     actor = Principal(organization=membership.organization, user=membership.user, role=membership.role)
@@ -141,7 +140,7 @@ def cluster_answer(admin_id: str, approve_id: str, answer_id: str) -> dict:
     from accounts.models import Membership
     from accounts.principal import Principal
     from runs.models import Run
-    from runs.people import run_collect_inputs, run_decide
+    from runs.services import run_collect_inputs, run_decide
 
     membership = Membership.objects.select_related("user", "organization").get(user_id=admin_id)
     actor = Principal(organization=membership.organization, user=membership.user, role=membership.role)

@@ -408,7 +408,7 @@ def test_a_timeout_not_yet_due_does_nothing(engine):
     assert engine.reload(run).status == "awaiting_approval"
 
 
-# --- /resume request_user_action (the lead's endpoint calls runs.people.run_decide) ---------------------
+# --- /resume request_user_action (the lead's endpoint calls runs.services.run_decide) ---------------------
 
 
 @pytest.mark.parametrize(("value", "final"), [("approved", "completed"), ("rejected", "failed")])
@@ -556,7 +556,7 @@ def test_processes_racing_for_the_last_approval(_race_env, tmp_path):
     assert state["run_status"] == "running"
 
 
-# --- pause and resume (runs/resume.py) ----------------------------------------------------------------
+# --- pause and resume (runs/services/resume.py) ----------------------------------------------------
 
 
 def test_a_paused_run_takes_no_decision_until_resumed_then_waits_again(engine, owner_client):

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.principal import SYSTEM
 from config.errors import Conflict, Unprocessable
-from runs.engine import core
+from runs.engine.control import run_fail_timeout
 from runs.engine.reconciler import reconcile_once
 from runs.models import Run, StepRun
 from runs.services import run_cancel
@@ -233,7 +233,7 @@ def test_cancel_a_waiting_run(engine):
 def test_reclaim_on_a_finished_run_only_closes_the_step(engine, flaky):
     run = engine.start([flaky_step("a", retry={"max_attempts": 3})], drain=False)
     Run.objects.filter(pk=run.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
-    assert core.run_fail_timeout(run.id)
+    assert run_fail_timeout(run.id)
     step_run_id = StepRun.objects.get(run=run).pk
     _crash(step_run_id)  # a worker died on a step of the run that has just timed out
     assert reconcile_once()["reclaimed"] == 1
@@ -246,7 +246,7 @@ def test_reclaim_on_a_finished_run_only_closes_the_step(engine, flaky):
 def test_a_step_finishing_after_its_run_failed_is_recorded_without_events(engine, flaky):
     def fail_the_run_meanwhile(context):
         Run.objects.filter(pk=context.run_id).update(deadline_at=timezone.now() - timedelta(seconds=1))
-        assert core.run_fail_timeout(context.run_id)
+        assert run_fail_timeout(context.run_id)
 
     flaky.fail_times["a"] = 1  # would be retried, but the run is over
     flaky.hooks["a"] = fail_the_run_meanwhile

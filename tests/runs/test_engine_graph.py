@@ -2,7 +2,8 @@
 
 import pytest
 
-from runs.engine import core
+from runs.engine.advance import advance
+from runs.engine.execute import step_execute
 from runs.models import RunEvent, StepRun
 from tests.runs.conftest import transform
 
@@ -105,14 +106,14 @@ def test_output_template_error_fails_run(engine):
 def test_advance_twice_changes_nothing_the_second_time(engine):
     run = engine.start([transform("a", 1), transform("b", 2, depends_on=["a"])], drain=False)
     before = (list(engine.queued), engine.statuses(run), RunEvent.objects.filter(run=run).count())
-    assert core.advance(run.id) == []
-    assert core.advance(run.id) == []
+    assert advance(run.id) == []
+    assert advance(run.id) == []
     assert (list(engine.queued), engine.statuses(run), RunEvent.objects.filter(run=run).count()) == before
     engine.drain()
     run = engine.reload(run)
     assert run.status == "completed"
     events = RunEvent.objects.filter(run=run).count()
-    assert core.advance(run.id) == []
+    assert advance(run.id) == []
     assert RunEvent.objects.filter(run=run).count() == events
     assert engine.reload(run).completed_at == run.completed_at
 
@@ -121,7 +122,7 @@ def test_executing_a_step_twice_runs_it_once(engine):
     run = engine.start([transform("a", 1)], drain=False)
     step_run_id = engine.queued[0]
     engine.drain()
-    core.step_execute(step_run_id)  # a duplicate message after the step finished
+    step_execute(step_run_id)  # a duplicate message after the step finished
     assert StepRun.objects.get(pk=step_run_id).attempt == 1
     assert [kind for kind, _ in engine.events(engine.reload(run))].count("step_started") == 1
 

@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from runs.engine import core
+from runs.engine import execute
 from runs.engine.reconciler import reconcile_once
 from runs.models import RunEvent, StepRun
 from tests.runs.conftest import flaky_step
@@ -89,7 +89,9 @@ def test_a_dead_worker_still_loses_its_lease(engine, flaky):
     """No heartbeat without a live worker: the reconciler reclaims the step after its lease."""
     run = engine.start([flaky_step("a", retry={"max_attempts": 2})], drain=False)
     step_run_id = engine.queued.pop()
-    claimed = core._claim(step_run_id, timezone.now())  # claimed by a worker that then died (never executed)
+    claimed = execute.claim(
+        step_run_id, timezone.now()
+    )  # claimed by a worker that then died (never executed)
     assert claimed is not None
     step = StepRun.objects.get(pk=step_run_id)
     assert step.status == "running"
@@ -108,6 +110,6 @@ def test_a_dead_worker_still_loses_its_lease(engine, flaky):
 
 def test_lease_is_the_timeout_plus_grace_capped_by_the_setting(settings):
     settings.BATON_STEP_LEASE_SECONDS = 300
-    assert core.lease_seconds({}) == 300
-    assert core.lease_seconds({"timeout_seconds": 10}) == 40
-    assert core.lease_seconds({"timeout_seconds": 3600}) == 300
+    assert execute.lease_seconds({}) == 300
+    assert execute.lease_seconds({"timeout_seconds": 10}) == 40
+    assert execute.lease_seconds({"timeout_seconds": 3600}) == 300

@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.db import connections
 
-from runs.engine import core
+from runs.engine.execute import step_execute
 from runs.engine.reconciler import reconcile_once
 from runs.models import RunEvent, StepRun
 from tests.runs.conftest import flaky_step
@@ -37,7 +37,7 @@ def _at_once(count, target, *args):
 def test_one_step_delivered_to_eight_workers_runs_once(engine, flaky):
     run = engine.start([flaky_step("a"), flaky_step("b", depends_on=["a"])], drain=False)
     step_run_id = engine.queued.pop()
-    _at_once(8, core.step_execute, step_run_id)
+    _at_once(8, step_execute, step_run_id)
     assert flaky.calls == [("a", 1), ("b", 1)]
     run = engine.reload(run)
     assert run.status == "completed"

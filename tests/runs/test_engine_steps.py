@@ -84,7 +84,7 @@ def test_loop_respects_max_concurrency(engine):
     from runs.engine import dispatch
 
     dispatch.MANUAL_QUEUE.clear()
-    from runs.engine.core import step_execute
+    from runs.engine.execute import step_execute
 
     step_execute(loop_id)  # spawns the iterations
     children = StepRun.objects.filter(run=run, parent__isnull=False)

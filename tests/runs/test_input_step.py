@@ -5,7 +5,7 @@ fields), the data becomes the step's output, timeouts fail the step, and the cod
 import pytest
 
 from audit.models import AuditEvent
-from runs.people import run_collect_inputs
+from runs.services import run_collect_inputs
 from tests.runs.conftest import transform
 from tests.runs.test_approvals import client_for, error_code, key_client
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from runs import resume
+from runs import services
 from runs.engine.reconciler import reconcile_once
 from runs.models import Run, RunEvent, StepRun
 from tests.runs.conftest import flaky_step, transform
@@ -17,7 +17,7 @@ def test_a_paused_runs_wait_holds_until_the_resume(engine):
     )
     assert engine.statuses(run)["nap"] == "waiting"
 
-    paused = resume.run_pause(run=run, actor=engine.actor)
+    paused = services.run_pause(run=run, actor=engine.actor)
     assert paused.status == "paused"  # nothing was running: paused at once
     assert paused.deadline_at is None
     past = timezone.now() - timedelta(seconds=1)
@@ -27,7 +27,7 @@ def test_a_paused_runs_wait_holds_until_the_resume(engine):
     assert counts["woken"] == 0 and counts["timed_out"] == 0
     assert engine.reload(run).status == "paused" and engine.statuses(run)["nap"] == "waiting"
 
-    resumed = resume.run_resume(run=run, actor=engine.actor)
+    resumed = services.run_resume(run=run, actor=engine.actor)
     assert resumed.status == "running" and resumed.deadline_at is not None
     engine.drain()
     run = engine.reload(run)
@@ -42,7 +42,9 @@ def test_a_loop_pauses_between_iterations_and_tops_up_on_resume(engine, flaky):
 
     def pause_once(context):
         if not paused:
-            paused.append(resume.run_pause(run=Run.objects.get(pk=context.run_id), actor=engine.actor).status)
+            paused.append(
+                services.run_pause(run=Run.objects.get(pk=context.run_id), actor=engine.actor).status
+            )
 
     flaky.hooks["each"] = pause_once
     run = engine.start(
@@ -56,7 +58,7 @@ def test_a_loop_pauses_between_iterations_and_tops_up_on_resume(engine, flaky):
     assert [child.status for child in children] == ["completed", "pending", "pending"]
     assert len(flaky.calls) == 1
 
-    resume.run_resume(run=run, actor=engine.actor)
+    services.run_resume(run=run, actor=engine.actor)
     engine.drain()
     run = engine.reload(run)
     assert run.status == "completed" and len(flaky.calls) == 3
@@ -65,7 +67,7 @@ def test_a_loop_pauses_between_iterations_and_tops_up_on_resume(engine, flaky):
 def test_a_step_message_after_the_pause_puts_the_step_back(engine, flaky):
     run = engine.start([flaky_step("a"), flaky_step("b", depends_on=["a"])], drain=False)
     assert engine.statuses(run)["a"] == "queued"
-    resume.run_pause(run=run, actor=engine.actor)
+    services.run_pause(run=run, actor=engine.actor)
     assert engine.reload(run).status == "running"  # a queued step may still be claimed: not paused yet
     engine.drain()  # the worker gets the message: it does not run the step
     assert flaky.calls == [] and engine.statuses(run) == {"a": "pending", "b": "pending"}
@@ -73,14 +75,15 @@ def test_a_step_message_after_the_pause_puts_the_step_back(engine, flaky):
     reconcile_once()
     assert engine.queued == []  # nothing to redispatch for a paused run
 
-    resume.run_resume(run=run, actor=engine.actor)
+    services.run_resume(run=run, actor=engine.actor)
     engine.drain()
     assert engine.reload(run).status == "completed" and [call[0] for call in flaky.calls] == ["a", "b"]
 
 
 def test_resume_from_a_step_of_a_paused_run_runs_it_again(engine, flaky):
     flaky.hooks["a"] = lambda context: (
-        flaky.hooks.pop("a") and resume.run_pause(run=Run.objects.get(pk=context.run_id), actor=engine.actor)
+        flaky.hooks.pop("a")
+        and services.run_pause(run=Run.objects.get(pk=context.run_id), actor=engine.actor)
     )
     run = engine.start([flaky_step("a"), flaky_step("b", depends_on=["a"])])
     assert engine.reload(run).status == "paused" and engine.statuses(run) == {
@@ -88,7 +91,7 @@ def test_resume_from_a_step_of_a_paused_run_runs_it_again(engine, flaky):
         "b": "pending",
     }
 
-    resume.run_resume(run=run, actor=engine.actor, from_step="a")
+    services.run_resume(run=run, actor=engine.actor, from_step="a")
     engine.drain()
     rows = engine.steps(run)
     assert engine.reload(run).status == "completed"

@@ -143,7 +143,7 @@ def _loop_of_agents(count: int) -> list[dict]:
 
 
 def _execute_concurrently(step_run_ids: list[str]) -> list[Exception]:
-    from runs.engine.core import step_execute
+    from runs.engine.execute import step_execute
 
     barrier = threading.Barrier(len(step_run_ids))
     errors = []
@@ -192,7 +192,7 @@ def _agent_run(settings, org, owner, fake, count):
     run = run_create(workflow=workflow, actor=actor)
     (loop_step,) = list(dispatch_module.MANUAL_QUEUE)
     dispatch_module.MANUAL_QUEUE.clear()
-    from runs.engine.core import step_execute
+    from runs.engine.execute import step_execute
 
     step_execute(loop_step)  # spawns the iterations
     iterations = list(dispatch_module.MANUAL_QUEUE)

@@ -7,7 +7,7 @@ from django.db import close_old_connections, connection
 
 from runs import tasks
 from runs.apps import _start_reconciler
-from runs.engine import core
+from runs.engine.execute import step_execute
 from tests.runs.conftest import transform
 
 pytestmark = [
@@ -59,6 +59,6 @@ def test_a_health_checked_connection_is_replaced_before_the_claims_pipeline(engi
     _drop_connection()
     close_old_connections()  # what a new request (or django-q2 before a task) does
 
-    core.step_execute(step_run_id)
+    step_execute(step_run_id)
 
     assert engine.steps(engine.reload(run))["a"].output_data == 5

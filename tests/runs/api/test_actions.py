@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from audit.models import AuditEvent
 from runs import services
 from runs.models import Run, RunEvent, RunFile, StepRun
+from runs.services import bulk
 from tests.runs.api.conftest import drain, make_run
 
 
@@ -213,7 +214,7 @@ def test_bulk_cancel_by_filter(api_key_client, mixed, org):
 
 
 def test_bulk_filter_cap_reports_remaining(api_key_client, mixed, monkeypatch):
-    monkeypatch.setattr(services, "BULK_FILTER_MAX", 1)
+    monkeypatch.setattr(bulk, "BULK_FILTER_MAX", 1)
 
     first = api_key_client.post(
         "/api/v1/runs/bulk/delete", {"filter": {"metadata.batch": "b1"}}, format="json"
@@ -227,7 +228,7 @@ def test_bulk_filter_cap_reports_remaining(api_key_client, mixed, monkeypatch):
 
 
 def test_bulk_stops_at_its_time_budget(api_key_client, mixed, monkeypatch):
-    monkeypatch.setattr(services, "BULK_TIME_BUDGET_SECONDS", -1)
+    monkeypatch.setattr(bulk, "BULK_TIME_BUDGET_SECONDS", -1)
 
     deleted = api_key_client.post("/api/v1/runs/bulk/delete", {"filter": {}}, format="json")
     cancelled = api_key_client.post("/api/v1/runs/bulk/cancel", {"filter": {}}, format="json")

@@ -178,12 +178,12 @@ def test_pause_while_a_step_runs_lets_it_finish_then_pauses(api_key_client, org,
     response = api_key_client.post(f"/api/v1/runs/{run_id}/pause", {}, format="json")
     assert response.status_code == 202 and response.json()["status"] == "running"
     # The running step finishes (here: recorded as the worker would), and nothing new starts.
-    from runs.engine import core
+    from runs.engine.advance import advance
 
     StepRun.objects.filter(run_id=run_id, step_id="fetch").update(
         status="completed", output_data={"body": {}}
     )
-    core.advance(run_id)
+    advance(run_id)
     assert Run.objects.get(pk=run_id).status == "paused"
     assert StepRun.objects.get(run_id=run_id, step_id="check").status == "pending"
     drain()  # the trigger's doorbell for `fetch`: the step is no longer queued, nothing runs

@@ -1,8 +1,5 @@
-"""Pause, resume and rerun (API.md `/runs/{id}/pause`, `/resume`, `/rerun`; docs/runs-api.md "Pause, resume
-and rerun").
+"""Resume and rerun (API.md `/runs/{id}/resume`, `/rerun`; docs/runs-api.md "Pause, resume and rerun").
 
-- `run_pause`: no new step starts; the run becomes `paused` once none of its steps is running (a queued run
-  that has not started pauses at once). Timers (waits, retry backoffs) hold until the resume.
 - `run_resume`: a `paused` run continues where it stopped; a `failed` or `cancelled` run is re-run in
   place: its failed, cancelled and unfinished steps (and `from_step`, when given) and every step downstream
   of them start anew, every other step keeps its recorded output. The run goes through admission again
@@ -14,39 +11,26 @@ and rerun").
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.selectors import organization_has_llm_provider
 from audit.services import audit_record
 from config.errors import Conflict, InvalidRequest
 from runs import concurrency as admission
-from runs import people
 from runs.choices import EventType, RunStatus, RunTrigger, StepStatus
-from runs.engine import core
+from runs.engine.control import reset_steps, run_continue
 from runs.engine.dispatch import dispatch
+from runs.engine.plan import downstream, plan_for, plan_for_version
+from runs.engine.unit_of_work import UnitOfWork
 from runs.models import Run, StepRun
+from runs.services.approvals import hold_if_gated
+from runs.services.trigger import run_create, uses_agents
 from workflows.choices import WorkflowStatus
+from workflows.selectors import workflow_version_get
 
 KEPT = (StepStatus.COMPLETED, StepStatus.SKIPPED)  # outcomes a resume or rerun keeps
 RESUMABLE = (RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED)
-
-
-def downstream(plan: core.Plan, seeds: Iterable[str]) -> set[str]:
-    """`seeds` and every step that depends on one of them, directly or not."""
-    dependents: dict[str, list[str]] = {}
-    for step_id, deps in plan.deps.items():
-        for dep in deps:
-            dependents.setdefault(dep, []).append(step_id)
-    found = set(seeds)
-    todo = list(found)
-    while todo:
-        for step_id in dependents.get(todo.pop(), ()):
-            if step_id not in found:
-                found.add(step_id)
-                todo.append(step_id)
-    return found
 
 
 def _unknown_step(step_id: str, where: str) -> InvalidRequest:
@@ -57,38 +41,12 @@ def _unknown_step(step_id: str, where: str) -> InvalidRequest:
     )
 
 
-@transaction.atomic
-def run_pause(*, run: Run, actor) -> Run:
-    locked = Run.objects.select_for_update().get(pk=run.pk)
-    if locked.is_terminal or locked.cancel_requested_at is not None:
-        state = locked.status if locked.is_terminal else "being cancelled"
-        raise Conflict("run_not_pausable", f"Run {run.id} is {state} and cannot be paused.")
-    if locked.pause_requested_at is None:
-        now = timezone.now()
-        if locked.status == RunStatus.QUEUED:
-            # Not admitted yet: paused at once, and it gives up its place in the queue until resumed.
-            locked.pause_requested_at = now
-            locked.status = RunStatus.PAUSED
-            core.emit(locked, EventType.RUN_PAUSED)
-        else:
-            core.run_request_pause(locked, now)
-        core.save_run(locked)
-        audit_record(
-            organization=locked.organization,
-            event="run.paused",
-            actor=actor,
-            target=("run", locked.id),
-            data={"status": locked.status},
-            run_id=locked.id,
-        )
-    return locked
-
-
 def run_resume(*, run: Run, actor, from_step: str | None = None) -> Run:
     """Resume a paused run, or re-run a failed or cancelled one in place (see the module docstring)."""
     with transaction.atomic():
         organization = admission.lock_organization(run.organization_id)  # lock order: organisation first
         locked = Run.objects.select_for_update().get(pk=run.pk)
+        work = UnitOfWork(locked)
         paused = locked.status == RunStatus.PAUSED or (
             locked.pause_requested_at is not None and not locked.is_terminal
         )
@@ -103,7 +61,7 @@ def run_resume(*, run: Run, actor, from_step: str | None = None) -> Run:
                 f"Run {run.id} is a sub-workflow run: resume its parent run "
                 f"({locked.parent_step_run.run_id}), which starts the step anew.",
             )
-        plan = core.plan_for(locked)
+        plan = plan_for(locked)
         if from_step is not None and from_step not in plan.steps:
             raise _unknown_step(from_step, f"run {run.id}'s workflow version")
         now = timezone.now()
@@ -127,9 +85,9 @@ def run_resume(*, run: Run, actor, from_step: str | None = None) -> Run:
             if from_step is not None:
                 seeds.add(from_step)
             reset = downstream(plan, seeds)
-            core.reset_steps(locked, reset, now)
+            reset_steps(locked, reset, now)
         ready: list[str] = []
-        starting: list[Run] = []
+        starting: list[UnitOfWork] = []
         if locked.is_terminal or locked.started_at is None:
             # Back through admission, like a new run (the concurrency limits apply), keeping its place.
             locked.status = RunStatus.QUEUED
@@ -137,16 +95,14 @@ def run_resume(*, run: Run, actor, from_step: str | None = None) -> Run:
                           "pause_requested_at", "pause_signal", "deadline_at"):  # fmt: skip
                 setattr(locked, field, None)
             # A run that never started (rejected or cancelled at the environment gate, or paused there) waits
-            # at the gate again: it cannot start without an approval (runs/people.py).
-            if not people.hold_if_gated(locked, resumed=True):
-                core.emit(locked, EventType.RUN_QUEUED, data={"resumed": True, "from_step": from_step})
-            core.save_run(locked)  # admission reads the queue from the table
-            starting = admission.select_admissions(organization, {locked.id: locked}) if organization else []
-            if not organization:
-                starting = [locked]
+            # at the gate again: it cannot start without an approval (approvals.py).
+            if not hold_if_gated(work, resumed=True):
+                work.emit(EventType.RUN_QUEUED, data={"resumed": True, "from_step": from_step})
+            work.save()  # admission reads the queue from the table
+            starting = admission.select_admissions(organization, work) if organization else [work]
         else:
-            ready = core.run_continue(locked, now)
-        core.save_run(locked)
+            ready = run_continue(work, now)
+        work.save()
         audit_record(
             organization=locked.organization,
             event="run.resumed",
@@ -163,9 +119,6 @@ def run_resume(*, run: Run, actor, from_step: str | None = None) -> Run:
 def run_rerun(*, run: Run, actor, from_step: str = "start", version: str = "pinned") -> Run:
     """Start a new run linked to `run` (see the module docstring). `from_step`: `start` (everything runs
     again), `failed` (the failed, cancelled and unfinished steps and what follows them) or a step id."""
-    from runs.services import _organization_has_llm_provider, run_create, uses_agents
-    from workflows.selectors import workflow_version_get
-
     workflow = run.workflow
     if workflow.status == WorkflowStatus.ARCHIVED:
         raise Conflict("workflow_archived", f"Workflow {workflow.id} is archived: its runs cannot be rerun.")
@@ -174,15 +127,14 @@ def run_rerun(*, run: Run, actor, from_step: str = "start", version: str = "pinn
     target = (
         run.workflow_version if version == "pinned" else workflow_version_get(workflow=workflow, spec=version)
     )
-    if (
-        uses_agents(target.definition.get("steps"))
-        and _organization_has_llm_provider(workflow.organization) is False
+    if uses_agents(target.definition.get("steps")) and not organization_has_llm_provider(
+        workflow.organization
     ):
         raise InvalidRequest(
             "no_llm_provider",
             "This workflow has agent steps and the organisation has no LLM provider: add one first.",
         )
-    plan = core.plan_for_version(target)
+    plan = plan_for_version(target)
     fields = ("id", "step_id", "type", "status", "skip_reason", "input_data", "output_data", "started_at",
               "completed_at")  # fmt: skip
     rows = StepRun.objects.filter(run_id=run.id, parent__isnull=True).only(*fields)

@@ -1,6 +1,6 @@
 """People in runs: approval decisions and answers to input requests (docs/approvals.md).
 
-Each service locks the run row first (`core._lock_run`), then the step run, then appends to the audit chain
+Each service locks the run row first (`lock_run`), then the step run, then appends to the audit chain
 (lock order: organisation → run → step runs → audit head), so two people deciding at once are serialised:
 exactly one decision completes a step, and a decision arriving after the step settled is a 409.
 
@@ -20,8 +20,12 @@ from audit.services import audit_record
 from config.errors import Conflict, Forbidden, Unprocessable, not_found
 from runs import concurrency as admission
 from runs.choices import EventType, RunStatus, StepStatus
-from runs.engine import core
 from runs.engine import secrets as engine_secrets
+from runs.engine.outcomes import finish_run
+from runs.engine.plan import plan_for
+from runs.engine.resolve import iso
+from runs.engine.unit_of_work import UnitOfWork, lock_run
+from runs.engine.waits import approval_record, person_answered
 from runs.models import Run, StepRun
 
 # A decision or an answer is accepted while the run is in one of these (a paused, queued or finished run is
@@ -53,7 +57,7 @@ def _waiting_step(run: Run, status: str, step_id: str | None, code: str, what: s
     named = (run.pause_signal or {}).get("step_id")
     if named in waiting:
         return waiting[named]
-    return next(waiting[step] for step in core.plan_for(run).order if step in waiting)
+    return next(waiting[step] for step in plan_for(run).order if step in waiting)
 
 
 def is_approver(approvers: list[str] | None, actor) -> bool:
@@ -76,7 +80,7 @@ def is_approver(approvers: list[str] | None, actor) -> bool:
 
 def _decision(actor, approved: bool, note: str, now) -> dict:
     decision = {"by": actor.actor_id, "by_type": actor.actor_type, "approved": approved, "note": note,
-                "at": core._iso(now)}  # fmt: skip
+                "at": iso(now)}  # fmt: skip
     user = getattr(actor, "user", None)
     if user is not None:
         decision["email"] = user.email
@@ -99,7 +103,8 @@ def run_decide(*, run: Run, actor, approved: bool, note: str = "", step_id: str 
     note = (note or "")[:NOTE_MAX_LENGTH]
     if step_id is None and at_gate(run):  # the caller's snapshot: the organisation lock must come first
         return _decide_gate(run=run, actor=actor, approved=approved, note=note)
-    locked = core._lock_run(run.pk)
+    work = lock_run(run.pk)
+    locked = work.run
     row = _waiting_step(
         locked, StepStatus.AWAITING_APPROVAL, step_id, "run_not_awaiting_approval", "approval"
     )
@@ -124,7 +129,7 @@ def run_decide(*, run: Run, actor, approved: bool, note: str = "", step_id: str 
             details={"step_id": row.step_id},
         )
     now = timezone.now()
-    outcome = core.approval_record(locked, row, _decision(actor, approved, note, now), now)
+    outcome = approval_record(work, row, _decision(actor, approved, note, now), now)
     decisions = row.state.get("decisions") or []
     audit_record(
         organization=locked.organization,
@@ -142,7 +147,7 @@ def run_decide(*, run: Run, actor, approved: bool, note: str = "", step_id: str 
         note=note or None,
         run_id=locked.id,
     )
-    core.save_run(locked)
+    work.save()
     return locked
 
 
@@ -168,15 +173,16 @@ def environment_gate(organization_id: str, env, *, dry_run: bool, parent_step_ru
     }
 
 
-def gate_event(run: Run, signal: dict, **data) -> None:
+def gate_event(work: UnitOfWork, signal: dict, **data) -> None:
     """`run_awaiting_approval` for a run held at the gate (the caller holds the run and saves it)."""
-    data = {"pause_signal": signal, "gate": GATE, "env": run.env, **data}
-    core.emit(run, EventType.RUN_AWAITING_APPROVAL, data=data)
+    data = {"pause_signal": signal, "gate": GATE, "env": work.run.env, **data}
+    work.emit(EventType.RUN_AWAITING_APPROVAL, data=data)
 
 
-def hold_if_gated(run: Run, **data) -> bool:
+def hold_if_gated(work: UnitOfWork, **data) -> bool:
     """A locked run going back to admission (a resume in place) that never started waits at the gate again
     instead: a rejected, cancelled or paused gated run cannot start without an approval. True if held."""
+    run = work.run
     if run.started_at is not None:
         return False
     signal = environment_gate(
@@ -186,7 +192,7 @@ def hold_if_gated(run: Run, **data) -> bool:
         return False
     run.status = RunStatus.AWAITING_APPROVAL
     run.pause_signal = signal
-    gate_event(run, signal, **data)
+    gate_event(work, signal, **data)
     return True
 
 
@@ -208,7 +214,8 @@ def _decide_gate(*, run: Run, actor, approved: bool, note: str) -> Run:
     decides (member or higher, API key with runs:approve), the one who triggered the run included; one
     decision settles it. 409 run_not_awaiting_approval when the run left the gate meanwhile."""
     organization = admission.lock_organization(run.organization_id) if approved else None
-    locked = core._lock_run(run.pk)
+    work = lock_run(run.pk)
+    locked = work.run
     if not at_gate(locked) or locked.pause_requested_at is not None or locked.cancel_requested_at is not None:
         raise Conflict(
             "run_not_awaiting_approval",
@@ -218,15 +225,13 @@ def _decide_gate(*, run: Run, actor, approved: bool, note: str) -> Run:
     decision = _decision(actor, approved, note, now)
     data = {"gate": GATE, "env": locked.env, "step_id": None, "approved": approved,
             "outcome": "approved" if approved else "rejected"}  # fmt: skip
-    starting: list[Run] = []
+    starting: list[UnitOfWork] = []
     if approved:
         locked.status = RunStatus.QUEUED
         locked.pause_signal = None
-        core.emit(locked, EventType.RUN_QUEUED, data={"gate": GATE, "decision": decision})
-        core.save_run(locked)  # admission reads the queue from the table
-        starting = (
-            admission.select_admissions(organization, {locked.id: locked}) if organization else [locked]
-        )
+        work.emit(EventType.RUN_QUEUED, data={"gate": GATE, "decision": decision})
+        work.save()  # admission reads the queue from the table
+        starting = admission.select_admissions(organization, work) if organization else [work]
     audit_record(  # after admission's run locks (lock order), before the run.failed of a rejection
         organization=locked.organization,
         event="run.approved" if approved else "run.rejected",
@@ -243,8 +248,8 @@ def _decide_gate(*, run: Run, actor, approved: bool, note: str) -> Run:
             f"'{locked.env}'" + (f": {note}" if note else "."),
             "step_id": None,
         }
-        core._finish_run(locked, RunStatus.FAILED, now=now, error=error)
-        core.save_run(locked)
+        finish_run(work, RunStatus.FAILED, now=now, error=error)
+        work.save()
     admission.start_admitted(starting)
     return locked
 
@@ -288,7 +293,8 @@ def run_collect_inputs(*, run: Run, actor, data, step_id: str | None = None) -> 
     output (the step is requeued) and the run is `running` again unless another step still waits; audited
     as `run.resumed` (`data.type` collect_inputs, the field names, never the values). Raises Conflict
     run_not_awaiting_input (nothing awaits input, or it was answered meanwhile), NotFound step_not_found."""
-    locked = core._lock_run(run.pk)
+    work = lock_run(run.pk)
+    locked = work.run
     row = _waiting_step(locked, StepStatus.AWAITING_INPUT, step_id, "run_not_awaiting_input", "input")
     sentences, fields = input_problems((row.input_data or {}).get("schema"), data)
     if sentences:
@@ -298,8 +304,8 @@ def run_collect_inputs(*, run: Run, actor, data, step_id: str | None = None) -> 
             details={"step_id": row.step_id, "errors": sentences, "fields": fields},
         )
     now = timezone.now()
-    answer = {"outcome": "provided", "data": data, "by": actor.actor_id, "answered_at": core._iso(now)}
-    core.person_answered(locked, row, now, state=answer)
+    answer = {"outcome": "provided", "data": data, "by": actor.actor_id, "answered_at": iso(now)}
+    person_answered(work, row, now, state=answer)
     audit_record(
         organization=locked.organization,
         event="run.resumed",
@@ -313,5 +319,5 @@ def run_collect_inputs(*, run: Run, actor, data, step_id: str | None = None) -> 
         },
         run_id=locked.id,
     )
-    core.save_run(locked)
+    work.save()
     return locked

@@ -1,0 +1,129 @@
+"""The unit of work of one transaction on a locked run: what it will write when it saves.
+
+An engine transaction locks a run, changes it and its step rows in memory, and writes them together at
+its end: the buffered events in one INSERT, the instant steps' rows in one statement, the run, then the
+audit events of its outcome. `UnitOfWork` holds that pending work; each transaction makes its own, so
+nothing is shared between threads or tasks executing other runs (or the same run, one after the other).
+
+The engine's hand-written statements (config/sql.py) live here, behind plainly named functions.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from audit.services import audit_record
+from config import sql
+from runs.models import Run, RunEvent, StepRun
+
+_RUN_FIELDS = ("status", "started_at", "completed_at", "deadline_at", "result", "error", "event_seq",
+               "cancel_requested_at", "terminate_requested_at", "pause_requested_at", "pause_signal",
+               "total_tokens", "cost_usd")  # fmt: skip
+# What executing an instant step changes on its row (execute.py `execute_instant`, outcomes.py).
+_INSTANT_FIELDS = ("status", "output_data", "error", "input_data", "attempt", "attempts", "state",
+                   "queued_at", "started_at", "completed_at", "dispatched_at", "wake_at")  # fmt: skip
+# The columns advancing (and an instant step's execution) reads from a run's top-level rows.
+ADVANCE_FIELDS = ("id", "run_id", "step_id", "type", "status", "skip_reason", "output_data", "error",
+                   "parent_id", "iteration", "attempt", "attempts", "state", "queued_at",
+                   "started_at")  # fmt: skip
+
+_LOCK_RUN = sql.Select(Run, None, "{pk} = %s", for_update=True)
+_SAVE_RUN = sql.Update(Run, _RUN_FIELDS, must_exist=True)  # as run.save(update_fields=…) was
+_INSERT_EVENTS = sql.Insert(RunEvent, ("run", "seq", "type", "step_id", "data", "created_at"))
+_SAVE_INSTANT_ROWS = sql.Update(StepRun, _INSTANT_FIELDS)
+_QUEUE_ROWS = sql.Update(StepRun, ("status", "queued_at", "dispatched_at"))
+_READ_ROWS = sql.Select(
+    StepRun, ADVANCE_FIELDS, "{run_id} = %s AND {parent_id} IS NULL", order_by="{queued_at}, {id}"
+)
+# A claim's reads by the step run's id: its run (locked), the step run, the run's top-level rows.
+_RUN_OF_STEP = "(SELECT {run} FROM {table} WHERE {id} = %s)".format(
+    run=StepRun._meta.get_field("run").column, table=StepRun._meta.db_table, id=StepRun._meta.pk.column
+)
+_LOCK_RUN_OF_STEP = sql.Select(Run, None, "{pk} = " + _RUN_OF_STEP, for_update=True)
+_CLAIM_PEEK = sql.Select(StepRun, ("run_id", "status", "step_id", "type", "parent_id"), "{pk} = %s")
+_READ_ROWS_OF_STEP = sql.Select(
+    StepRun,
+    ADVANCE_FIELDS,
+    f"{{run_id}} = {_RUN_OF_STEP} AND {{parent_id}} IS NULL",
+    order_by="{queued_at}, {id}",
+)
+
+
+class UnitOfWork:
+    """A locked run and the writes its transaction has pending: events (as row values, in
+    `_INSERT_EVENTS`' order: a run of transform steps emits a dozen), completed instant step rows whose
+    save was deferred, audit records of the run's outcome, and `rows`, the run's top-level step rows as the
+    last advance left them (for the template variables of a step continued into)."""
+
+    __slots__ = ("audit", "events", "rows", "run", "unsaved_rows")
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.events: list[tuple] = []
+        self.unsaved_rows: list[StepRun] = []
+        self.audit: list[dict] = []
+        self.rows: dict[str, StepRun] | None = None
+
+    def emit(self, event_type: str, step_id: str = "", data: dict | None = None) -> None:
+        """Append an event to the run's log (written by `save`, numbered by `run.event_seq`)."""
+        run = self.run
+        run.event_seq += 1
+        self.events.append((run.id, run.event_seq, event_type, step_id, data or {}, timezone.now()))
+
+    def flush_rows(self) -> None:
+        """Save the deferred instant step rows, in one statement: called before anything in the transaction
+        reads step rows from the database again."""
+        if self.unsaved_rows:
+            rows, self.unsaved_rows = self.unsaved_rows, []
+            _SAVE_INSTANT_ROWS.save_many(rows)
+
+    def save(self, *, last: bool = False) -> None:
+        """Write what the transaction changed: deferred step rows, events (one INSERT), the run, then the
+        audit records. `last`: nothing follows in the outermost transaction, whose COMMIT goes with these
+        writes (on PostgreSQL one round trip, so the audit chain's head stays locked only while the server
+        runs the append and the commit)."""
+        with sql.pipeline(commit=last):
+            self.flush_rows()
+            if self.events:
+                events, self.events = self.events, []
+                _INSERT_EVENTS.add_values(events)
+            _SAVE_RUN.save(self.run)
+            if self.audit:
+                entries, self.audit = self.audit, []
+                for entry in entries:
+                    audit_record(**entry, defer=True)
+
+
+def lock_run(run_id: str) -> UnitOfWork:
+    """The run, locked (`SELECT … FOR UPDATE`), in a new unit of work; Run.DoesNotExist when absent."""
+    run = _LOCK_RUN.first(run_id)
+    if run is None:
+        raise Run.DoesNotExist(f"run {run_id} does not exist")
+    return UnitOfWork(run)
+
+
+def read_top_level_rows(run_id: str) -> dict[str, StepRun]:
+    """The run's top-level step rows by step id, with the columns advancing and instant steps need (other
+    fields load on access; saving such a row writes only its loaded fields)."""
+    return {row.step_id: row for row in _READ_ROWS.all(run_id)}
+
+
+def read_for_claim(step_run_id: str) -> tuple[Run | None, dict | None, dict[str, StepRun]]:
+    """(its run, locked; the step run's id, run_id, status, step_id, type and parent_id; the top-level rows by
+    step id) for a claim. One round trip on PostgreSQL (a pipeline): the server runs the three statements
+    in order, so the step and the rows are read after the run's lock is granted and are current."""
+    with sql.pipeline():
+        locked = _LOCK_RUN_OF_STEP.send(step_run_id)
+        peek = _CLAIM_PEEK.send(step_run_id)
+        top_level = _READ_ROWS_OF_STEP.send(step_run_id)
+        run = locked.first()
+        found = peek.values()
+        rows = {step.step_id: step for step in top_level.all()}
+    return run, (found[0] if found else None), rows
+
+
+def queue_rows(rows: list[StepRun]) -> list[str]:
+    """Persist ready rows (already `queued` in memory) in one statement; returns their ids."""
+    if rows:
+        _QUEUE_ROWS.save_many(rows)
+    return [row.id for row in rows]

@@ -1,0 +1,50 @@
+"""The trigger's writes and the run read's queries, written once (config/sql.py) because every trigger and
+every `GET /runs/{id}` runs them. Each returns or writes what its ORM form would; tests/runs/test_fastpaths.py
+runs both and compares."""
+
+from __future__ import annotations
+
+from django.db.models import Exists, F, OuterRef
+
+from config import sql
+from runs.models import Run, StepRun
+from workflows.models import Workflow
+
+_INSERT_RUN = sql.Insert(Run)
+_INSERT_STEPS = sql.Insert(StepRun)
+_SAVE_LAST_RUN = sql.Update(Workflow, ("last_run_at",))
+_RUN_DETAIL = sql.Prepared(
+    Run,
+    lambda organization_id, run_id: Run.objects.filter(organization_id=organization_id, pk=run_id).annotate(
+        workflow_name=F("workflow__name"),
+        version_number=F("workflow_version__number"),
+        has_children=Exists(Run.objects.filter(parent_run_id=OuterRef("pk"))),
+    ),
+    arity=2,
+)
+_TOP_LEVEL_STEPS = sql.Prepared(
+    StepRun,
+    lambda run_id: StepRun.objects.filter(run_id=run_id, parent__isnull=True).order_by("queued_at", "id"),
+    arity=1,
+)
+
+
+def insert_run(run: Run, step_rows: list[StepRun]) -> None:
+    """Insert a new run and its step rows (as `bulk_create` would)."""
+    _INSERT_RUN.add([run])
+    _INSERT_STEPS.add(step_rows)
+
+
+def save_workflow_last_run(workflow: Workflow) -> None:
+    """Save `workflow.last_run_at` (as `workflow.save(update_fields=["last_run_at"])` would)."""
+    _SAVE_LAST_RUN.save(workflow)
+
+
+def run_for_detail(organization_id: str, run_id: str) -> Run | None:
+    """The organisation's run with `workflow_name`, `version_number` and `has_children`, or None."""
+    return _RUN_DETAIL.first(organization_id, run_id)
+
+
+def top_level_steps(run_id: str) -> list[StepRun]:
+    """The run's top-level step rows, by `queued_at` then id."""
+    return _TOP_LEVEL_STEPS.all(run_id)

@@ -1,0 +1,30 @@
+"""The trigger's lookups of its workflow and version, written once (config/sql.py) because every trigger
+runs them. Each returns what its ORM form would; tests/workflows/test_fastpaths.py runs both and compares."""
+
+from __future__ import annotations
+
+from config import sql
+from workflows.models import Workflow, WorkflowVersion
+
+_WORKFLOW_BY_ID = sql.Prepared(
+    Workflow, lambda org, ref: Workflow.objects.filter(organization_id=org, pk=ref), arity=2
+)
+_WORKFLOW_BY_SLUG = sql.Prepared(
+    Workflow, lambda org, ref: Workflow.objects.filter(organization_id=org, slug=ref), arity=2
+)
+_VERSION = sql.Select(WorkflowVersion, None, "{workflow_id} = %s AND {number} = %s")
+
+
+def workflow_by_id(organization_id: str, workflow_id: str) -> Workflow | None:
+    """The organisation's workflow with this id (its project not loaded), or None."""
+    return _WORKFLOW_BY_ID.first(organization_id, workflow_id)
+
+
+def workflow_by_slug(organization_id: str, slug: str) -> Workflow | None:
+    """The organisation's workflow with this slug (its project not loaded), or None."""
+    return _WORKFLOW_BY_SLUG.first(organization_id, slug)
+
+
+def version_by_number(workflow_id: str, number: int) -> WorkflowVersion | None:
+    """The workflow's version `number`, or None."""
+    return _VERSION.first(workflow_id, number)
