@@ -22,13 +22,27 @@ import sys
 from pathlib import Path
 
 GENESIS_HASH = "0" * 64
-BODY_FIELDS = ("id", "organization", "seq", "event", "actor", "actor_type", "target", "run_id", "note", "data",
-               "ip", "request_id", "timestamp")  # fmt: skip
+BODY_FIELDS = (
+    "id",
+    "organization",
+    "seq",
+    "event",
+    "actor",
+    "actor_type",
+    "target",
+    "run_id",
+    "note",
+    "data",
+    "ip",
+    "request_id",
+    "timestamp",
+)
 CHECKPOINT_DOMAIN = b"baton.audit.checkpoint.v1\n"
 CHECKPOINT_FIELDS = ("organization", "seq", "hash", "signed_at", "previous")
 
 
-# RFC 8785, the JSON Canonicalization Scheme: sorted keys (UTF-16 code units), no whitespace, ECMAScript numbers.
+# RFC 8785, the JSON Canonicalization Scheme: keys sorted by UTF-16 code units, no whitespace, ECMAScript
+# numbers.
 def canonical(value) -> str:
     if value is None:
         return "null"
@@ -48,7 +62,8 @@ def canonical(value) -> str:
         return "[" + ",".join(canonical(item) for item in value) + "]"
     if isinstance(value, dict):
         keys = sorted(value, key=lambda key: key.encode("utf-16-be"))
-        return "{" + ",".join(json.dumps(key, ensure_ascii=False) + ":" + canonical(value[key]) for key in keys) + "}"
+        items = (json.dumps(key, ensure_ascii=False) + ":" + canonical(value[key]) for key in keys)
+        return "{" + ",".join(items) + "}"
     raise ValueError(f"not JSON: {value!r}")
 
 
@@ -113,7 +128,7 @@ class Invalid(Exception):
         self.seq = seq
 
 
-def verify(lines: list[bytes], keys: dict | None, head_seq=None, head_hash=None) -> tuple[int, str, list[dict]]:
+def verify(lines: list[bytes], keys: dict | None, head_seq=None, head_hash=None) -> tuple[int, str, list]:
     """(events checked, last hash, checkpoints) of an intact export; raises Invalid at the first bad seq."""
     events, checkpoints = [], []
     for number, line in enumerate(lines, start=1):
@@ -131,10 +146,13 @@ def verify(lines: list[bytes], keys: dict | None, head_seq=None, head_hash=None)
     for number, event in events:
         organization = organization or event.get("organization")
         if event.get("seq") != seq + 1:
-            problems.append(Invalid(event.get("seq"), number, f"expected seq {seq + 1}: an event is missing or "
-                                                              "out of order"))  # fmt: skip
+            problems.append(
+                Invalid(
+                    event.get("seq"), number, f"expected seq {seq + 1}: an event is missing or out of order"
+                )
+            )
         elif event.get("prev_hash") != prev_hash:
-            problems.append(Invalid(seq + 1, number, "prev_hash is not the previous event's hash: reordered or cut"))
+            problems.append(Invalid(seq + 1, number, "prev_hash is not the previous event's hash: reordered"))
         elif event.get("organization") != organization:
             problems.append(Invalid(seq + 1, number, "the event belongs to another organisation's chain"))
         else:
@@ -143,14 +161,19 @@ def verify(lines: list[bytes], keys: dict | None, head_seq=None, head_hash=None)
             except ValueError:
                 intact = False
             if not intact:
-                problems.append(Invalid(seq + 1, number, "the hash does not match the content: the event was edited"))
+                problems.append(Invalid(seq + 1, number, "the hash does not match: the event was edited"))
         if problems:
             break
         seq, prev_hash = seq + 1, event["hash"]
         hashes[seq] = event["hash"]
     if not problems and head_seq is not None and (head_seq != seq or (head_hash and head_hash != prev_hash)):
-        problems.append(Invalid(min(seq + 1, head_seq), "-", f"the chain ends at seq {seq}, not at the head "
-                                                             f"given ({head_seq})"))  # fmt: skip
+        problems.append(
+            Invalid(
+                min(seq + 1, head_seq),
+                "-",
+                f"the chain ends at seq {seq}, not at the head given ({head_seq})",
+            )
+        )
     digests = {hashlib.sha256(checkpoint_message(cp)).hexdigest() for _, cp in checkpoints}
     firsts = 0
     for number, cp in checkpoints:
@@ -161,24 +184,35 @@ def verify(lines: list[bytes], keys: dict | None, head_seq=None, head_hash=None)
         if cp.get("previous") is None:
             firsts += 1
             if firsts > 1:
-                problems.append(Invalid(at, number, f"{where} claims to be the first checkpoint, as another does"))
+                problems.append(Invalid(at, number, f"{where} claims to be the first, as another does"))
         elif cp["previous"] not in digests:
             problems.append(Invalid(at, number, f"{where} names a checkpoint before it that the file lacks"))
         if keys is not None:
             key = keys.get(cp.get("key_id"))
             if key is None:
-                problems.append(Invalid(at, number, f"{where} is signed by key {cp.get('key_id')}, not given"))
+                problems.append(Invalid(at, number, f"{where} is signed by key {cp.get('key_id')}: unknown"))
             else:
                 try:
                     key.verify(base64.b64decode(cp.get("signature") or ""), checkpoint_message(cp))
                 except Exception:  # InvalidSignature, or a signature that is not base64
                     problems.append(Invalid(at, number, f"{where} has a signature that does not hold"))
         if isinstance(at, int) and at > seq and not problems:
-            problems.append(Invalid(seq + 1, number, f"{where} is past the chain's end at seq {seq}: events at the "
-                                                     "end were removed"))  # fmt: skip
+            problems.append(
+                Invalid(
+                    seq + 1,
+                    number,
+                    f"{where} is past the chain's end at seq {seq}: events at the end were removed",
+                )
+            )
         elif at in hashes and hashes[at] != cp.get("hash"):
-            problems.append(Invalid(at, number, f"the event's hash differs from {where}: an event at or before it "
-                                                "was edited and the chain recomputed after it"))  # fmt: skip
+            problems.append(
+                Invalid(
+                    at,
+                    number,
+                    f"the event's hash differs from {where}: an event at or before it "
+                    "was edited and the chain recomputed after it",
+                )
+            )
     if problems:
         raise min(problems, key=lambda problem: problem.seq or 0)
     return seq, prev_hash, [cp for _, cp in checkpoints]
@@ -187,7 +221,9 @@ def verify(lines: list[bytes], keys: dict | None, head_seq=None, head_hash=None)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Verify a Baton audit export (JSON Lines) offline.")
     parser.add_argument("file", help="the export ('-' for standard input)")
-    parser.add_argument("--public-key", action="append", default=[], help="base64 Ed25519 public key, or a file")
+    parser.add_argument(
+        "--public-key", action="append", default=[], help="base64 Ed25519 public key or a file"
+    )
     parser.add_argument("--head-seq", type=int, help="require the chain to end at this seq")
     parser.add_argument("--head-hash", help="and at this hash")
     args = parser.parse_args(argv)

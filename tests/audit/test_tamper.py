@@ -46,8 +46,10 @@ def _set_head(org, seq: int, hash_: str) -> None:
 
 
 def edit_data(org, other):
-    raw_sql(f"UPDATE {TABLE} SET data = {_json('%s')} WHERE organization_id = %s AND seq = 5",
-            ['{"n": 999}', org.pk])  # fmt: skip
+    raw_sql(
+        f"UPDATE {TABLE} SET data = {_json('%s')} WHERE organization_id = %s AND seq = 5",
+        ['{"n": 999}', org.pk],
+    )
     return 5, "edited"
 
 
@@ -66,8 +68,11 @@ def splice_other_org(org, other):
     # Another organisation's event takes seq 5's place, even pointing at seq 4's hash.
     prev = event_at(org, 4).hash
     raw_sql(f"DELETE FROM {TABLE} WHERE organization_id = %s AND seq = 5", [org.pk])
-    raw_sql(f"UPDATE {TABLE} SET organization_id = %s, seq = 5, prev_hash = %s WHERE organization_id = %s AND seq = 2",
-            [org.pk, prev, other.pk])  # fmt: skip
+    raw_sql(
+        f"UPDATE {TABLE} SET organization_id = %s, seq = 5, prev_hash = %s "
+        "WHERE organization_id = %s AND seq = 2",
+        [org.pk, prev, other.pk],
+    )
     # Moved into this chain the row carries this organisation's id, which its hash does not cover.
     return 5, "edited"
 
@@ -80,15 +85,19 @@ def truncate_tail(org, other):
 
 
 def edit_and_recompute(org, other):
-    raw_sql(f"UPDATE {TABLE} SET data = {_json('%s')} WHERE organization_id = %s AND seq = 10",
-            ['{"n": 999}', org.pk])  # fmt: skip
+    raw_sql(
+        f"UPDATE {TABLE} SET data = {_json('%s')} WHERE organization_id = %s AND seq = 10",
+        ['{"n": 999}', org.pk],
+    )
     prev = event_at(org, 9).hash
     for seq in range(10, EVENTS + 1):
         event = event_at(org, seq)
         event.prev_hash = prev
         prev = chain_hash(prev, _body_of(event))
-        raw_sql(f"UPDATE {TABLE} SET prev_hash = %s, hash = %s WHERE organization_id = %s AND seq = %s",
-                [event.prev_hash, prev, org.pk, seq])  # fmt: skip
+        raw_sql(
+            f"UPDATE {TABLE} SET prev_hash = %s, hash = %s WHERE organization_id = %s AND seq = %s",
+            [event.prev_hash, prev, org.pk, seq],
+        )
     _set_head(org, EVENTS, prev)
     return 16, "in seq 9..16 was edited"  # the first checkpoint the chain no longer agrees with
 
@@ -99,7 +108,8 @@ DEFAULT_VERIFY_CATCHES = {truncate_tail, edit_and_recompute}
 
 @pytest.fixture
 def signed_chain(org, other_org, audit_client):
-    """22 events (the API key's creation among them), signed at seq 8, 16 and 22 (the last as an export would)."""
+    """22 events (the API key's creation among them), signed at seq 8, 16 and 22 (the last, as an export
+    would)."""
     for seq in range(head_of(org)["seq"] + 1, EVENTS + 1):
         audit_record(organization=org, event="test.happened", actor=SYSTEM, data={"n": seq})
         if seq in CHECKPOINTS:
@@ -169,8 +179,9 @@ def test_every_tamper_is_caught_naming_the_first_bad_seq(
     assert caught.value.seq == bad_seq, str(caught.value)
 
 
-def test_without_a_key_the_offline_check_still_catches_a_recomputed_chain(signed_chain, other_org, audit_client,
-                                                                           tmp_path):  # fmt: skip
+def test_without_a_key_the_offline_check_still_catches_a_recomputed_chain(
+    signed_chain, other_org, audit_client, tmp_path
+):
     bad_seq, _ = edit_and_recompute(signed_chain, other_org)
     path = _export(audit_client, tmp_path)
     with pytest.raises(CommandError, match=f"seq {bad_seq} "):

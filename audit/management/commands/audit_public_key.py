@@ -1,4 +1,4 @@
-"""Print the public keys of the audit checkpoint signing keys (what GET /api/v1/audit/public-keys publishes)."""
+"""Print the public halves of the audit checkpoint signing keys (as GET /api/v1/audit/public-keys does)."""
 
 import base64
 import json
@@ -11,8 +11,8 @@ from audit.checkpoints import public_keys_document
 
 class Command(BaseCommand):
     help = (
-        "Print the public halves of BATON_AUDIT_SIGNING_KEY (the first signs), for audit_verify --public-key; "
-        "--generate-key prints a new private key to put first in BATON_AUDIT_SIGNING_KEY."
+        "Print the public halves of BATON_AUDIT_SIGNING_KEY (the first signs), for audit_verify "
+        "--public-key; --generate-key prints a new private key to put first in BATON_AUDIT_SIGNING_KEY."
     )
     requires_system_checks = []
     requires_migrations_checks = False
@@ -32,5 +32,5 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(document, indent=2))
             return
         for key in document["keys"]:
-            state = "active (signs new checkpoints)" if key["active"] else "retired (verifies older checkpoints)"
+            state = "active (signs new checkpoints)" if key["active"] else "retired (verifies older ones)"
             self.stdout.write(f"{key['public_key']}  key_id {key['key_id']}  ed25519  {state}")
