@@ -114,11 +114,21 @@ def chain_of_checkpoints_problem(
     return None
 
 
-def file_problem(checkpoints: list[dict], in_file: list[dict]) -> dict | None:
-    """A checkpoint of the file outside the database that the database lacks (rows deleted or edited)."""
-    stored = {checkpoint_digest(checkpoint) for checkpoint in checkpoints}
-    for checkpoint in in_file:
-        if checkpoint.get("type") != "checkpoint":
+def file_problem(checkpoints: list[dict], lines: list[bytes]) -> dict | None:
+    """A checkpoint of the file outside the database (its raw lines) that the database lacks (rows deleted or
+    edited). A line is compared as written first, and by its digest only when the bytes differ."""
+    written = {orjson.dumps(checkpoint) for checkpoint in checkpoints}
+    stored = None
+    for line in lines:
+        if line in written:
+            continue
+        if stored is None:
+            stored = {checkpoint_digest(checkpoint) for checkpoint in checkpoints}
+        try:
+            checkpoint = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            checkpoint = None
+        if not isinstance(checkpoint, dict) or checkpoint.get("type") != "checkpoint":
             return {
                 "seq": None,
                 "id": None,
@@ -161,20 +171,18 @@ def _append_to_file(line: dict) -> None:
         os.close(fd)
 
 
-def file_checkpoints(organization_id: str) -> list[dict]:
-    """The checkpoints in the organisation's file, in the order written ([] without a file)."""
+def file_lines(organization_id: str) -> list[bytes]:
+    """The lines of the organisation's checkpoint file, in the order written ([] without a file)."""
     try:
         data = checkpoint_path(organization_id).read_bytes()
     except FileNotFoundError:
         return []
-    found = []
-    for line in data.splitlines():
-        if line.strip():
-            try:
-                found.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                found.append({"type": "unreadable"})
-    return found
+    return [line for line in data.splitlines() if line.strip()]
+
+
+def file_checkpoints(organization_id: str) -> list[dict]:
+    """The checkpoints in the organisation's file, in the order written."""
+    return [orjson.loads(line) for line in file_lines(organization_id)]
 
 
 def audit_checkpoint_create(*, organization) -> AuditCheckpoint | None:

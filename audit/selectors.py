@@ -21,7 +21,7 @@ from audit.chain import GENESIS_HASH, VerifyResult, finish, link_problem
 from audit.checkpoints import (
     chain_of_checkpoints_problem,
     checkpoint_as_dict,
-    file_checkpoints,
+    file_lines,
     file_problem,
     public_keys,
 )
@@ -207,8 +207,9 @@ def audit_chain_verify(*, organization, full: bool = False) -> VerifyResult:
     lie beyond the head read and are left for the next check."""
     org_id = getattr(organization, "pk", organization)
     head = audit_head(organization=organization)
-    checkpoints = audit_checkpoints(organization=org_id)
-    problems, agreed = checkpoint_problems(org_id, checkpoints, head, every_signature=full)
+    with_events = _checkpoints_and_events(org_id, with_events=True)
+    checkpoints = [checkpoint for checkpoint, _ in with_events]
+    problems, agreed = checkpoint_problems(org_id, with_events, head, every_signature=full)
     start_seq, start_hash = (0, GENESIS_HASH) if full or agreed is None else (agreed["seq"], agreed["hash"])
     chunks = audit_chain_chunks(
         organization=org_id, upto_seq=head["seq"], after_seq=start_seq, finished=False
@@ -243,12 +244,35 @@ def _last_before(checkpoints: list[dict], agreed: dict, bad_seq) -> dict | None:
 
 
 def audit_checkpoints(*, organization) -> list[dict]:
-    """The organisation's checkpoints in the order they were made, as export lines."""
+    """The organisation's checkpoints in the order they were made, as export lines (`checkpoint_as_dict`)."""
+    return [checkpoint for checkpoint, _ in _checkpoints_and_events(organization, with_events=False)]
+
+
+def _checkpoints_and_events(organization, *, with_events: bool) -> list[tuple[dict, tuple | None]]:
+    """(checkpoint as an export line, (id, hash) of the event at its seq or None), in the order made: one
+    query, raw rows, the time formatted as the chain's timestamps are."""
     org_id = getattr(organization, "pk", organization)
-    return [
-        checkpoint_as_dict(row)
-        for row in AuditCheckpoint.objects.filter(organization_id=org_id).order_by("id")
-    ]
+    signed_at = _TIMESTAMP_SQL.get(connection.vendor, '"timestamp"').replace('"timestamp"', 'c."signed_at"')
+    columns = f"c.seq, c.hash, {signed_at}, c.previous, c.key_id, c.signature"
+    join = ""
+    if with_events:
+        columns += ", e.id, e.hash"
+        join = (f" LEFT JOIN {AuditEvent._meta.db_table} e"
+                " ON e.organization_id = c.organization_id AND e.seq = c.seq")  # fmt: skip
+    sql = (f"SELECT {columns} FROM {AuditCheckpoint._meta.db_table} c{join} "
+           "WHERE c.organization_id = %s ORDER BY c.id")  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [org_id])
+        rows = cursor.fetchall()
+    finish_timestamp = timestamp_finisher()
+    found = []
+    for row in rows:
+        stamp = finish_timestamp(row[2]) if finish_timestamp is not None else row[2]
+        checkpoint = {"type": "checkpoint", "organization": org_id, "seq": row[0], "hash": row[1],
+                      "signed_at": stamp, "previous": row[3], "key_id": row[4],
+                      "signature": row[5]}  # fmt: skip
+        found.append((checkpoint, (row[6], row[7]) if with_events and row[6] is not None else None))
+    return found
 
 
 def audit_last_checkpoint(*, organization) -> dict | None:
@@ -257,44 +281,26 @@ def audit_last_checkpoint(*, organization) -> dict | None:
     return checkpoint_as_dict(row) if row is not None else None
 
 
-def _event_hashes(org_id: str, seqs: list[int]) -> dict[int, tuple[str, str]]:
-    """seq -> (id, hash) of the organisation's events at these seqs."""
-    found = {}
-    table = AuditEvent._meta.db_table
-    with connection.cursor() as cursor:
-        for start in range(0, len(seqs), 500):
-            part = seqs[start : start + 500]
-            marks = ", ".join(["%s"] * len(part))
-            cursor.execute(
-                f"SELECT seq, id, hash FROM {table} WHERE organization_id = %s AND seq IN ({marks})",
-                [org_id, *part],
-            )
-            for seq, id_, hash_ in cursor.fetchall():
-                found[seq] = (id_, hash_)
-    return found
-
-
-def checkpoint_problems(org_id: str, checkpoints: list[dict], head: dict, *, every_signature: bool):
+def checkpoint_problems(org_id: str, with_events: list[tuple], head: dict, *, every_signature: bool):
     """What is wrong with the checkpoints and the chain's agreement with them: (problems as first_invalid
-    dicts, the checkpoint with the highest seq below every problem that the chain agrees with)."""
+    dicts, the checkpoint with the highest seq below every problem that the chain agrees with).
+    `with_events`: (checkpoint, (id, hash) of the event at its seq or None), in the order made."""
+    checkpoints = [checkpoint for checkpoint, _ in with_events]
     problems = []
     problem = chain_of_checkpoints_problem(checkpoints, public_keys(), every_signature=every_signature)
     if problem is not None:
         problems.append(problem)
-    problem = file_problem(checkpoints, file_checkpoints(org_id))
+    problem = file_problem(checkpoints, file_lines(org_id))
     if problem is not None:
         problems.append(problem)
-    by_seq = sorted(checkpoints, key=lambda cp: cp["seq"])
-    hashes = _event_hashes(org_id, sorted({cp["seq"] for cp in by_seq if cp["seq"] <= head["seq"]}))
     agreed = None
-    for cp in by_seq:
+    for cp, event in sorted(with_events, key=lambda pair: pair[0]["seq"]):
         signed = f"the checkpoint at seq {cp['seq']} signed at {cp['signed_at']}"
         if cp["seq"] > head["seq"]:
             problems.append({"seq": head["seq"] + 1, "id": None, "reason": (
                 f"{signed} is past the chain's end at seq {head['seq']}: "
                 "events at the end were deleted")})  # fmt: skip
             break
-        event = hashes.get(cp["seq"])
         if event is None:
             problems.append(
                 {"seq": cp["seq"], "id": None, "reason": f"{signed} names an event that is missing"}

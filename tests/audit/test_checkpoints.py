@@ -206,3 +206,14 @@ def test_export_signs_the_head_it_sends(org, audit_client):
     )
     audit_record(organization=org, event="after.export", actor=SYSTEM)
     assert AuditCheckpoint.objects.filter(organization=org).count() == 1
+
+
+def test_audit_checkpoint_signs_every_chain_that_grew(org, other_org):
+    audit_checkpoint_create(organization=org)
+    record(other_org, 2)
+    out = StringIO()
+    call_command("audit_checkpoint", stdout=out)
+    assert "1 new checkpoints signed" in out.getvalue()
+    assert AuditCheckpoint.objects.get(organization=other_org).seq == head_of(other_org)["seq"]
+    call_command("audit_checkpoint", stdout=out)
+    assert AuditCheckpoint.objects.count() == 2
