@@ -211,3 +211,15 @@ def test_a_checkpoint_line_rewritten_to_match_a_recomputed_chain_fails_its_signa
     forged = base64.b64encode(b"\0" * 32).decode()
     with pytest.raises(CommandError, match="not among the public keys given"):
         call_command("audit_verify", str(path), "--public-key", forged, stdout=StringIO())
+
+
+def test_the_standalone_script_exits_0_when_intact_and_1_naming_the_seq(
+    signed_chain, audit_client, tmp_path, capsys
+):
+    path = _export(audit_client, tmp_path)
+    assert STANDALONE.main([str(path), "--public-key", _public_key()]) == 0
+    assert "signatures verified" in capsys.readouterr().out
+    lines = path.read_bytes().splitlines()
+    path.write_bytes(b"\n".join(lines[:4] + lines[5:]) + b"\n")  # seq 5's line removed
+    assert STANDALONE.main([str(path)]) == 1
+    assert "INVALID: seq 6 on line 5: expected seq 5" in capsys.readouterr().err
