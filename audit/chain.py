@@ -1,4 +1,6 @@
-"""The audit chain's hashing rule, shared by the database verifier and the offline file verifier.
+"""The audit chain's rule, written once: the hash of a link (in Python and in PostgreSQL's SQL, for the
+one-statement append), the canonical pieces the SQL form joins, and the signed checkpoint's message.
+Shared by the append, the database verifier and the offline file verifier; imports no Django.
 
 hash = SHA-256(prev_hash ‖ RFC 8785 canonical JSON of the event body), where the body is the event
 without `prev_hash` and `hash`. rfc8785 defines the bytes; orjson (sorted keys, compact) produces the
@@ -10,6 +12,7 @@ event invalid, so the fast path can never accept what the rule rejects.
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 import rfc8785
@@ -27,6 +30,11 @@ REASON_SEQ = "expected seq {expected}, found {found}: an event is missing or out
 REASON_PREV = "prev_hash does not match the previous event's hash: the chain was reordered or cut"
 REASON_HASH = "hash does not match the event's content: the event was edited"
 REASON_ORG = "the event belongs to another organisation's chain"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """An event's (and a checkpoint's) time as hashed: UTC, milliseconds truncated, `Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def event_body(event: dict) -> dict:
@@ -51,12 +59,73 @@ def link_matches(prev_hash: str, body: dict, expected: str) -> bool:
         return False
 
 
+# The rule's SQL form, for PostgreSQL's one-statement append (audit.services), where the server knows seq and
+# the timestamp only under the head's lock. The body's keys in RFC 8785's order end with `run_id`, `seq`,
+# `target`, `timestamp`: the canonical body is
+#   <the rest>,"seq":<seq>,"target":<target>,"timestamp":"<timestamp>"}
+# The client canonicalizes the rest (`canonical_pieces`); the server joins the pieces and hashes them, in the
+# same bytes as `chain_hash` (tests/audit/test_chain_rule.py compares them for every kind of value).
+TIMESTAMP_SQL_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'  # format_timestamp's, of a time truncated to ms
+LINK_HASH_SQL = (
+    "encode(sha256(convert_to({prev_hash}, 'UTF8') || {prefix}::bytea"
+    " || convert_to(({seq})::text, 'UTF8') || {middle}::bytea"
+    " || convert_to(to_char({at} AT TIME ZONE 'UTC', '" + TIMESTAMP_SQL_FORMAT + "'), 'UTF8')"
+    " || {suffix}::bytea), 'hex')"
+)
+
+
+def link_hash_sql(*, prev_hash: str, seq: str, at: str, pieces: str = "%s") -> str:
+    """`chain_hash` as a PostgreSQL expression of SQL expressions for the previous hash, seq and the
+    timestamp (a timestamptz truncated to milliseconds), and placeholders for `canonical_pieces`' three."""
+    return LINK_HASH_SQL.format(
+        prev_hash=prev_hash, seq=seq, at=at, prefix=pieces, middle=pieces, suffix=pieces
+    )
+
+
+def canonical_pieces(body: dict) -> tuple[bytes, bytes, bytes]:
+    """The canonical body around seq and the timestamp: (before seq, between them, after the timestamp).
+    `body` is the event body; its seq and timestamp are ignored."""
+    rest = {name: body.get(name) for name in BODY_FIELDS if name not in ("seq", "target", "timestamp")}
+    canonical = rfc8785.dumps(rest)
+    return (
+        canonical[:-1] + b',"seq":',
+        b',"target":' + rfc8785.dumps(body.get("target")) + b',"timestamp":"',
+        b'"}',
+    )
+
+
+# A signed checkpoint states "the chain of `organization` had head (`seq`, `hash`) at `signed_at`", and names
+# the checkpoint before it by digest, so a deleted checkpoint breaks the next one's link. Ed25519 signs
+# CHECKPOINT_DOMAIN + RFC 8785 of these fields: ASCII strings, integers and null, whose RFC 8785 form is
+# JSON with sorted keys and no whitespace (orjson's, or json.dumps(sort_keys=True, separators=(",", ":"))).
+CHECKPOINT_DOMAIN = b"baton.audit.checkpoint.v1\n"
+CHECKPOINT_FIELDS = ("organization", "seq", "hash", "signed_at", "previous")
+
+
+def checkpoint_message(checkpoint: dict) -> bytes:
+    """The bytes a checkpoint's signature covers."""
+    return CHECKPOINT_DOMAIN + _dumps(
+        {name: checkpoint.get(name) for name in CHECKPOINT_FIELDS}, option=_SORT
+    )
+
+
+def checkpoint_digest(checkpoint: dict) -> str:
+    """How the next checkpoint names this one."""
+    return _sha256(checkpoint_message(checkpoint)).hexdigest()
+
+
+def key_id_of(public_key_raw: bytes) -> str:
+    """A public key's id: the first 16 hex digits of SHA-256 of its 32 raw bytes."""
+    return _sha256(public_key_raw).hexdigest()[:16]
+
+
 @dataclass
 class VerifyResult:
     valid: bool
     checked: int
     head: dict
     first_invalid: dict | None
+    checkpoint: dict | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -64,6 +133,7 @@ class VerifyResult:
             "checked": self.checked,
             "head": self.head,
             "first_invalid": self.first_invalid,
+            "checkpoint": self.checkpoint,
         }
 
 

@@ -1,8 +1,7 @@
 from django.db import models
 
+from audit.chain import GENESIS_HASH
 from config.ids import id_field
-
-GENESIS_HASH = "0" * 64
 
 
 class AppendOnlyError(RuntimeError):
@@ -65,6 +64,46 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Audit events cannot be deleted.")
+
+
+class AuditCheckpointQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Audit checkpoints cannot be updated.")
+
+    def delete(self):
+        raise AppendOnlyError("Audit checkpoints cannot be deleted.")
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of an organisation's chain head (audit.checkpoints); also kept in a file outside
+    the database. `previous` is the digest of the organisation's checkpoint before it (null for the first)."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    seq = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+    signed_at = models.DateTimeField()
+    previous = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (null: the first)
+    key_id = models.CharField(max_length=16)
+    signature = models.CharField(max_length=88)
+
+    objects = AuditCheckpointQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization", "id"]
+        indexes = [models.Index(fields=["organization", "id"], name="audit_checkpoint_org")]
+
+    def __str__(self):
+        return f"{self.organization_id} checkpoint @ {self.seq}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Audit checkpoints cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit checkpoints cannot be deleted.")
 
 
 class AuditChainHead(models.Model):

@@ -18,7 +18,14 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
 from audit.chain import GENESIS_HASH, VerifyResult, finish, link_problem
-from audit.models import AuditChainHead, AuditEvent
+from audit.checkpoints import (
+    chain_of_checkpoints_problem,
+    checkpoint_as_dict,
+    file_lines,
+    file_problem,
+    public_keys,
+)
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from audit.services import event_as_dict, format_timestamp
 
 CHUNK_SIZE = 5000
@@ -135,10 +142,10 @@ def audit_chain_chunk(
 
 
 def audit_chain_chunks(
-    *, organization, upto_seq: int, chunk_size: int = CHUNK_SIZE, finished: bool = True
+    *, organization, upto_seq: int, chunk_size: int = CHUNK_SIZE, finished: bool = True, after_seq: int = 0
 ) -> Iterator[list[tuple]]:
-    """The chain's raw rows with seq ≤ upto_seq, in seq order, as keyset chunks."""
-    after = 0
+    """The chain's raw rows with after_seq < seq ≤ upto_seq, in seq order, as keyset chunks."""
+    after = after_seq
     while after < upto_seq:
         rows = audit_chain_chunk(
             organization=organization, after_seq=after, upto_seq=upto_seq, size=chunk_size, finished=finished
@@ -190,21 +197,133 @@ def row_events(rows) -> Iterator[dict]:
         yield body
 
 
-def audit_chain_verify(*, organization) -> VerifyResult:
-    """Verify the organisation's chain up to the head the database recorded.
+def audit_chain_verify(*, organization, full: bool = False) -> VerifyResult:
+    """Verify the organisation's chain up to the head the database recorded, against its signed checkpoints.
 
-    Appends that commit while this runs lie beyond that head and are left for the next check."""
+    Always: the checkpoints link up, none in the checkpoint file is missing from the database, the latest
+    (`full`: every one) is signed by a configured key, and the chain agrees with every one. Then the walk
+    covers what was appended since the last checkpoint it agrees with (`full`: the whole chain), so its cost
+    grows with new events. The first bad seq of all these is reported. Appends that commit while this runs
+    lie beyond the head read and are left for the next check."""
+    org_id = getattr(organization, "pk", organization)
     head = audit_head(organization=organization)
-    chunks = audit_chain_chunks(organization=organization, upto_seq=head["seq"], finished=False)
-    result = verify_chunks(
-        chunks, organization=organization, expected_head=head, finish_timestamp=timestamp_finisher()
+    with_events = _checkpoints_and_events(org_id, with_events=True)
+    checkpoints = [checkpoint for checkpoint, _ in with_events]
+    problems, agreed = checkpoint_problems(org_id, with_events, head, every_signature=full)
+    start_seq, start_hash = (0, GENESIS_HASH) if full or agreed is None else (agreed["seq"], agreed["hash"])
+    chunks = audit_chain_chunks(
+        organization=org_id, upto_seq=head["seq"], after_seq=start_seq, finished=False
     )
+    result = verify_chunks(chunks, organization=org_id, expected_head=head,
+                           finish_timestamp=timestamp_finisher(),
+                           start=(start_seq, start_hash))  # fmt: skip
     if result.valid:
         result = _check_beyond_head(organization, head, result)
+    result.checked -= start_seq
+    if result.first_invalid is not None:
+        problems.append(result.first_invalid)
+    if problems:
+        result.valid = False
+        result.first_invalid = min(problems, key=lambda problem: problem["seq"] or 0)
+    if agreed is not None and result.valid:
+        result.checkpoint = {name: agreed[name] for name in ("seq", "hash", "signed_at", "key_id")}
+    elif agreed is not None:
+        result.checkpoint = _last_before(checkpoints, agreed, result.first_invalid["seq"])
     return result
 
 
-def verify_chunks(chunks, *, organization, expected_head: dict, finish_timestamp=None) -> VerifyResult:
+def _last_before(checkpoints: list[dict], agreed: dict, bad_seq) -> dict | None:
+    """The last checkpoint the chain agrees with before its first bad seq."""
+    fit = [
+        cp for cp in checkpoints if cp["seq"] <= agreed["seq"] and (bad_seq is None or cp["seq"] < bad_seq)
+    ]
+    if not fit:
+        return None
+    best = max(fit, key=lambda cp: cp["seq"])
+    return {name: best[name] for name in ("seq", "hash", "signed_at", "key_id")}
+
+
+def audit_checkpoints(*, organization) -> list[dict]:
+    """The organisation's checkpoints in the order they were made, as export lines (`checkpoint_as_dict`)."""
+    return [checkpoint for checkpoint, _ in _checkpoints_and_events(organization, with_events=False)]
+
+
+def _checkpoints_and_events(organization, *, with_events: bool) -> list[tuple[dict, tuple | None]]:
+    """(checkpoint as an export line, (id, hash) of the event at its seq or None), in the order made: one
+    query, raw rows, the time formatted as the chain's timestamps are."""
+    org_id = getattr(organization, "pk", organization)
+    signed_at = _TIMESTAMP_SQL.get(connection.vendor, '"timestamp"').replace('"timestamp"', 'c."signed_at"')
+    columns = f"c.seq, c.hash, {signed_at}, c.previous, c.key_id, c.signature"
+    join = ""
+    if with_events:
+        columns += ", e.id, e.hash"
+        join = (f" LEFT JOIN {AuditEvent._meta.db_table} e"
+                " ON e.organization_id = c.organization_id AND e.seq = c.seq")  # fmt: skip
+    sql = (f"SELECT {columns} FROM {AuditCheckpoint._meta.db_table} c{join} "
+           "WHERE c.organization_id = %s ORDER BY c.id")  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [org_id])
+        rows = cursor.fetchall()
+    finish_timestamp = timestamp_finisher()
+    found = []
+    for row in rows:
+        stamp = finish_timestamp(row[2]) if finish_timestamp is not None else row[2]
+        checkpoint = {"type": "checkpoint", "organization": org_id, "seq": row[0], "hash": row[1],
+                      "signed_at": stamp, "previous": row[3], "key_id": row[4],
+                      "signature": row[5]}  # fmt: skip
+        found.append((checkpoint, (row[6], row[7]) if with_events and row[6] is not None else None))
+    return found
+
+
+def audit_last_checkpoint(*, organization) -> dict | None:
+    org_id = getattr(organization, "pk", organization)
+    row = AuditCheckpoint.objects.filter(organization_id=org_id).order_by("-id").first()
+    return checkpoint_as_dict(row) if row is not None else None
+
+
+def checkpoint_problems(org_id: str, with_events: list[tuple], head: dict, *, every_signature: bool):
+    """What is wrong with the checkpoints and the chain's agreement with them: (problems as first_invalid
+    dicts, the checkpoint with the highest seq below every problem that the chain agrees with).
+    `with_events`: (checkpoint, (id, hash) of the event at its seq or None), in the order made."""
+    checkpoints = [checkpoint for checkpoint, _ in with_events]
+    problems = []
+    problem = chain_of_checkpoints_problem(checkpoints, public_keys(), every_signature=every_signature)
+    if problem is not None:
+        problems.append(problem)
+    problem = file_problem(checkpoints, file_lines(org_id))
+    if problem is not None:
+        problems.append(problem)
+    agreed = None
+    for cp, event in sorted(with_events, key=lambda pair: pair[0]["seq"]):
+        signed = f"the checkpoint at seq {cp['seq']} signed at {cp['signed_at']}"
+        if cp["seq"] > head["seq"]:
+            problems.append({"seq": head["seq"] + 1, "id": None, "reason": (
+                f"{signed} is past the chain's end at seq {head['seq']}: "
+                "events at the end were deleted")})  # fmt: skip
+            break
+        if event is None:
+            problems.append(
+                {"seq": cp["seq"], "id": None, "reason": f"{signed} names an event that is missing"}
+            )
+            break
+        if event[1] != cp["hash"]:
+            after = agreed["seq"] + 1 if agreed is not None else 1
+            problems.append({"seq": cp["seq"], "id": event[0], "reason": (
+                f"the event's hash differs from {signed}: an event in seq {after}..{cp['seq']} was edited or "
+                "replaced and the chain recomputed after it")})  # fmt: skip
+            break
+        agreed = cp
+    return problems, agreed
+
+
+def verify_chunks(
+    chunks,
+    *,
+    organization,
+    expected_head: dict,
+    finish_timestamp=None,
+    start: tuple[int, str] = (0, GENESIS_HASH),
+) -> VerifyResult:
     """The database verifier's hot loop over chunks of raw rows (see the module docstring).
 
     A row whose seq, prev_hash and fast-path hash all match is sound. Any other row is re-read as a
@@ -213,7 +332,7 @@ def verify_chunks(chunks, *, organization, expected_head: dict, finish_timestamp
     org_id = getattr(organization, "pk", organization)
     sha256, dumps, loads, sort = hashlib.sha256, orjson.dumps, orjson.loads, _SORT
     sqlite = finish_timestamp is _sqlite_timestamp
-    checked, prev_hash, last_id = 0, GENESIS_HASH, None
+    (checked, prev_hash), last_id = start, None
     for rows in chunks:
         for row in rows:
             (id_, _org, seq, event, actor, actor_type, target_type, target_id, run_id, note, data, ip,

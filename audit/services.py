@@ -5,10 +5,10 @@ import math
 from datetime import UTC, datetime
 from functools import cache
 
-import rfc8785
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
 
-from audit.chain import chain_hash
+from audit.chain import canonical_pieces, chain_hash, format_timestamp, link_hash_sql
+from audit.checkpoints import checkpoint_due
 from audit.models import AuditChainHead, AuditEvent
 from config import sql
 from config.context import client_ip_var, request_id_var
@@ -34,12 +34,8 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def event_as_dict(event: AuditEvent) -> dict:
-    """The API and export shape of an event (also what the hash covers, minus prev_hash/hash)."""
+def _body_of(event: AuditEvent) -> dict:
+    """What the hash covers: event_as_dict without prev_hash and hash (seq and timestamp may be unset)."""
     return {
         "id": event.id,
         "organization": event.organization_id,
@@ -53,10 +49,13 @@ def event_as_dict(event: AuditEvent) -> dict:
         "data": event.data,
         "ip": event.ip,
         "request_id": event.request_id,
-        "timestamp": format_timestamp(event.timestamp),
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
+        "timestamp": format_timestamp(event.timestamp) if event.timestamp else None,
     }
+
+
+def event_as_dict(event: AuditEvent) -> dict:
+    """The API and export shape of an event (also what the hash covers, minus prev_hash/hash)."""
+    return {**_body_of(event), "prev_hash": event.prev_hash, "hash": event.hash}
 
 
 def audit_chain_start(*, organization) -> None:
@@ -131,45 +130,36 @@ def audit_record(
     row.timestamp = now.replace(microsecond=(now.microsecond // 1000) * 1000)
     row.seq = head.seq + 1
     row.prev_hash = head.hash
-    body = event_as_dict(row)
-    del body["prev_hash"], body["hash"]
-    row.hash = chain_hash(head.hash, body)
+    row.hash = chain_hash(head.hash, _body_of(row))
     _INSERT_EVENT.add([row])
     head.seq, head.hash = row.seq, row.hash
     _SAVE_HEAD.save(head)
+    checkpoint_due(organization_id, row.seq)
     return row
 
 
-# The body's keys in RFC 8785's order end with `run_id`, `seq`, `target`, `timestamp`: the canonical body is
-# <the rest> ,"seq":<seq> ,"target":<target> ,"timestamp":"<timestamp>" }, and only seq and the timestamp
-# are the server's. The client canonicalizes the rest; the server joins the pieces, in the same bytes as
-# `chain.chain_hash` (tests/audit/test_append_statement.py compares them for every kind of value).
 # The columns the client gives, by attribute name; the server gives seq, timestamp, prev_hash and hash.
 _GIVEN = ("id", "organization_id", "event", "actor", "actor_type", "target_type", "target_id", "run_id",
           "note", "data", "ip", "request_id")  # fmt: skip
-_TIMESTAMP_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'  # format_timestamp's, of a time truncated to ms
 
 
 @cache
 def _append_statement() -> str:
-    """PostgreSQL: lock the organisation's head, move it on (seq + 1, the new hash) and insert the event, in
-    one statement. The timestamp is the server's clock, truncated to milliseconds. Without a head the
-    INSERT's seq is null and the statement fails (not-null), so an event is never silently dropped."""
+    """PostgreSQL: lock the organisation's head, move it on (seq + 1, the new hash by the rule's SQL form,
+    `chain.link_hash_sql`) and insert the event, in one statement. The timestamp is the server's clock,
+    truncated to milliseconds. Without a head the INSERT's seq is null and the statement fails (not-null),
+    so an event is never silently dropped."""
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     head = quote(AuditChainHead._meta.db_table)
     table = quote(AuditEvent._meta.db_table)
     columns = ", ".join(quote(AuditEvent._meta.get_field(name).column) for name in (
         *_GIVEN, "seq", "timestamp", "prev_hash", "hash"))  # fmt: skip
     values = ", ".join("%s::jsonb" if name == "data" else "%s" for name in _GIVEN)
+    link_hash = link_hash_sql(prev_hash="old.hash", seq="old.seq + 1", at="now_.at")
     return f"""WITH old AS (
     SELECT seq, hash FROM {head} WHERE organization_id = %s FOR UPDATE
 ), link AS (
-    UPDATE {head} AS h SET
-        seq = old.seq + 1,
-        hash = encode(sha256(convert_to(old.hash, 'UTF8') || %s::bytea
-            || convert_to((old.seq + 1)::text, 'UTF8') || %s::bytea
-            || convert_to(to_char(now_.at AT TIME ZONE 'UTC', '{_TIMESTAMP_FORMAT}'), 'UTF8')
-            || %s::bytea), 'hex')
+    UPDATE {head} AS h SET seq = old.seq + 1, hash = {link_hash}
     FROM old, (SELECT date_trunc('milliseconds', clock_timestamp()) AS at) AS now_
     WHERE h.organization_id = %s
     RETURNING h.seq, h.hash, old.hash AS prev_hash, now_.at
@@ -180,27 +170,12 @@ RETURNING seq, timestamp, prev_hash, hash"""
 
 
 def _canonical_pieces(row: AuditEvent) -> tuple[bytes, bytes, bytes]:
-    """The canonical body around the server's seq and timestamp: (before seq, between, after timestamp)."""
-    target = {"type": row.target_type, "id": row.target_id} if row.target_type else None
-    rest = rfc8785.dumps(
-        {
-            "id": row.id,
-            "organization": row.organization_id,
-            "event": row.event,
-            "actor": row.actor,
-            "actor_type": row.actor_type,
-            "run_id": row.run_id,
-            "note": row.note,
-            "data": row.data,
-            "ip": row.ip,
-            "request_id": row.request_id,
-        }
-    )  # fmt: skip  (event_as_dict's body without seq, target and timestamp)
-    return rest[:-1] + b',"seq":', b',"target":' + rfc8785.dumps(target) + b',"timestamp":"', b'"}'
+    """The row's canonical body around the server's seq and timestamp (`chain.canonical_pieces`)."""
+    return canonical_pieces(_body_of(row))
 
 
 def _append_in_one_statement(db, row: AuditEvent, *, defer: bool) -> None:
-    prefix, middle, suffix = _canonical_pieces(row)
+    prefix, middle, suffix = canonical_pieces(_body_of(row))
     fields = [AuditEvent._meta.get_field(name) for name in _GIVEN]
     values = [field.get_db_prep_save(field.pre_save(row, True), db) for field in fields]
     org = row.organization_id
@@ -220,6 +195,7 @@ def _append_in_one_statement(db, row: AuditEvent, *, defer: bool) -> None:
         row.seq, row.timestamp, row.prev_hash, row.hash = found
         row._state.adding = False
         row._state.db = DEFAULT_DB_ALIAS
+        checkpoint_due(org, row.seq)
 
     if defer:
         sql.after_pipeline(linked)

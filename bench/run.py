@@ -26,6 +26,7 @@ from bench.common import Row  # noqa: E402
 # name → module; a module exposes run(options) -> list[Row] and optionally add_arguments(parser).
 BENCHMARKS = {
     "audit": "bench.audit_bench",
+    "audit_checkpoints": "bench.audit_checkpoint_bench",
     "engine": "bench.engine_bench",
     "throughput": "bench.throughput_bench",
     "api": "bench.api_bench",

@@ -93,6 +93,39 @@ for _entry in BATON_ENCRYPTION_KEYS:
             "`manage.py rotate_encryption --generate-key`) or the word secret_key."
         )
 
+# Audit checkpoints are signed with Ed25519 keys kept outside the database (audit/checkpoints.py): comma-
+# separated base64 private keys (32 bytes each); the first signs, every one is published so older checkpoints
+# still verify.
+# New key: `manage.py audit_public_key --generate-key`.
+_audit_keys = env_str("BATON_AUDIT_SIGNING_KEY")
+if not _audit_keys:
+    if PRODUCTION:
+        raise ImproperlyConfigured("BATON_AUDIT_SIGNING_KEY is required when BATON_ENV=production.")
+    _audit_keys = _persisted_secret(
+        "audit_signing_key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+    )
+BATON_AUDIT_SIGNING_KEYS: list[bytes] = []
+for _entry in _audit_keys.split(","):
+    try:
+        _seed = base64.b64decode(_entry.strip(), validate=True)
+    except ValueError:
+        _seed = b""
+    if len(_seed) != 32:
+        raise ImproperlyConfigured(
+            "BATON_AUDIT_SIGNING_KEY must be comma-separated base64 Ed25519 private keys of 32 bytes "
+            "(e.g. from `manage.py audit_public_key --generate-key`)."
+        )
+    BATON_AUDIT_SIGNING_KEYS.append(_seed)
+# A signed checkpoint of an organisation's chain head every this many events, or on the first append this many
+# seconds after the last one a process made, and at every export; kept in the database and in one file per
+# organisation under this directory.
+BATON_AUDIT_CHECKPOINT_EVENTS = env_int("BATON_AUDIT_CHECKPOINT_EVENTS", 1000, minimum=1)
+BATON_AUDIT_CHECKPOINT_SECONDS = env_int("BATON_AUDIT_CHECKPOINT_SECONDS", 600, minimum=1)
+_checkpoint_dir = env_str("BATON_AUDIT_CHECKPOINT_DIR")
+BATON_AUDIT_CHECKPOINT_DIR = (
+    Path(_checkpoint_dir).resolve() if _checkpoint_dir else DATA_DIR / "audit-checkpoints"
+)
+
 ALLOWED_HOSTS = env_list("BATON_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("BATON_ALLOWED_HOSTS is required when BATON_ENV=production.")

@@ -115,8 +115,35 @@ class AuditInvalidSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
+class AuditCheckpointRefSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    hash = serializers.CharField()
+    signed_at = serializers.CharField()
+    key_id = serializers.CharField()
+
+
 class AuditVerifySerializer(serializers.Serializer):
     valid = serializers.BooleanField()
-    checked = serializers.IntegerField()
+    checked = serializers.IntegerField(help_text="Events walked by this check.")
     head = AuditHeadSerializer()
     first_invalid = AuditInvalidSerializer(allow_null=True)
+    checkpoint = AuditCheckpointRefSerializer(
+        allow_null=True, help_text="The last signed checkpoint verified."
+    )
+
+
+class AuditVerifyQuerySerializer(serializers.Serializer):
+    full = serializers.BooleanField(
+        default=False, help_text="Walk the whole chain, and check every signature."
+    )
+
+
+class AuditPublicKeySerializer(serializers.Serializer):
+    key_id = serializers.CharField()
+    algorithm = serializers.CharField()
+    public_key = serializers.CharField(help_text="The 32 raw bytes of the Ed25519 public key, base64.")
+    active = serializers.BooleanField(help_text="This key signs new checkpoints.")
+
+
+class AuditPublicKeysSerializer(serializers.Serializer):
+    keys = AuditPublicKeySerializer(many=True)

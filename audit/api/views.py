@@ -8,11 +8,19 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from accounts.permissions import AUDIT_READ
+from accounts.permissions import AUDIT_READ, PUBLIC
 from audit import selectors
 from audit.api.cursor import encode_cursor
-from audit.api.serializers import AuditLogPageSerializer, AuditLogQuerySerializer, AuditVerifySerializer
+from audit.api.serializers import (
+    AuditLogPageSerializer,
+    AuditLogQuerySerializer,
+    AuditPublicKeysSerializer,
+    AuditVerifyQuerySerializer,
+    AuditVerifySerializer,
+)
+from audit.checkpoints import audit_checkpoint_create, public_keys_document
 from audit.services import event_as_dict
 
 EXPORT_CHUNK = 2000
@@ -55,29 +63,42 @@ class AuditViewSet(viewsets.ViewSet):
 
     @extend_schema(
         operation_id="audit_verify",
+        parameters=[AuditVerifyQuerySerializer],
         responses={200: AuditVerifySerializer, **_ERRORS},
-        description="Walks the chain up to the recorded head and names the first bad event "
-        "(edited, missing, out of order, or a cut tail). `head` is the last link verified.",
+        description="Checks the signed checkpoints (linked, none deleted, signed by a published key) and the "
+        "chain's agreement with every one, then walks what was appended since the last checkpoint the chain "
+        "agrees with (`full=true`: the whole chain), and names the first bad event (edited, missing, out of "
+        "order, a cut tail, or a recomputed chain). `head` is the last link verified; `checkpoint` the last "
+        "checkpoint verified.",
     )
     @action(detail=False, methods=["get"])
     def verify(self, request):
-        return Response(selectors.audit_chain_verify(organization=request.auth.organization).as_dict())
+        query = AuditVerifyQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        result = selectors.audit_chain_verify(
+            organization=request.auth.organization, full=query.validated_data["full"]
+        )
+        return Response(result.as_dict())
 
     @extend_schema(
         operation_id="audit_export",
         responses={(200, "application/x-ndjson"): OpenApiTypes.STR, **_ERRORS},
         description="The chain as JSON Lines, one event per line in seq order, up to the head recorded when "
-        "the export began (sent as `X-Audit-Head-Seq` / `X-Audit-Head-Hash`). "
-        "Check it offline with `manage.py audit_verify FILE`.",
+        "the export began (sent as `X-Audit-Head-Seq` / `X-Audit-Head-Hash`), each signed checkpoint as a "
+        "line "
+        '`{"type": "checkpoint", ...}` after the event it states (the export signs one of the head first). '
+        "Check it offline with `manage.py audit_verify FILE --public-key KEY`.",
     )
     @action(detail=False, methods=["get"])
     def export(self, request):
         organization = request.auth.organization
+        audit_checkpoint_create(organization=organization)
+        checkpoints = selectors.audit_checkpoints(organization=organization)
         head = selectors.audit_head(organization=organization)
         if isinstance(request._request, ASGIRequest):
-            content = _export_async(organization.pk, head["seq"])
+            content = _export_async(organization.pk, head["seq"], checkpoints)
         else:
-            content = _export_sync(organization.pk, head["seq"])
+            content = _export_sync(organization.pk, head["seq"], checkpoints)
         response = StreamingHttpResponse(content, content_type="application/x-ndjson")
         response["Content-Disposition"] = (
             f'attachment; filename="audit-{organization.pk}-{head["seq"]}.jsonl"'
@@ -88,30 +109,68 @@ class AuditViewSet(viewsets.ViewSet):
         return response
 
 
-def _export_lines(org_id: str, after_seq: int, upto_seq: int) -> tuple[bytes, int, bool]:
+class _CheckpointLines:
+    """Each checkpoint's line after the event it states; those whose event the export did not meet, last."""
+
+    def __init__(self, checkpoints: list[dict]):
+        self.pending: dict[int, list[bytes]] = {}
+        for checkpoint in sorted(checkpoints, key=lambda cp: cp["seq"]):
+            self.pending.setdefault(checkpoint["seq"], []).append(selectors.event_line(checkpoint))
+
+    def after(self, seq: int) -> bytes:
+        return b"".join(self.pending.pop(seq, ()))
+
+    def rest(self) -> bytes:
+        return b"".join(b"".join(lines) for _, lines in sorted(self.pending.items()))
+
+
+def _export_lines(
+    org_id: str, after_seq: int, upto_seq: int, cps: _CheckpointLines
+) -> tuple[bytes, int, bool]:
     """One chunk of JSON Lines; returns (bytes, last seq, finished)."""
     rows = selectors.audit_chain_chunk(organization=org_id, after_seq=after_seq, upto_seq=upto_seq,
                                        size=EXPORT_CHUNK)  # fmt: skip
     if not rows:
-        return b"", after_seq, True
-    lines = b"".join(selectors.event_line(event) for event in selectors.row_events(rows))
-    return lines, rows[-1][2], len(rows) < EXPORT_CHUNK
+        return cps.rest(), after_seq, True
+    line, after = selectors.event_line, cps.after
+    lines = b"".join(
+        line(event) + (after(event["seq"]) if cps.pending else b"") for event in selectors.row_events(rows)
+    )
+    finished = len(rows) < EXPORT_CHUNK
+    return lines + (cps.rest() if finished else b""), rows[-1][2], finished
 
 
-def _export_sync(org_id: str, upto_seq: int):
+def _export_sync(org_id: str, upto_seq: int, checkpoints: list[dict] = ()):
+    cps = _CheckpointLines(checkpoints)
     after, finished = 0, upto_seq == 0
     while not finished:
-        lines, after, finished = _export_lines(org_id, after, upto_seq)
+        lines, after, finished = _export_lines(org_id, after, upto_seq, cps)
         if lines:
             yield lines
+    if upto_seq == 0 and cps.pending:
+        yield cps.rest()
 
 
-async def _export_async(org_id: str, upto_seq: int):
+async def _export_async(org_id: str, upto_seq: int, checkpoints: list[dict] = ()):
     # Under ASGI a sync iterator would be read whole into memory first; each chunk's query runs in
     # the thread Django keeps for this request's database work instead.
+    cps = _CheckpointLines(checkpoints)
     fetch = sync_to_async(_export_lines, thread_sensitive=True)
     after, finished = 0, upto_seq == 0
     while not finished:
-        lines, after, finished = await fetch(org_id, after, upto_seq)
+        lines, after, finished = await fetch(org_id, after, upto_seq, cps)
         if lines:
             yield lines
+    if upto_seq == 0 and cps.pending:
+        yield cps.rest()
+
+
+class AuditPublicKeysView(APIView):
+    """The public halves of the keys that sign audit checkpoints, for anyone verifying an export."""
+
+    authentication_classes: list = []
+    access = {"get": PUBLIC}
+
+    @extend_schema(operation_id="audit_public_keys", responses={200: AuditPublicKeysSerializer}, auth=[])
+    def get(self, request):
+        return Response(public_keys_document())

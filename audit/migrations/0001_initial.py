@@ -22,6 +22,23 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.CreateModel(
+            name='AuditCheckpoint',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('seq', models.PositiveBigIntegerField()),
+                ('hash', models.CharField(max_length=64)),
+                ('signed_at', models.DateTimeField()),
+                ('previous', models.CharField(blank=True, max_length=64, null=True)),
+                ('key_id', models.CharField(max_length=16)),
+                ('signature', models.CharField(max_length=88)),
+                ('organization', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='accounts.organization')),
+            ],
+            options={
+                'ordering': ['organization', 'id'],
+                'indexes': [models.Index(fields=['organization', 'id'], name='audit_checkpoint_org')],
+            },
+        ),
+        migrations.CreateModel(
             name='AuditEvent',
             fields=[
                 ('id', models.CharField(default=config.ids.IdFactory('evt'), editable=False, max_length=40, primary_key=True, serialize=False)),

@@ -42,6 +42,13 @@ def event_at(org, seq) -> AuditEvent:
     return AuditEvent.objects.get(organization=org, seq=seq)
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_dir(settings, tmp_path):
+    """Each test's checkpoint files in a directory of its own (files are outside the database's rollback)."""
+    settings.BATON_AUDIT_CHECKPOINT_DIR = tmp_path / "audit-checkpoints"
+    return settings.BATON_AUDIT_CHECKPOINT_DIR
+
+
 @pytest.fixture
 def audit_client(make_key_client):
     """An API key with only the audit:read scope."""

@@ -8,7 +8,8 @@ import orjson
 import pytest
 from django.core.management import CommandError, call_command
 
-from audit.models import AuditEvent
+from audit.checkpoints import checkpoint_as_dict
+from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import event_as_dict
 from tests.audit.conftest import head_of
 
@@ -24,6 +25,10 @@ def export_lines(client) -> list[bytes]:
     content = b"".join(response.streaming_content)
     assert content.endswith(b"\n")
     return content.splitlines()
+
+
+def events_only(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if line.get("type") != "checkpoint"]
 
 
 def write(tmp_path, lines) -> Path:
@@ -47,8 +52,18 @@ def test_export_is_the_chain_one_event_per_line(chain, audit_client):
     assert response["X-Audit-Head-Hash"] == head["hash"]
     assert "attachment" in response["Content-Disposition"]
     lines = [orjson.loads(line) for line in b"".join(response.streaming_content).splitlines()]
-    assert lines == [event_as_dict(e) for e in AuditEvent.objects.filter(organization=chain).order_by("seq")]
+    assert lines[:-1] == [
+        event_as_dict(e) for e in AuditEvent.objects.filter(organization=chain).order_by("seq")
+    ]
     assert list(lines[0]) == list(event_as_dict(AuditEvent.objects.get(organization=chain, seq=1)))
+    # The export signed the head it sent, and the checkpoint's line follows the event it states.
+    checkpoint = AuditCheckpoint.objects.get(organization=chain)
+    assert lines[-1] == checkpoint_as_dict(checkpoint)
+    assert (lines[-1]["type"], lines[-1]["seq"], lines[-1]["hash"]) == (
+        "checkpoint",
+        head["seq"],
+        head["hash"],
+    )
 
 
 def test_exported_file_verifies_offline(chain, audit_client, tmp_path):
@@ -59,7 +74,13 @@ def test_exported_file_verifies_offline(chain, audit_client, tmp_path):
     assert f"head seq {head['seq']} hash {head['hash']}" in out
     assert "OK" in verify_file(path, "--head-seq", str(head["seq"]), "--head-hash", head["hash"])
     as_json = orjson.loads(verify_file(path, "--json"))
-    assert as_json == {"valid": True, "checked": head["seq"], "head": head, "first_invalid": None}
+    checkpoint = AuditCheckpoint.objects.get(organization=chain)
+    assert as_json == {
+        "valid": True, "checked": head["seq"], "head": head, "first_invalid": None, "signatures": "unchecked",
+        "checkpoint": {"seq": head["seq"], "hash": head["hash"], "key_id": checkpoint.key_id,
+                       "signed_at": checkpoint_as_dict(checkpoint)["signed_at"]},
+    }  # fmt: skip
+    assert "signatures UNCHECKED" in out
 
 
 def _tamper_data(lines):
@@ -97,18 +118,25 @@ def test_tampered_file_fails_naming_the_first_bad_event(chain, audit_client, tmp
 
 
 def test_truncated_file_fails_only_against_a_known_head(chain, audit_client, tmp_path):
-    lines = export_lines(audit_client)
+    events = export_lines(audit_client)[:-1]  # without the checkpoint line
     head = head_of(chain)
-    path = write(tmp_path, lines[:-2])
+    path = write(tmp_path, events[:-2])
     assert f"checked {head['seq'] - 2} events" in verify_file(path)
     with pytest.raises(CommandError, match="deleted"):
         verify_file(path, "--head-seq", str(head["seq"]))
 
 
+def test_truncated_file_fails_against_its_checkpoint(chain, audit_client, tmp_path):
+    lines = export_lines(audit_client)
+    head = head_of(chain)
+    with pytest.raises(CommandError, match=f"seq {head['seq'] - 1} .*past the chain's end"):
+        verify_file(write(tmp_path, lines[:-3] + lines[-1:]))
+
+
 def test_garbage_line_fails(chain, audit_client, tmp_path):
     lines = export_lines(audit_client)
     lines.insert(2, b"{not json")
-    with pytest.raises(CommandError, match="line 3 is not JSON"):
+    with pytest.raises(CommandError, match="on line 3: the line is not JSON"):
         verify_file(write(tmp_path, lines))
 
 
@@ -129,7 +157,7 @@ def test_command_exit_codes(chain, audit_client, tmp_path):
 
 
 def test_export_holds_only_the_callers_organisation(chain, outsider_key_client, other_org):
-    lines = [orjson.loads(line) for line in export_lines(outsider_key_client)]
+    lines = events_only([orjson.loads(line) for line in export_lines(outsider_key_client)])
     assert {e["organization"] for e in lines} == {other_org.id}
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
 
@@ -169,4 +197,4 @@ def test_export_streams_asynchronously_under_asgi(org, owner):
             await sync_to_async(connections.close_all, thread_sensitive=True)()
 
     content = asyncio.run(fetch())
-    assert [orjson.loads(line) for line in content.splitlines()] == expected
+    assert events_only([orjson.loads(line) for line in content.splitlines()]) == expected

@@ -1,6 +1,7 @@
 """Production settings: `check --deploy` is clean with a production-like environment, and Baton refuses
 to start without the secrets it needs."""
 
+import base64
 import os
 import secrets
 import subprocess
@@ -25,6 +26,7 @@ def production_env(tmp_path, **overrides) -> dict:
             "BATON_DATA_DIR": str(tmp_path),
             "BATON_SECRET_KEY": secrets.token_urlsafe(64),
             "BATON_API_KEY_PEPPERS": "p1:" + secrets.token_hex(32),
+            "BATON_AUDIT_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "BATON_ALLOWED_HOSTS": "baton.example.com",
             "BATON_CSRF_TRUSTED_ORIGINS": "https://baton.example.com",
         }
@@ -55,6 +57,7 @@ def test_check_deploy_passes_in_production(tmp_path):
         ("BATON_SECRET_KEY", None, "BATON_SECRET_KEY is required when BATON_ENV=production."),
         ("BATON_SECRET_KEY", "too-short", "BATON_SECRET_KEY must be at least 50 characters long."),
         ("BATON_API_KEY_PEPPERS", None, "BATON_API_KEY_PEPPERS is required when BATON_ENV=production."),
+        ("BATON_AUDIT_SIGNING_KEY", None, "BATON_AUDIT_SIGNING_KEY is required when BATON_ENV=production."),
         ("BATON_ALLOWED_HOSTS", None, "BATON_ALLOWED_HOSTS is required when BATON_ENV=production."),
         ("BATON_DEBUG", "true", "BATON_DEBUG must be off when BATON_ENV=production."),
     ],
