@@ -5,7 +5,7 @@ from django.db.models import Q, QuerySet
 from accounts.models import Organization
 from config import sql
 from config.errors import InvalidRequest, NotFound, not_found
-from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
+from workflows.models import Schedule, Workflow, WorkflowTemplate, WorkflowVersion
 
 
 def workflow_list(*, organization: Organization) -> QuerySet[Workflow]:
@@ -86,3 +86,19 @@ def template_get(*, organization: Organization, template_id: str) -> WorkflowTem
     if template is None:
         raise not_found("template", template_id)
     return template
+
+
+def schedule_list(*, organization: Organization, workflow: Workflow | None = None) -> QuerySet[Schedule]:
+    """The organisation's schedules (of one workflow when given), oldest first."""
+    queryset = Schedule.objects.filter(organization=organization)
+    if workflow is not None:
+        queryset = queryset.filter(workflow=workflow)
+    return queryset.order_by("created_at", "id")
+
+
+def schedule_get(*, organization: Organization, schedule_id: str) -> Schedule:
+    schedule = schedule_list(organization=organization).filter(pk=schedule_id).first()
+    if schedule is None:
+        raise not_found("schedule", schedule_id)
+    schedule.organization = organization
+    return schedule
