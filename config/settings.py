@@ -330,6 +330,8 @@ SPECTACULAR_SETTINGS = {
         "StepStatusEnum": "runs.choices.StepStatus",
         "LlmProviderKindEnum": "accounts.models_llm.LlmProviderKind",
         "AgentKindEnum": "accounts.models_llm.AgentKind",
+        "ScheduleCatchupEnum": "workflows.choices.ScheduleCatchup",
+        "ScheduleOverlapEnum": "workflows.choices.ScheduleOverlap",
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
     # Generation runs as an unsaved owner, so org-scoped get_queryset() works (config/api/schema.py).

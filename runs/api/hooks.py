@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework import status as http
 from rest_framework.response import Response
@@ -29,6 +29,15 @@ from workflows.choices import WorkflowStatus
 from workflows.models import WebhookDelivery
 
 FORM = "application/x-www-form-urlencoded"
+
+
+class HookAcceptedSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+
+
+class HookPingSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    event = serializers.CharField(help_text="`ping`")
 
 
 class UnsupportedMediaType(ApplicationError):
@@ -98,42 +107,13 @@ def _first_run(workflow, keys: list[str]) -> str | None:
 
 
 class HookView(APIView):
-    """POST /hooks/{workflow_id}/{token} and POST /hooks/{workflow_id}."""
+    """The handler of both hook forms (HookTokenView, HookSignedView)."""
 
     authentication_classes: list = []
     throttle_classes: list = []
     access = {"post": PUBLIC}
 
-    @extend_schema(
-        summary="Start a run from an inbound webhook",
-        description="No API key. With a token in the path (the workflow's webhook secret), or signed: "
-        '`X-Baton-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` or GitHub\'s '
-        "`X-Hub-Signature-256`. The body (JSON or form-encoded) is the run's input. A repeated "
-        "`Idempotency-Key` or `X-GitHub-Delivery` answers 202 with the first run's id; GitHub's `ping` "
-        "answers 200 without a run.",
-        request={"application/json": OpenApiTypes.OBJECT, FORM: OpenApiTypes.OBJECT},
-        parameters=[
-            OpenApiParameter("X-Baton-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("X-Hub-Signature-256", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
-        ],
-        responses={
-            202: inline_serializer("HookAccepted", {"run_id": serializers.CharField()}),
-            200: inline_serializer(
-                "HookPing", {"ok": serializers.BooleanField(), "event": serializers.CharField()}
-            ),
-            400: error_response("invalid_request: malformed JSON, not an object"),
-            401: error_response("invalid_signature"),
-            402: error_response("quota_exceeded"),
-            404: error_response("workflow_not_found: unknown workflow, disabled hook or wrong token"),
-            409: error_response("workflow_disabled / webhook_replayed / workflow_already_running"),
-            413: error_response("payload_too_large"),
-            415: error_response("unsupported_media_type"),
-            422: error_response("invalid_input"),
-            429: error_response("rate_limited"),
-        },
-    )
-    def post(self, request, workflow_id: str, token: str | None = None):
+    def handle(self, request, workflow_id: str, token: str | None = None):
         workflow = webhooks.hook_workflow(workflow_id)
         if token is not None:
             webhooks.check_token(workflow, token)
@@ -197,3 +177,73 @@ class HookView(APIView):
                 run_id=run.id
             )
         return run.id
+
+
+class HookTokenView(HookView):
+    """POST /hooks/{workflow_id}/{token}."""
+
+    @extend_schema(
+        summary="Start a run from an inbound webhook (token in the path)",
+        operation_id="hooks_token_create",
+        description="No API key. With a token in the path (the workflow's webhook secret), or signed: "
+        '`X-Baton-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` or GitHub\'s '
+        "`X-Hub-Signature-256`. The body (JSON or form-encoded) is the run's input. A repeated "
+        "`Idempotency-Key` or `X-GitHub-Delivery` answers 202 with the first run's id; GitHub's `ping` "
+        "answers 200 without a run.",
+        request={"application/json": OpenApiTypes.OBJECT, FORM: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("X-Baton-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("X-Hub-Signature-256", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
+        ],
+        responses={
+            202: HookAcceptedSerializer,
+            200: HookPingSerializer,
+            400: error_response("invalid_request: malformed JSON, not an object"),
+            401: error_response("invalid_signature"),
+            402: error_response("quota_exceeded"),
+            404: error_response("workflow_not_found: unknown workflow, disabled hook or wrong token"),
+            409: error_response("workflow_disabled / webhook_replayed / workflow_already_running"),
+            413: error_response("payload_too_large"),
+            415: error_response("unsupported_media_type"),
+            422: error_response("invalid_input"),
+            429: error_response("rate_limited"),
+        },
+    )
+    def post(self, request, workflow_id: str, token: str):
+        return self.handle(request, workflow_id, token)
+
+
+class HookSignedView(HookView):
+    """POST /hooks/{workflow_id} (X-Baton-Signature or X-Hub-Signature-256)."""
+
+    @extend_schema(
+        summary="Start a run from an inbound webhook (signed)",
+        operation_id="hooks_signed_create",
+        description="No API key. With a token in the path (the workflow's webhook secret), or signed: "
+        '`X-Baton-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` or GitHub\'s '
+        "`X-Hub-Signature-256`. The body (JSON or form-encoded) is the run's input. A repeated "
+        "`Idempotency-Key` or `X-GitHub-Delivery` answers 202 with the first run's id; GitHub's `ping` "
+        "answers 200 without a run.",
+        request={"application/json": OpenApiTypes.OBJECT, FORM: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("X-Baton-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("X-Hub-Signature-256", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
+        ],
+        responses={
+            202: HookAcceptedSerializer,
+            200: HookPingSerializer,
+            400: error_response("invalid_request: malformed JSON, not an object"),
+            401: error_response("invalid_signature"),
+            402: error_response("quota_exceeded"),
+            404: error_response("workflow_not_found: unknown workflow, disabled hook or wrong token"),
+            409: error_response("workflow_disabled / webhook_replayed / workflow_already_running"),
+            413: error_response("payload_too_large"),
+            415: error_response("unsupported_media_type"),
+            422: error_response("invalid_input"),
+            429: error_response("rate_limited"),
+        },
+    )
+    def post(self, request, workflow_id: str):
+        return self.handle(request, workflow_id)

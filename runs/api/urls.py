@@ -2,7 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from runs import stream
-from runs.api.hooks import HookView
+from runs.api.hooks import HookSignedView, HookTokenView
 from runs.api.schedules import ScheduleBackfillView
 from runs.api.views import RunViewSet, WorkflowRunViewSet
 
@@ -16,7 +16,7 @@ urlpatterns: list = [
     path("workflows/<str:ref>/runs", WorkflowRunViewSet.as_view({"get": "list"}), name="workflow-runs"),
     # Schedules and inbound webhooks (docs/schedules.md).
     path("schedules/<str:schedule_id>/backfill", ScheduleBackfillView.as_view(), name="schedule-backfill"),
-    path("hooks/<str:workflow_id>/<str:token>", HookView.as_view(), name="hook-token"),
-    path("hooks/<str:workflow_id>", HookView.as_view(), name="hook-signed"),
+    path("hooks/<str:workflow_id>/<str:token>", HookTokenView.as_view(), name="hook-token"),
+    path("hooks/<str:workflow_id>", HookSignedView.as_view(), name="hook-signed"),
     *router.urls,
 ]

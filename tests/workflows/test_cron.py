@@ -59,8 +59,9 @@ def test_fire_times_follow_the_daylight_saving_rule(expression, tz, start, expec
 
 @pytest.mark.parametrize(
     ("alias", "five_fields"),
-    [("@hourly", "0 * * * *"), ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"), ("@weekly", "0 0 * * 0"),
-     ("@monthly", "0 0 1 * *"), ("@yearly", "0 0 1 1 *"), ("@annually", "0 0 1 1 *"), ("@DAILY", "0 0 * * *")],
+    [("@hourly", "0 * * * *"), ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"),
+     ("@weekly", "0 0 * * 0"), ("@monthly", "0 0 1 * *"), ("@yearly", "0 0 1 1 *"),
+     ("@annually", "0 0 1 1 *"), ("@DAILY", "0 0 * * *")],
 )  # fmt: skip
 def test_aliases_expand_to_five_fields(alias, five_fields):
     assert cron.normalize(alias) == five_fields

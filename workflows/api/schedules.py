@@ -45,9 +45,9 @@ class ScheduleWriteSerializer(serializers.Serializer):
     timezone = serializers.CharField(required=False, help_text="IANA name, default `UTC`.")
     input_data = serializers.JSONField(required=False, help_text="The runs' input (an object).")
     enabled = serializers.BooleanField(required=False)
-    catchup = serializers.ChoiceField(choices=ScheduleCatchup.values, required=False)
+    catchup = serializers.ChoiceField(choices=ScheduleCatchup.choices, required=False)
     catchup_window_seconds = serializers.IntegerField(required=False)
-    overlap = serializers.ChoiceField(choices=ScheduleOverlap.values, required=False)
+    overlap = serializers.ChoiceField(choices=ScheduleOverlap.choices, required=False)
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -149,6 +149,7 @@ class ScheduleViewSet(viewsets.GenericViewSet):
     """GET /schedules, GET/PATCH/DELETE /schedules/{id}."""
 
     lookup_url_kwarg = "schedule_id"
+    queryset = Schedule.objects.none()  # the schema's path parameter type; reads go through selectors
     results_key = "schedules"
     max_limit = 200
     serializer_class = ScheduleSerializer
