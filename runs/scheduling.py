@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
@@ -342,17 +342,22 @@ _thread: threading.Thread | None = None
 _thread_lock = threading.Lock()
 
 
-def _loop() -> None:
+def run_loop(*, stop: threading.Event | None = None, clock: Callable[[], datetime] = timezone.now) -> None:
+    """Fire, sleep until the next fire time or a doorbell ring, repeat (until `stop` is set)."""
     bell = doorbell.listen(SCHEDULES_CHANNEL)
-    scheduler = Scheduler()
-    while True:
-        try:
-            close_old_connections()
-            sleep = scheduler.step()
-        except Exception:
-            logger.exception("scheduler pass failed")
-            sleep = 1.0
-        bell.wait(sleep)
+    scheduler = Scheduler(clock=clock)
+    try:
+        while stop is None or not stop.is_set():
+            try:
+                close_old_connections()
+                sleep = scheduler.step()
+            except Exception:
+                logger.exception("scheduler pass failed")
+                sleep = 1.0
+            bell.wait(sleep)
+    finally:
+        bell.close()
+        connection.close()  # this thread's own connection
 
 
 def start_scheduler_thread() -> bool:
@@ -361,6 +366,6 @@ def start_scheduler_thread() -> bool:
     with _thread_lock:
         if _thread is not None and _thread.is_alive():
             return False
-        _thread = threading.Thread(target=_loop, name="baton-scheduler", daemon=True)
+        _thread = threading.Thread(target=run_loop, name="baton-scheduler", daemon=True)
         _thread.start()
     return True
