@@ -136,7 +136,7 @@ def schedule_fire(schedule_id: str, *, now: datetime) -> list[str]:
     outcomes of its fire times (["busy"] when another scheduler holds it, [] when it is not due)."""
     with transaction.atomic():
         schedule = (
-            Schedule.objects.select_for_update(skip_locked=True)
+            Schedule.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("organization")
             .filter(pk=schedule_id, next_run_at__lte=now)
             .first()
@@ -188,7 +188,7 @@ def schedules_release_waiting(*, now: datetime | None = None) -> int:
     for schedule_id in ids:
         with transaction.atomic():
             schedule = (
-                Schedule.objects.select_for_update(skip_locked=True)
+                Schedule.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("organization")
                 .filter(pk=schedule_id)
                 .first()
@@ -259,7 +259,11 @@ def schedule_backfill(
             "invalid_request", f"The window holds more than {limit} fire times: backfill a shorter one."
         )
     with transaction.atomic():
-        locked = Schedule.objects.select_for_update().select_related("organization").get(pk=schedule.pk)
+        locked = (
+            Schedule.objects.select_for_update(of=("self",))
+            .select_related("organization")
+            .get(pk=schedule.pk)
+        )
         workflow = Workflow.objects.get(pk=locked.workflow_id)
         workflow.organization = locked.organization
         if workflow.status == WorkflowStatus.ARCHIVED:

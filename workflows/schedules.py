@@ -150,7 +150,7 @@ def schedule_update(*, schedule: Schedule, actor, changes: dict) -> Schedule:
     `enabled` changes. Enabling a schedule of an archived workflow → 409 workflow_archived. Audited."""
     now = timezone.now()
     cleaned = clean_schedule(changes, now=now)
-    locked = Schedule.objects.select_for_update().select_related("workflow").get(pk=schedule.pk)
+    locked = Schedule.objects.select_for_update(of=("self",)).select_related("workflow").get(pk=schedule.pk)
     if cleaned.get("enabled") and locked.workflow.status == WorkflowStatus.ARCHIVED:
         raise Conflict(
             "workflow_archived", f"Workflow {locked.workflow_id} is archived: its schedules stay disabled."
