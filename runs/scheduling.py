@@ -44,6 +44,9 @@ logger = logging.getLogger("baton.scheduler")
 # A fire time less late than this is on time, not missed (API.md).
 GRACE = timedelta(seconds=60)
 BATCH = 200
+# Schedules fired in one transaction: one commit for many fires, while the organisation lock that every run
+# creation takes is held no longer than a moment.
+FIRE_CHUNK = 20
 # How soon a scheduler looks again when a due schedule was locked by another one (it is being fired, or
 # its firer died and the database is about to release the lock).
 BUSY_RETRY_SECONDS = 0.1
@@ -57,11 +60,17 @@ def _actor(schedule: Schedule) -> SystemActor:
     return SystemActor(organization=schedule.organization, actor_type="schedule", actor_id=schedule.id)
 
 
-def _start_run(schedule: Schedule, workflow: Workflow, fire_time: datetime, *, backfill: bool = False) -> Run:
-    """A run of the published version (else the latest) with the schedule's input."""
-    version = workflow_version_get(
-        workflow=workflow, spec="published" if workflow.published_version else "latest"
-    )
+def _start_run(
+    schedule: Schedule, workflow: Workflow, fire_time: datetime, *, backfill: bool = False, versions=None
+) -> Run:
+    """A run of the published version (else the latest) with the schedule's input. `versions`: a cache of
+    the versions read in this transaction."""
+    number = workflow.published_version or workflow.current_version
+    versions = {} if versions is None else versions
+    version = versions.get((workflow.pk, number))
+    if version is None:
+        spec = "published" if workflow.published_version else "latest"
+        version = versions[(workflow.pk, number)] = workflow_version_get(workflow=workflow, spec=spec)
     metadata = {"schedule_id": schedule.id, "fire_time": _iso(fire_time)}
     if backfill:
         metadata["backfill"] = True
@@ -104,9 +113,36 @@ def _selected(schedule: Schedule, on_time: list[datetime], missed: list[datetime
     return on_time
 
 
-def _fire_time(schedule: Schedule, workflow: Workflow, moment: datetime, now: datetime) -> str:
+class _Batch:
+    """What the fires of one transaction share: the workflows and versions read, the fire times already
+    recorded (read once for the batch: every writer of a schedule's record holds its row lock), and the
+    records and schedule changes written in one statement each at the end."""
+
+    def __init__(self, schedules: list[Schedule], now: datetime):
+        self.workflows: dict = {}
+        self.versions: dict = {}
+        oldest = (
+            now - GRACE - timedelta(seconds=max((s.catchup_window_seconds for s in schedules), default=0))
+        )
+        self.fired = set(
+            ScheduleFire.objects.filter(
+                schedule_id__in=[s.pk for s in schedules], fire_time__gte=oldest, fire_time__lte=now
+            ).values_list("schedule_id", "fire_time")
+        )
+        self.records: list[ScheduleFire] = []
+
+    def record(self, schedule: Schedule, moment: datetime, outcome: str, run_id: str = "") -> None:
+        self.fired.add((schedule.pk, moment))
+        self.records.append(ScheduleFire(schedule=schedule, fire_time=moment, outcome=outcome, run_id=run_id))
+
+    def write(self, schedules: list[Schedule]) -> None:
+        ScheduleFire.objects.bulk_create(self.records)
+        Schedule.objects.bulk_update(schedules, ["enabled", "next_run_at", "last_run_at", "last_run_id"])
+
+
+def _fire_time(schedule: Schedule, workflow: Workflow, moment: datetime, now: datetime, batch: _Batch) -> str:
     """Fire one time of a locked schedule; returns the FireOutcome (or "duplicate")."""
-    if ScheduleFire.objects.filter(schedule=schedule, fire_time=moment).exists():
+    if (schedule.pk, moment) in batch.fired:
         return "duplicate"  # fired already (a backfill, another scheduler before a restart)
     if schedule.overlap != ScheduleOverlap.ALLOW and _previous_active(schedule):
         if schedule.overlap == ScheduleOverlap.SKIP:
@@ -114,67 +150,94 @@ def _fire_time(schedule: Schedule, workflow: Workflow, moment: datetime, now: da
         if ScheduleFire.objects.filter(schedule=schedule, outcome=FireOutcome.WAITING).exists():
             return FireOutcome.SKIPPED_OVERLAP  # `queue` keeps at most one waiting
         ScheduleFire.objects.create(schedule=schedule, fire_time=moment, outcome=FireOutcome.WAITING)
+        batch.fired.add((schedule.pk, moment))
         return FireOutcome.WAITING
     try:
-        run = _start_run(schedule, workflow, moment)  # its own savepoint: a refusal leaves the fire recorded
+        # run_create has its own savepoint: a refused run leaves the fire recorded, as failed.
+        run = _start_run(schedule, workflow, moment, versions=batch.versions)
     except ApplicationError as exc:
         logger.warning(
             "schedule %s could not start its run of %s: %s", schedule.id, _iso(moment), exc.message
         )
-        ScheduleFire.objects.create(schedule=schedule, fire_time=moment, outcome=FireOutcome.FAILED)
+        batch.record(schedule, moment, FireOutcome.FAILED)
         return FireOutcome.FAILED
-    ScheduleFire.objects.create(
-        schedule=schedule, fire_time=moment, outcome=FireOutcome.STARTED, run_id=run.id
-    )
+    batch.record(schedule, moment, FireOutcome.STARTED, run.id)
     schedule.last_run_at = now
     schedule.last_run_id = run.id
     return FireOutcome.STARTED
 
 
-def schedule_fire(schedule_id: str, *, now: datetime) -> list[str]:
-    """Fire the schedule `schedule_id` if it is due at `now` and no other scheduler holds it; returns the
-    outcomes of its fire times (["busy"] when another scheduler holds it, [] when it is not due)."""
-    with transaction.atomic():
-        schedule = (
-            Schedule.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("organization")
-            .filter(pk=schedule_id, next_run_at__lte=now)
-            .first()
-        )
-        if schedule is None:
-            due = Schedule.objects.filter(pk=schedule_id, next_run_at__lte=now).exists()
-            return ["busy"] if due else []
-        workflow = Workflow.objects.get(pk=schedule.workflow_id)
+def _fire_locked(schedule: Schedule, batch: _Batch, now: datetime) -> list[str]:
+    """Fire the due times of a schedule whose row this transaction holds locked (its changes are written by
+    the batch)."""
+    workflow = batch.workflows.get(schedule.workflow_id)
+    if workflow is None:
+        workflow = batch.workflows[schedule.workflow_id] = Workflow.objects.get(pk=schedule.workflow_id)
         workflow.organization = schedule.organization
-        outcomes = []
-        if not schedule.enabled or workflow.status == WorkflowStatus.ARCHIVED:
-            schedule.enabled = False  # archiving disables a workflow's schedules (API.md)
-            schedule.next_run_at = None
-            schedule.save(update_fields=["enabled", "next_run_at"])
-            return ["disabled"]
-        on_time, missed = due_times(schedule, now)
-        if workflow.status == WorkflowStatus.PAUSED:
-            outcomes = [FireOutcome.SKIPPED_PAUSED] * len(on_time)  # fire times while paused are skipped
-        else:
-            for moment in _selected(schedule, on_time, missed):
-                outcomes.append(_fire_time(schedule, workflow, moment, now))
-        schedule.next_run_at = cron.next_fire_time(schedule.cron_expression, schedule.timezone, now)
-        schedule.save(update_fields=["next_run_at", "last_run_at", "last_run_id"])
+    if not schedule.enabled or workflow.status == WorkflowStatus.ARCHIVED:
+        schedule.enabled = False  # archiving disables a workflow's schedules (API.md)
+        schedule.next_run_at = None
+        return ["disabled"]
+    outcomes = []
+    on_time, missed = due_times(schedule, now)
+    if workflow.status == WorkflowStatus.PAUSED:
+        outcomes = [FireOutcome.SKIPPED_PAUSED] * len(on_time)  # fire times while paused are skipped
+    else:
+        for moment in _selected(schedule, on_time, missed):
+            outcomes.append(_fire_time(schedule, workflow, moment, now, batch))
+    schedule.next_run_at = cron.next_fire_time(schedule.cron_expression, schedule.timezone, now)
     return outcomes
 
 
+def schedules_fire(schedule_ids: list[str], *, now: datetime) -> list[str]:
+    """Fire those of `schedule_ids` that are due at `now` and that no other scheduler holds, in one
+    transaction (one commit for many fires: they queue on their organisation's lock anyway); returns the
+    outcomes of their fire times, plus "busy" for each one due but held by another scheduler."""
+    with transaction.atomic():
+        locked = list(
+            Schedule.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("organization")
+            .filter(pk__in=schedule_ids, next_run_at__lte=now)
+            .order_by("pk")
+        )
+        outcomes: list[str] = []
+        batch = _Batch(locked, now)
+        for schedule in locked:
+            outcomes += _fire_locked(schedule, batch, now)
+        batch.write(locked)
+    if len(locked) < len(schedule_ids):
+        held = set(schedule_ids) - {schedule.pk for schedule in locked}
+        outcomes += ["busy"] * Schedule.objects.filter(pk__in=held, next_run_at__lte=now).count()
+    return outcomes
+
+
+def schedule_fire(schedule_id: str, *, now: datetime) -> list[str]:
+    """Fire one schedule if it is due at `now` and no other scheduler holds it; returns the outcomes of its
+    fire times (["busy"] when another scheduler holds it, [] when it is not due)."""
+    return schedules_fire([schedule_id], now=now)
+
+
 def schedules_fire_due(*, now: datetime | None = None) -> Counter:
-    """Fire every schedule due at `now`; counts the outcomes ("busy": due but held by another scheduler)."""
+    """Fire every schedule due at `now`, FIRE_CHUNK per transaction; counts the outcomes ("busy": due but
+    held by another scheduler). A chunk that fails is fired again one schedule per transaction, so one
+    schedule that cannot fire does not hold the others back."""
     now = now or timezone.now()
     ids = list(Schedule.objects.filter(next_run_at__lte=now).values_list("pk", flat=True)[:BATCH])
     random.shuffle(ids)  # schedulers woken together start at different rows
     counts: Counter = Counter()
-    for schedule_id in ids:
+    for start in range(0, len(ids), FIRE_CHUNK):
+        chunk = ids[start : start + FIRE_CHUNK]
         try:
-            counts.update(schedule_fire(schedule_id, now=now))
+            counts.update(schedules_fire(chunk, now=now))
+            continue
         except Exception:
-            logger.exception("schedule %s failed to fire", schedule_id)
-            counts["error"] += 1
+            logger.warning("a chunk of %d schedules failed to fire: one at a time", len(chunk), exc_info=True)
+        for schedule_id in chunk:
+            try:
+                counts.update(schedule_fire(schedule_id, now=now))
+            except Exception:
+                logger.exception("schedule %s failed to fire", schedule_id)
+                counts["error"] += 1
     return counts
 
 
