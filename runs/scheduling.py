@@ -38,6 +38,7 @@ from workflows.choices import FireOutcome, ScheduleCatchup, ScheduleOverlap, Wor
 from workflows.models import Schedule, ScheduleFire, Workflow
 from workflows.schedules import SCHEDULES_CHANNEL
 from workflows.selectors import workflow_version_get
+from workflows.webhooks import webhook_deliveries_prune
 
 logger = logging.getLogger("baton.scheduler")
 
@@ -50,6 +51,7 @@ FIRE_CHUNK = 20
 # How soon a scheduler looks again when a due schedule was locked by another one (it is being fired, or
 # its firer died and the database is about to release the lock).
 BUSY_RETRY_SECONDS = 0.1
+PRUNE_EVERY = timedelta(hours=1)
 
 
 def _iso(moment: datetime) -> str:
@@ -385,11 +387,15 @@ class Scheduler:
 
     def __init__(self, clock: Callable[[], datetime] = timezone.now):
         self.clock = clock
+        self.pruned_at: datetime | None = None
 
     def step(self) -> float:
         """Fire what is due now; the seconds until the next fire time (capped by
         BATON_SCHEDULER_MAX_SLEEP_SECONDS, shorter while a fire waits for its previous run)."""
         counts = schedules_fire_due(now=self.clock())
+        if self.pruned_at is None or self.clock() - self.pruned_at > PRUNE_EVERY:
+            self.pruned_at = self.clock()
+            webhook_deliveries_prune(now=self.pruned_at)  # the hooks' record of deliveries seen
         waiting = ScheduleFire.objects.filter(outcome=FireOutcome.WAITING).exists()
         if waiting:
             schedules_release_waiting(now=self.clock())

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -18,7 +19,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from config.errors import ApplicationError, NotFound, RateLimited
 from workflows.choices import WorkflowStatus
-from workflows.models import Workflow
+from workflows.models import WebhookDelivery, Workflow
 
 # Request headers copied into the run's `metadata.webhook` (lower case); nothing else is kept.
 HEADER_ALLOWLIST = (
@@ -133,6 +134,14 @@ def check_rate(workflow: Workflow) -> dict:
 def webhook_metadata(headers) -> dict:
     """The allowlisted request headers, as the run's `metadata.webhook`."""
     return {name: headers[name][:500] for name in HEADER_ALLOWLIST if headers.get(name)}
+
+
+def webhook_deliveries_prune(*, now=None) -> int:
+    """Forget deliveries older than BATON_IDEMPOTENCY_TTL (a retry after that starts a new run, as the API's
+    Idempotency-Key does; a replayed signature is refused by its timestamp by then). Returns rows deleted."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.BATON_IDEMPOTENCY_TTL)
+    deleted, _ = WebhookDelivery.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
 
 
 @transaction.atomic

@@ -261,3 +261,20 @@ def test_a_404_for_a_hook_logs_no_token(client, hooked, caplog):
     for record in caplog.records:
         handler_filter.filter(record)
         assert "t0psecrett0ken" not in record.getMessage()
+
+
+def test_deliveries_are_forgotten_after_the_idempotency_ttl(client, hooked, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows.models import WebhookDelivery
+    from workflows.webhooks import webhook_deliveries_prune
+
+    first = post_token(client, hooked, HTTP_IDEMPOTENCY_KEY="old")
+    assert webhook_deliveries_prune() == 0
+    later = timezone.now() + timedelta(seconds=settings.BATON_IDEMPOTENCY_TTL + 1)
+    assert webhook_deliveries_prune(now=later) == 1
+    assert not WebhookDelivery.objects.exists()
+    again = post_token(client, hooked, HTTP_IDEMPOTENCY_KEY="old")
+    assert again.status_code == 202 and again.json()["run_id"] != first.json()["run_id"]
