@@ -31,6 +31,7 @@ BENCHMARKS = {
     "throughput": "bench.throughput_bench",
     "api": "bench.api_bench",
     "idle": "bench.idle_bench",
+    "schedules": "bench.schedules_bench",
 }
 
 

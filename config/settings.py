@@ -299,6 +299,22 @@ BATON_LOGIN_LIMIT_WINDOW = env_int("BATON_LOGIN_LIMIT_WINDOW", 300, minimum=1)
 BATON_IDEMPOTENCY_TTL = env_int("BATON_IDEMPOTENCY_TTL", 86_400, minimum=60)
 # Number of reverse proxies in front of Baton whose X-Forwarded-For entries are trusted.
 BATON_TRUSTED_PROXIES = env_int("BATON_TRUSTED_PROXIES", 0, minimum=0)
+# The address Baton is reached at from outside (https://baton.example.com): inbound webhook URLs shown to
+# admins and links in emails are built from it. Unset: the webhook URL is built from the request's host.
+BATON_PUBLIC_URL = (env_str("BATON_PUBLIC_URL") or "").rstrip("/")
+# Schedules (docs/schedules.md): plan limits, the shortest interval between two fire times, how much a
+# backfill may cover, and the longest the scheduler sleeps without a doorbell ring (a safety net).
+BATON_SCHEDULES_PER_WORKFLOW = env_int("BATON_SCHEDULES_PER_WORKFLOW", 20, minimum=1)
+BATON_SCHEDULES_PER_ORGANIZATION = env_int("BATON_SCHEDULES_PER_ORGANIZATION", 500, minimum=1)
+BATON_SCHEDULE_MIN_INTERVAL_SECONDS = env_int("BATON_SCHEDULE_MIN_INTERVAL_SECONDS", 60, minimum=60)
+BATON_SCHEDULE_BACKFILL_MAX_DAYS = env_int("BATON_SCHEDULE_BACKFILL_MAX_DAYS", 366, minimum=1)
+BATON_SCHEDULE_BACKFILL_MAX_FIRES = env_int("BATON_SCHEDULE_BACKFILL_MAX_FIRES", 1000, minimum=1)
+BATON_SCHEDULER_MAX_SLEEP_SECONDS = env_int("BATON_SCHEDULER_MAX_SLEEP_SECONDS", 60, minimum=1)
+# Inbound webhooks (docs/schedules.md "Inbound webhooks"): largest body, requests per minute per workflow,
+# and how old a signature's timestamp may be.
+BATON_WEBHOOK_MAX_BODY_BYTES = env_int("BATON_WEBHOOK_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+BATON_WEBHOOK_RATE_PER_MINUTE = env_int("BATON_WEBHOOK_RATE_PER_MINUTE", 600, minimum=1)
+BATON_WEBHOOK_TOLERANCE_SECONDS = env_int("BATON_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -347,6 +363,8 @@ SPECTACULAR_SETTINGS = {
         "StepStatusEnum": "runs.choices.StepStatus",
         "LlmProviderKindEnum": "accounts.models.LlmProviderKind",
         "AgentKindEnum": "accounts.models.AgentKind",
+        "ScheduleCatchupEnum": "workflows.choices.ScheduleCatchup",
+        "ScheduleOverlapEnum": "workflows.choices.ScheduleOverlap",
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
     # Generation runs as an unsaved owner, so org-scoped get_queryset() works (config/api/schema.py).
@@ -382,6 +400,8 @@ LOGGING = {
         "request_id": {"()": "config.api.middleware.RequestIdLogFilter"},
         # The running step's secret values become *** in every log line (runs/engine/redaction.py).
         "redact_secrets": {"()": "runs.engine.redaction.SecretRedactingFilter"},
+        # Inbound webhook tokens in paths become … (config/redaction.py).
+        "redact_hook_tokens": {"()": "config.redaction.HookTokenFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
@@ -390,7 +410,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["request_id", "redact_secrets"],
+            "filters": ["request_id", "redact_secrets", "redact_hook_tokens"],
         },
     },
     "root": {"handlers": ["console"], "level": env_str("BATON_LOG_LEVEL", "INFO")},

@@ -33,10 +33,11 @@ def _security_changed(sender, instance, **kwargs):
 
 def _start_reconciler(sender, proc_name=None, **kwargs):
     """Each django-q2 worker process (`manage.py qcluster`, also under `serve`) runs a reconciler thread
-    and keeps its database connections between tasks."""
+    and a scheduler thread, and keeps its database connections between tasks."""
     from django.db import connections
 
     from runs.engine.reconciler import start_reconciler_thread
+    from runs.scheduling import start_scheduler_thread
 
     # A connection's settings dict is shared by every thread's connection to that alias. No health check
     # before each task (a round trip each): a connection the server dropped fails its first statement
@@ -45,3 +46,4 @@ def _start_reconciler(sender, proc_name=None, **kwargs):
         connections[alias].settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
         connections[alias].settings_dict["CONN_HEALTH_CHECKS"] = False
     start_reconciler_thread()
+    start_scheduler_thread()  # fires schedules on time (runs/scheduling.py)

@@ -42,3 +42,30 @@ MAX_RETENTION_DAYS = 3650
 SLUG_MAX_LENGTH = 100
 # Slugs that would be shadowed by a fixed route under /workflows/.
 RESERVED_SLUGS = frozenset({"validate"})
+
+
+class ScheduleCatchup(models.TextChoices):
+    """What a schedule does with fire times missed while nothing could fire them (docs/schedules.md)."""
+
+    NONE = "none", "None"
+    LAST = "last", "The last one"
+    ALL = "all", "All of them"
+
+
+class ScheduleOverlap(models.TextChoices):
+    """What a fire time does while the schedule's previous run is still active."""
+
+    SKIP = "skip", "Skip"
+    QUEUE = "queue", "Queue (at most one waiting)"
+    ALLOW = "allow", "Allow"
+
+
+class FireOutcome(models.TextChoices):
+    """What became of one fire time of a schedule (ScheduleFire.outcome)."""
+
+    STARTED = "started", "A run was started"
+    WAITING = "waiting", "Waiting for the previous run (overlap: queue)"
+    SKIPPED_OVERLAP = "skipped_overlap", "Skipped: the previous run was still active"
+    SKIPPED_PAUSED = "skipped_paused", "Skipped: the workflow was paused"
+    MISSED = "missed", "Missed (catch-up policy)"
+    FAILED = "failed", "The run could not be created"

@@ -4,7 +4,15 @@ from django.db import models
 from django.utils import timezone
 
 from config.ids import id_field
-from workflows.choices import SLUG_MAX_LENGTH, STATUS_TRANSITIONS, TriggerType, WorkflowStatus
+from workflows.choices import (
+    SLUG_MAX_LENGTH,
+    STATUS_TRANSITIONS,
+    FireOutcome,
+    ScheduleCatchup,
+    ScheduleOverlap,
+    TriggerType,
+    WorkflowStatus,
+)
 
 
 class Project(models.Model):
@@ -178,3 +186,101 @@ class WorkflowTemplate(models.Model):
 
     def __str__(self):
         return self.name
+
+
+# The Schedule model has a `timezone` field, which shadows the module inside its class body.
+_now = timezone.now
+
+
+class Schedule(models.Model):
+    """A cron schedule that starts runs of one workflow (docs/schedules.md). `next_run_at` is the next fire
+    time (UTC) while enabled, else null: the scheduler's only index."""
+
+    id = id_field("sched")
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="schedules"
+    )
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="schedules")
+    cron_expression = models.CharField(max_length=120)
+    timezone = models.CharField(max_length=64, default="UTC")
+    input_data = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    catchup = models.CharField(max_length=8, choices=ScheduleCatchup.choices, default=ScheduleCatchup.NONE)
+    catchup_window_seconds = models.PositiveIntegerField(default=3600)
+    overlap = models.CharField(max_length=8, choices=ScheduleOverlap.choices, default=ScheduleOverlap.SKIP)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_id = models.CharField(max_length=40, blank=True, default="")
+    created_by = models.CharField(max_length=40, blank=True, default="")
+    created_at = models.DateTimeField(default=_now)
+    updated_at = models.DateTimeField(default=_now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(catchup__in=ScheduleCatchup.values), name="schedule_catchup_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(overlap__in=ScheduleOverlap.values), name="schedule_overlap_valid"
+            ),
+        ]
+        indexes = [
+            # The scheduler's scan (enabled schedules by next fire time) reads this index only.
+            models.Index(
+                fields=["next_run_at"], name="schedule_due", condition=models.Q(next_run_at__isnull=False)
+            ),
+            models.Index(fields=["organization", "created_at"], name="schedule_org_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.id} ({self.cron_expression} {self.timezone})"
+
+
+class ScheduleFire(models.Model):
+    """One fire time of a schedule and what became of it. The unique (schedule, fire_time) is what makes a
+    fire time start at most one run, whoever fires it (scheduler, catch-up or backfill); the run id is a
+    plain column, so run retention never reopens a fire time."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="fires")
+    fire_time = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=FireOutcome.choices)
+    run_id = models.CharField(max_length=40, blank=True, default="")
+    backfill = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["schedule", "fire_time"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "fire_time"], name="schedule_fire_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["schedule", "fire_time"],
+                name="schedule_fire_waiting",
+                condition=models.Q(outcome="waiting"),
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.schedule_id} @ {self.fire_time:%Y-%m-%dT%H:%M:%SZ} ({self.outcome})"
+
+
+class WebhookDelivery(models.Model):
+    """A delivery an inbound webhook has seen: its `Idempotency-Key`, its `X-GitHub-Delivery` id, or its
+    signature (`sig:`, refused when seen again: a replay). Unique per workflow, so of two concurrent copies
+    of one delivery exactly one starts a run; the other answers with that run's id."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    key = models.CharField(max_length=300)
+    run_id = models.CharField(max_length=40, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "key"], name="webhook_delivery_unique"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="webhook_delivery_created")]
+
+    def __str__(self):
+        return f"{self.workflow_id} {self.key}"

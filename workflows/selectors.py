@@ -5,7 +5,7 @@ from django.db.models import Q, QuerySet
 from accounts.models import Organization
 from config.errors import InvalidRequest, NotFound, not_found
 from workflows import fastpaths
-from workflows.models import Project, Workflow, WorkflowTemplate, WorkflowVersion
+from workflows.models import Project, Schedule, Workflow, WorkflowTemplate, WorkflowVersion
 
 
 def workflow_list(*, organization: Organization) -> QuerySet[Workflow]:
@@ -84,3 +84,19 @@ def project_get(*, organization: Organization, project_id: str) -> Project:
     if project is None:
         raise not_found("project", project_id)
     return project
+
+
+def schedule_list(*, organization: Organization, workflow: Workflow | None = None) -> QuerySet[Schedule]:
+    """The organisation's schedules (of one workflow when given), oldest first."""
+    queryset = Schedule.objects.filter(organization=organization)
+    if workflow is not None:
+        queryset = queryset.filter(workflow=workflow)
+    return queryset.order_by("created_at", "id")
+
+
+def schedule_get(*, organization: Organization, schedule_id: str) -> Schedule:
+    schedule = schedule_list(organization=organization).filter(pk=schedule_id).first()
+    if schedule is None:
+        raise not_found("schedule", schedule_id)
+    schedule.organization = organization
+    return schedule

@@ -32,6 +32,7 @@ from workflows.choices import (
 )
 from workflows.definition import validate_definition
 from workflows.models import Project, Workflow, WorkflowTag, WorkflowTemplate, WorkflowVersion
+from workflows.schedules import schedules_disable_for_workflow
 
 UNTITLED = "Untitled workflow"
 CREATE_STATUSES = (WorkflowStatus.DRAFT, WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED)
@@ -391,6 +392,7 @@ def _move_status(workflow: Workflow, actor, status: str) -> Workflow:
     workflow.save(update_fields=["status", "updated_at", "archived_at"])
     if status == WorkflowStatus.ARCHIVED:
         event = "workflow.archived"
+        schedules_disable_for_workflow(workflow)
     elif previous == WorkflowStatus.ARCHIVED:
         event = "workflow.unarchived"
     else:

@@ -270,11 +270,12 @@ def run_trigger(
     env: str | None = None,
     dry_run: bool = False,
     model: str = "",
+    trigger: str = RunTrigger.API,
 ) -> Run:
-    """Trigger a run from the API: check the workflow can run (404 archived, 409 paused), pick the
-    version, check the LLM provider and the monthly quota, store the attachment, and create the run
-    (runs.services.run_create). Either everything is written or nothing is: a failed creation
-    removes the stored file."""
+    """Trigger a run from the API (or an inbound webhook: `trigger`): check the workflow can run (404
+    archived, 409 paused), pick the version, check the LLM provider and the monthly quota, store the
+    attachment, and create the run (runs.services.run_create). Either everything is written or nothing
+    is: a failed creation removes the stored file."""
     if workflow.status == WorkflowStatus.ARCHIVED:
         raise not_found("workflow", workflow.id)
     if workflow.status == WorkflowStatus.PAUSED:
@@ -333,6 +334,7 @@ def run_trigger(
                     env=env,
                     dry_run=dry_run,
                     model=model,
+                    trigger=trigger,
                 )
             except Unprocessable as exc:
                 raise _with_field_errors(exc, version.definition, values) from None

@@ -30,3 +30,26 @@ def _workflow_version(org, owner):
 def _org_template(org, owner):
     workflow = make_workflow(org, owner)
     return {"pk": template_save_from_workflow(workflow=workflow, actor=owner_actor(org, owner)).id}
+
+
+def _schedule(org, owner):
+    from workflows.schedules import schedule_create
+
+    workflow = make_workflow(org, owner)
+    schedule = schedule_create(
+        workflow=workflow, actor=owner_actor(org, owner), values={"cron_expression": "@daily"}
+    )
+    return {"schedule_id": schedule.id}
+
+
+register("schedule-detail", "schedule-backfill")(_schedule)
+
+
+@register("workflow-schedules")
+def _workflow_schedules(org, owner):
+    return {"ref": make_workflow(org, owner).id}
+
+
+@register("workflow-webhook-secret-rotate")
+def _workflow_webhook(org, owner):
+    return {"ref": make_workflow(org, owner).id}

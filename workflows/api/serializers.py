@@ -4,6 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from workflows.api.schedules import SchedulesField, hook_urls
 from workflows.choices import (
     MAX_CHANGE_SUMMARY_LENGTH,
     MAX_DESCRIPTION_LENGTH,
@@ -74,11 +75,19 @@ class WorkflowDetailSerializer(WorkflowSerializer):
     definition = serializers.SerializerMethodField()
     input_schema = serializers.SerializerMethodField()
     webhook_secret = serializers.CharField(required=False, help_text="Only shown to admins.")
+    schedules = SchedulesField()
+    webhook_url = serializers.CharField(
+        required=False, read_only=True, help_text="Only shown to admins: the hook URL with the secret in it."
+    )
+    webhook_signed_url = serializers.CharField(
+        required=False, read_only=True, help_text="Only shown to admins: the hook URL for signed deliveries."
+    )
 
     class Meta(WorkflowSerializer.Meta):
         fields = [
             *WorkflowSerializer.Meta.fields, "version", "change_summary", "content_hash",
-            "version_created_at", "definition", "input_schema", "webhook_secret",
+            "version_created_at", "definition", "input_schema", "webhook_secret", "schedules",
+            "webhook_url", "webhook_signed_url",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -110,6 +119,8 @@ class WorkflowDetailSerializer(WorkflowSerializer):
         data = super().to_representation(instance)
         if not self.context.get("show_secret"):
             data.pop("webhook_secret", None)
+        else:
+            data.update(hook_urls(instance, self.context.get("request")))
         return data
 
 

@@ -29,6 +29,44 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.CreateModel(
+            name='Schedule',
+            fields=[
+                ('id', models.CharField(default=config.ids.IdFactory('sched'), editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('cron_expression', models.CharField(max_length=120)),
+                ('timezone', models.CharField(default='UTC', max_length=64)),
+                ('input_data', models.JSONField(blank=True, default=dict)),
+                ('enabled', models.BooleanField(default=True)),
+                ('catchup', models.CharField(choices=[('none', 'None'), ('last', 'The last one'), ('all', 'All of them')], default='none', max_length=8)),
+                ('catchup_window_seconds', models.PositiveIntegerField(default=3600)),
+                ('overlap', models.CharField(choices=[('skip', 'Skip'), ('queue', 'Queue (at most one waiting)'), ('allow', 'Allow')], default='skip', max_length=8)),
+                ('next_run_at', models.DateTimeField(blank=True, null=True)),
+                ('last_run_at', models.DateTimeField(blank=True, null=True)),
+                ('last_run_id', models.CharField(blank=True, default='', max_length=40)),
+                ('created_by', models.CharField(blank=True, default='', max_length=40)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='schedules', to='accounts.organization')),
+            ],
+            options={
+                'ordering': ['created_at', 'id'],
+            },
+        ),
+        migrations.CreateModel(
+            name='ScheduleFire',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('fire_time', models.DateTimeField()),
+                ('outcome', models.CharField(choices=[('started', 'A run was started'), ('waiting', 'Waiting for the previous run (overlap: queue)'), ('skipped_overlap', 'Skipped: the previous run was still active'), ('skipped_paused', 'Skipped: the workflow was paused'), ('missed', 'Missed (catch-up policy)'), ('failed', 'The run could not be created')], max_length=16)),
+                ('run_id', models.CharField(blank=True, default='', max_length=40)),
+                ('backfill', models.BooleanField(default=False)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('schedule', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='fires', to='workflows.schedule')),
+            ],
+            options={
+                'ordering': ['schedule', 'fire_time'],
+            },
+        ),
+        migrations.CreateModel(
             name='Workflow',
             fields=[
                 ('id', models.CharField(default=config.ids.IdFactory('wf'), editable=False, max_length=40, primary_key=True, serialize=False)),
@@ -55,6 +93,21 @@ class Migration(migrations.Migration):
             options={
                 'ordering': ['-created_at', '-id'],
             },
+        ),
+        migrations.CreateModel(
+            name='WebhookDelivery',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('key', models.CharField(max_length=300)),
+                ('run_id', models.CharField(blank=True, default='', max_length=40)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhook_deliveries', to='workflows.workflow')),
+            ],
+        ),
+        migrations.AddField(
+            model_name='schedule',
+            name='workflow',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='schedules', to='workflows.workflow'),
         ),
         migrations.CreateModel(
             name='WorkflowTag',
@@ -104,6 +157,14 @@ class Migration(migrations.Migration):
             constraint=models.UniqueConstraint(fields=('organization', 'name'), name='project_name_unique'),
         ),
         migrations.AddIndex(
+            model_name='schedulefire',
+            index=models.Index(condition=models.Q(('outcome', 'waiting')), fields=['schedule', 'fire_time'], name='schedule_fire_waiting'),
+        ),
+        migrations.AddConstraint(
+            model_name='schedulefire',
+            constraint=models.UniqueConstraint(fields=('schedule', 'fire_time'), name='schedule_fire_unique'),
+        ),
+        migrations.AddIndex(
             model_name='workflow',
             index=models.Index(fields=['organization', 'status', '-created_at'], name='workflow_org_status'),
         ),
@@ -118,6 +179,30 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='workflow',
             constraint=models.CheckConstraint(condition=models.Q(('retention_days__isnull', True), ('retention_days__gte', 1), _connector='OR'), name='workflow_retention_positive'),
+        ),
+        migrations.AddIndex(
+            model_name='webhookdelivery',
+            index=models.Index(fields=['created_at'], name='webhook_delivery_created'),
+        ),
+        migrations.AddConstraint(
+            model_name='webhookdelivery',
+            constraint=models.UniqueConstraint(fields=('workflow', 'key'), name='webhook_delivery_unique'),
+        ),
+        migrations.AddIndex(
+            model_name='schedule',
+            index=models.Index(condition=models.Q(('next_run_at__isnull', False)), fields=['next_run_at'], name='schedule_due'),
+        ),
+        migrations.AddIndex(
+            model_name='schedule',
+            index=models.Index(fields=['organization', 'created_at'], name='schedule_org_created'),
+        ),
+        migrations.AddConstraint(
+            model_name='schedule',
+            constraint=models.CheckConstraint(condition=models.Q(('catchup__in', ['none', 'last', 'all'])), name='schedule_catchup_valid'),
+        ),
+        migrations.AddConstraint(
+            model_name='schedule',
+            constraint=models.CheckConstraint(condition=models.Q(('overlap__in', ['skip', 'queue', 'allow'])), name='schedule_overlap_valid'),
         ),
         migrations.AddIndex(
             model_name='workflowtag',

@@ -2,7 +2,7 @@
 worker (docs/approvals.md).
 
 First execution: the step suspends as `awaiting_input` (the run shows a `pause_signal` with the schema).
-`runs.people.run_collect_inputs` validates the answer, stores it in the step run's `state` and requeues
+`runs.services.run_collect_inputs` validates the answer, stores it in the step run's `state` and requeues
 the step; this handler then outputs it. A timeout (`timeout_seconds`, fired by the reconciler) fails the
 step with `input_timeout`.
 """

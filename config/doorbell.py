@@ -1,0 +1,172 @@
+"""A doorbell across processes: a loop that sleeps until its next deadline (the scheduler) is woken at once
+when something it waits for changes (a schedule created, edited or deleted), instead of polling the
+database. A ring carries no data: the woken loop re-reads the database, so a lost ring only delays the
+loop until its own deadline or its safety-net timeout (docs/schedules.md "How the scheduler wakes").
+
+    from config import doorbell
+
+    doorbell.ring_on_commit("schedules")            # a writer, inside its transaction
+    bell = doorbell.listen("schedules")             # a sleeper, once
+    bell.wait(timeout=seconds)                      # True when rung (or when a ring is pending)
+
+With REDIS_URL: Redis pub/sub (every process of every machine). Without it (the embedded SQLite setup, one
+machine): a Unix datagram socket per listener in a directory of the temporary folder named after the
+data directory; a ring sends one byte to each socket there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import select
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger("baton.doorbell")
+
+
+def _namespace() -> str:
+    """Keeps installations (and test runs) sharing one Redis server or one machine apart."""
+    db = settings.DATABASES["default"]
+    source = f"{settings.REDIS_URL or ''}|{db.get('HOST', '')}|{db.get('NAME', '')}|{settings.DATA_DIR}"
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def ring(channel: str) -> None:
+    """Wake every listener of `channel` now. Never raises: a ring that cannot be sent is only logged."""
+    try:
+        if settings.REDIS_URL:
+            _redis().publish(f"baton:{_namespace()}:doorbell:{channel}", b"1")
+        else:
+            _ring_sockets(channel)
+    except Exception:
+        logger.warning("doorbell %s could not ring", channel, exc_info=True)
+
+
+def ring_on_commit(channel: str) -> None:
+    """Ring once the current transaction commits (at once outside a transaction)."""
+    transaction.on_commit(lambda: ring(channel))
+
+
+def listen(channel: str) -> Listener:
+    """A listener for this thread's loop. Close it when the loop ends."""
+    return RedisListener(channel) if settings.REDIS_URL else SocketListener(channel)
+
+
+class Listener:
+    def wait(self, timeout: float) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- Redis
+
+_client = None
+_client_lock = threading.Lock()
+
+
+def _redis():
+    global _client
+    with _client_lock:
+        if _client is None:
+            import redis
+
+            _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        return _client
+
+
+class RedisListener(Listener):
+    def __init__(self, channel: str):
+        self.name = f"baton:{_namespace()}:doorbell:{channel}"
+        self.pubsub = None
+
+    def _subscribed(self):
+        if self.pubsub is None:
+            import redis
+
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+            self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe(self.name)
+        return self.pubsub
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            pubsub = self._subscribed()
+            rung = False
+            while True:
+                left = deadline - time.monotonic()
+                message = pubsub.get_message(timeout=max(0.0, left) if not rung else 0.0)
+                if message is not None:
+                    rung = True  # drain whatever else is pending: one wake-up for a burst of rings
+                    continue
+                if rung or left <= 0:
+                    return rung
+        except Exception:
+            # Redis unreachable: sleep out the timeout (the caller's deadline still holds), reconnect later.
+            logger.warning("doorbell listener lost Redis", exc_info=True)
+            self.close()
+            time.sleep(max(0.0, min(deadline - time.monotonic(), 1.0)))
+            return False
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            try:
+                self.pubsub.close()
+            except Exception:
+                logger.debug("doorbell pubsub close failed", exc_info=True)
+            self.pubsub = None
+
+
+# -------------------------------------------------------------------------------------- Unix sockets
+
+
+def _socket_dir(channel: str) -> Path:
+    # The temporary folder, not the data directory: a socket path must stay under ~100 bytes.
+    path = Path(tempfile.gettempdir()) / f"baton-{_namespace()}" / channel
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ring_sockets(channel: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setblocking(False)
+        for path in _socket_dir(channel).glob("*.sock"):
+            try:
+                sender.sendto(b"1", str(path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # its listener is gone
+            except BlockingIOError:
+                pass  # its buffer is full of rings already: it will wake
+
+
+class SocketListener(Listener):
+    def __init__(self, channel: str):
+        self.path = _socket_dir(channel) / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.setblocking(False)
+
+    def wait(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        while True:  # drain: one wake-up for a burst of rings
+            try:
+                self.sock.recv(64)
+            except BlockingIOError:
+                return True
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
