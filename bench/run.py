@@ -2,6 +2,7 @@
 
     python bench/run.py                  # every benchmark
     python bench/run.py audit --events 20000
+    python bench/run.py checks           # the speed and query-plan checks (no cluster: seconds)
 
 Each benchmark is a module with `run(options) -> list[Row]`, listed in BENCHMARKS. The harness sets up
 its own database before Django starts: a fresh SQLite file in a temporary directory by default, or,
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "throughput": "bench.throughput_bench",
     "api": "bench.api_bench",
     "idle": "bench.idle_bench",
+    "checks": "bench.checks_bench",
 }
 
 

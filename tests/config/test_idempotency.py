@@ -6,7 +6,7 @@ from django.utils import timezone
 from accounts.models import IdempotencyRecord, Project
 from config.api.idempotency import prune_expired
 
-pytestmark = pytest.mark.urls("tests.config.urls_testing")
+pytestmark = pytest.mark.urls("tests.config.support.urls_testing")
 
 URL = "/api/v1/_test/projects"
 

@@ -51,7 +51,7 @@ def check_one_created(responses):
 
 
 @pytest.mark.slow
-@pytest.mark.urls("tests.config.urls_testing")
+@pytest.mark.urls("tests.config.support.urls_testing")
 def test_concurrent_identical_requests_create_once_live_server(live_server):
     owner = UserFactory()
     org = make_org(name="Racers", plan="enterprise", owner=owner)
@@ -75,7 +75,7 @@ def _free_port() -> int:
 
 
 def _server_env(tmp_path) -> dict:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.config.live_settings", "BATON_ENV": "test",
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.config.support.live_settings", "BATON_ENV": "test",
            "BATON_DATA_DIR": str(tmp_path), "BATON_LOG_LEVEL": "WARNING"}  # fmt: skip
     env.pop("BATON_TEST_DB_NAME", None)
     db = connection.settings_dict
@@ -91,8 +91,8 @@ def _server_env(tmp_path) -> dict:
 
 
 def _setup(env, *args) -> str:
-    result = subprocess.run([sys.executable, "-m", "tests.config.live_setup", *args], env=env, cwd=BASE_DIR,
-                            check=True, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "tests.config.support.live_setup", *args], env=env,
+                            cwd=BASE_DIR, check=True, capture_output=True, text=True)  # fmt: skip
     return result.stdout.strip()
 
 

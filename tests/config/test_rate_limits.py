@@ -8,7 +8,7 @@ from accounts.models import RateLimitCounter
 from accounts.ratelimit import DAY, MINUTE, counters, organization_hit, prune_expired_counters
 from tests.factories import UserFactory, make_org
 
-pytestmark = pytest.mark.urls("tests.config.urls_testing")
+pytestmark = pytest.mark.urls("tests.config.support.urls_testing")
 
 RATE_HEADERS = [
     "X-RateLimit-Limit",

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.dashboard.browser import launch_chromium
+from tests.dashboard.support.browser import launch_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

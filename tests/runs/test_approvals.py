@@ -19,7 +19,7 @@ from runs.models import Run, StepRun
 from runs.services import run_create
 from tests.conftest import jwt_for, key_for
 from tests.runs.conftest import pg_only, transform
-from tests.runs.starting_gate import open_gate
+from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
@@ -518,7 +518,7 @@ def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 def _driver(env, *args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.approval_driver", *map(str, args)],
+        [sys.executable, "-m", "tests.runs.support.approval_driver", *map(str, args)],
         env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )  # fmt: skip
 
@@ -589,7 +589,7 @@ def cluster(_race_env, transactional_db):
 
 
 def _run_driver(env, *args, timeout=120) -> dict:
-    result = subprocess.run([sys.executable, "-m", "tests.runs.approval_driver", *map(str, args)],
+    result = subprocess.run([sys.executable, "-m", "tests.runs.support.approval_driver", *map(str, args)],
                             env=env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
                             timeout=timeout)  # fmt: skip
     return json.loads(result.stdout)

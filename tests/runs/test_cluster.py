@@ -17,13 +17,13 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.runs.cluster_driver import expected_result
+from tests.runs.support.cluster_driver import expected_result
 
 BASE_DIR = settings.BASE_DIR
 
 
 def _cluster_env(tmp_path) -> dict:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.runs.cluster_settings", "BATON_ENV": "test",
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.runs.support.cluster_settings", "BATON_ENV": "test",
            "BATON_DATA_DIR": str(tmp_path), "BATON_LOG_LEVEL": "WARNING",
            "BATON_TEST_QUEUE": f"baton-test-{uuid.uuid4().hex[:10]}",
            "BATON_ENGINE_DISPATCH": "queue", "BATON_WORKERS": "2",
@@ -62,7 +62,7 @@ class Cluster:
             self.process.wait()
 
     def driver(self, *args, timeout=120) -> dict:
-        result = subprocess.run([sys.executable, "-m", "tests.runs.cluster_driver", *map(str, args)],
+        result = subprocess.run([sys.executable, "-m", "tests.runs.support.cluster_driver", *map(str, args)],
                                 env=self.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
                                 timeout=timeout)  # fmt: skip
         return json.loads(result.stdout)

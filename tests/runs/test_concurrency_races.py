@@ -21,7 +21,7 @@ from runs.concurrency import ADMITTED
 from runs.models import Run
 from runs.services import run_create
 from tests.runs.conftest import flaky_step, pg_only
-from tests.runs.starting_gate import open_gate
+from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
@@ -138,7 +138,7 @@ def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 def _driver(env, *args) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.concurrency_driver", *map(str, args)],
+        [sys.executable, "-m", "tests.runs.support.concurrency_driver", *map(str, args)],
         env=env,
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,

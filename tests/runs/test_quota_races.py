@@ -18,7 +18,7 @@ from config.errors import QuotaExceeded
 from runs.models import Run
 from runs.services import run_create
 from tests.runs.conftest import pg_only
-from tests.runs.starting_gate import open_gate
+from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
 
 BASE_DIR = settings.BASE_DIR
@@ -74,7 +74,7 @@ def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 def _driver(env, *args) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.quota_driver", *map(str, args)],
+        [sys.executable, "-m", "tests.runs.support.quota_driver", *map(str, args)],
         env=env,
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,
@@ -167,7 +167,7 @@ def _execute_concurrently(step_run_ids: list[str]) -> list[Exception]:
 
 @pytest.fixture
 def fake_openai(settings):
-    from tests.runs.llm_fake import FakeLlm
+    from tests.runs.support.llm_fake import FakeLlm
 
     settings.BATON_HTTP_ALLOWLIST = ["127.0.0.1"]
     server = FakeLlm("openai").start()

@@ -1,6 +1,6 @@
-"""GET /api/v1/runs/{id}/stream against a real uvicorn server (tests/runs/stream_server.py, a subprocess
-on 127.0.0.1) whose engine thread executes real runs while httpx clients read the stream: the SQLite file
-of that server, or the PostgreSQL test database when DATABASE_URL is set."""
+"""GET /api/v1/runs/{id}/stream against a real uvicorn server (tests/runs/support/stream_server.py, a
+subprocess on 127.0.0.1) whose engine thread executes real runs while httpx clients read the stream: the
+SQLite file of that server, or the PostgreSQL test database when DATABASE_URL is set."""
 
 import json
 import os
@@ -54,7 +54,7 @@ class Server:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.runs.stream_server", str(self.port)],
+            [sys.executable, "-m", "tests.runs.support.stream_server", str(self.port)],
             env=env, cwd=settings.BASE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         ready = self.process.stdout.readline()

@@ -13,7 +13,8 @@ from tests.runs.test_cluster import BASE_DIR, Cluster, _cluster_env
 
 
 def _driver(env, *args, timeout=120) -> dict:
-    result = subprocess.run([sys.executable, "-m", "tests.runs.sub_workflow_cluster_driver", *map(str, args)],
+    module = "tests.runs.support.sub_workflow_cluster_driver"
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)],
                             env=env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
                             timeout=timeout)  # fmt: skip
     return json.loads(result.stdout)

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from audit.models import AuditEvent
-from tests.workflows.helpers import definition, make_workflow, owner_actor, transform
+from tests.workflows.support.helpers import definition, make_workflow, owner_actor, transform
 from workflows.models import Workflow, WorkflowVersion
 from workflows.services import workflow_create, workflow_update
 
@@ -73,14 +73,14 @@ SETUP = """
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from tests.factories import make_org, UserFactory
-from tests.workflows.helpers import make_workflow
+from tests.workflows.support.helpers import make_workflow
 owner = UserFactory(email="load@baton.test")
 print(make_workflow(make_org(name="Load", owner=owner), owner, "Load").id)
 """
 WORKER = """
 import sys
 from accounts.principal import SYSTEM
-from tests.workflows.helpers import definition, transform
+from tests.workflows.support.helpers import definition, transform
 from workflows.models import Workflow
 from workflows.services import workflow_update
 for i in range(int(sys.argv[3])):

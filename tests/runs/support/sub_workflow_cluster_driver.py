@@ -1,10 +1,9 @@
 """Run inside a cluster test's environment (see tests/runs/test_cluster.py): sub-workflows on a real cluster.
 
-`python -m tests.runs.sub_workflow_cluster_driver start RUNS` creates an organisation, a child workflow (it
-doubles `n`) and a parent workflow (a `sub_workflow` step, then a step using the child's result), starts
-RUNS parent runs and prints {"runs": [ids]}; `... wait TIMEOUT ID...` waits until those runs are terminal
-and prints each one's status, result, and its children.
-"""
+`python -m tests.runs.support.sub_workflow_cluster_driver start RUNS` creates an organisation, a child
+workflow (it doubles `n`) and a parent workflow (a `sub_workflow` step, then a step using the child's result),
+starts RUNS parent runs and prints {"runs": [ids]}; `... wait TIMEOUT ID...` waits until those runs are
+terminal and prints each one's status, result, and its children."""
 
 import json
 import sys

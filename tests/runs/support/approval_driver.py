@@ -1,13 +1,12 @@
 """Run inside an approval race test's subprocess (its own database connection; `manual` dispatch).
 
-`python -m tests.runs.approval_driver setup N` creates an organisation with an owner and N admins, a run
-waiting at an approval step that needs 2 approvals, and the owner's approval; prints the run id and the N
-admins' ids. `python -m tests.runs.approval_driver decide RUN USER START` writes START.ready.<pid>, waits for
-the file START (so every process decides at the same moment), approves as that user and prints
+`python -m tests.runs.support.approval_driver setup N` creates an organisation with an owner and N admins, a
+run waiting at an approval step that needs 2 approvals, and the owner's approval; prints the run id and the N
+admins' ids. `python -m tests.runs.support.approval_driver decide RUN USER START` writes START.ready.<pid>,
+waits for the file START (so every process decides at the same moment), approves as that user and prints
 {"status": 200|4xx, "code"}. `check RUN` prints the step's status, its decisions and the audited decisions.
-`cluster_start`, `cluster_answer ADMIN APPROVE ANSWER` and `cluster_report TIMEOUT ID...` drive the test on
-a real cluster (see there).
-"""
+`cluster_start`, `cluster_answer ADMIN APPROVE ANSWER` and `cluster_report TIMEOUT ID...` drive the test on a
+real cluster (see there)."""
 
 import json
 import sys
@@ -16,7 +15,7 @@ import uuid
 
 import django
 
-from tests.runs.starting_gate import wait_at_gate
+from tests.runs.support.starting_gate import wait_at_gate
 
 
 def setup(racers: int) -> dict:

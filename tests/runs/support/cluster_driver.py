@@ -1,10 +1,9 @@
 """Run inside a cluster test's environment (its database, broker and queue name).
 
-`python -m tests.runs.cluster_driver start RUNS STEPS [WORK]` creates an organisation, a workflow and
-RUNS runs (dispatched through the real broker) and prints {"runs": [ids]};
-`python -m tests.runs.cluster_driver wait TIMEOUT ID...` waits until those runs are terminal and prints
-each one's status, result and per-step record.
-"""
+`python -m tests.runs.support.cluster_driver start RUNS STEPS [WORK]` creates an organisation, a workflow and
+RUNS runs (dispatched through the real broker) and prints {"runs": [ids]}; `python -m
+tests.runs.support.cluster_driver wait TIMEOUT ID...` waits until those runs are terminal and prints each
+one's status, result and per-step record."""
 
 import json
 import sys

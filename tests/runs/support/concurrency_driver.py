@@ -1,12 +1,12 @@
 """Run inside a concurrency race test's subprocess (its database; `inline` dispatch, so each process executes
 the runs it starts or admits).
 
-`python -m tests.runs.concurrency_driver setup CAP` creates an organisation with max_concurrent_runs CAP, a
-workflow limited to one run per `inputs.k` (policy queue) and one without a limit; prints their ids.
-`python -m tests.runs.concurrency_driver trigger ORG LIMITED FREE COUNT SEED START` waits at the starting gate
-START (tests/runs/starting_gate.py), triggers COUNT runs (keys "a"/"b" on the limited workflow, every third
-run on the free one), executes what it can, prints the ids and those of the runs a limit held back.
-"""
+`python -m tests.runs.support.concurrency_driver setup CAP` creates an organisation with max_concurrent_runs
+CAP, a workflow limited to one run per `inputs.k` (policy queue) and one without a limit; prints their ids.
+`python -m tests.runs.support.concurrency_driver trigger ORG LIMITED FREE COUNT SEED START` waits at the
+starting gate START (tests/runs/support/starting_gate.py), triggers COUNT runs (keys "a"/"b" on the limited
+workflow, every third run on the free one), executes what it can, prints the ids and those of the runs a limit
+held back."""
 
 import json
 import random
@@ -15,7 +15,7 @@ import uuid
 
 import django
 
-from tests.runs.starting_gate import wait_at_gate
+from tests.runs.support.starting_gate import wait_at_gate
 
 BURN = " + ".join(["(range(20000) | sum) * 0"] * 2)
 

@@ -1,10 +1,9 @@
 """Run inside a quota race test's subprocess (its own database connection; `manual` dispatch: nothing runs).
 
-`python -m tests.runs.quota_driver setup LIMIT` creates an organisation with monthly_run_limit LIMIT and a
-workflow; prints their ids. `python -m tests.runs.quota_driver trigger ORG WORKFLOW COUNT START` writes
-START.ready.<pid>, waits for the file START (so every process triggers at the same moment), calls run_create
-COUNT times and prints {"created": [...ids], "refused": n} (n: 402 quota_exceeded answers).
-"""
+`python -m tests.runs.support.quota_driver setup LIMIT` creates an organisation with monthly_run_limit LIMIT
+and a workflow; prints their ids. `python -m tests.runs.support.quota_driver trigger ORG WORKFLOW COUNT START`
+writes START.ready.<pid>, waits for the file START (so every process triggers at the same moment), calls
+run_create COUNT times and prints {"created": [...ids], "refused": n} (n: 402 quota_exceeded answers)."""
 
 import json
 import sys
@@ -12,7 +11,7 @@ import uuid
 
 import django
 
-from tests.runs.starting_gate import wait_at_gate
+from tests.runs.support.starting_gate import wait_at_gate
 
 
 def setup(limit: int) -> dict:
