@@ -10,12 +10,10 @@ from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.principal import Principal
 from config import sql
 from runs.engine import dispatch
 from runs.models import Run, RunEvent, StepRun
-from runs.services import run_create
-from workflows.services import workflow_create
+from tests.factories import RunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -42,21 +40,22 @@ def connection_kind(request):
 @pytest.fixture
 def run(settings, org, owner):
     settings.BATON_ENGINE_DISPATCH = "manual"
-    actor = Principal(organization=org, user=owner, role="owner")
-    definition = {
-        "name": "Two",
-        "steps": [
-            {"id": "a", "type": "transform", "config": {"value": {"n": "{{ inputs.n }}", "s": "é ✓"}}},
-            {
-                "id": "b",
-                "type": "transform",
-                "config": {"value": "{{ steps.a.output.n }}"},
-                "depends_on": ["a"],
-            },
-        ],
-    }
-    workflow = workflow_create(organization=org, actor=actor, definition=definition)
-    created = run_create(workflow=workflow, actor=actor, input_data={"n": 3}, metadata={"team": "x"})
+    steps = [
+        {"id": "a", "type": "transform", "config": {"value": {"n": "{{ inputs.n }}", "s": "é ✓"}}},
+        {
+            "id": "b",
+            "type": "transform",
+            "config": {"value": "{{ steps.a.output.n }}"},
+            "depends_on": ["a"],
+        },
+    ]
+    created = RunFactory(
+        workflow__organization=org,
+        workflow__name="Two",
+        workflow__steps=steps,
+        input_data={"n": 3},
+        metadata={"team": "x"},
+    )
     dispatch.drain()
     Run.objects.filter(pk=created.pk).update(cost_usd=Decimal("0.125000"), total_tokens=7, pinned=True)
     yield Run.objects.get(pk=created.pk)

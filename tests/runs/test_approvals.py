@@ -18,6 +18,7 @@ from audit.models import AuditEvent
 from runs.models import Run, StepRun
 from runs.services import run_create
 from tests.conftest import jwt_for, key_for
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
 from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
@@ -463,11 +464,11 @@ def test_openapi_schema_lists_approve_and_reject(db, api_client):
 def test_threads_racing_for_the_last_approval_through_the_api(settings, org, owner, admin, member):
     settings.BATON_ENGINE_DISPATCH = "manual"
     from runs.engine import dispatch as dispatch_module
-    from workflows.services import workflow_create
 
     actor = Principal(organization=org, user=owner, role=Role.OWNER)
-    definition = {"name": "Race", "steps": [approval(required_approvals=2), after()]}
-    workflow = workflow_create(organization=org, actor=actor, definition=definition)
+    workflow = WorkflowFactory(
+        organization=org, actor=actor, name="Race", steps=[approval(required_approvals=2), after()]
+    )
     for round_ in range(5):
         dispatch_module.MANUAL_QUEUE.clear()
         run = run_create(workflow=workflow, actor=actor)

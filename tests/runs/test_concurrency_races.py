@@ -20,6 +20,7 @@ from accounts.principal import Principal
 from runs.concurrency import ADMITTED
 from runs.models import Run
 from runs.services import run_create
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import flaky_step, pg_only
 from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
@@ -77,13 +78,12 @@ def test_threads_triggering_at_once_never_exceed_the_limits(settings, org, owner
     org.max_concurrent_runs = CAP
     org.save(update_fields=["max_concurrent_runs"])
     actor = Principal(organization=org, user=owner, role="owner")
-    from workflows.services import workflow_create
-
     steps = [flaky_step("a"), flaky_step("b", depends_on=["a"])]
-    limited = workflow_create(organization=org, actor=actor, definition={"name": "Limited", "steps": steps})
-    limited.concurrency = {"limit": 1, "key": "{{ inputs.k }}", "on_limit": "queue"}
-    limited.save(update_fields=["concurrency"])
-    free = workflow_create(organization=org, actor=actor, definition={"name": "Free", "steps": steps})
+    limited = WorkflowFactory(
+        organization=org, actor=actor, name="Limited", steps=steps,
+        concurrency={"limit": 1, "key": "{{ inputs.k }}", "on_limit": "queue"},
+    )  # fmt: skip
+    free = WorkflowFactory(organization=org, actor=actor, name="Free", steps=steps)
     flaky.hooks["a"] = flaky.hooks["b"] = lambda context: time.sleep(0.01)
 
     sampler = Sampler(_orm_sample(limited.id))

@@ -16,9 +16,9 @@ from runs.engine import dispatch as dispatch_module
 from runs.models import Run, StepRun
 from runs.services import run_create
 from tests.conftest import jwt_for, key_for
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
 from tests.runs.test_sub_workflow import sub
-from workflows.services import workflow_create
 
 pytestmark = pytest.mark.django_db
 
@@ -375,9 +375,7 @@ def test_who_may_decide_the_gate(engine, org, owner, viewer, owner_client, outsi
 def test_threads_racing_to_decide_the_gate(settings, org, owner, admin, member):
     settings.BATON_ENGINE_DISPATCH = "manual"
     actor = Principal(organization=org, user=owner, role=Role.OWNER)
-    workflow = workflow_create(
-        organization=org, actor=actor, definition={"name": "Race", "steps": [transform("hello", "hi")]}
-    )
+    workflow = WorkflowFactory(organization=org, actor=actor, name="Race", steps=[transform("hello", "hi")])
     for round_ in range(6):
         dispatch_module.MANUAL_QUEUE.clear()
         run = run_create(workflow=workflow, actor=actor, env="production")

@@ -17,6 +17,7 @@ from accounts.principal import Principal
 from config.errors import QuotaExceeded
 from runs.models import Run
 from runs.services import run_create
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only
 from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
@@ -32,10 +33,7 @@ def test_threads_triggering_at_once_create_exactly_the_runs_left(settings, org, 
     org.monthly_run_limit = limit
     org.save(update_fields=["monthly_run_limit"])
     actor = Principal(organization=org, user=owner, role="owner")
-    from workflows.services import workflow_create
-
-    steps = [{"id": "a", "type": "transform", "config": {"value": 1}}]
-    workflow = workflow_create(organization=org, actor=actor, definition={"name": "Q", "steps": steps})
+    workflow = WorkflowFactory(organization=org, actor=actor, name="Q")
     run_create(workflow=workflow, actor=actor)  # one of the month's runs exists already: L − 1 are left
     barrier = threading.Barrier(threads_count)
     created, refused, errors = [], [], []

@@ -15,35 +15,26 @@ from tests.runs.support.starting_gate import wait_at_gate
 
 
 def setup(limit: int) -> dict:
-    from accounts.models import User
-    from tests.factories import make_org
-    from workflows.services import workflow_create
+    from tests.factories import OrganizationFactory, WorkflowFactory
 
-    owner = User.objects.create_user(email=f"quota-{uuid.uuid4().hex[:8]}@example.com", password="x" * 12)
-    org = make_org(name="Quota race", plan="enterprise", owner=owner)
+    org = OrganizationFactory(
+        name="Quota race", plan="enterprise", owner__email=f"quota-{uuid.uuid4().hex[:8]}@x.test"
+    )
     org.monthly_run_limit = limit
     org.save(update_fields=["monthly_run_limit"])
-    steps = [{"id": "a", "type": "transform", "config": {"value": 1}}]
-    workflow = workflow_create(organization=org, actor=_actor(org), definition={"name": "Q", "steps": steps})
+    workflow = WorkflowFactory(organization=org, name="Q")
     return {"org": org.id, "workflow": workflow.id}
-
-
-def _actor(org):
-    from accounts.models import Membership
-    from accounts.principal import Principal
-
-    membership = Membership.objects.filter(organization=org).select_related("user").first()
-    return Principal(organization=org, user=membership.user, role="owner")
 
 
 def trigger(org_id: str, workflow_id: str, count: int, start_file: str) -> dict:
     from accounts.models import Organization
     from config.errors import QuotaExceeded
     from runs.services import run_create
+    from tests.factories import owner_of
     from workflows.models import Workflow
 
     org = Organization.objects.get(pk=org_id)
-    actor = _actor(org)
+    actor = owner_of(org)
     workflow = Workflow.objects.get(pk=workflow_id)
     wait_at_gate(start_file)
     created, refused = [], 0
