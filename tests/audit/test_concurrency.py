@@ -19,6 +19,9 @@ from audit import selectors
 from audit.models import AuditEvent
 from audit.services import audit_record
 
+# processes and threads appending at once: a lock never released would hang the test
+pytestmark = pytest.mark.timeout(180)
+
 THREADS = 6
 PER_THREAD = 15
 PROCESSES = 3

@@ -18,6 +18,9 @@ from accounts.models import Project
 from tests.conftest import key_for
 from tests.factories import UserFactory, make_org
 
+# a live server and client processes: a lost answer would hang the test
+pytestmark = pytest.mark.timeout(180)
+
 CONCURRENCY = 20
 BASE_DIR = settings.BASE_DIR
 

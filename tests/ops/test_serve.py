@@ -20,7 +20,8 @@ import pytest
 from tests.dashboard.support.browser import launch_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# timeout: `manage.py serve` in a subprocess: a server that never stops would hang the test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def free_port() -> int:

@@ -19,6 +19,9 @@ from django.db import connection
 
 from tests.runs.support.cluster_driver import expected_result
 
+# a real qcluster in a subprocess: runs that never finish would hang the test
+pytestmark = pytest.mark.timeout(240)
+
 BASE_DIR = settings.BASE_DIR
 
 

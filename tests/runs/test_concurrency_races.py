@@ -25,6 +25,9 @@ from tests.runs.conftest import flaky_step, pg_only
 from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
 
+# threads and processes racing: a lock never released would hang the test
+pytestmark = pytest.mark.timeout(180)
+
 BASE_DIR = settings.BASE_DIR
 CAP = 3
 

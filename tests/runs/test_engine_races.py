@@ -11,6 +11,9 @@ from runs.engine.reconciler import reconcile_once
 from runs.models import RunEvent, StepRun
 from tests.runs.conftest import flaky_step
 
+# threads racing for rows: a deadlock would hang the test
+pytestmark = pytest.mark.timeout(120)
+
 
 def _at_once(count, target, *args):
     barrier = threading.Barrier(count)

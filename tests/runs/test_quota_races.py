@@ -22,6 +22,9 @@ from tests.runs.conftest import pg_only
 from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
 
+# threads and processes racing: a lock never released would hang the test
+pytestmark = pytest.mark.timeout(180)
+
 BASE_DIR = settings.BASE_DIR
 
 

@@ -17,6 +17,9 @@ from runs.engine import signing
 from runs.engine.context import StepContext, StepError
 from runs.engine.steps import http_request, webhook
 
+# a local HTTP server on a thread: a read that never ends would hang the test
+pytestmark = pytest.mark.timeout(60)
+
 
 class Server:
     """A tiny threaded HTTP server recording every request it receives."""

@@ -18,7 +18,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-pytestmark = pytest.mark.slow
+# timeout: a uvicorn server in a subprocess: a stream that never ends would hang the test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
 MAX_SECONDS = 4
 

@@ -11,6 +11,9 @@ import pytest
 
 from tests.runs.test_cluster import BASE_DIR, Cluster, _cluster_env
 
+# a real qcluster in a subprocess: runs that never finish would hang the test
+pytestmark = pytest.mark.timeout(240)
+
 
 def _driver(env, *args, timeout=120) -> dict:
     module = "tests.runs.support.sub_workflow_cluster_driver"

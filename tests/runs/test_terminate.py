@@ -17,6 +17,9 @@ from runs.models import RunEvent, StepRun
 from runs.services import run_cancel, run_terminate
 from tests.runs.conftest import flaky_step, transform
 
+# scripts in subprocesses: one never stopped would hang the test
+pytestmark = pytest.mark.timeout(60)
+
 
 def script_step(step_id, code, language="shell", **extra):
     return {"id": step_id, "type": "script", "config": {"language": language, "code": code}, **extra}
