@@ -1,5 +1,7 @@
 """Personas and ready clients. Every persona belongs to `org`; `outsider` owns another organisation."""
 
+import os
+
 import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -23,7 +25,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    if database["ENGINE"] == "config.sqlite" and not database.get("TEST", {}).get("NAME"):
+    # Under pytest-xdist the suffix fixture has already named it `test_<path>_gw<N>` (it does not know
+    # config.sqlite is SQLite): each worker's temporary directory is its own, so the file needs no suffix.
+    if database["ENGINE"] == "config.sqlite" and not os.environ.get("BATON_TEST_DB_NAME"):
         database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 

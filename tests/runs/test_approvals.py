@@ -5,11 +5,9 @@ log, and two approvers racing for the last approval (threads on PostgreSQL; proc
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
 from django.conf import settings
-from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.choices import Role
@@ -22,6 +20,7 @@ from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
 from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
+from tests.support.concurrency import at_once
 
 BASE_DIR = settings.BASE_DIR
 
@@ -476,26 +475,15 @@ def test_threads_racing_for_the_last_approval_through_the_api(settings, org, own
         assert Run.objects.get(pk=run.pk).status == "awaiting_approval"
         assert post(client_for(owner, org), run, "approve").status_code == 200  # one approval left
         clients = [client_for(admin, org), client_for(member, org)]
-        barrier = threading.Barrier(2)
-        answers, errors = [], []
-
-        def decide(client, verb, run=run, barrier=barrier, answers=answers, errors=errors):
-            try:
-                barrier.wait()
-                response = post(client, run, verb, {"note": verb})
-                answers.append((verb, response.status_code, response.json()))
-            except Exception as exc:
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
         verbs = ["approve", "approve"] if round_ % 2 else ["approve", "reject"]
-        threads = [threading.Thread(target=decide, args=pair) for pair in zip(clients, verbs, strict=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert errors == []
+        answers = []
+
+        def decide(index, run=run, clients=clients, verbs=verbs, answers=answers):
+            client, verb = clients[index], verbs[index]
+            response = post(client, run, verb, {"note": verb})
+            answers.append((verb, response.status_code, response.json()))
+
+        assert at_once(2, decide, timeout=30) == []
         codes = sorted(status for _, status, _ in answers)
         assert codes == [200, 409], answers
         [late] = [body for _, status, body in answers if status == 409]

@@ -2,10 +2,7 @@
 the security policy's `require_approval_for_envs` waits, without a concurrency slot, for one approval before
 it starts. End to end through the API with the engine in manual mode (steps run when a test drains them)."""
 
-import threading
-
 import pytest
-from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.choices import Role
@@ -19,6 +16,7 @@ from tests.conftest import jwt_for, key_for
 from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
 from tests.runs.test_sub_workflow import sub
+from tests.support.concurrency import at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -381,26 +379,15 @@ def test_threads_racing_to_decide_the_gate(settings, org, owner, admin, member):
         run = run_create(workflow=workflow, actor=actor, env="production")
         assert run.status == "awaiting_approval"
         clients = [client_for(admin, org), client_for(member, org)]
-        barrier = threading.Barrier(2)
-        answers, errors = [], []
-
-        def decide(client, verb, run=run, barrier=barrier, answers=answers, errors=errors):
-            try:
-                barrier.wait()
-                response = post(client, run.id, verb, {"note": verb})
-                answers.append((verb, response.status_code, response.json()))
-            except Exception as exc:
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
         verbs = ["approve", "approve"] if round_ % 2 else ["approve", "reject"]
-        threads = [threading.Thread(target=decide, args=pair) for pair in zip(clients, verbs, strict=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert errors == []
+        answers = []
+
+        def decide(index, run=run, clients=clients, verbs=verbs, answers=answers):
+            client, verb = clients[index], verbs[index]
+            response = post(client, run.id, verb, {"note": verb})
+            answers.append((verb, response.status_code, response.json()))
+
+        assert at_once(2, decide, timeout=30) == []
         assert sorted(status for _, status, _ in answers) == [200, 409], answers
         [late] = [body for _, status, body in answers if status == 409]
         assert late["error"]["code"] == "run_not_awaiting_approval"

@@ -19,8 +19,8 @@ from runs.models import Run
 from runs.services import run_create
 from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only
-from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
+from tests.support.concurrency import at_once, race_drivers
 
 # threads and processes racing: a lock never released would hang the test
 pytestmark = pytest.mark.timeout(180)
@@ -38,28 +38,16 @@ def test_threads_triggering_at_once_create_exactly_the_runs_left(settings, org, 
     actor = Principal(organization=org, user=owner, role="owner")
     workflow = WorkflowFactory(organization=org, actor=actor, name="Q")
     run_create(workflow=workflow, actor=actor)  # one of the month's runs exists already: L − 1 are left
-    barrier = threading.Barrier(threads_count)
-    created, refused, errors = [], [], []
+    created, refused = [], []
 
-    def trigger():
-        try:
-            barrier.wait()
-            for _ in range(per_thread):
-                try:
-                    created.append(run_create(workflow=workflow, actor=actor).id)
-                except QuotaExceeded as exc:
-                    refused.append(exc.details)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def trigger(_index):
+        for _ in range(per_thread):
+            try:
+                created.append(run_create(workflow=workflow, actor=actor).id)
+            except QuotaExceeded as exc:
+                refused.append(exc.details)
 
-    threads = [threading.Thread(target=trigger) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    assert at_once(threads_count, trigger) == []
     assert len(created) == limit - 1
     assert len(refused) == threads_count * per_thread - (limit - 1)
     assert all(details["used"] == limit and details["limit"] == limit for details in refused)
@@ -108,19 +96,9 @@ def test_processes_triggering_at_once_create_exactly_the_limit(_race_env, tmp_pa
     workers = [
         _driver(env, "trigger", ids["org"], ids["workflow"], per_process, start) for _ in range(processes)
     ]
-    created, refused = [], 0
-    try:
-        open_gate(start, len(workers))
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            report = json.loads(out)
-            created += report["created"]
-            refused += report["refused"]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    reports = race_drivers(workers, start)
+    created = [run_id for report in reports for run_id in report["created"]]
+    refused = sum(report["refused"] for report in reports)
     assert len(created) == len(set(created)) == limit
     assert refused == processes * per_process - limit
     assert _count_runs(env, ids["org"]) == limit
