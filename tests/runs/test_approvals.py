@@ -8,14 +8,13 @@ import sys
 
 import pytest
 from django.conf import settings
-from rest_framework.test import APIClient
 
 from accounts.choices import Role
 from accounts.principal import Principal
 from audit.models import AuditEvent
 from runs.models import Run, StepRun
 from runs.services import run_create
-from tests.conftest import jwt_for, key_for
+from tests.conftest import client_with_jwt, client_with_key
 from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
 from tests.runs.support.starting_gate import open_gate
@@ -33,18 +32,6 @@ def after(step_id="ship", depends_on="ok", value="{{ steps.ok.output.approved }}
     return transform(step_id, value, depends_on=[depends_on], **extra)
 
 
-def client_for(user, org) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user, org)}")
-    return client
-
-
-def key_client(org, owner, scopes) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(org, owner, scopes)}")
-    return client
-
-
 def post(client, run, verb, body=None):
     return client.post(f"/api/v1/runs/{run.id}/{verb}", body or {}, format="json")
 
@@ -59,7 +46,7 @@ def error_code(response) -> str:
 
 @pytest.fixture
 def owner_client(org, owner):
-    return client_for(owner, org)
+    return client_with_jwt(owner, org)
 
 
 # --- waiting ------------------------------------------------------------------------------------------
@@ -228,7 +215,7 @@ def test_viewer_cannot_approve(engine, org, viewer, make_jwt_client):
 def test_api_key_needs_runs_approve(engine, org, owner):
     run = engine.start([approval(), after()])
 
-    response = post(key_client(org, owner, ["runs:read", "runs:write"]), run, "approve")
+    response = post(client_with_key(org, owner, ["runs:read", "runs:write"]), run, "approve")
 
     assert response.status_code == 403 and error_code(response) == "insufficient_scope"
     assert response.json()["error"]["details"]["required_scope"] == "runs:approve"
@@ -238,7 +225,7 @@ def test_api_key_needs_runs_approve(engine, org, owner):
 def test_api_key_with_runs_approve_decides_a_step_without_approvers(engine, org, owner):
     run = engine.start([approval(), after()])
 
-    response = post(key_client(org, owner, ["runs:approve"]), run, "approve", {"note": "CI green"})
+    response = post(client_with_key(org, owner, ["runs:approve"]), run, "approve", {"note": "CI green"})
 
     assert response.status_code == 200, response.content
     decision = engine.steps(run)["ok"].output_data["decisions"][0]
@@ -249,7 +236,7 @@ def test_api_key_with_runs_approve_decides_a_step_without_approvers(engine, org,
 def test_api_key_never_matches_an_approvers_list(engine, org, owner):
     run = engine.start([approval(approvers=["owner", "owner@acme.test"]), after()])
 
-    response = post(key_client(org, owner, ["admin"]), run, "approve")
+    response = post(client_with_key(org, owner, ["admin"]), run, "approve")
 
     assert response.status_code == 403 and error_code(response) == "not_an_approver"
 
@@ -431,7 +418,7 @@ def test_resume_request_user_action_decides_like_approve_and_reject(engine, org,
 def test_resume_request_user_action_needs_runs_approve_for_a_key(engine, org, owner):
     run = engine.start([approval(), after()])
 
-    response = key_client(org, owner, ["runs:write"]).post(
+    response = client_with_key(org, owner, ["runs:write"]).post(
         f"/api/v1/runs/{run.id}/resume",
         {"type": "request_user_action", "action_id": "ok", "action_value": "approved"},
         format="json",
@@ -473,8 +460,8 @@ def test_threads_racing_for_the_last_approval_through_the_api(settings, org, own
         run = run_create(workflow=workflow, actor=actor)
         dispatch_module.drain()
         assert Run.objects.get(pk=run.pk).status == "awaiting_approval"
-        assert post(client_for(owner, org), run, "approve").status_code == 200  # one approval left
-        clients = [client_for(admin, org), client_for(member, org)]
+        assert post(client_with_jwt(owner, org), run, "approve").status_code == 200  # one approval left
+        clients = [client_with_jwt(admin, org), client_with_jwt(member, org)]
         verbs = ["approve", "approve"] if round_ % 2 else ["approve", "reject"]
         answers = []
 
