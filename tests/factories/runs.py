@@ -13,7 +13,7 @@ FINISHED = ("completed", "failed", "cancelled")
 
 
 class RunFactory(factory.django.DjangoModelFactory):
-    """A run made by run_create (one pending step run per step, its audit event, dispatched as the test's
+    """A run made by run_create (a step run per step, its audit event, ready steps dispatched as the test's
     settings say); other keywords (input_data, env, dry_run…) go to the service. `status` then forces a
     state and `created_at` a date, as if the engine had got there: a finished run's steps completed
     (`failed` too: the failure is the run's)."""

@@ -45,21 +45,17 @@ class WorkflowFactory(factory.django.DjangoModelFactory):
 
 
 class WorkflowVersionFactory(factory.django.DjangoModelFactory):
-    """The next version of a workflow, made by workflow_update (its definition must differ from the
-    latest's: the default renames the workflow)."""
+    """The next version of a workflow, made by workflow_update. The default definition is the latest
+    version's, renamed (a definition equal to the latest makes no version)."""
 
     class Meta:
         model = WorkflowVersion
 
-    class Params:
-        name = factory.Sequence(lambda n: f"Flow, edit {n}")
-        steps = factory.LazyFunction(lambda: [transform("a", 2)])
-        inputs = None
-        output = None
-
     workflow = factory.SubFactory(WorkflowFactory)
     actor = factory.LazyAttribute(lambda o: owner_of(o.workflow.organization))
-    definition = factory.LazyAttribute(_definition)
+    definition = factory.LazyAttribute(
+        lambda o: {**_latest(o.workflow), "name": f"{o.workflow.name}, edited"}
+    )
     change_summary = "Edited"
 
     @classmethod
@@ -67,3 +63,7 @@ class WorkflowVersionFactory(factory.django.DjangoModelFactory):
         workflow, created = workflow_update(**kwargs)
         assert created, "the definition is the latest version's: no version was made"
         return workflow.versions.get(number=workflow.current_version)
+
+
+def _latest(workflow: Workflow) -> dict:
+    return workflow.versions.get(number=workflow.current_version).definition
