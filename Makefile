@@ -40,11 +40,17 @@ test: install system-deps ## the whole suite on SQLite, then on PostgreSQL + Red
 	  $(MAKE) --no-print-directory test-postgres; \
 	else echo "PostgreSQL or Redis not reachable: PostgreSQL run skipped (SQLite run passed)"; fi
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; "auto": one a core). Each worker has its own test
+# database (SQLite file, or PostgreSQL's test_<name>_gw<N>) and its own Redis key namespace; tests marked
+# xdist_group run on one worker (--dist loadgroup). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
 test-sqlite: install
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-postgres: install
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PYTEST)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
     python bench/run.py                  # every benchmark
     python bench/run.py audit --events 20000
+    python bench/run.py checks           # the speed and query-plan checks (no cluster: seconds)
 
 Each benchmark is a module with `run(options) -> list[Row]`, listed in BENCHMARKS. The harness sets up
 its own database before Django starts: a fresh SQLite file in a temporary directory by default, or,
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "api": "bench.api_bench",
     "idle": "bench.idle_bench",
     "schedules": "bench.schedules_bench",
+    "checks": "bench.checks_bench",
 }
 
 

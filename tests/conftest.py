@@ -1,5 +1,7 @@
 """Personas and ready clients. Every persona belongs to `org`; `outsider` owns another organisation."""
 
+import os
+
 import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -23,7 +25,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    if database["ENGINE"] == "config.sqlite" and not database.get("TEST", {}).get("NAME"):
+    # Under pytest-xdist the suffix fixture has already named it `test_<path>_gw<N>` (it does not know
+    # config.sqlite is SQLite): each worker's temporary directory is its own, so the file needs no suffix.
+    if database["ENGINE"] == "config.sqlite" and not os.environ.get("BATON_TEST_DB_NAME"):
         database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
@@ -81,6 +85,23 @@ def key_for(org, user, scopes=None) -> str:
     ).key
 
 
+def bearer_client(token: str) -> APIClient:
+    """A client that sends `Authorization: Bearer <token>` (an API key or a JWT)."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def client_with_jwt(user, org) -> APIClient:
+    """A client signed in as `user` in `org` (a JWT)."""
+    return bearer_client(jwt_for(user, org))
+
+
+def client_with_key(org, user, scopes=None) -> APIClient:
+    """A client with an API key of `org` (every scope unless `scopes` says)."""
+    return bearer_client(key_for(org, user, scopes))
+
+
 @pytest.fixture
 def api_client():
     return APIClient()
@@ -89,17 +110,13 @@ def api_client():
 @pytest.fixture
 def api_key_client(org, owner):
     """A client with an API key that has every scope."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(org, owner)}")
-    return client
+    return bearer_client(key_for(org, owner))
 
 
 @pytest.fixture
 def make_key_client(org, owner):
     def make(scopes, organization=None, user=None):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(organization or org, user or owner, scopes)}")
-        return client
+        return bearer_client(key_for(organization or org, user or owner, scopes))
 
     return make
 
@@ -107,17 +124,13 @@ def make_key_client(org, owner):
 @pytest.fixture
 def jwt_client(org, owner):
     """A client with the owner's JWT."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(owner, org)}")
-    return client
+    return bearer_client(jwt_for(owner, org))
 
 
 @pytest.fixture
 def make_jwt_client():
     def make(user, organization):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user, organization)}")
-        return client
+        return bearer_client(jwt_for(user, organization))
 
     return make
 
@@ -132,16 +145,12 @@ def session_client(org, owner):
 
 @pytest.fixture
 def outsider_key_client(other_org, outsider):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(other_org, outsider)}")
-    return client
+    return bearer_client(key_for(other_org, outsider))
 
 
 @pytest.fixture
 def outsider_jwt_client(other_org, outsider):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(outsider, other_org)}")
-    return client
+    return bearer_client(jwt_for(outsider, other_org))
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """Tenancy, generated from the URL configuration: every /api/v1 route with a path parameter, every
 method its view allows, called by another organisation's API key (all scopes) and JWT (owner) for an
 object of the first organisation, answers 404 — never 2xx, never 403. Routes need an entry in
-tests/tenancy_registry.py (see its docstring), so a new endpoint cannot skip this check."""
+tests/support/tenancy_registry.py (see its docstring), so a new endpoint cannot skip this check."""
 
 from dataclasses import dataclass
 
@@ -10,7 +10,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from tests.conftest import jwt_for
-from tests.tenancy_registry import EXEMPT, load_all
+from tests.support.tenancy_registry import EXEMPT, load_all
 
 API_PREFIX = "api/v1/"
 UNSAFE_BODY_METHODS = {"post", "put", "patch", "delete"}
@@ -80,8 +80,9 @@ def _url(route, org, owner):
     )
     entry = REGISTRY.get(route.name)
     assert entry is not None, (
-        f"API route {route.name!r} ({route.pattern}) has no entry in tests/tenancy_registry.py: register a "
-        f"factory that creates an object of an organisation and returns the URL kwargs {route.kwargs}."
+        f"API route {route.name!r} ({route.pattern}) has no entry in tests/support/tenancy_registry.py: "
+        f"register a factory that creates an object of an organisation and returns the URL kwargs "
+        f"{route.kwargs}."
     )
     kwargs = entry.factory(org, owner)
     assert set(kwargs) == set(route.kwargs), (
@@ -101,7 +102,9 @@ def test_every_object_route_is_registered_or_exempt():
         for route in ROUTES
         if route.name not in REGISTRY and route.name not in EXEMPT
     )
-    assert not missing, f"Routes without a tenancy registry entry (tests/tenancy_registry.py): {missing}"
+    assert not missing, (
+        f"Routes without a tenancy registry entry (tests/support/tenancy_registry.py): {missing}"
+    )
 
 
 def test_registry_names_real_routes():

@@ -136,7 +136,8 @@ def test_rotate_command_reports_values_it_cannot_decrypt(settings, org, owner):
 def test_generate_key_prints_a_usable_key():
     out = io.StringIO()
     call_command("rotate_encryption", "--generate-key", stdout=out)
-    Fernet(out.getvalue().strip().encode())  # raises if not a valid key
+    key = Fernet(out.getvalue().strip().encode())  # raises if not a valid key
+    assert key.decrypt(key.encrypt(b"round trip")) == b"round trip"
 
 
 def test_registry_accepts_new_columns():

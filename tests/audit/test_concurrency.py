@@ -8,16 +8,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 
 from accounts.principal import SYSTEM
 from audit import selectors
 from audit.models import AuditEvent
 from audit.services import audit_record
+from tests.support.concurrency import at_once
+
+# processes and threads appending at once: a lock never released would hang the test
+pytestmark = pytest.mark.timeout(180)
 
 THREADS = 6
 PER_THREAD = 15
@@ -31,29 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_thread_appends_stay_gapless_and_valid(org):
     start = AuditEvent.objects.filter(organization=org).count()
-    barrier = threading.Barrier(THREADS)
-    errors = []
 
     def append(worker: int):
-        try:
-            barrier.wait(timeout=30)
-            for i in range(PER_THREAD):
-                with transaction.atomic():
-                    # Work inside the transaction before the append widens the race window.
-                    AuditEvent.objects.filter(organization=org).exists()
-                    audit_record(
-                        organization=org, event="load.append", actor=SYSTEM, data={"w": worker, "i": i}
-                    )
-        except Exception as exc:  # reported below, in the main thread
-            errors.append(exc)
-        finally:
-            connection.close()
+        for i in range(PER_THREAD):
+            with transaction.atomic():
+                # Work inside the transaction before the append widens the race window.
+                AuditEvent.objects.filter(organization=org).exists()
+                audit_record(organization=org, event="load.append", actor=SYSTEM, data={"w": worker, "i": i})
 
-    threads = [threading.Thread(target=append, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = at_once(THREADS, append, timeout=120)
     close_old_connections()
 
     assert errors == []
@@ -82,6 +71,7 @@ from accounts.models import Organization
 from accounts.principal import SYSTEM
 from audit.models import AuditEvent
 from audit.services import audit_record
+from tests.support.concurrency import at_once
 org = Organization.objects.get(pk=sys.argv[1])
 for i in range(int(sys.argv[3])):
     with transaction.atomic():

@@ -1,8 +1,7 @@
 import pytest
-from rest_framework.test import APIClient
 
 from config.ratelimit import reset_rate_limits
-from tests.conftest import key_for
+from tests.conftest import client_with_key
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +16,4 @@ def _fresh_rate_limits(db):
 def key_client_for():
     """A client with an all-scopes API key of `organization` (owned by `user`)."""
 
-    def make(organization, user, scopes=None):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(organization, user, scopes)}")
-        return client
-
-    return make
+    return client_with_key

@@ -11,7 +11,7 @@ from accounts.choices import Scope
 from accounts.keys import generate_key
 from tests.conftest import key_for
 
-pytestmark = pytest.mark.urls("tests.config.urls_testing")
+pytestmark = pytest.mark.urls("tests.config.support.urls_testing")
 
 BIG = 2048  # DATA_UPLOAD_MAX_MEMORY_SIZE in these tests
 

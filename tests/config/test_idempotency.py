@@ -7,7 +7,7 @@ from config.api.idempotency import prune_expired
 from config.models import IdempotencyRecord
 from workflows.models import Project
 
-pytestmark = pytest.mark.urls("tests.config.urls_testing")
+pytestmark = pytest.mark.urls("tests.config.support.urls_testing")
 
 URL = "/api/v1/_test/projects"
 

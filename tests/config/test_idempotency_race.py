@@ -2,12 +2,10 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -16,7 +14,11 @@ from django.db import connection
 
 from tests.conftest import key_for
 from tests.factories import UserFactory, make_org
+from tests.support.processes import child_database_url, free_port
 from workflows.models import Project
+
+# a live server and client processes: a lost answer would hang the test
+pytestmark = pytest.mark.timeout(180)
 
 CONCURRENCY = 20
 BASE_DIR = settings.BASE_DIR
@@ -51,7 +53,7 @@ def check_one_created(responses):
 
 
 @pytest.mark.slow
-@pytest.mark.urls("tests.config.urls_testing")
+@pytest.mark.urls("tests.config.support.urls_testing")
 def test_concurrent_identical_requests_create_once_live_server(live_server):
     owner = UserFactory()
     org = make_org(name="Racers", plan="enterprise", owner=owner)
@@ -68,31 +70,22 @@ def test_concurrent_identical_requests_create_once_live_server(live_server):
 # WAL mode, or the PostgreSQL test database) and the same Redis, as in production.
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _server_env(tmp_path) -> dict:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.config.live_settings", "BATON_ENV": "test",
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.config.support.live_settings", "BATON_ENV": "test",
            "BATON_DATA_DIR": str(tmp_path), "BATON_LOG_LEVEL": "WARNING"}  # fmt: skip
     env.pop("BATON_TEST_DB_NAME", None)
-    db = connection.settings_dict
     if connection.vendor == "sqlite":
         env.pop("DATABASE_URL", None)
         env["BATON_SQLITE_PATH"] = str(tmp_path / "live.sqlite3")
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, cwd=BASE_DIR, check=True)
     else:
-        auth = quote(db["USER"]) + (":" + quote(db["PASSWORD"]) if db["PASSWORD"] else "")
-        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{db['NAME']}"
+        env["DATABASE_URL"] = child_database_url()
     return env
 
 
 def _setup(env, *args) -> str:
-    result = subprocess.run([sys.executable, "-m", "tests.config.live_setup", *args], env=env, cwd=BASE_DIR,
-                            check=True, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "tests.config.support.live_setup", *args], env=env,
+                            cwd=BASE_DIR, check=True, capture_output=True, text=True)  # fmt: skip
     return result.stdout.strip()
 
 
@@ -101,7 +94,7 @@ def _baton_server(django_db_setup, django_db_blocker, tmp_path_factory):
     """A uvicorn server with 2 worker processes, started once for this module."""
     with django_db_blocker.unblock():
         env = _server_env(tmp_path_factory.mktemp("live"))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "2", "--log-level", "warning"],

@@ -60,6 +60,10 @@ def test_successful_sign_in_resets_the_account_count(limits):
     login_failed(request, "me@example.com")
     login_failed(request, "me@example.com")
     login_check(from_ip("192.0.2.2"), "me@example.com")  # 2 failures since the success: still allowed
+    login_failed(request, "me@example.com")
+    with pytest.raises(RateLimited) as refused:  # the third since the success reaches the limit
+        login_check(from_ip("192.0.2.3"), "me@example.com")
+    assert "account" in refused.value.message
 
 
 def test_client_ip_honours_trusted_proxies(limits):

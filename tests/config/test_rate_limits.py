@@ -2,13 +2,13 @@ import threading
 import time
 
 import pytest
-from django.db import connections
 
 from config.models import RateLimitCounter
 from config.ratelimit import DAY, MINUTE, counters, organization_hit, prune_expired_counters
 from tests.factories import UserFactory, make_org
+from tests.support.concurrency import at_once
 
-pytestmark = pytest.mark.urls("tests.config.urls_testing")
+pytestmark = pytest.mark.urls("tests.config.support.urls_testing")
 
 RATE_HEADERS = [
     "X-RateLimit-Limit",
@@ -158,25 +158,15 @@ def test_concurrent_hits_are_counted_exactly_once_each():
     threads, per_thread = 8, 25
     seen: list[int] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(threads)
     now = time.time()
 
-    def work():
-        try:
-            barrier.wait()
-            for _ in range(per_thread):
-                count, _ = counters().hit("test:concurrent", MINUTE, now)
-                with lock:
-                    seen.append(count)
-        finally:
-            connections.close_all()
+    def work(_index):
+        for _ in range(per_thread):
+            count, _ = counters().hit("test:concurrent", MINUTE, now)
+            with lock:
+                seen.append(count)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-
+    assert at_once(threads, work) == []
     assert sorted(seen) == list(range(1, threads * per_thread + 1))
 
 

@@ -1,7 +1,7 @@
 import pytest
 from django.test import Client
 
-pytestmark = pytest.mark.urls("tests.config.urls_testing")
+pytestmark = pytest.mark.urls("tests.config.support.urls_testing")
 
 
 PATHS = ["/api/v1/_test/echo", "/api/v1/_test/whoami", "/api/v1/missing", "/healthz"]

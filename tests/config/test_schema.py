@@ -92,11 +92,13 @@ def test_list_operations_document_pagination(schema):
         assert {"total", "limit", "offset"} <= set(page["required"]), path
 
 
-@pytest.mark.urls("tests.config.urls_testing")
+@pytest.mark.urls("tests.config.support.urls_testing")
 def test_idempotent_operation_documents_the_key(db, settings):
     from drf_spectacular.generators import SchemaGenerator
 
-    generated = SchemaGenerator(patterns=None, urlconf="tests.config.urls_testing").get_schema(public=True)
+    generated = SchemaGenerator(patterns=None, urlconf="tests.config.support.urls_testing").get_schema(
+        public=True
+    )
     operation = generated["paths"]["/api/v1/_test/projects"]["post"]
 
     assert "Idempotency-Key" in {param["name"] for param in operation["parameters"]}

@@ -10,12 +10,10 @@ from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.principal import Principal
 from config import sql
 from runs.engine import dispatch
 from runs.models import Run, RunEvent, StepRun
-from runs.services import run_create
-from workflows.services import workflow_create
+from tests.factories import RunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -42,21 +40,22 @@ def connection_kind(request):
 @pytest.fixture
 def run(settings, org, owner):
     settings.BATON_ENGINE_DISPATCH = "manual"
-    actor = Principal(organization=org, user=owner, role="owner")
-    definition = {
-        "name": "Two",
-        "steps": [
-            {"id": "a", "type": "transform", "config": {"value": {"n": "{{ inputs.n }}", "s": "é ✓"}}},
-            {
-                "id": "b",
-                "type": "transform",
-                "config": {"value": "{{ steps.a.output.n }}"},
-                "depends_on": ["a"],
-            },
-        ],
-    }
-    workflow = workflow_create(organization=org, actor=actor, definition=definition)
-    created = run_create(workflow=workflow, actor=actor, input_data={"n": 3}, metadata={"team": "x"})
+    steps = [
+        {"id": "a", "type": "transform", "config": {"value": {"n": "{{ inputs.n }}", "s": "é ✓"}}},
+        {
+            "id": "b",
+            "type": "transform",
+            "config": {"value": "{{ steps.a.output.n }}"},
+            "depends_on": ["a"],
+        },
+    ]
+    created = RunFactory(
+        workflow__organization=org,
+        workflow__name="Two",
+        workflow__steps=steps,
+        input_data={"n": 3},
+        metadata={"team": "x"},
+    )
     dispatch.drain()
     Run.objects.filter(pk=created.pk).update(cost_usd=Decimal("0.125000"), total_tokens=7, pinned=True)
     yield Run.objects.get(pk=created.pk)
@@ -339,69 +338,3 @@ def test_fields_a_document_cannot_carry_are_written_the_orms_way():
     assert sql._document_fields((StepRun._meta.get_field("output_data"),)) is not None
     assert sql._document_fields((models.FloatField(name="x"),)) is None
     assert sql._document_fields((models.JSONField(name="y", encoder=DjangoJSONEncoder),)) is None
-
-
-def _plan_nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from _plan_nodes(child)
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the planner's choice is PostgreSQL's")
-def test_an_update_of_several_rows_looks_each_row_up_by_its_key(run, connection_kind):
-    """Not a scan of the whole table: of the rows a function returns the planner knows only the declared
-    estimate (100), against which hashing the whole table looked cheaper, in tables of thousands of rows
-    (here 5,000 more; with only the join on the keys, this fails). Checked in the plan the statement gets
-    with its values (a web request's) and in the generic plan of a worker's prepared statement, which the
-    worker keeps using instead of planning the statement again at every execution."""
-    columns = [field.column for field in StepRun._meta.concrete_fields]
-    made = {"id": "'sr_many' || g", "step_id": "'many' || g"}  # copies of one row, 5,000 times
-    copied = ", ".join(made.get(column, column) for column in columns)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO runs_steprun ({', '.join(columns)}) SELECT {copied} "
-            "FROM runs_steprun, generate_series(1, 5000) g WHERE id = %s",
-            [StepRun.objects.filter(run=run).first().pk],
-        )
-    rows = list(StepRun.objects.filter(run=run).order_by("step_id")[:5])
-    marker = f"sr_plan_{connection_kind}"  # a statement of this test's own (prepared statements stay)
-    update = sql.Update(StepRun, ("status", "skip_reason"))
-    statement = update._compiled_document("postgresql").replace(" FROM v ", f" FROM v /* {marker} */ ")
-    keyed = sql._document_fields(
-        tuple(StepRun._meta.get_field(name) for name in ("id", "status", "skip_reason"))
-    )
-    document = sql._document(keyed, [(row.pk, "completed", "") for row in rows], connection)
-
-    def scanned(plan) -> set[str]:
-        return {
-            node.get("Relation Name")
-            for node in _plan_nodes(plan[0]["Plan"])
-            if node["Node Type"] == "Seq Scan"
-        }
-
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + statement, [document])
-        assert scanned(cursor.fetchone()[0]) == set()
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute("PREPARE many_rows AS " + statement.replace("%s", "$1"))
-        try:
-            cursor.execute("EXPLAIN (FORMAT JSON) EXECUTE many_rows (%s)", [document])
-            generic = cursor.fetchone()[0]
-        finally:
-            cursor.execute("DEALLOCATE many_rows")
-        assert scanned(generic) == set()
-
-    for _ in range(8):  # PostgreSQL weighs a generic plan against the first five custom ones
-        with sql._cursor(connection) as cursor:
-            cursor.execute(statement, [document])
-    assert StepRun.objects.filter(pk__in=[row.pk for row in rows], status="completed").count() == 5
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
-            [f"%{marker}%"],
-        )
-        plans = cursor.fetchall()
-    if connection_kind == "worker":
-        assert len(plans) == 1 and plans[0][0] >= 2, plans  # the later executions reuse the generic plan
-    else:
-        assert plans == []  # a web request's connection prepares nothing

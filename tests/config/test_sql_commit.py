@@ -7,12 +7,10 @@ import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from accounts.principal import Principal
 from config import sql
 from runs.engine import dispatch
 from runs.models import Run, RunEvent
-from runs.services import run_create
-from workflows.services import workflow_create
+from tests.factories import RunFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,11 +20,8 @@ SAVE_STATUS = sql.Update(Run, ("status",), must_exist=True)
 @pytest.fixture
 def run(settings, org, owner):
     settings.BATON_ENGINE_DISPATCH = "manual"
-    actor = Principal(organization=org, user=owner, role="owner")
-    definition = {"name": "One", "steps": [{"id": "a", "type": "wait", "config": {"seconds": 60}}]}
-    workflow = workflow_create(organization=org, actor=actor, definition=definition)
-    created = run_create(workflow=workflow, actor=actor, input_data={})
-    yield created
+    steps = [{"id": "a", "type": "wait", "config": {"seconds": 60}}]
+    yield RunFactory(workflow__organization=org, workflow__steps=steps, input_data={})
     dispatch.MANUAL_QUEUE.clear()
     dispatch.MANUAL_ADMISSIONS.clear()
 

@@ -4,7 +4,8 @@ instead of sleeping in SQLite's busy handler. Runs on either test backend: it op
 import fcntl
 import os
 import threading
-import time
+
+import pytest
 
 from config.sqlite.base import DatabaseWrapper
 
@@ -23,7 +24,7 @@ def _begin(wrapper):
     wrapper._start_transaction_under_autocommit()
 
 
-def test_a_second_writer_waits_for_the_first_and_starts_as_soon_as_it_commits(tmp_path):
+def test_a_second_writer_waits_for_the_first_and_starts_when_it_commits(tmp_path):
     path = tmp_path / "db.sqlite3"
     first = _wrapper(path)
     with first.cursor() as cursor:
@@ -48,24 +49,31 @@ def test_a_second_writer_waits_for_the_first_and_starts_as_soon_as_it_commits(tm
     thread = threading.Thread(target=second_writer)
     thread.start()
     assert not began.wait(0.5)  # the first still holds the lock
-    committed = time.monotonic()
     first._commit()
     assert began.wait(5)
-    waited_after_commit = time.monotonic() - committed
     thread.join(5)
     assert seen == [1]  # it began after the first's commit and sees its row
-    # Woken by the kernel, not by the busy handler's next try (which sleeps up to 100 ms by then).
-    assert waited_after_commit < 0.05
+    # How soon after the commit it starts (woken by the kernel) is a benchmark check (bench/checks_bench.py).
     first.close()
 
 
-def test_a_rollback_and_a_failed_begin_release_the_lock(tmp_path):
+@pytest.mark.timeout(30)  # a rollback that kept the lock would leave the second writer waiting for ever
+def test_a_rollback_releases_the_lock(tmp_path):
     path = tmp_path / "db.sqlite3"
     first, second = _wrapper(path), _wrapper(path)
+    with first.cursor() as cursor:
+        cursor.execute("CREATE TABLE t (n INTEGER)")
     _begin(first)
+    with first.cursor() as cursor:
+        cursor.execute("INSERT INTO t VALUES (1)")
     first._rollback()
-    _begin(second)  # would block for ever if the rollback kept the lock
+    _begin(second)
+    with second.cursor() as cursor:
+        cursor.execute("INSERT INTO t VALUES (2)")
     second._commit()
+    with first.cursor() as cursor:
+        cursor.execute("SELECT n FROM t")
+        assert cursor.fetchall() == [(2,)]  # the rolled-back row is gone, the second writer's is there
     second.close()
     first.close()
 

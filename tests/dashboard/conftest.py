@@ -3,7 +3,7 @@ import os
 import pytest
 
 from config.ratelimit import reset_rate_limits
-from tests.dashboard.browser import launch_chromium
+from tests.dashboard.support.browser import launch_chromium
 
 
 @pytest.fixture(autouse=True)

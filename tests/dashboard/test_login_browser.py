@@ -7,7 +7,8 @@ from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
 
-pytestmark = pytest.mark.browser
+# timeout: chromium: a page that never loads would hang the test
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 
 def fill_login(page, base_url, email, password):

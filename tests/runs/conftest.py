@@ -12,7 +12,7 @@ from runs.engine import dispatch as dispatch_module
 from runs.engine.reconciler import reconcile_once
 from runs.models import Run, StepRun
 from runs.services import run_create
-from tests.runs.llm_fake import API_KEY, FakeLlm
+from tests.runs.support.llm_fake import API_KEY, FakeLlm
 from workflows.services import workflow_create
 
 
@@ -136,7 +136,7 @@ def flaky_step(step_id, **extra):
     return {"id": step_id, "type": "flaky", "config": {"value": step_id}, **extra}
 
 
-# --- LLM steps: a local OpenAI- or Anthropic-compatible server (tests/runs/llm_fake.py) and a provider for it
+# --- LLM steps: a local OpenAI- or Anthropic-compatible server (support/llm_fake.py) and its provider
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from accounts.principal import Principal
 from accounts.services import llm_provider_create
 from runs.engine import dispatch as dispatch_module
-from tests.runs.llm_fake import FakeLlm
+from tests.runs.support.llm_fake import FakeLlm
 
 DEFINITION = {
     "name": "Summarise",

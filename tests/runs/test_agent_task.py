@@ -1,5 +1,6 @@
 """agent_task end to end through the engine, against local OpenAI- and Anthropic-compatible servers on
-127.0.0.1 (real HTTP; tests/runs/llm_fake.py). Every behaviour is checked against both kinds of provider.
+127.0.0.1 (real HTTP; tests/runs/support/llm_fake.py). Every behaviour is checked against both kinds of
+provider.
 
 Loopback is allowed with the deployment-wide BATON_HTTP_ALLOWLIST, as in tests/runs/test_step_http.py."""
 
@@ -20,7 +21,7 @@ from runs.engine import llm as llm_client
 from runs.engine.context import StepContext, StepError
 from runs.engine.steps import agent_task
 from runs.models import Run, StepRun
-from tests.runs.llm_fake import API_KEY, FakeLlm
+from tests.runs.support.llm_fake import API_KEY, FakeLlm
 
 
 @pytest.fixture

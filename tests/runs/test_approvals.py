@@ -5,22 +5,21 @@ log, and two approvers racing for the last approval (threads on PostgreSQL; proc
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
 from django.conf import settings
-from django.db import connections
-from rest_framework.test import APIClient
 
 from accounts.choices import Role
 from accounts.principal import Principal
 from audit.models import AuditEvent
 from runs.models import Run, StepRun
 from runs.services import run_create
-from tests.conftest import jwt_for, key_for
+from tests.conftest import client_with_jwt, client_with_key
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
-from tests.runs.starting_gate import open_gate
+from tests.runs.support.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
+from tests.support.concurrency import at_once
 
 BASE_DIR = settings.BASE_DIR
 
@@ -31,18 +30,6 @@ def approval(step_id="ok", **config):
 
 def after(step_id="ship", depends_on="ok", value="{{ steps.ok.output.approved }}", **extra):
     return transform(step_id, value, depends_on=[depends_on], **extra)
-
-
-def client_for(user, org) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user, org)}")
-    return client
-
-
-def key_client(org, owner, scopes) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(org, owner, scopes)}")
-    return client
 
 
 def post(client, run, verb, body=None):
@@ -59,7 +46,7 @@ def error_code(response) -> str:
 
 @pytest.fixture
 def owner_client(org, owner):
-    return client_for(owner, org)
+    return client_with_jwt(owner, org)
 
 
 # --- waiting ------------------------------------------------------------------------------------------
@@ -228,7 +215,7 @@ def test_viewer_cannot_approve(engine, org, viewer, make_jwt_client):
 def test_api_key_needs_runs_approve(engine, org, owner):
     run = engine.start([approval(), after()])
 
-    response = post(key_client(org, owner, ["runs:read", "runs:write"]), run, "approve")
+    response = post(client_with_key(org, owner, ["runs:read", "runs:write"]), run, "approve")
 
     assert response.status_code == 403 and error_code(response) == "insufficient_scope"
     assert response.json()["error"]["details"]["required_scope"] == "runs:approve"
@@ -238,7 +225,7 @@ def test_api_key_needs_runs_approve(engine, org, owner):
 def test_api_key_with_runs_approve_decides_a_step_without_approvers(engine, org, owner):
     run = engine.start([approval(), after()])
 
-    response = post(key_client(org, owner, ["runs:approve"]), run, "approve", {"note": "CI green"})
+    response = post(client_with_key(org, owner, ["runs:approve"]), run, "approve", {"note": "CI green"})
 
     assert response.status_code == 200, response.content
     decision = engine.steps(run)["ok"].output_data["decisions"][0]
@@ -249,7 +236,7 @@ def test_api_key_with_runs_approve_decides_a_step_without_approvers(engine, org,
 def test_api_key_never_matches_an_approvers_list(engine, org, owner):
     run = engine.start([approval(approvers=["owner", "owner@acme.test"]), after()])
 
-    response = post(key_client(org, owner, ["admin"]), run, "approve")
+    response = post(client_with_key(org, owner, ["admin"]), run, "approve")
 
     assert response.status_code == 403 and error_code(response) == "not_an_approver"
 
@@ -431,7 +418,7 @@ def test_resume_request_user_action_decides_like_approve_and_reject(engine, org,
 def test_resume_request_user_action_needs_runs_approve_for_a_key(engine, org, owner):
     run = engine.start([approval(), after()])
 
-    response = key_client(org, owner, ["runs:write"]).post(
+    response = client_with_key(org, owner, ["runs:write"]).post(
         f"/api/v1/runs/{run.id}/resume",
         {"type": "request_user_action", "action_id": "ok", "action_value": "approved"},
         format="json",
@@ -463,38 +450,27 @@ def test_openapi_schema_lists_approve_and_reject(db, api_client):
 def test_threads_racing_for_the_last_approval_through_the_api(settings, org, owner, admin, member):
     settings.BATON_ENGINE_DISPATCH = "manual"
     from runs.engine import dispatch as dispatch_module
-    from workflows.services import workflow_create
 
     actor = Principal(organization=org, user=owner, role=Role.OWNER)
-    definition = {"name": "Race", "steps": [approval(required_approvals=2), after()]}
-    workflow = workflow_create(organization=org, actor=actor, definition=definition)
+    workflow = WorkflowFactory(
+        organization=org, actor=actor, name="Race", steps=[approval(required_approvals=2), after()]
+    )
     for round_ in range(5):
         dispatch_module.MANUAL_QUEUE.clear()
         run = run_create(workflow=workflow, actor=actor)
         dispatch_module.drain()
         assert Run.objects.get(pk=run.pk).status == "awaiting_approval"
-        assert post(client_for(owner, org), run, "approve").status_code == 200  # one approval left
-        clients = [client_for(admin, org), client_for(member, org)]
-        barrier = threading.Barrier(2)
-        answers, errors = [], []
-
-        def decide(client, verb, run=run, barrier=barrier, answers=answers, errors=errors):
-            try:
-                barrier.wait()
-                response = post(client, run, verb, {"note": verb})
-                answers.append((verb, response.status_code, response.json()))
-            except Exception as exc:
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
+        assert post(client_with_jwt(owner, org), run, "approve").status_code == 200  # one approval left
+        clients = [client_with_jwt(admin, org), client_with_jwt(member, org)]
         verbs = ["approve", "approve"] if round_ % 2 else ["approve", "reject"]
-        threads = [threading.Thread(target=decide, args=pair) for pair in zip(clients, verbs, strict=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert errors == []
+        answers = []
+
+        def decide(index, run=run, clients=clients, verbs=verbs, answers=answers):
+            client, verb = clients[index], verbs[index]
+            response = post(client, run, verb, {"note": verb})
+            answers.append((verb, response.status_code, response.json()))
+
+        assert at_once(2, decide, timeout=30) == []
         codes = sorted(status for _, status, _ in answers)
         assert codes == [200, 409], answers
         [late] = [body for _, status, body in answers if status == 409]
@@ -518,7 +494,7 @@ def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 def _driver(env, *args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.approval_driver", *map(str, args)],
+        [sys.executable, "-m", "tests.runs.support.approval_driver", *map(str, args)],
         env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )  # fmt: skip
 
@@ -589,7 +565,7 @@ def cluster(_race_env, transactional_db):
 
 
 def _run_driver(env, *args, timeout=120) -> dict:
-    result = subprocess.run([sys.executable, "-m", "tests.runs.approval_driver", *map(str, args)],
+    result = subprocess.run([sys.executable, "-m", "tests.runs.support.approval_driver", *map(str, args)],
                             env=env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
                             timeout=timeout)  # fmt: skip
     return json.loads(result.stdout)

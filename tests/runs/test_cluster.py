@@ -11,35 +11,35 @@ import time
 import uuid
 from collections import Counter
 from contextlib import closing, suppress
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.runs.cluster_driver import expected_result
+from tests.runs.support.cluster_driver import expected_result
+from tests.support.processes import child_database_url
+
+# a real qcluster in a subprocess: runs that never finish would hang the test
+pytestmark = pytest.mark.timeout(240)
 
 BASE_DIR = settings.BASE_DIR
 
 
 def _cluster_env(tmp_path) -> dict:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.runs.cluster_settings", "BATON_ENV": "test",
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.runs.support.cluster_settings", "BATON_ENV": "test",
            "BATON_DATA_DIR": str(tmp_path), "BATON_LOG_LEVEL": "WARNING",
            "BATON_TEST_QUEUE": f"baton-test-{uuid.uuid4().hex[:10]}",
            "BATON_ENGINE_DISPATCH": "queue", "BATON_WORKERS": "2",
            "BATON_RECONCILE_INTERVAL_MS": "300", "BATON_REDISPATCH_AFTER_SECONDS": "2",
            "BATON_STEP_LEASE_SECONDS": "5"}  # fmt: skip
     env.pop("BATON_TEST_DB_NAME", None)
-    db = connection.settings_dict
     if connection.vendor == "sqlite":
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         env["BATON_SQLITE_PATH"] = str(tmp_path / "cluster.sqlite3")
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, cwd=BASE_DIR, check=True)
     else:
-        auth = quote(db["USER"]) + (":" + quote(db["PASSWORD"]) if db["PASSWORD"] else "")
-        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{db['NAME']}"
+        env["DATABASE_URL"] = child_database_url()
     return env
 
 
@@ -61,8 +61,9 @@ class Cluster:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def driver(self, *args, timeout=120) -> dict:
-        result = subprocess.run([sys.executable, "-m", "tests.runs.cluster_driver", *map(str, args)],
+    def driver(self, *args, module="tests.runs.support.cluster_driver", timeout=120) -> dict:
+        """Run a driver command in this cluster's environment; returns what it printed (JSON)."""
+        result = subprocess.run([sys.executable, "-m", module, *map(str, args)],
                                 env=self.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
                                 timeout=timeout)  # fmt: skip
         return json.loads(result.stdout)

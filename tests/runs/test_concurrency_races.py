@@ -20,9 +20,13 @@ from accounts.principal import Principal
 from runs.concurrency import ADMITTED
 from runs.models import Run
 from runs.services import run_create
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import flaky_step, pg_only
-from tests.runs.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
+from tests.support.concurrency import at_once, race_drivers
+
+# threads and processes racing: a lock never released would hang the test
+pytestmark = pytest.mark.timeout(180)
 
 BASE_DIR = settings.BASE_DIR
 CAP = 3
@@ -77,39 +81,27 @@ def test_threads_triggering_at_once_never_exceed_the_limits(settings, org, owner
     org.max_concurrent_runs = CAP
     org.save(update_fields=["max_concurrent_runs"])
     actor = Principal(organization=org, user=owner, role="owner")
-    from workflows.services import workflow_create
-
     steps = [flaky_step("a"), flaky_step("b", depends_on=["a"])]
-    limited = workflow_create(organization=org, actor=actor, definition={"name": "Limited", "steps": steps})
-    limited.concurrency = {"limit": 1, "key": "{{ inputs.k }}", "on_limit": "queue"}
-    limited.save(update_fields=["concurrency"])
-    free = workflow_create(organization=org, actor=actor, definition={"name": "Free", "steps": steps})
+    limited = WorkflowFactory(
+        organization=org, actor=actor, name="Limited", steps=steps,
+        concurrency={"limit": 1, "key": "{{ inputs.k }}", "on_limit": "queue"},
+    )  # fmt: skip
+    free = WorkflowFactory(organization=org, actor=actor, name="Free", steps=steps)
     flaky.hooks["a"] = flaky.hooks["b"] = lambda context: time.sleep(0.01)
 
     sampler = Sampler(_orm_sample(limited.id))
     sampler.start()
-    barrier = threading.Barrier(6)
-    errors, created, held = [], [], []
+    created, held = [], []
 
     def trigger(index):
-        try:
-            barrier.wait()
-            for n in range(5):
-                workflow = free if n == 2 else limited
-                run = run_create(workflow=workflow, actor=actor, input_data={"k": "ab"[(index + n) % 2]})
-                created.append(run.id)
-                if run.status == "queued":  # not admitted when triggered: a limit held it back
-                    held.append(run.id)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        for n in range(5):
+            workflow = free if n == 2 else limited
+            run = run_create(workflow=workflow, actor=actor, input_data={"k": "ab"[(index + n) % 2]})
+            created.append(run.id)
+            if run.status == "queued":  # not admitted when triggered: a limit held it back
+                held.append(run.id)
 
-    threads = [threading.Thread(target=trigger, args=(index,)) for index in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = at_once(6, trigger)
     sampler.done.set()
     sampler.join()
     assert errors == [] and sampler.error is None
@@ -138,7 +130,7 @@ def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 def _driver(env, *args) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.concurrency_driver", *map(str, args)],
+        [sys.executable, "-m", "tests.runs.support.concurrency_driver", *map(str, args)],
         env=env,
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,
@@ -194,21 +186,13 @@ def test_processes_triggering_at_once_never_exceed_the_limits(_race_env, tmp_pat
     workers = [
         _driver(env, "trigger", ids["org"], ids["limited"], ids["free"], 6, seed, start) for seed in range(3)
     ]
-    created, held = [], []
     try:
-        open_gate(start, len(workers))
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            report = json.loads(out)
-            created += report["runs"]
-            held += report["held"]
+        reports = race_drivers(workers, start)
     finally:
         sampler.done.set()
         sampler.join()
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    created = [run_id for report in reports for run_id in report["runs"]]
+    held = [run_id for report in reports for run_id in report["held"]]
     assert sampler.error is None
     rows = _finished_rows(env, created)
     assert Counter(row[0] for row in rows) == {"completed": 18}  # nothing stranded, without any reconciler

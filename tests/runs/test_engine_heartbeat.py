@@ -15,6 +15,9 @@ from runs.models import RunEvent, StepRun
 from tests.runs.conftest import flaky_step
 from tests.runs.test_terminate import Worker, _wait_for, script_step
 
+# a worker thread that never stops would hang the test
+pytestmark = pytest.mark.timeout(60)
+
 
 class Reconciler(threading.Thread):
     """A reconciler looping every 0.1 s (as the worker processes' threads do), until stopped."""

@@ -1,36 +1,20 @@
 """Several workers at once on one database: each step is claimed by exactly one of them (threads with their
 own connections: row locks on PostgreSQL, the writer lock on SQLite's file database)."""
 
-import threading
-
 import pytest
-from django.db import connections
 
 from runs.engine.execute import step_execute
 from runs.engine.reconciler import reconcile_once
 from runs.models import RunEvent, StepRun
 from tests.runs.conftest import flaky_step
+from tests.support.concurrency import at_once
+
+# threads racing for rows: a deadlock would hang the test
+pytestmark = pytest.mark.timeout(120)
 
 
 def _at_once(count, target, *args):
-    barrier = threading.Barrier(count)
-    errors = []
-
-    def work():
-        try:
-            barrier.wait()
-            target(*args)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=work) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert at_once(count, lambda _index: target(*args)) == []
 
 
 @pytest.mark.django_db(transaction=True)

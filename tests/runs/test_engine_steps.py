@@ -179,12 +179,8 @@ def test_attempts_record_their_start_and_duration(engine, flaky):
     assert attempts[0]["started_at"] <= attempts[1]["started_at"]
 
 
-def test_a_long_loop_stays_cheap(engine):
-    import time
-
-    started = time.perf_counter()
+def test_a_long_loop_completes_with_every_item_in_order(engine):
+    # How long it takes is a benchmark check (bench/checks_bench.py).
     run = engine.start([_loop("range(150) | list", "{{ item * 2 }}", max_concurrency=5)])
-    elapsed = time.perf_counter() - started
     assert run.status == "completed"
     assert engine.steps(run)["each"].output_data["items"] == [i * 2 for i in range(150)]
-    assert elapsed < 10, elapsed

@@ -2,11 +2,7 @@
 the security policy's `require_approval_for_envs` waits, without a concurrency slot, for one approval before
 it starts. End to end through the API with the engine in manual mode (steps run when a test drains them)."""
 
-import threading
-
 import pytest
-from django.db import connections
-from rest_framework.test import APIClient
 
 from accounts.choices import Role
 from accounts.models import Organization
@@ -15,10 +11,11 @@ from audit.models import AuditEvent
 from runs.engine import dispatch as dispatch_module
 from runs.models import Run, StepRun
 from runs.services import run_create
-from tests.conftest import jwt_for, key_for
+from tests.conftest import client_with_jwt, client_with_key
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
 from tests.runs.test_sub_workflow import sub
-from workflows.services import workflow_create
+from tests.support.concurrency import at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -29,26 +26,14 @@ SIGNAL = {
 }
 
 
-def client_for(user, org) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user, org)}")
-    return client
-
-
-def key_client(org, owner, scopes) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_for(org, owner, scopes)}")
-    return client
-
-
 @pytest.fixture
 def owner_client(org, owner):
-    return client_for(owner, org)
+    return client_with_jwt(owner, org)
 
 
 @pytest.fixture
 def member_client(org, member):
-    return client_for(member, org)
+    return client_with_jwt(member, org)
 
 
 @pytest.fixture
@@ -153,7 +138,7 @@ def test_a_second_decision_is_a_conflict(engine, owner_client, member_client, fl
 def test_reject_fails_the_gated_run_without_running_a_step(engine, org, admin, owner_client, flow):
     run_id = gated(owner_client, flow)
 
-    response = post(client_for(admin, org), run_id, "reject", {"note": "Not on a Friday"})
+    response = post(client_with_jwt(admin, org), run_id, "reject", {"note": "Not on a Friday"})
 
     assert response.status_code == 200, response.content
     body = response.json()
@@ -348,9 +333,9 @@ def test_sub_workflow_children_are_not_gated_and_step_approvals_still_work(engin
 def test_who_may_decide_the_gate(engine, org, owner, viewer, owner_client, outsider_jwt_client, flow):
     run_id = gated(owner_client, flow)
 
-    response = post(client_for(viewer, org), run_id, "approve")
+    response = post(client_with_jwt(viewer, org), run_id, "approve")
     assert response.status_code == 403 and error_code(response) == "forbidden"
-    no_scope = key_client(org, owner, ["runs:read", "runs:write"])
+    no_scope = client_with_key(org, owner, ["runs:read", "runs:write"])
     for verb in ("approve", "reject"):
         response = post(no_scope, run_id, verb)
         assert response.status_code == 403 and error_code(response) == "insufficient_scope"
@@ -361,7 +346,7 @@ def test_who_may_decide_the_gate(engine, org, owner, viewer, owner_client, outsi
     assert Run.objects.get(pk=run_id).status == "awaiting_approval"
     assert audit(org, "run.approved") == []
 
-    response = post(key_client(org, owner, ["runs:read", "runs:approve"]), run_id, "approve")
+    response = post(client_with_key(org, owner, ["runs:read", "runs:approve"]), run_id, "approve")
     assert response.status_code == 200, response.content
     [event] = audit(org, "run.approved")
     assert event.actor_type == "api_key"
@@ -375,34 +360,21 @@ def test_who_may_decide_the_gate(engine, org, owner, viewer, owner_client, outsi
 def test_threads_racing_to_decide_the_gate(settings, org, owner, admin, member):
     settings.BATON_ENGINE_DISPATCH = "manual"
     actor = Principal(organization=org, user=owner, role=Role.OWNER)
-    workflow = workflow_create(
-        organization=org, actor=actor, definition={"name": "Race", "steps": [transform("hello", "hi")]}
-    )
+    workflow = WorkflowFactory(organization=org, actor=actor, name="Race", steps=[transform("hello", "hi")])
     for round_ in range(6):
         dispatch_module.MANUAL_QUEUE.clear()
         run = run_create(workflow=workflow, actor=actor, env="production")
         assert run.status == "awaiting_approval"
-        clients = [client_for(admin, org), client_for(member, org)]
-        barrier = threading.Barrier(2)
-        answers, errors = [], []
-
-        def decide(client, verb, run=run, barrier=barrier, answers=answers, errors=errors):
-            try:
-                barrier.wait()
-                response = post(client, run.id, verb, {"note": verb})
-                answers.append((verb, response.status_code, response.json()))
-            except Exception as exc:
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
+        clients = [client_with_jwt(admin, org), client_with_jwt(member, org)]
         verbs = ["approve", "approve"] if round_ % 2 else ["approve", "reject"]
-        threads = [threading.Thread(target=decide, args=pair) for pair in zip(clients, verbs, strict=True)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert errors == []
+        answers = []
+
+        def decide(index, run=run, clients=clients, verbs=verbs, answers=answers):
+            client, verb = clients[index], verbs[index]
+            response = post(client, run.id, verb, {"note": verb})
+            answers.append((verb, response.status_code, response.json()))
+
+        assert at_once(2, decide, timeout=30) == []
         assert sorted(status for _, status, _ in answers) == [200, 409], answers
         [late] = [body for _, status, body in answers if status == 409]
         assert late["error"]["code"] == "run_not_awaiting_approval"

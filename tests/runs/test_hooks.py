@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from config.redaction import HookTokenFilter
 from runs.models import Run
-from tests.workflows.helpers import make_workflow
+from tests.workflows.support.helpers import make_workflow
 from workflows.models import Workflow
 from workflows.webhooks import baton_signature
 

@@ -22,6 +22,9 @@ from accounts.network import (
 )
 from runs.engine.outbound import fetch
 
+# local HTTP servers on threads: a read that never ends would hang the test
+pytestmark = pytest.mark.timeout(60)
+
 LOCAL = OutboundPolicy(allowlist=["127.0.0.1"])
 
 

@@ -17,9 +17,13 @@ from accounts.principal import Principal
 from config.errors import QuotaExceeded
 from runs.models import Run
 from runs.services import run_create
+from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only
-from tests.runs.starting_gate import open_gate
 from tests.runs.test_cluster import _cluster_env
+from tests.support.concurrency import at_once, race_drivers
+
+# threads and processes racing: a lock never released would hang the test
+pytestmark = pytest.mark.timeout(180)
 
 BASE_DIR = settings.BASE_DIR
 
@@ -32,33 +36,18 @@ def test_threads_triggering_at_once_create_exactly_the_runs_left(settings, org, 
     org.monthly_run_limit = limit
     org.save(update_fields=["monthly_run_limit"])
     actor = Principal(organization=org, user=owner, role="owner")
-    from workflows.services import workflow_create
-
-    steps = [{"id": "a", "type": "transform", "config": {"value": 1}}]
-    workflow = workflow_create(organization=org, actor=actor, definition={"name": "Q", "steps": steps})
+    workflow = WorkflowFactory(organization=org, actor=actor, name="Q")
     run_create(workflow=workflow, actor=actor)  # one of the month's runs exists already: L − 1 are left
-    barrier = threading.Barrier(threads_count)
-    created, refused, errors = [], [], []
+    created, refused = [], []
 
-    def trigger():
-        try:
-            barrier.wait()
-            for _ in range(per_thread):
-                try:
-                    created.append(run_create(workflow=workflow, actor=actor).id)
-                except QuotaExceeded as exc:
-                    refused.append(exc.details)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def trigger(_index):
+        for _ in range(per_thread):
+            try:
+                created.append(run_create(workflow=workflow, actor=actor).id)
+            except QuotaExceeded as exc:
+                refused.append(exc.details)
 
-    threads = [threading.Thread(target=trigger) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    assert at_once(threads_count, trigger) == []
     assert len(created) == limit - 1
     assert len(refused) == threads_count * per_thread - (limit - 1)
     assert all(details["used"] == limit and details["limit"] == limit for details in refused)
@@ -74,7 +63,7 @@ def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 def _driver(env, *args) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.quota_driver", *map(str, args)],
+        [sys.executable, "-m", "tests.runs.support.quota_driver", *map(str, args)],
         env=env,
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,
@@ -107,19 +96,9 @@ def test_processes_triggering_at_once_create_exactly_the_limit(_race_env, tmp_pa
     workers = [
         _driver(env, "trigger", ids["org"], ids["workflow"], per_process, start) for _ in range(processes)
     ]
-    created, refused = [], 0
-    try:
-        open_gate(start, len(workers))
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            report = json.loads(out)
-            created += report["created"]
-            refused += report["refused"]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    reports = race_drivers(workers, start)
+    created = [run_id for report in reports for run_id in report["created"]]
+    refused = sum(report["refused"] for report in reports)
     assert len(created) == len(set(created)) == limit
     assert refused == processes * per_process - limit
     assert _count_runs(env, ids["org"]) == limit
@@ -167,7 +146,7 @@ def _execute_concurrently(step_run_ids: list[str]) -> list[Exception]:
 
 @pytest.fixture
 def fake_openai(settings):
-    from tests.runs.llm_fake import FakeLlm
+    from tests.runs.support.llm_fake import FakeLlm
 
     settings.BATON_HTTP_ALLOWLIST = ["127.0.0.1"]
     server = FakeLlm("openai").start()

@@ -1,7 +1,7 @@
 """Quotas (docs/quotas.md): the monthly run limit and token quota at trigger (402 quota_exceeded), the token
 checks before each LLM call of an agent step (token_quota_exceeded, token_limit_exceeded, max_tokens
 clipped), tokens of failed attempts counted, and /usage after real agent runs against local
-OpenAI-/Anthropic-compatible servers on 127.0.0.1 (tests/runs/llm_fake.py)."""
+OpenAI-/Anthropic-compatible servers on 127.0.0.1 (tests/runs/support/llm_fake.py)."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal

@@ -211,27 +211,8 @@ def test_prune_runs_command_dry_run_then_for_real(engine, org, capsys):
 
 def test_retention_imports_nothing_from_the_http_layer():
     """The engine's reconciler calls maybe_prune(): retention must keep the engine's import rule."""
-    from tests.runs.test_engine_imports import (
-        FORBIDDEN_PARTS,
-        FORBIDDEN_PREFIXES,
-        PROJECT_PACKAGES,
-        _imports,
-        _module_file,
-    )
+    from tests.runs.test_engine_imports import walk_imports
 
-    seen, todo, offenders = set(), ["runs.retention"], []
-    while todo:
-        module = todo.pop()
-        if module in seen or (path := _module_file(module)) is None:
-            continue
-        seen.add(module)
-        for name in _imports(path, module):
-            parts = name.split(".")
-            if name.startswith(FORBIDDEN_PREFIXES) or (
-                parts[0] in PROJECT_PACKAGES and FORBIDDEN_PARTS & set(parts[1:])
-            ):
-                offenders.append(f"{module} imports {name}")
-            elif parts[0] in PROJECT_PACKAGES:
-                todo.append(name)
+    seen, offenders = walk_imports(["runs.retention"])
     assert "runs.services" in seen and "audit.services" in seen
     assert offenders == []

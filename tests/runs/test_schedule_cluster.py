@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from runs.models import Run
 from tests.runs.support.kill_harness import Cluster, cluster_env, in_flight, slow_inserts, wait_for
-from tests.workflows.helpers import make_workflow
+from tests.workflows.support.helpers import make_workflow
 from workflows.models import Schedule, ScheduleFire
 
 SCHEDULES = 40

@@ -12,7 +12,7 @@ from django.utils import timezone
 from config import doorbell
 from runs.models import Run
 from runs.scheduling import run_loop
-from tests.workflows.helpers import make_workflow, owner_actor
+from tests.workflows.support.helpers import make_workflow, owner_actor
 from workflows.models import Schedule
 from workflows.schedules import SCHEDULES_CHANNEL, schedule_create
 

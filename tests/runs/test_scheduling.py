@@ -10,7 +10,7 @@ from audit.models import AuditEvent
 from runs.choices import RunStatus
 from runs.models import Run
 from runs.scheduling import Scheduler, schedule_backfill, schedule_fire, schedules_release_waiting
-from tests.workflows.helpers import make_workflow, owner_actor
+from tests.workflows.support.helpers import make_workflow, owner_actor
 from workflows.choices import FireOutcome, WorkflowStatus
 from workflows.models import Schedule, ScheduleFire
 from workflows.schedules import schedule_create
@@ -183,7 +183,7 @@ def test_a_refused_run_is_recorded_once_and_not_retried(workflow, actor):
 
 
 def test_published_version_is_used(workflow, actor):
-    from tests.workflows.helpers import definition
+    from tests.workflows.support.helpers import definition
     from workflows.services import workflow_publish, workflow_update
 
     workflow_publish(workflow=workflow, actor=actor, version=1)

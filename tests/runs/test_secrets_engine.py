@@ -16,7 +16,7 @@ from runs.engine import secrets as engine_secrets
 from runs.engine.redaction import Redactor, SecretRedactingFilter
 from runs.models import Run, StepRun
 from tests.conftest import owner_principal
-from tests.runs.test_step_http import Server
+from tests.runs.support.http_server import running_server
 
 TOKEN = "tok-Live-9f8e7d6c5b4a3210"
 OTHER = "second-secret-value-XYZ"
@@ -24,11 +24,8 @@ OTHER = "second-secret-value-XYZ"
 
 @pytest.fixture
 def server():
-    srv = Server()
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with running_server() as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -1,32 +1,27 @@
-"""GET /api/v1/runs/{id}/stream against a real uvicorn server (tests/runs/stream_server.py, a subprocess
-on 127.0.0.1) whose engine thread executes real runs while httpx clients read the stream: the SQLite file
-of that server, or the PostgreSQL test database when DATABASE_URL is set."""
+"""GET /api/v1/runs/{id}/stream against a real uvicorn server (tests/runs/support/stream_server.py, a
+subprocess on 127.0.0.1) whose engine thread executes real runs while httpx clients read the stream: the
+SQLite file of that server, or the PostgreSQL test database when DATABASE_URL is set."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from urllib.parse import quote
 
 import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
 
-pytestmark = pytest.mark.slow
+from tests.support.processes import child_database_url, free_port
+
+# timeout: a uvicorn server in a subprocess: a stream that never ends would hang the test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
 MAX_SECONDS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _server_env(tmp_path) -> dict:
@@ -35,26 +30,23 @@ def _server_env(tmp_path) -> dict:
            "BATON_SSE_MAX_SECONDS": str(MAX_SECONDS), "PYTHONUNBUFFERED": "1"}  # fmt: skip
     env.pop("BATON_TEST_DB_NAME", None)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    db = connection.settings_dict
     if connection.vendor == "sqlite":
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         env["BATON_SQLITE_PATH"] = str(tmp_path / "stream.sqlite3")
         env["STREAM_TEST_MIGRATE"] = "1"
     else:
-        auth = quote(db["USER"]) + (":" + quote(db["PASSWORD"]) if db["PASSWORD"] else "")
-        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
         name = f"baton-stream-{uuid.uuid4().hex[:8]}"  # tells this server's connections apart
-        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{db['NAME']}?application_name={name}"
+        env["DATABASE_URL"] = child_database_url(application_name=name)
     return env
 
 
 class Server:
     def __init__(self, env):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.runs.stream_server", str(self.port)],
+            [sys.executable, "-m", "tests.runs.support.stream_server", str(self.port)],
             env=env, cwd=settings.BASE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         ready = self.process.stdout.readline()

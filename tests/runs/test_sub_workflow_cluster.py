@@ -3,20 +3,15 @@ ORM broker, or the PostgreSQL test database with Redis when DATABASE_URL/REDIS_U
 steps run on any worker; its end wakes the parent's step (after commit, or through the reconciler when the
 child finished before the parent's step was recorded as waiting)."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.runs.test_cluster import BASE_DIR, Cluster, _cluster_env
+from tests.runs.test_cluster import Cluster, _cluster_env
+
+# a real qcluster in a subprocess: runs that never finish would hang the test
+pytestmark = pytest.mark.timeout(240)
 
 
-def _driver(env, *args, timeout=120) -> dict:
-    result = subprocess.run([sys.executable, "-m", "tests.runs.sub_workflow_cluster_driver", *map(str, args)],
-                            env=env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
-    return json.loads(result.stdout)
+DRIVER = "tests.runs.support.sub_workflow_cluster_driver"
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +30,8 @@ def cluster(_sub_cluster_env, transactional_db):
 @pytest.mark.slow
 def test_cluster_runs_parents_and_their_children_to_completion(cluster):
     cluster.start()
-    started = _driver(cluster.env, "start", 4)
-    report = _driver(cluster.env, "wait", 60, *started["runs"])
+    started = cluster.driver("start", 4, module=DRIVER)
+    report = cluster.driver("wait", 60, *started["runs"], module=DRIVER)
     assert set(report) == set(started["runs"])
     for run_id, run in report.items():
         assert run["status"] == "completed", (run_id, run)

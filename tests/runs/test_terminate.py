@@ -16,39 +16,14 @@ from runs.engine.reconciler import reconcile_once
 from runs.models import RunEvent, StepRun
 from runs.services import run_cancel, run_terminate
 from tests.runs.conftest import flaky_step, transform
+from tests.support.processes import alive, descendants
+
+# scripts in subprocesses: one never stopped would hang the test
+pytestmark = pytest.mark.timeout(60)
 
 
 def script_step(step_id, code, language="shell", **extra):
     return {"id": step_id, "type": "script", "config": {"language": language, "code": code}, **extra}
-
-
-def _descendants(pid: int) -> set[int]:
-    """Live (non-zombie) descendants of pid, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _wait_for(condition, timeout: float, interval: float = 0.05):
@@ -87,23 +62,23 @@ def test_terminate_kills_a_running_script_and_cancels_the_run(engine):
     run = engine.start(steps, drain=False)
     worker = Worker(engine)
     worker.start()
-    before = set(_descendants(os.getpid()))
+    before = set(descendants(os.getpid(), live=True))
     pids = _wait_for(
         lambda: (
-            {p for p in _descendants(os.getpid()) - before if _alive(p)}
+            {p for p in descendants(os.getpid(), live=True) - before if alive(p)}
             if StepRun.objects.filter(run=run, step_id="sleeper", status="running").exists()
             else None
         ),
         timeout=10,
     )
     assert pids, "the script never started"
-    _wait_for(lambda: len(_descendants(os.getpid()) - before) >= 3, timeout=5)  # bash + two sleeps
-    pids = _descendants(os.getpid()) - before
+    _wait_for(lambda: len(descendants(os.getpid(), live=True) - before) >= 3, timeout=5)  # bash + two sleeps
+    pids = descendants(os.getpid(), live=True) - before
     assert len(pids) >= 3
 
     terminated_at = time.monotonic()
     run_terminate(run=run, actor=engine.actor, reason="stuck")
-    assert _wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=3), "script processes survived"
+    assert _wait_for(lambda: not any(alive(pid) for pid in pids), timeout=3), "script processes survived"
     killed_after = time.monotonic() - terminated_at
     worker.join(timeout=10)
     assert not worker.is_alive() and worker.error is None

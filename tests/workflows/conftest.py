@@ -1,6 +1,6 @@
 import pytest
 
-from tests.workflows.helpers import make_workflow
+from tests.workflows.support.helpers import make_workflow
 
 
 @pytest.fixture

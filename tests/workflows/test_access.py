@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.workflows.helpers import definition, make_workflow, owner_actor
+from tests.workflows.support.helpers import definition, make_workflow, owner_actor
 from workflows.services import template_save_from_workflow
 
 pytestmark = pytest.mark.django_db

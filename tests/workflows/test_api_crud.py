@@ -4,7 +4,7 @@ import pytest
 
 from audit.models import AuditEvent
 from tests.factories import ProjectFactory
-from tests.workflows.helpers import definition, make_workflow, transform
+from tests.workflows.support.helpers import definition, make_workflow, transform
 from workflows.models import Workflow, WorkflowVersion
 
 pytestmark = pytest.mark.django_db

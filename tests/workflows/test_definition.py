@@ -2,7 +2,6 @@
 
 import copy
 import json
-import time
 
 import pytest
 
@@ -13,7 +12,6 @@ from workflows.definition import (
     input_schema,
     validate_definition,
 )
-from workflows.templating import analyze_expression, analyze_template
 
 # The full example of API.md ("Workflow definition").
 API_EXAMPLE = {
@@ -658,7 +656,8 @@ def test_input_schema_defaults_to_an_open_object():
     assert input_schema(definition(transform("a"))) == {"type": "object", "properties": {}}
 
 
-def test_a_maximal_definition_validates_fast():
+def test_a_maximal_definition_is_valid():
+    # How fast it validates is a benchmark check (bench/checks_bench.py).
     # 200 steps, each with two templates referring to upstream steps: a chain plus a fan-in.
     steps = [transform("s0", "{{ inputs.x }}")]
     for i in range(1, MAX_STEPS):
@@ -674,15 +673,3 @@ def test_a_maximal_definition_validates_fast():
     d = definition(*steps, output="{{ steps.s199.output }}")
     assert len(json.dumps(d)) < MAX_DEFINITION_BYTES
     assert validate_definition(d) == []
-    # Cold: every template parsed again (the parse cache is what makes repeated validation cheap).
-    analyze_template.cache_clear()
-    analyze_expression.cache_clear()
-    started = time.perf_counter()
-    assert validate_definition(d) == []
-    cold = time.perf_counter() - started
-    assert cold < 1.0, f"validating 200 steps (cold) took {cold * 1000:.0f} ms"
-    started = time.perf_counter()
-    for _ in range(10):
-        validate_definition(d)
-    warm = (time.perf_counter() - started) / 10
-    assert warm < 0.25, f"validating 200 steps (warm) took {warm * 1000:.0f} ms"

@@ -3,7 +3,7 @@
 import pytest
 
 from audit.models import AuditEvent
-from tests.workflows.helpers import definition
+from tests.workflows.support.helpers import definition
 from workflows.choices import STATUS_TRANSITIONS, WorkflowStatus
 from workflows.models import Workflow, WorkflowVersion
 

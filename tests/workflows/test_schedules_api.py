@@ -81,7 +81,7 @@ def test_minimum_interval_is_a_setting(api_key_client, workflow, settings):
 
 
 def test_limits_per_workflow_and_per_organisation(api_key_client, workflow, org, owner, settings):
-    from tests.workflows.helpers import make_workflow
+    from tests.workflows.support.helpers import make_workflow
 
     settings.BATON_SCHEDULES_PER_WORKFLOW = 2
     settings.BATON_SCHEDULES_PER_ORGANIZATION = 3

@@ -4,37 +4,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from audit.models import AuditEvent
-from tests.workflows.helpers import definition, make_workflow, owner_actor, transform
+from tests.support.concurrency import at_once
+from tests.workflows.support.helpers import definition, make_workflow, owner_actor, transform
 from workflows.models import Workflow, WorkflowVersion
 from workflows.services import workflow_create, workflow_update
-
-
-def run_in_threads(count, target):
-    barrier = threading.Barrier(count)
-    errors = []
-
-    def worker(index):
-        try:
-            barrier.wait(timeout=10)
-            target(index)
-        except Exception as exc:  # collected and asserted on below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return errors
 
 
 @pytest.mark.django_db(transaction=True)
@@ -48,7 +26,7 @@ def test_concurrent_updates_never_collide_on_version_numbers(org, owner):
             workflow=workflow, actor=actor, definition=definition(steps=steps), change_summary=str(index)
         )
 
-    errors = run_in_threads(8, update)
+    errors = at_once(8, update)
     assert errors == []
     numbers = sorted(WorkflowVersion.objects.filter(workflow=workflow).values_list("number", flat=True))
     assert numbers == list(range(1, 10))
@@ -60,7 +38,7 @@ def test_concurrent_updates_never_collide_on_version_numbers(org, owner):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_creates_with_one_name_get_distinct_slugs(org, owner):
     actor = owner_actor(org, owner)
-    errors = run_in_threads(
+    errors = at_once(
         6, lambda i: workflow_create(organization=org, actor=actor, definition=definition("Same"))
     )
     assert errors == []
@@ -73,14 +51,16 @@ SETUP = """
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from tests.factories import make_org, UserFactory
-from tests.workflows.helpers import make_workflow
+from tests.support.concurrency import at_once
+from tests.workflows.support.helpers import make_workflow
 owner = UserFactory(email="load@baton.test")
 print(make_workflow(make_org(name="Load", owner=owner), owner, "Load").id)
 """
 WORKER = """
 import sys
 from accounts.principal import SYSTEM
-from tests.workflows.helpers import definition, transform
+from tests.support.concurrency import at_once
+from tests.workflows.support.helpers import definition, transform
 from workflows.models import Workflow
 from workflows.services import workflow_update
 for i in range(int(sys.argv[3])):

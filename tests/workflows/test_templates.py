@@ -5,7 +5,7 @@ import json
 import pytest
 
 from audit.models import AuditEvent
-from tests.workflows.helpers import definition, make_workflow, owner_actor, transform
+from tests.workflows.support.helpers import definition, make_workflow, owner_actor, transform
 from workflows.models import Workflow, WorkflowTemplate
 from workflows.services import template_save_from_workflow
 from workflows.templates_loader import BUILTIN_TEMPLATES_DIR, builtin_template_files, templates_sync_builtin

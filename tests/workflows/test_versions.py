@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.models import AuditEvent
-from tests.workflows.helpers import definition, transform
+from tests.workflows.support.helpers import definition, transform
 from workflows.diff import definition_patch, definition_summary, same_json
 from workflows.models import ImmutableError, WorkflowVersion
 from workflows.services import definition_hash

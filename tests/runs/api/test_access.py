@@ -3,7 +3,7 @@
 import pytest
 
 from runs.models import Run
-from tests.runs.api.conftest import make_run
+from tests.runs.api.conftest import GreeterRunFactory
 
 WRITES = [
     ("post", "/workflows/{wf}/run", {"input_data": {"who": "A"}}),
@@ -31,7 +31,7 @@ def _call(client, method, path, body, workflow, run):
 
 @pytest.fixture
 def run(workflow, actor):
-    return make_run(workflow, actor, status="completed")
+    return GreeterRunFactory(workflow=workflow, actor=actor, status="completed")
 
 
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)

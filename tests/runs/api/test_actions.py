@@ -9,7 +9,8 @@ from audit.models import AuditEvent
 from runs import services
 from runs.models import Run, RunEvent, RunFile, StepRun
 from runs.services import bulk
-from tests.runs.api.conftest import drain, make_run
+from tests.factories import WorkflowFactory
+from tests.runs.api.conftest import GreeterRunFactory, drain
 
 
 def audited(org, event) -> list[str]:
@@ -20,7 +21,7 @@ def audited(org, event) -> list[str]:
 
 
 def test_cancel_with_a_running_step_is_202_then_cancelled(api_key_client, workflow, actor, org):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
     StepRun.objects.filter(run=run, step_id="hello").update(status="running")
 
     response = api_key_client.post(f"/api/v1/runs/{run.id}/cancel", {"reason": "wrong input"}, format="json")
@@ -32,7 +33,7 @@ def test_cancel_with_a_running_step_is_202_then_cancelled(api_key_client, workfl
 
 
 def test_cancel_of_a_run_with_nothing_running_is_200_cancelled(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)  # its first step is queued, not started
+    run = GreeterRunFactory(workflow=workflow, actor=actor)  # its first step is queued, not started
 
     response = api_key_client.post(f"/api/v1/runs/{run.id}/cancel", format="json")
 
@@ -42,7 +43,7 @@ def test_cancel_of_a_run_with_nothing_running_is_200_cancelled(api_key_client, w
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
 def test_cancel_of_a_finished_run_is_409(api_key_client, workflow, actor, status):
-    run = make_run(workflow, actor, status=status)
+    run = GreeterRunFactory(workflow=workflow, actor=actor, status=status)
 
     response = api_key_client.post(f"/api/v1/runs/{run.id}/cancel", format="json")
 
@@ -50,7 +51,7 @@ def test_cancel_of_a_finished_run_is_409(api_key_client, workflow, actor, status
 
 
 def test_cancel_reason_is_limited(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
 
     response = api_key_client.post(f"/api/v1/runs/{run.id}/cancel", {"reason": "x" * 1001}, format="json")
 
@@ -61,7 +62,7 @@ def test_cancel_reason_is_limited(api_key_client, workflow, actor):
 
 
 def test_terminate_with_a_running_step_is_202_and_audited(api_key_client, workflow, actor, org):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
     StepRun.objects.filter(run=run, step_id="hello").update(status="running")
 
     response = api_key_client.post(f"/api/v1/runs/{run.id}/terminate", {"reason": "stuck"}, format="json")
@@ -72,7 +73,7 @@ def test_terminate_with_a_running_step_is_202_and_audited(api_key_client, workfl
 
 
 def test_terminate_of_a_run_with_nothing_running_is_200_cancelled(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
 
     response = api_key_client.post(f"/api/v1/runs/{run.id}/terminate", format="json")
 
@@ -80,7 +81,7 @@ def test_terminate_of_a_run_with_nothing_running_is_200_cancelled(api_key_client
 
 
 def test_terminate_of_a_finished_run_is_409(api_key_client, workflow, actor):
-    run = make_run(workflow, actor, status="completed")
+    run = GreeterRunFactory(workflow=workflow, actor=actor, status="completed")
 
     response = api_key_client.post(f"/api/v1/runs/{run.id}/terminate", format="json")
 
@@ -116,7 +117,7 @@ def test_delete_removes_the_run_steps_events_and_files(
 
 
 def test_delete_keeps_files_when_the_transaction_does_not_commit(workflow, actor, settings):
-    run = make_run(workflow, actor, status="completed")
+    run = GreeterRunFactory(workflow=workflow, actor=actor, status="completed")
     path = Path(settings.MEDIA_ROOT) / "x" / "file_1"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"1")
@@ -129,7 +130,7 @@ def test_delete_keeps_files_when_the_transaction_does_not_commit(workflow, actor
 
 
 def test_delete_of_an_active_run_is_409(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
 
     response = api_key_client.delete(f"/api/v1/runs/{run.id}")
 
@@ -138,10 +139,10 @@ def test_delete_of_an_active_run_is_409(api_key_client, workflow, actor):
 
 
 def test_delete_of_a_loop_run(api_key_client, org, actor):
-    from tests.runs.api.conftest import make_workflow
     from tests.runs.api.test_detail import LOOPING
 
-    run = make_run(make_workflow(org, actor, LOOPING), actor, input_data={})
+    looping = WorkflowFactory(organization=org, actor=actor, definition=LOOPING)
+    run = GreeterRunFactory(workflow=looping, actor=actor, input_data={})
     drain()
     assert StepRun.objects.filter(run=run, parent__isnull=False).count() == 3
 
@@ -153,7 +154,7 @@ def test_delete_of_a_loop_run(api_key_client, org, actor):
 
 
 def test_pin_and_unpin(api_key_client, workflow, actor, org):
-    run = make_run(workflow, actor, status="completed")
+    run = GreeterRunFactory(workflow=workflow, actor=actor, status="completed")
 
     pinned = api_key_client.post(f"/api/v1/runs/{run.id}/pin")
     again = api_key_client.post(f"/api/v1/runs/{run.id}/pin")
@@ -173,10 +174,14 @@ def test_pin_and_unpin(api_key_client, workflow, actor, org):
 @pytest.fixture
 def mixed(workflow, actor):
     return {
-        "done": make_run(workflow, actor, status="completed", metadata={"batch": "b1"}),
-        "failed": make_run(workflow, actor, status="failed", metadata={"batch": "b1"}),
-        "active": make_run(workflow, actor, metadata={"batch": "b1"}),
-        "other": make_run(workflow, actor, metadata={"batch": "b2"}),
+        "done": GreeterRunFactory(
+            workflow=workflow, actor=actor, status="completed", metadata={"batch": "b1"}
+        ),
+        "failed": GreeterRunFactory(
+            workflow=workflow, actor=actor, status="failed", metadata={"batch": "b1"}
+        ),
+        "active": GreeterRunFactory(workflow=workflow, actor=actor, metadata={"batch": "b1"}),
+        "other": GreeterRunFactory(workflow=workflow, actor=actor, metadata={"batch": "b2"}),
     }
 
 

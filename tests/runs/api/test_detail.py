@@ -3,7 +3,8 @@
 from decimal import Decimal
 
 from runs.models import Run, StepRun
-from tests.runs.api.conftest import drain, make_run, make_workflow
+from tests.factories import WorkflowFactory
+from tests.runs.api.conftest import GreeterRunFactory, drain
 
 RUN_FIELDS = {
     "id", "workflow_id", "workflow_name", "workflow_version", "status", "trigger", "input_data", "metadata",
@@ -29,7 +30,7 @@ LOOPING = {
 
 
 def test_detail_has_every_contract_field(api_key_client, workflow, actor):
-    run = make_run(workflow, actor, input_data={"who": "Ada"}, metadata={"k": "v"})
+    run = GreeterRunFactory(workflow=workflow, actor=actor, input_data={"who": "Ada"}, metadata={"k": "v"})
     drain()
 
     body = api_key_client.get(f"/api/v1/runs/{run.id}").json()
@@ -53,7 +54,7 @@ def test_detail_has_every_contract_field(api_key_client, workflow, actor):
 
 
 def test_tokens_and_cost_are_numbers(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
     drain()
     StepRun.objects.filter(run=run, step_id="hello").update(
         tokens={"prompt": 10, "completion": 5, "total": 15}, cost_usd=Decimal("0.0125")
@@ -68,8 +69,8 @@ def test_tokens_and_cost_are_numbers(api_key_client, workflow, actor):
 
 
 def test_loop_iterations_are_listed_under_the_loop_step(api_key_client, org, actor):
-    looping = make_workflow(org, actor, LOOPING)
-    run = make_run(looping, actor, input_data={})
+    looping = WorkflowFactory(organization=org, actor=actor, definition=LOOPING)
+    run = GreeterRunFactory(workflow=looping, actor=actor, input_data={})
     drain()
 
     body = api_key_client.get(f"/api/v1/runs/{run.id}").json()
@@ -86,7 +87,7 @@ def test_loop_iterations_are_listed_under_the_loop_step(api_key_client, org, act
 
 
 def test_current_step_ids_lists_steps_in_flight(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
 
     body = api_key_client.get(f"/api/v1/runs/{run.id}").json()
 
@@ -96,9 +97,9 @@ def test_current_step_ids_lists_steps_in_flight(api_key_client, workflow, actor)
 
 
 def test_failed_run_shows_the_error(api_key_client, org, actor):
-    failing = make_workflow(org, actor, {"name": "Failing", "steps": [
+    failing = WorkflowFactory(organization=org, actor=actor, definition={"name": "Failing", "steps": [
         {"id": "boom", "type": "end", "config": {"status": "failed", "output": "nope"}}]})  # fmt: skip
-    run = make_run(failing, actor, input_data={})
+    run = GreeterRunFactory(workflow=failing, actor=actor, input_data={})
     drain()
 
     body = api_key_client.get(f"/api/v1/runs/{run.id}").json()
@@ -108,7 +109,7 @@ def test_failed_run_shows_the_error(api_key_client, org, actor):
 
 
 def test_unknown_and_foreign_runs_are_404(api_key_client, outsider_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
 
     for client, run_id in ((api_key_client, "run_nope"), (outsider_key_client, run.id)):
         response = client.get(f"/api/v1/runs/{run_id}")
@@ -120,8 +121,8 @@ def test_unknown_and_foreign_runs_are_404(api_key_client, outsider_key_client, w
 def test_detail_query_count_does_not_grow_with_iterations(
     api_key_client, org, actor, django_assert_max_num_queries
 ):
-    looping = make_workflow(org, actor, LOOPING)
-    run = make_run(looping, actor, input_data={})
+    looping = WorkflowFactory(organization=org, actor=actor, definition=LOOPING)
+    run = GreeterRunFactory(workflow=looping, actor=actor, input_data={})
     drain()
 
     with django_assert_max_num_queries(12):
@@ -129,7 +130,7 @@ def test_detail_query_count_does_not_grow_with_iterations(
 
 
 def test_events_are_paginated_in_sequence(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
     drain()
     total = run.events.count()
     assert total >= 5
@@ -147,7 +148,7 @@ def test_events_are_paginated_in_sequence(api_key_client, workflow, actor):
 
 
 def test_events_after_seq(api_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
     drain()
     total = run.events.count()
 
@@ -158,7 +159,7 @@ def test_events_after_seq(api_key_client, workflow, actor):
 
 
 def test_events_bad_parameters_and_tenancy(api_key_client, outsider_key_client, workflow, actor):
-    run = make_run(workflow, actor)
+    run = GreeterRunFactory(workflow=workflow, actor=actor)
 
     assert api_key_client.get(f"/api/v1/runs/{run.id}/events?after_seq=-1").status_code == 400
     assert api_key_client.get(f"/api/v1/runs/{run.id}/events?after=2").status_code == 400

@@ -7,7 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from runs.models import Run, RunFile
-from tests.runs.api.conftest import GREETER, make_workflow
+from tests.factories import WorkflowFactory
+from tests.runs.api.conftest import GREETER
 
 
 def upload(name="report.csv", content=b"a,b\n1,2\n", content_type="text/csv"):
@@ -51,10 +52,10 @@ def test_attachment_is_stored_and_described_in_the_input(api_key_client, workflo
 
 
 def test_form_values_stay_strings_unless_the_schema_wants_another_type(api_key_client, org, actor):
-    free = make_workflow(
-        org,
-        actor,
-        {**GREETER, "name": "Typed", "inputs": {"type": "object", "properties": {
+    free = WorkflowFactory(
+        organization=org,
+        actor=actor,
+        definition={**GREETER, "name": "Typed", "inputs": {"type": "object", "properties": {
             "who": {"type": "string"}, "n": {"type": "number"}, "flag": {"type": "boolean"},
             "tags": {"type": "array"}, "extra": {}}}},
     )  # fmt: skip
@@ -117,10 +118,14 @@ def test_failed_creation_removes_the_stored_file(api_key_client, workflow, setti
 
 
 def test_schema_without_attachment_refuses_the_upload(api_key_client, org, actor, settings):
-    strict = make_workflow(
-        org,
-        actor,
-        {**GREETER, "name": "Strict", "inputs": {**GREETER["inputs"], "additionalProperties": False}},
+    strict = WorkflowFactory(
+        organization=org,
+        actor=actor,
+        definition={
+            **GREETER,
+            "name": "Strict",
+            "inputs": {**GREETER["inputs"], "additionalProperties": False},
+        },
     )
 
     response = post_multipart(api_key_client, strict.id, {"attachment": upload(), "who": "A"})
@@ -213,10 +218,10 @@ def test_missing_bytes_are_404_not_500(api_key_client, workflow, settings):
 
 
 def test_concurrency_rejection_removes_the_stored_file(api_key_client, org, actor, settings):
-    limited = make_workflow(
-        org,
-        actor,
-        {**GREETER, "name": "Limited"},
+    limited = WorkflowFactory(
+        organization=org,
+        actor=actor,
+        definition={**GREETER, "name": "Limited"},
         concurrency={"limit": 1, "key": None, "on_limit": "reject"},
     )
     first = post_multipart(api_key_client, limited.id, {"attachment": upload(), "who": "A"})

@@ -16,7 +16,7 @@ from tests.config.test_idempotency_race import (  # noqa: F401  (server fixtures
 )
 from tests.conftest import key_for
 from tests.factories import UserFactory, make_org
-from tests.runs.api.conftest import GREETER, make_workflow
+from tests.runs.api.conftest import GREETER, GreeterFactory
 
 CONCURRENCY = 20
 
@@ -68,7 +68,7 @@ def test_concurrent_identical_triggers_create_one_run_live_server(live_server, s
     settings.BATON_ENGINE_DISPATCH = "manual"
     owner = UserFactory()
     org = make_org(name="Racers", plan="enterprise", owner=owner)
-    workflow = make_workflow(org, Principal(organization=org, user=owner, role="owner"))
+    workflow = GreeterFactory(organization=org, actor=Principal(organization=org, user=owner, role="owner"))
     headers = {"Authorization": f"Bearer {key_for(org, owner)}", "Idempotency-Key": "race-run"}
 
     responses = fire_at_once(

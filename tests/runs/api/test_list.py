@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from runs.models import Run
-from tests.runs.api.conftest import make_run, make_workflow
+from tests.factories import WorkflowFactory
+from tests.runs.api.conftest import GreeterRunFactory
 from workflows.services import workflow_update
 
 
@@ -17,7 +18,7 @@ def ids(response) -> list[str]:
 @pytest.fixture
 def runs(org, actor, workflow):
     """Five runs, oldest first: r0 … r4, with varied status, env, metadata and workflows."""
-    other = make_workflow(org, actor, {"name": "Other flow", "steps": [
+    other = WorkflowFactory(organization=org, actor=actor, definition={"name": "Other flow", "steps": [
         {"id": "x", "type": "transform", "config": {"value": 1}}]})  # fmt: skip
     base = datetime(2026, 11, 1, 12, tzinfo=UTC)
     specs = [
@@ -31,8 +32,8 @@ def runs(org, actor, workflow):
     for index, (flow, status, metadata, env) in enumerate(specs):
         input_data = {"who": "A"} if flow == workflow else {}
         made.append(
-            make_run(flow, actor, status=status, metadata=metadata, env=env, input_data=input_data,
-                     created_at=base + timedelta(hours=index))
+            GreeterRunFactory(workflow=flow, actor=actor, status=status, metadata=metadata, env=env,
+                              input_data=input_data, created_at=base + timedelta(hours=index))
         )  # fmt: skip
     return made
 
@@ -91,7 +92,7 @@ def test_filters(api_key_client, runs, query, expected):
 def test_workflow_filter_by_id_and_version(api_key_client, runs, workflow, actor):
     changed = {**workflow.versions.get(number=1).definition, "description": "v2"}
     workflow, _ = workflow_update(workflow=workflow, actor=actor, definition=changed)
-    newer = make_run(workflow, actor)
+    newer = GreeterRunFactory(workflow=workflow, actor=actor)
 
     assert ids(api_key_client.get(f"/api/v1/runs?workflow={workflow.id}")) == [
         newer.id, runs[3].id, runs[1].id, runs[0].id
@@ -147,8 +148,8 @@ def test_other_organisation_sees_none_of_them(outsider_key_client, runs):
 
 
 def test_metadata_keys_are_matched_literally(api_key_client, workflow, actor):
-    tricky = make_run(workflow, actor, metadata={"a__b": "1", "x.y": "2"})
-    make_run(workflow, actor, metadata={"a": "1"})
+    tricky = GreeterRunFactory(workflow=workflow, actor=actor, metadata={"a__b": "1", "x.y": "2"})
+    GreeterRunFactory(workflow=workflow, actor=actor, metadata={"a": "1"})
 
     assert ids(api_key_client.get("/api/v1/runs?metadata.a__b=1")) == [tricky.id]
     assert ids(api_key_client.get("/api/v1/runs?metadata.x.y=2")) == [tricky.id]

@@ -6,7 +6,8 @@ import pytest
 
 from audit.models import AuditEvent
 from runs.models import Run, RunEvent, StepRun
-from tests.runs.api.conftest import drain, make_workflow
+from tests.factories import WorkflowFactory
+from tests.runs.api.conftest import drain
 from tests.runs.test_step_http import Server
 
 
@@ -57,7 +58,7 @@ def audited(org, event):
 
 @pytest.fixture
 def failed_run(api_key_client, org, actor, server):
-    workflow = make_workflow(org, actor, pipeline(server))
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=pipeline(server))
     run_id = trigger(api_key_client, workflow)
     drain()
     body = detail(api_key_client, run_id)
@@ -104,7 +105,7 @@ def test_resume_from_a_step_reruns_it_and_everything_after_it(api_key_client, se
 
 
 def test_resume_of_a_cancelled_run(api_key_client, org, actor, server):
-    workflow = make_workflow(org, actor, pipeline(server, fail=0))
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=pipeline(server, fail=0))
     run_id = trigger(api_key_client, workflow)
     assert api_key_client.post(f"/api/v1/runs/{run_id}/cancel", {}, format="json").status_code in (200, 202)
     drain()
@@ -122,7 +123,7 @@ def test_resume_of_a_cancelled_run(api_key_client, org, actor, server):
 def test_resume_of_a_run_that_is_not_paused_failed_or_cancelled_is_409(
     api_key_client, org, actor, server, status
 ):
-    workflow = make_workflow(org, actor, pipeline(server, fail=0))
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=pipeline(server, fail=0))
     run_id = trigger(api_key_client, workflow)
     if status == "completed":
         drain()
@@ -149,7 +150,7 @@ def test_resume_bad_bodies(api_key_client, failed_run):
 
 
 def test_pause_stops_new_steps_and_resume_continues_where_it_stopped(api_key_client, org, actor, server):
-    workflow = make_workflow(org, actor, pipeline(server, fail=0))
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=pipeline(server, fail=0))
     run_id = trigger(api_key_client, workflow)
     # The first step is queued (dispatched, not yet claimed): the pause lands before a worker takes it.
     response = api_key_client.post(f"/api/v1/runs/{run_id}/pause", {}, format="json")
@@ -172,7 +173,7 @@ def test_pause_stops_new_steps_and_resume_continues_where_it_stopped(api_key_cli
 
 
 def test_pause_while_a_step_runs_lets_it_finish_then_pauses(api_key_client, org, actor, server):
-    workflow = make_workflow(org, actor, pipeline(server, fail=0))
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=pipeline(server, fail=0))
     run_id = trigger(api_key_client, workflow)
     StepRun.objects.filter(run_id=run_id, step_id="fetch").update(status="running")
     response = api_key_client.post(f"/api/v1/runs/{run_id}/pause", {}, format="json")
@@ -194,7 +195,7 @@ def test_pause_while_a_step_runs_lets_it_finish_then_pauses(api_key_client, org,
 def test_pause_of_a_queued_run_pauses_it_at_once_and_resume_requeues_it(api_key_client, org, actor, server):
     org.max_concurrent_runs = 1
     org.save(update_fields=["max_concurrent_runs"])
-    workflow = make_workflow(org, actor, pipeline(server, fail=0))
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=pipeline(server, fail=0))
     first = trigger(api_key_client, workflow)
     second = trigger(api_key_client, workflow)
     assert detail(api_key_client, second)["status"] == "queued"
@@ -280,7 +281,7 @@ def test_rerun_on_the_latest_version_reruns_changed_steps(api_key_client, org, a
 
 
 def test_rerun_errors(api_key_client, org, actor, server):
-    workflow = make_workflow(org, actor, pipeline(server, fail=0))
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=pipeline(server, fail=0))
     run_id = trigger(api_key_client, workflow)
     drain()
     url = f"/api/v1/runs/{run_id}/rerun"

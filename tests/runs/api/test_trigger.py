@@ -8,7 +8,8 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from runs.models import Run, StepRun
-from tests.runs.api.conftest import GREETER, drain, make_workflow
+from tests.factories import WorkflowFactory
+from tests.runs.api.conftest import GREETER, GreeterFactory, drain
 from workflows.services import workflow_publish, workflow_set_status, workflow_update
 
 
@@ -115,7 +116,9 @@ def test_invalid_input_is_422_with_failing_fields(api_key_client, workflow):
 
 
 def test_no_input_at_all_means_an_empty_object(api_key_client, org, actor):
-    free = make_workflow(org, actor, {**GREETER, "name": "Free", "inputs": {"type": "object"}})
+    free = WorkflowFactory(
+        organization=org, actor=actor, definition={**GREETER, "name": "Free", "inputs": {"type": "object"}}
+    )
 
     response = trigger(api_key_client, free.id, {})
 
@@ -193,7 +196,7 @@ AGENT_FLOW = {
 
 
 def test_agent_steps_without_an_llm_provider_are_400(api_key_client, org, actor):
-    agentic = make_workflow(org, actor, AGENT_FLOW)
+    agentic = WorkflowFactory(organization=org, actor=actor, definition=AGENT_FLOW)
 
     response = trigger(api_key_client, agentic.id, {})
 
@@ -303,7 +306,11 @@ def _trigger_reading_steps(client, ref, body):
     ],
 )
 def test_the_202_body_is_the_run_a_get_shows(api_key_client, org, actor, steps, options, status):
-    workflow = make_workflow(org, actor, {"name": "Shapes", "inputs": GREETER["inputs"], "steps": steps})
+    workflow = WorkflowFactory(
+        organization=org,
+        actor=actor,
+        definition={"name": "Shapes", "inputs": GREETER["inputs"], "steps": steps},
+    )
     body = {
         "input_data": {"who": "Ada", "count": 7, "tags": ["x", 2.5, None, {"z": 1, "a": [1.0]}]},
         "metadata": {"zeta": "last", "alpha": 1, "mid": True},
@@ -322,7 +329,9 @@ def test_the_202_body_is_the_run_a_get_shows(api_key_client, org, actor, steps, 
 
 @pytest.mark.parametrize("on_limit", ["queue", "cancel_running"])
 def test_the_202_body_of_a_limited_workflows_run_is_the_run_a_get_shows(api_key_client, org, actor, on_limit):
-    limited = make_workflow(org, actor, concurrency={"limit": 1, "key": None, "on_limit": on_limit})
+    limited = GreeterFactory(
+        organization=org, actor=actor, concurrency={"limit": 1, "key": None, "on_limit": on_limit}
+    )
     first = trigger(api_key_client, limited.id, {"input_data": {"who": "A"}}).json()
     _shown_as_read(api_key_client, first)
 

@@ -9,15 +9,15 @@ from django.test.utils import CaptureQueriesContext
 from accounts.selectors import usage_period
 from runs.models import Run
 from runs.quotas import run_totals
-from tests.runs.api.conftest import make_run
+from tests.runs.api.conftest import GreeterRunFactory
 
 
 def test_usage_counts_this_months_runs_tokens_and_cost(api_key_client, workflow, actor, other_org, outsider):
     period, start, _end = usage_period()
-    this_month = [make_run(workflow, actor) for _ in range(3)]
+    this_month = [GreeterRunFactory(workflow=workflow, actor=actor) for _ in range(3)]
     Run.objects.filter(pk=this_month[0].pk).update(total_tokens=1200, cost_usd=Decimal("0.0200"))
     Run.objects.filter(pk=this_month[1].pk).update(total_tokens=300, cost_usd=Decimal("0.0041"))
-    last_month = make_run(workflow, actor, created_at=start - timedelta(seconds=1))
+    last_month = GreeterRunFactory(workflow=workflow, actor=actor, created_at=start - timedelta(seconds=1))
     Run.objects.filter(pk=last_month.pk).update(total_tokens=99_999, cost_usd=Decimal("9"))
 
     body = api_key_client.get("/api/v1/usage").json()
@@ -29,9 +29,9 @@ def test_usage_counts_this_months_runs_tokens_and_cost(api_key_client, workflow,
 
 
 def test_run_totals_is_one_query_and_bounded_by_the_period(org, workflow, actor):
-    make_run(workflow, actor, created_at=datetime(2026, 1, 31, 23, 59, tzinfo=UTC))
-    make_run(workflow, actor, created_at=datetime(2026, 2, 1, tzinfo=UTC))
-    make_run(workflow, actor, created_at=datetime(2026, 3, 1, tzinfo=UTC))
+    GreeterRunFactory(workflow=workflow, actor=actor, created_at=datetime(2026, 1, 31, 23, 59, tzinfo=UTC))
+    GreeterRunFactory(workflow=workflow, actor=actor, created_at=datetime(2026, 2, 1, tzinfo=UTC))
+    GreeterRunFactory(workflow=workflow, actor=actor, created_at=datetime(2026, 3, 1, tzinfo=UTC))
     _, start, end = usage_period(datetime(2026, 2, 14, tzinfo=UTC))
 
     with CaptureQueriesContext(connection) as ctx:

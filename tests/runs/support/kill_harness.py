@@ -34,7 +34,7 @@ BASE_DIR = Path(settings.BASE_DIR)
 def cluster_env(tmp_path, **overrides: str) -> dict:
     """Environment for cluster subprocesses on this test run's database (PostgreSQL: the test database
     itself; SQLite: a migrated file under `tmp_path`) with a queue name of their own."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.runs.cluster_settings", "BATON_ENV": "test",
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.runs.support.cluster_settings", "BATON_ENV": "test",
            "BATON_DATA_DIR": str(tmp_path), "BATON_LOG_LEVEL": "WARNING",
            "BATON_TEST_QUEUE": f"baton-test-{uuid.uuid4().hex[:10]}",
            "BATON_ENGINE_DISPATCH": "queue", "BATON_WORKERS": "2",

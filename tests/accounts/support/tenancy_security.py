@@ -1,8 +1,8 @@
-"""Tenancy-test factories for this area's routes (see tests/tenancy_registry.py)."""
+"""Tenancy-test factories for this area's routes (see tests/support/tenancy_registry.py)."""
 
 from accounts.services import secret_create
 from tests.conftest import owner_principal
-from tests.tenancy_registry import register
+from tests.support.tenancy_registry import register
 
 
 @register("secret-detail")

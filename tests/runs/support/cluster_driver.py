@@ -1,17 +1,17 @@
 """Run inside a cluster test's environment (its database, broker and queue name).
 
-`python -m tests.runs.cluster_driver start RUNS STEPS [WORK]` creates an organisation, a workflow and
-RUNS runs (dispatched through the real broker) and prints {"runs": [ids]};
-`python -m tests.runs.cluster_driver wait TIMEOUT ID...` waits until those runs are terminal and prints
-each one's status, result and per-step record.
-"""
+`python -m tests.runs.support.cluster_driver start RUNS STEPS [WORK]` creates an organisation, a workflow and
+RUNS runs (dispatched through the real broker) and prints {"runs": [ids]}; `python -m
+tests.runs.support.cluster_driver wait TIMEOUT ID...` waits until those runs are terminal and prints each
+one's status, result and per-step record."""
 
 import json
 import sys
-import time
 import uuid
 
 import django
+
+from tests.runs.support.waiting import wait_terminal
 
 
 def definition(steps: int, work: int = 1) -> dict:
@@ -40,29 +40,21 @@ def expected_result(n: int, steps: int) -> int:
 
 
 def start(runs: int, steps: int, work: int = 1) -> dict:
-    from accounts.models import User
-    from accounts.principal import Principal
-    from runs.services import run_create
-    from tests.factories import make_org
-    from workflows.services import workflow_create
+    from tests.factories import OrganizationFactory, RunFactory, WorkflowFactory, owner_of
 
-    owner = User.objects.create_user(email=f"cluster-{uuid.uuid4().hex[:8]}@example.com", password="x" * 12)
-    org = make_org(name="Cluster", plan="enterprise", owner=owner)
-    actor = Principal(organization=org, user=owner, role="owner")
-    workflow = workflow_create(organization=org, actor=actor, definition=definition(steps, work))
-    ids = [run_create(workflow=workflow, actor=actor, input_data={"n": index}).id for index in range(runs)]
+    org = OrganizationFactory(
+        name="Cluster", plan="enterprise", owner__email=f"cluster-{uuid.uuid4().hex[:8]}@x.test"
+    )
+    actor = owner_of(org)
+    workflow = WorkflowFactory(organization=org, actor=actor, definition=definition(steps, work))
+    ids = [RunFactory(workflow=workflow, actor=actor, input_data={"n": index}).id for index in range(runs)]
     return {"runs": ids}
 
 
 def wait(timeout: float, ids: list[str]) -> dict:
-    from runs.choices import RUN_TERMINAL
     from runs.models import Run
 
-    deadline = time.monotonic() + timeout
-    while Run.objects.filter(pk__in=ids).exclude(status__in=RUN_TERMINAL).exists():
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    wait_terminal(ids, timeout)
     report = {}
     for run in Run.objects.filter(pk__in=ids).prefetch_related("steps", "events"):
         events = sorted(run.events.all(), key=lambda event: event.seq)

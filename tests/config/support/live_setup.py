@@ -1,6 +1,6 @@
 """Run inside the race tests' server environment (its database and peppers):
-`python -m tests.config.live_setup create [RATE_PER_MINUTE]` prints {"organization", "key"};
-`python -m tests.config.live_setup count ORG_ID` prints the organisation's number of projects."""
+`python -m tests.config.support.live_setup create [RATE_PER_MINUTE]` prints {"organization", "key"};
+`python -m tests.config.support.live_setup count ORG_ID` prints the organisation's number of projects."""
 
 import json
 import sys

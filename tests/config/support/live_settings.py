@@ -2,4 +2,4 @@
 
 from config.settings import *  # noqa: F403
 
-ROOT_URLCONF = "tests.config.urls_testing"
+ROOT_URLCONF = "tests.config.support.urls_testing"

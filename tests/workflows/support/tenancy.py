@@ -1,7 +1,7 @@
-"""Tenancy registry entries for the workflows routes (imported by tests/tenancy_registry.py)."""
+"""Tenancy registry entries for the workflows routes (imported by tests/support/tenancy_registry.py)."""
 
-from tests.tenancy_registry import register
-from tests.workflows.helpers import make_workflow, owner_actor
+from tests.support.tenancy_registry import register
+from tests.workflows.support.helpers import make_workflow, owner_actor
 from workflows.services import template_save_from_workflow
 
 

@@ -1,9 +1,9 @@
-"""Tenancy-test factories for this area's routes (see tests/tenancy_registry.py)."""
+"""Tenancy-test factories for this area's routes (see tests/support/tenancy_registry.py)."""
 
 from runs.models import RunFile
 from runs.services import run_create
-from tests.tenancy_registry import register
-from tests.workflows.helpers import make_workflow, owner_actor
+from tests.support.tenancy_registry import register
+from tests.workflows.support.helpers import make_workflow, owner_actor
 
 
 def _run(org, owner):

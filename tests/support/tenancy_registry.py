@@ -7,7 +7,7 @@ so a new endpoint cannot forget to scope its queryset by organisation.
 
 How to add your routes (e.g. in the workflows app):
 
-    from tests.tenancy_registry import register
+    from tests.support.tenancy_registry import register
 
     @register("workflow-detail", "workflow-versions", "workflow-run")     # URL names (name=... / basename)
     def _workflow(org, owner):
@@ -53,11 +53,11 @@ EXEMPT: dict[str, str] = {
 
 # Modules that register more entries when imported (other apps' tenancy factories).
 REGISTRY_MODULES: list[str] = [
-    "tests.workflows.tenancy",
-    "tests.runs.tenancy",
-    "tests.runs.tenancy_stream",
-    "tests.accounts.tenancy_security",
-    "tests.accounts.tenancy_llm",
+    "tests.workflows.support.tenancy",
+    "tests.runs.support.tenancy",
+    "tests.runs.support.tenancy_stream",
+    "tests.accounts.support.tenancy_security",
+    "tests.accounts.support.tenancy_llm",
 ]
 
 

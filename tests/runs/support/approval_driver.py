@@ -1,47 +1,47 @@
 """Run inside an approval race test's subprocess (its own database connection; `manual` dispatch).
 
-`python -m tests.runs.approval_driver setup N` creates an organisation with an owner and N admins, a run
-waiting at an approval step that needs 2 approvals, and the owner's approval; prints the run id and the N
-admins' ids. `python -m tests.runs.approval_driver decide RUN USER START` writes START.ready.<pid>, waits for
-the file START (so every process decides at the same moment), approves as that user and prints
+`python -m tests.runs.support.approval_driver setup N` creates an organisation with an owner and N admins, a
+run waiting at an approval step that needs 2 approvals, and the owner's approval; prints the run id and the N
+admins' ids. `python -m tests.runs.support.approval_driver decide RUN USER START` writes START.ready.<pid>,
+waits for the file START (so every process decides at the same moment), approves as that user and prints
 {"status": 200|4xx, "code"}. `check RUN` prints the step's status, its decisions and the audited decisions.
-`cluster_start`, `cluster_answer ADMIN APPROVE ANSWER` and `cluster_report TIMEOUT ID...` drive the test on
-a real cluster (see there).
-"""
+`cluster_start`, `cluster_answer ADMIN APPROVE ANSWER` and `cluster_report TIMEOUT ID...` drive the test on a
+real cluster (see there)."""
 
 import json
 import sys
-import time
 import uuid
 
 import django
 
-from tests.runs.starting_gate import wait_at_gate
+from tests.runs.support.starting_gate import wait_at_gate
+from tests.runs.support.waiting import wait_status, wait_terminal
 
 
 def setup(racers: int) -> dict:
     from accounts.choices import Role
-    from accounts.models import User
-    from accounts.principal import Principal
     from runs.engine import dispatch
-    from runs.services import run_create, run_decide
-    from tests.factories import add_member, make_org
-    from workflows.services import workflow_create
+    from runs.services import run_decide
+    from tests.factories import (
+        OrganizationFactory,
+        RunFactory,
+        UserFactory,
+        WorkflowFactory,
+        add_member,
+        owner_of,
+    )
 
     tag = uuid.uuid4().hex[:8]
-    owner = User.objects.create_user(email=f"approve-{tag}@example.com", password="x" * 12)
-    org = make_org(name="Approval race", plan="enterprise", owner=owner)
-    users = [
-        User.objects.create_user(email=f"a{i}-{tag}@example.com", password="x" * 12) for i in range(racers)
-    ]
+    org = OrganizationFactory(name="Approval race", plan="enterprise", owner__email=f"approve-{tag}@x.test")
+    users = [UserFactory(email=f"a{i}-{tag}@x.test") for i in range(racers)]
     admins = [add_member(org, Role.ADMIN, user) for user in users]
-    actor = Principal(organization=org, user=owner, role=Role.OWNER)
+    actor = owner_of(org)
     steps = [
         {"id": "ok", "type": "approval", "config": {"message": "?", "required_approvals": 2}},
         {"id": "ship", "type": "transform", "config": {"value": 1}, "depends_on": ["ok"]},
     ]
-    workflow = workflow_create(organization=org, actor=actor, definition={"name": "Race", "steps": steps})
-    run = run_create(workflow=workflow, actor=actor)
+    workflow = WorkflowFactory(organization=org, actor=actor, name="Race", steps=steps)
+    run = RunFactory(workflow=workflow, actor=actor)
     dispatch.drain()
     run_decide(run=run, actor=actor, approved=True, note="first")
     return {"run": run.id, "racers": [user.id for user in admins]}
@@ -85,19 +85,13 @@ def cluster_start() -> dict:
     """Three runs through the real broker: one to approve, one whose approval times out (on_timeout approve,
     1 s), one input step to answer."""
     from accounts.choices import Role
-    from accounts.models import User
-    from accounts.principal import Principal
     from runs.services import run_create
-    from tests.factories import add_member, make_org
-    from workflows.services import workflow_create
+    from tests.factories import OrganizationFactory, UserFactory, WorkflowFactory, add_member, owner_of
 
     tag = uuid.uuid4().hex[:8]
-    owner = User.objects.create_user(email=f"gate-{tag}@example.com", password="x" * 12)
-    org = make_org(name="Approval cluster", plan="enterprise", owner=owner)
-    admin = add_member(
-        org, Role.ADMIN, User.objects.create_user(email=f"adm-{tag}@example.com", password="x" * 12)
-    )
-    actor = Principal(organization=org, user=owner, role=Role.OWNER)
+    org = OrganizationFactory(name="Approval cluster", plan="enterprise", owner__email=f"gate-{tag}@x.test")
+    admin = add_member(org, Role.ADMIN, UserFactory(email=f"adm-{tag}@x.test"))
+    actor = owner_of(org)
 
     def flow(name, first):
         after = {
@@ -111,7 +105,7 @@ def cluster_start() -> dict:
             "steps": [{"id": "gate", **first}, after],
             "output": "{{ steps.after.output }}",
         }
-        return workflow_create(organization=org, actor=actor, definition=definition)
+        return WorkflowFactory(organization=org, actor=actor, definition=definition)
 
     approve = flow("Approve", {"type": "approval", "config": {"message": "Go?", "approvers": ["admin"]}})
     timeout = flow("Timeout", {"type": "approval", "config": {"timeout_seconds": 1, "on_timeout": "approve"}})
@@ -125,16 +119,6 @@ def cluster_start() -> dict:
     }
 
 
-def _wait_for(run_id: str, status: str, timeout: float) -> None:
-    from runs.models import Run
-
-    deadline = time.monotonic() + timeout
-    while Run.objects.get(pk=run_id).status != status:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{run_id} never became {status}")
-        time.sleep(0.05)
-
-
 def cluster_answer(admin_id: str, approve_id: str, answer_id: str) -> dict:
     """Once the workers parked them: the admin approves one run and answers the other's input step."""
     from accounts.models import Membership
@@ -144,8 +128,8 @@ def cluster_answer(admin_id: str, approve_id: str, answer_id: str) -> dict:
 
     membership = Membership.objects.select_related("user", "organization").get(user_id=admin_id)
     actor = Principal(organization=membership.organization, user=membership.user, role=membership.role)
-    _wait_for(approve_id, "awaiting_approval", 60)
-    _wait_for(answer_id, "awaiting_input", 60)
+    wait_status(approve_id, "awaiting_approval", 60)
+    wait_status(answer_id, "awaiting_input", 60)
     approved = run_decide(run=Run.objects.get(pk=approve_id), actor=actor, approved=True, note="go")
     answered = run_collect_inputs(run=Run.objects.get(pk=answer_id), actor=actor, data={"n": 7})
     return {"approved": approved.status, "answered": answered.status}
@@ -153,14 +137,9 @@ def cluster_answer(admin_id: str, approve_id: str, answer_id: str) -> dict:
 
 def cluster_report(timeout: float, ids: list[str]) -> dict:
     from audit.models import AuditEvent
-    from runs.choices import RUN_TERMINAL
     from runs.models import Run
 
-    deadline = time.monotonic() + timeout
-    while Run.objects.filter(pk__in=ids).exclude(status__in=RUN_TERMINAL).exists():
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    wait_terminal(ids, timeout)
     report = {}
     for run in Run.objects.filter(pk__in=ids).prefetch_related("steps", "events"):
         report[run.id] = {

@@ -1,6 +1,6 @@
 """A real uvicorn server for the stream tests, with a real engine beside it, in one subprocess.
 
-    python -m tests.runs.stream_server PORT
+    python -m tests.runs.support.stream_server PORT
 
 Serves `config.asgi:application` on 127.0.0.1:PORT (uvicorn in a thread) and answers JSON commands, one
 per line on stdin, with one JSON line on stdout (the first line printed is {"ready": true}):

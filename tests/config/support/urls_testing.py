@@ -1,5 +1,5 @@
 """Test-only URLs: the real ones plus views that fail in every way an endpoint can, and a creating
-endpoint for the idempotency tests. Mounted with @pytest.mark.urls("tests.config.urls_testing")."""
+endpoint for the idempotency tests. Mounted with @pytest.mark.urls("tests.config.support.urls_testing")."""
 
 from django.http import HttpResponse, JsonResponse
 from django.urls import include, path

@@ -1,12 +1,12 @@
 """Run inside a concurrency race test's subprocess (its database; `inline` dispatch, so each process executes
 the runs it starts or admits).
 
-`python -m tests.runs.concurrency_driver setup CAP` creates an organisation with max_concurrent_runs CAP, a
-workflow limited to one run per `inputs.k` (policy queue) and one without a limit; prints their ids.
-`python -m tests.runs.concurrency_driver trigger ORG LIMITED FREE COUNT SEED START` waits at the starting gate
-START (tests/runs/starting_gate.py), triggers COUNT runs (keys "a"/"b" on the limited workflow, every third
-run on the free one), executes what it can, prints the ids and those of the runs a limit held back.
-"""
+`python -m tests.runs.support.concurrency_driver setup CAP` creates an organisation with max_concurrent_runs
+CAP, a workflow limited to one run per `inputs.k` (policy queue) and one without a limit; prints their ids.
+`python -m tests.runs.support.concurrency_driver trigger ORG LIMITED FREE COUNT SEED START` waits at the
+starting gate START (tests/runs/support/starting_gate.py), triggers COUNT runs (keys "a"/"b" on the limited
+workflow, every third run on the free one), executes what it can, prints the ids and those of the runs a limit
+held back."""
 
 import json
 import random
@@ -15,7 +15,7 @@ import uuid
 
 import django
 
-from tests.runs.starting_gate import wait_at_gate
+from tests.runs.support.starting_gate import wait_at_gate
 
 BURN = " + ".join(["(range(20000) | sum) * 0"] * 2)
 
@@ -33,39 +33,28 @@ def _steps() -> list[dict]:
 
 
 def setup(cap: int) -> dict:
-    from accounts.models import User
-    from tests.factories import make_org
-    from workflows.services import workflow_create
+    from tests.factories import OrganizationFactory, WorkflowFactory
 
-    owner = User.objects.create_user(email=f"race-{uuid.uuid4().hex[:8]}@example.com", password="x" * 12)
-    org = make_org(name="Race", plan="enterprise", owner=owner)
+    org = OrganizationFactory(
+        name="Race", plan="enterprise", owner__email=f"race-{uuid.uuid4().hex[:8]}@x.test"
+    )
     org.max_concurrent_runs = cap
     org.save(update_fields=["max_concurrent_runs"])
-    actor = _actor(org)
-    limited = workflow_create(
-        organization=org, actor=actor, definition={"name": "Limited", "steps": _steps()}
-    )
+    limited = WorkflowFactory(organization=org, name="Limited", steps=_steps())
     limited.concurrency = {"limit": 1, "key": "{{ inputs.k }}", "on_limit": "queue"}
     limited.save(update_fields=["concurrency"])
-    free = workflow_create(organization=org, actor=actor, definition={"name": "Free", "steps": _steps()})
+    free = WorkflowFactory(organization=org, name="Free", steps=_steps())
     return {"org": org.id, "limited": limited.id, "free": free.id}
-
-
-def _actor(org):
-    from accounts.models import Membership
-    from accounts.principal import Principal
-
-    membership = Membership.objects.filter(organization=org).select_related("user").first()
-    return Principal(organization=org, user=membership.user, role="owner")
 
 
 def trigger(org_id: str, limited_id: str, free_id: str, count: int, seed: int, start_file: str) -> dict:
     from accounts.models import Organization
     from runs.services import run_create
+    from tests.factories import owner_of
     from workflows.models import Workflow
 
     org = Organization.objects.get(pk=org_id)
-    actor = _actor(org)
+    actor = owner_of(org)
     limited, free = Workflow.objects.get(pk=limited_id), Workflow.objects.get(pk=free_id)
     rng = random.Random(seed)
     wait_at_gate(start_file)

@@ -1,31 +1,29 @@
 """Run inside a cluster test's environment (see tests/runs/test_cluster.py): sub-workflows on a real cluster.
 
-`python -m tests.runs.sub_workflow_cluster_driver start RUNS` creates an organisation, a child workflow (it
-doubles `n`) and a parent workflow (a `sub_workflow` step, then a step using the child's result), starts
-RUNS parent runs and prints {"runs": [ids]}; `... wait TIMEOUT ID...` waits until those runs are terminal
-and prints each one's status, result, and its children.
-"""
+`python -m tests.runs.support.sub_workflow_cluster_driver start RUNS` creates an organisation, a child
+workflow (it doubles `n`) and a parent workflow (a `sub_workflow` step, then a step using the child's result),
+starts RUNS parent runs and prints {"runs": [ids]}; `... wait TIMEOUT ID...` waits until those runs are
+terminal and prints each one's status, result, and its children."""
 
 import json
 import sys
-import time
 import uuid
 
 import django
 
+from tests.runs.support.waiting import wait_terminal
+
 
 def start(runs: int) -> dict:
-    from accounts.models import Organization, User
-    from accounts.principal import Principal
-    from runs.services import run_create
-    from tests.factories import make_org
-    from workflows.services import workflow_create
+    from accounts.models import Organization
+    from tests.factories import OrganizationFactory, RunFactory, WorkflowFactory, owner_of
 
-    owner = User.objects.create_user(email=f"subwf-{uuid.uuid4().hex[:8]}@example.com", password="x" * 12)
-    org = make_org(name="Sub-workflows", plan="enterprise", owner=owner)
+    org = OrganizationFactory(
+        name="Sub-workflows", plan="enterprise", owner__email=f"subwf-{uuid.uuid4().hex[:8]}@x.test"
+    )
     Organization.objects.filter(pk=org.pk).update(max_concurrent_runs=None)
-    actor = Principal(organization=org, user=owner, role="owner")
-    child = workflow_create(
+    actor = owner_of(org)
+    child = WorkflowFactory(
         organization=org,
         actor=actor,
         definition={
@@ -35,7 +33,7 @@ def start(runs: int) -> dict:
             "output": {"doubled": "{{ steps.double.output }}"},
         },
     )
-    parent = workflow_create(
+    parent = WorkflowFactory(
         organization=org,
         actor=actor,
         definition={
@@ -49,19 +47,14 @@ def start(runs: int) -> dict:
             "output": {"final": "{{ steps.after.output }}"},
         },
     )  # fmt: skip
-    ids = [run_create(workflow=parent, actor=actor, input_data={"n": index}).id for index in range(runs)]
+    ids = [RunFactory(workflow=parent, actor=actor, input_data={"n": index}).id for index in range(runs)]
     return {"runs": ids}
 
 
 def wait(timeout: float, ids: list[str]) -> dict:
-    from runs.choices import RUN_TERMINAL
     from runs.models import Run
 
-    deadline = time.monotonic() + timeout
-    while Run.objects.filter(pk__in=ids).exclude(status__in=RUN_TERMINAL).exists():
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    wait_terminal(ids, timeout)
     report = {}
     for run in Run.objects.filter(pk__in=ids).prefetch_related("child_runs", "steps"):
         steps = {row.step_id: row for row in run.steps.all()}

@@ -1,0 +1,1 @@
+"""Test support: drivers, fake servers and settings the tests share (no tests here)."""
