@@ -18,3 +18,18 @@ class LoginForm(forms.Form):
 
 class OrganizationSwitchForm(forms.Form):
     organization = forms.CharField(max_length=64)
+
+
+class ApiKeyCreateForm(forms.Form):
+    """A new API key: a name, its scopes, and an optional expiry (days from now)."""
+
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, required=True)
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, label="Expires in (days)",
+        help_text="Leave empty for a key that does not expire.",
+    )  # fmt: skip
+
+    def __init__(self, *args, scopes: list[tuple[str, str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = scopes

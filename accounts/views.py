@@ -1,20 +1,26 @@
-"""Dashboard pages of the accounts app: sign in, sign out, the landing page, switching organisation."""
+"""Dashboard pages of the accounts app: sign in, sign out, the landing page, switching organisation,
+settings → API keys."""
+
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import services
-from accounts.authentication import SESSION_ORG_KEY, session_membership
-from accounts.forms import LoginForm, OrganizationSwitchForm
+from accounts import selectors, services
+from accounts.authentication import SESSION_ORG_KEY
+from accounts.choices import DEFAULT_KEY_SCOPES, Role, Scope
+from accounts.dashboard import dashboard_page
+from accounts.forms import ApiKeyCreateForm, LoginForm, OrganizationSwitchForm
 from accounts.models import Membership
-from config.errors import RateLimited, Unauthorized
+from config.errors import ApplicationError, RateLimited, Unauthorized
 
 
 def _safe_next(request) -> str:
@@ -67,20 +73,6 @@ def logout_view(request):
     return render(request, "accounts/logout.html")
 
 
-@never_cache
-@login_required
-def home(request):
-    """The signed-in landing page: the current organisation, the role in it, where to go next."""
-    membership = session_membership(request, request.user)
-    memberships = Membership.objects.filter(user=request.user).select_related("organization")
-    context = {
-        "membership": membership,
-        "organization": membership.organization if membership else None,
-        "memberships": memberships.order_by("organization__name"),
-    }
-    return render(request, "dashboard/home.html", context)
-
-
 @require_POST
 @login_required
 def organization_switch(request):
@@ -99,3 +91,60 @@ def organization_switch(request):
         request.session[SESSION_ORG_KEY] = membership.organization_id
         messages.success(request, f"Switched to {membership.organization.name}.")
     return redirect(_safe_next(request))
+
+
+SCOPE_LABELS = {
+    Scope.WORKFLOWS_READ: "Read workflows",
+    Scope.WORKFLOWS_WRITE: "Create and change workflows",
+    Scope.RUNS_READ: "Read runs",
+    Scope.RUNS_WRITE: "Trigger and control runs",
+    Scope.RUNS_APPROVE: "Decide approvals",
+    Scope.AUDIT_READ: "Read the audit log",
+    Scope.ADMIN: "Administer the organisation (every scope)",
+}
+
+
+@dashboard_page(role=Role.ADMIN)
+def api_key_list(request):
+    """Settings → API keys: the organisation's keys (prefix, scopes, last use) and a form for a new one.
+    A created key is shown once, on the page that answers the POST; only its prefix is kept visible."""
+    organization = request.principal.organization
+    choices = [(scope.value, f"{scope.value} — {SCOPE_LABELS[scope]}") for scope in Scope]
+    form = ApiKeyCreateForm(request.POST or None, scopes=choices, initial={"scopes": DEFAULT_KEY_SCOPES})
+    created, status = None, 200
+    if request.method == "POST":
+        if form.is_valid():
+            days = form.cleaned_data["expires_in_days"]
+            try:
+                created = services.api_key_create(
+                    organization=organization,
+                    actor=request.principal,
+                    name=form.cleaned_data["name"],
+                    scopes=form.cleaned_data["scopes"],
+                    expires_at=timezone.now() + timedelta(days=days) if days else None,
+                )
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status
+            else:
+                form = ApiKeyCreateForm(scopes=choices, initial={"scopes": DEFAULT_KEY_SCOPES})
+        else:
+            status = 400
+    context = {
+        "nav_active": "settings",
+        "form": form,
+        "created": created,
+        "keys": selectors.api_keys_of(organization),
+        "now": timezone.now(),
+    }
+    return render(request, "settings/api_keys.html", context, status=status)
+
+
+@require_POST
+@dashboard_page(role=Role.ADMIN)
+def api_key_revoke(request, key_id: str):
+    """Revoke a key (another organisation's key is a 404, as in the API)."""
+    api_key = selectors.api_key_get(organization=request.principal.organization, key_id=key_id)
+    services.api_key_revoke(api_key=api_key, actor=request.principal)
+    messages.success(request, f"Key {api_key.name} ({api_key.prefix}…) revoked.")
+    return redirect("api-key-list")

@@ -1,12 +1,33 @@
-"""Dashboard pages (server-rendered). Each area adds its pages here."""
+"""Dashboard pages (server-rendered). Each area's views live in its app; this module wires them (it may
+import every layer: it is the composition root)."""
 
 from django.urls import path
 
 from accounts import views as accounts_views
+from accounts.choices import Role
+from accounts.dashboard import dashboard_page
+from audit import views as audit_views
+from runs.views import approvals, overview, runs, workflows
+from workflows import views as workflows_views
 
 urlpatterns = [
-    path("", accounts_views.home, name="home"),
+    path("", overview.overview, name="home"),
     path("login/", accounts_views.login_view, name="login"),
     path("logout/", accounts_views.logout_view, name="logout"),
     path("organization/switch/", accounts_views.organization_switch, name="organization-switch"),
+    path("workflows/", workflows.workflow_list, name="workflow-list"),
+    path("workflows/<str:ref>/", workflows_views.workflow_detail, name="workflow-detail"),
+    path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
+    path("runs/", runs.run_list, name="run-list"),
+    path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),
+    path("runs/<str:run_id>/live/", runs.run_live, name="run-live"),
+    path("runs/<str:run_id>/cancel/", runs.run_cancel_view, name="run-cancel"),
+    path("runs/<str:run_id>/decide/", runs.run_decide_view, name="run-decide"),
+    path("runs/<str:run_id>/answer/", runs.run_answer_view, name="run-answer"),
+    path("approvals/", approvals.approvals_inbox, name="approvals"),
+    path("settings/api-keys/", accounts_views.api_key_list, name="api-key-list"),
+    path("settings/api-keys/<str:key_id>/revoke/", accounts_views.api_key_revoke, name="api-key-revoke"),
+    # The audit app sits below accounts: its access rule is applied here.
+    path("audit/", dashboard_page(role=Role.ADMIN)(audit_views.audit_log), name="audit-log"),
+    path("audit/verify/", dashboard_page(role=Role.ADMIN)(audit_views.audit_verify), name="audit-verify"),
 ]

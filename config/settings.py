@@ -131,6 +131,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.dashboard.DashboardSecurityMiddleware",
     "config.api.middleware.RateLimitHeadersMiddleware",
 ]
 
@@ -148,6 +149,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "runs.views.context.dashboard",
             ],
         },
     },
@@ -263,6 +265,9 @@ BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
 BATON_LOGIN_LIMIT_PER_IP = env_int("BATON_LOGIN_LIMIT_PER_IP", 20, minimum=1)
 BATON_LOGIN_LIMIT_PER_ACCOUNT = env_int("BATON_LOGIN_LIMIT_PER_ACCOUNT", 10, minimum=1)
 BATON_LOGIN_LIMIT_WINDOW = env_int("BATON_LOGIN_LIMIT_WINDOW", 300, minimum=1)
+# Dashboard requests per signed-in session and minute (config/dashboard.py); the API's organisation limits
+# do not count them.
+BATON_DASHBOARD_REQUESTS_PER_MINUTE = env_int("BATON_DASHBOARD_REQUESTS_PER_MINUTE", 600, minimum=10)
 BATON_IDEMPOTENCY_TTL = env_int("BATON_IDEMPOTENCY_TTL", 86_400, minimum=60)
 # Number of reverse proxies in front of Baton whose X-Forwarded-For entries are trusted.
 BATON_TRUSTED_PROXIES = env_int("BATON_TRUSTED_PROXIES", 0, minimum=0)
