@@ -2,6 +2,8 @@
 
 from django import forms
 
+from accounts.choices import Role
+
 
 class LoginForm(forms.Form):
     email = forms.EmailField(
@@ -33,3 +35,12 @@ class ApiKeyCreateForm(forms.Form):
     def __init__(self, *args, scopes: list[tuple[str, str]], **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["scopes"].choices = scopes
+
+
+class MemberInviteForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)

@@ -18,7 +18,13 @@ from accounts import selectors, services
 from accounts.authentication import SESSION_ORG_KEY
 from accounts.choices import DEFAULT_KEY_SCOPES, Role, Scope
 from accounts.dashboard import dashboard_page
-from accounts.forms import ApiKeyCreateForm, LoginForm, OrganizationSwitchForm
+from accounts.forms import (
+    ApiKeyCreateForm,
+    LoginForm,
+    MemberInviteForm,
+    MemberRoleForm,
+    OrganizationSwitchForm,
+)
 from accounts.models import Membership
 from config.errors import ApplicationError, RateLimited, Unauthorized
 
@@ -148,3 +154,68 @@ def api_key_revoke(request, key_id: str):
     services.api_key_revoke(api_key=api_key, actor=request.principal)
     messages.success(request, f"Key {api_key.name} ({api_key.prefix}…) revoked.")
     return redirect("api-key-list")
+
+
+@dashboard_page(role=Role.ADMIN)
+def member_list(request):
+    """Settings → members: who belongs to the organisation with which role; add a person by email with a
+    role, change a role, remove a member (the owner and last-owner rules are the services')."""
+    organization = request.principal.organization
+    form = MemberInviteForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                membership = services.member_add(
+                    organization=organization,
+                    actor=request.principal,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                )
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status
+            else:
+                messages.success(
+                    request, f"{membership.user.email} added as {membership.get_role_display()}."
+                )
+                return redirect("member-list")
+        else:
+            status = 400
+    context = {
+        "nav_active": "settings",
+        "form": form,
+        "members": selectors.memberships_of(organization),
+        "roles": Role.choices,
+        "is_owner": request.principal.has_role(Role.OWNER),
+    }
+    return render(request, "settings/members.html", context, status=status)
+
+
+@require_POST
+@dashboard_page(role=Role.ADMIN)
+def member_role(request, user_id: str):
+    organization = request.principal.organization
+    membership = selectors.membership_get(organization=organization, user_id=user_id)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles.")
+        return redirect("member-list")
+    services.member_change_role(
+        organization=organization,
+        actor=request.principal,
+        user_id=membership.user_id,
+        role=form.cleaned_data["role"],
+    )
+    messages.success(request, f"{membership.user.email} is now {Role(form.cleaned_data['role']).label}.")
+    return redirect("member-list")
+
+
+@require_POST
+@dashboard_page(role=Role.ADMIN)
+def member_remove(request, user_id: str):
+    organization = request.principal.organization
+    membership = selectors.membership_get(organization=organization, user_id=user_id)
+    services.member_remove(organization=organization, actor=request.principal, user_id=membership.user_id)
+    messages.success(request, f"{membership.user.email} removed.")
+    return redirect("member-list")

@@ -27,6 +27,9 @@ urlpatterns = [
     path("approvals/", approvals.approvals_inbox, name="approvals"),
     path("settings/api-keys/", accounts_views.api_key_list, name="api-key-list"),
     path("settings/api-keys/<str:key_id>/revoke/", accounts_views.api_key_revoke, name="api-key-revoke"),
+    path("settings/members/", accounts_views.member_list, name="member-list"),
+    path("settings/members/<str:user_id>/role/", accounts_views.member_role, name="member-role"),
+    path("settings/members/<str:user_id>/remove/", accounts_views.member_remove, name="member-remove"),
     # The audit app sits below accounts: its access rule is applied here.
     path("audit/", dashboard_page(role=Role.ADMIN)(audit_views.audit_log), name="audit-log"),
     path("audit/verify/", dashboard_page(role=Role.ADMIN)(audit_views.audit_verify), name="audit-verify"),

@@ -152,8 +152,10 @@ def test_every_page_has_no_serious_accessibility_violation(
     page.goto(f"{live_server.url}/login/")
     assert serious_violations(page) == []
     sign_in(page, live_server.url, owner.email)
-    pages = ["/", "/workflows/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/", "/runs/",
-             f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/audit/"]  # fmt: skip
+    pages = [
+        "/", "/workflows/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/", "/runs/",
+        f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
+    ]  # fmt: skip
     found = {}
     for path in pages:
         page.goto(f"{live_server.url}{path}")

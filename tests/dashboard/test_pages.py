@@ -439,3 +439,39 @@ def test_audit_log_is_for_admins(org, member):
     client = signed_in(member, org)
     assert client.get("/audit/").status_code == 403
     assert client.post("/audit/verify/").status_code == 403
+
+
+# --- settings: members ---------------------------------------------------------------------------------
+
+
+def test_admin_adds_changes_and_removes_a_member(org, owner, admin):
+    from accounts.models import Membership
+
+    client = signed_in(admin, org)
+    response = client.post("/settings/members/", {"email": "New@Acme.test", "role": "viewer"})
+    assert response.status_code == 302
+    membership = Membership.objects.get(organization=org, user__email="new@acme.test")
+    assert membership.role == "viewer"
+    body = client.get("/settings/members/").content.decode()
+    assert "new@acme.test added as Viewer." in body and "invited: no password yet" in body
+    assert client.post(f"/settings/members/{membership.user_id}/role/", {"role": "member"}).status_code == 302
+    membership.refresh_from_db()
+    assert membership.role == "member"
+    assert client.post(f"/settings/members/{membership.user_id}/remove/").status_code == 302
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+    events = set(AuditEvent.objects.filter(target_id=membership.user_id).values_list("event", flat=True))
+    assert events == {"member.added", "member.role_changed", "member.removed"}
+
+
+def test_admin_cannot_make_an_owner_and_the_last_owner_stays(org, owner, admin):
+    client = signed_in(admin, org)
+    response = client.post("/settings/members/", {"email": "boss@acme.test", "role": "owner"})
+    assert response.status_code == 403 and "Only an owner" in response.content.decode()
+    response = signed_in(owner, org).post(f"/settings/members/{owner.id}/role/", {"role": "admin"})
+    assert response.status_code == 409 and "last owner" in response.content.decode()
+
+
+def test_members_page_is_for_admins_and_scoped(org, member, other_org, outsider, owner_client):
+    assert signed_in(member, org).get("/settings/members/").status_code == 403
+    assert owner_client.post(f"/settings/members/{outsider.id}/remove/").status_code == 404
+    assert outsider.email not in owner_client.get("/settings/members/").content.decode()

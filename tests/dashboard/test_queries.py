@@ -9,8 +9,18 @@ from accounts.services import api_key_create
 from runs.models import Run
 from runs.services import run_create
 from tests.dashboard.helpers import APPROVAL_STEPS, actor, make_workflow, signed_in
+from tests.factories import add_member
 
-PAGES = ["/", "/workflows/", "/runs/", "/approvals/", "/settings/api-keys/", "/audit/", "RUN"]
+PAGES = [
+    "/",
+    "/workflows/",
+    "/runs/",
+    "/approvals/",
+    "/settings/api-keys/",
+    "/settings/members/",
+    "/audit/",
+    "RUN",
+]
 
 
 def _add_rows(org, owner, engine, count, start):
@@ -21,6 +31,7 @@ def _add_rows(org, owner, engine, count, start):
         done = run_create(workflow=workflow, actor=principal, input_data={})
         Run.objects.filter(pk=done.pk).update(status="failed", error={"code": "x", "message": "boom"})
         api_key_create(organization=org, actor=principal, name=f"key {i}")
+        add_member(org, "member")
     engine.drain()
 
 

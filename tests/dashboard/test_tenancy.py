@@ -9,6 +9,7 @@ from config import dashboard_urls
 from runs.services import run_create
 from tests.conftest import key_for
 from tests.dashboard.helpers import actor, make_workflow, signed_in
+from tests.factories import add_member
 
 # Path parameter -> how to make an object of `org` for it (returns the value to put in the path).
 OBJECTS = {
@@ -19,6 +20,7 @@ OBJECTS = {
         ).id
     ),
     "key_id": lambda org, owner: _key(org, owner),
+    "user_id": lambda org, owner: add_member(org, "member").id,
 }
 
 
