@@ -15,6 +15,7 @@ from runs.choices import EventType, RunStatus, RunTrigger
 from runs.engine import core
 from runs.models import Run, StepRun
 from runs.people import is_approver, run_collect_inputs, run_decide  # noqa: F401  (public: runs.services)
+from runs.resume import run_pause, run_rerun, run_resume  # noqa: F401  (public: runs.services)
 from workflows.definition import input_schema
 from workflows.models import Workflow, WorkflowVersion
 

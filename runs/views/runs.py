@@ -13,13 +13,24 @@ from config.errors import ApplicationError
 from runs import selectors
 from runs.choices import RunStatus, RunTrigger, StepStatus
 from runs.models import RunEvent
-from runs.services import run_cancel, run_collect_inputs, run_decide
+from runs.services import (
+    run_cancel,
+    run_collect_inputs,
+    run_decide,
+    run_delete,
+    run_pause,
+    run_pin_set,
+    run_rerun,
+    run_resume,
+    run_terminate,
+)
 from runs.views.selectors import after_cursor, encode_cursor
 from workflows.forms import SchemaForm
 from workflows.graph import dag_layout
 from workflows.models import WorkflowVersion
 
 PAGE_SIZE = 50
+RESUMABLE_STATUSES = (RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED)
 EVENTS_SHOWN = 200
 
 
@@ -108,7 +119,13 @@ def _detail_context(request, run_id: str) -> dict:
         "events_truncated": run.event_seq > len(events),
         "waiting": waiting,
         "gate": gate and can_write,
+        "can_write": can_write,
         "can_cancel": can_write and run.can_cancel(),
+        "can_pause": can_write
+        and not run.is_terminal
+        and run.pause_requested_at is None
+        and run.cancel_requested_at is None,
+        "can_resume": can_write and (run.status in RESUMABLE_STATUSES or run.pause_requested_at is not None),
         "finished": run.is_terminal,
     }
 
@@ -131,12 +148,59 @@ def _back(request, run_id: str, message: str):
     return redirect("run-detail", run_id=run_id)
 
 
+CONTROL_MESSAGES = {
+    "cancel": "Cancellation requested.",
+    "terminate": "Termination requested: running steps are being stopped.",
+    "pause": "Pause requested.",
+    "resume": "Resumed.",
+    "pin": "Pinned: retention keeps it.",
+    "unpin": "Unpinned.",
+}
+
+
+def _control(action: str, run, actor, reason: str) -> None:
+    if action == "cancel":
+        run_cancel(run=run, actor=actor, reason=reason)
+    elif action == "terminate":
+        run_terminate(run=run, actor=actor, reason=reason)
+    elif action == "pause":
+        run_pause(run=run, actor=actor)
+    elif action == "resume":
+        run_resume(run=run, actor=actor)
+    else:
+        run_pin_set(run=run, actor=actor, pinned=action == "pin")
+
+
 @require_POST
 @dashboard_page(role="member")
-def run_cancel_view(request, run_id: str):
+def run_control_view(request, run_id: str):
+    """Cancel, terminate, pause, resume, pin or unpin (field `action`), through the API's services."""
     run = selectors.run_get(organization=request.principal.organization, run_id=run_id)
-    run_cancel(run=run, actor=request.principal, reason=request.POST.get("reason", "")[:500])
-    return _back(request, run_id, "Cancellation requested.")
+    action = request.POST.get("action", "")
+    if action not in CONTROL_MESSAGES:
+        return application_error_page(request, ApplicationError("invalid_request", "Unknown action."))
+    _control(action, run, request.principal, request.POST.get("reason", "")[:500])
+    return _back(request, run_id, CONTROL_MESSAGES[action])
+
+
+@require_POST
+@dashboard_page(role="member")
+def run_rerun_view(request, run_id: str):
+    """Start a new run from this one (`from_step`: start, failed or a step id) and open it."""
+    run = selectors.run_get(organization=request.principal.organization, run_id=run_id)
+    from_step = (request.POST.get("from_step") or "start")[:64]
+    new = run_rerun(run=run, actor=request.principal, from_step=from_step)
+    messages.success(request, f"Rerun of {run.id} started.")
+    return redirect("run-detail", run_id=new.id)
+
+
+@require_POST
+@dashboard_page(role="member")
+def run_delete_view(request, run_id: str):
+    run = selectors.run_get(organization=request.principal.organization, run_id=run_id)
+    run_delete(run=run, actor=request.principal)
+    messages.success(request, f"Run {run_id} deleted.")
+    return redirect("run-list")
 
 
 @require_POST

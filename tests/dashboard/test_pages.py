@@ -261,18 +261,19 @@ def test_other_organisations_run_is_a_404_everywhere(owner_client, other_org, ou
     theirs = run_create(workflow=workflow, actor=actor(other_org, outsider), input_data={})
     for path in ("", "live/"):
         assert owner_client.get(f"/runs/{theirs.id}/{path}").status_code == 404
-    for path in ("cancel/", "decide/", "answer/"):
-        assert owner_client.post(f"/runs/{theirs.id}/{path}", {"decision": "approve"}).status_code == 404
+    for path in ("control/", "decide/", "answer/", "rerun/", "delete/"):
+        response = owner_client.post(f"/runs/{theirs.id}/{path}", {"decision": "approve", "action": "cancel"})
+        assert response.status_code == 404
     assert Run.objects.get(pk=theirs.pk).status == theirs.status
     assert theirs.id not in owner_client.get("/runs/").content.decode()
 
 
 def test_member_cancels_viewer_cannot(org, owner, member, viewer):
     run = run_create(workflow=make_workflow(org, owner), actor=actor(org, owner), input_data={})
-    assert signed_in(viewer, org).post(f"/runs/{run.id}/cancel/").status_code == 403
+    assert signed_in(viewer, org).post(f"/runs/{run.id}/control/", {"action": "cancel"}).status_code == 403
     assert Run.objects.get(pk=run.pk).status == run.status
     client = signed_in(member, org)
-    response = client.post(f"/runs/{run.id}/cancel/")
+    response = client.post(f"/runs/{run.id}/control/", {"action": "cancel"})
     assert response.status_code == 302
     assert Run.objects.get(pk=run.pk).status == "cancelled"
     body = client.get(f"/runs/{run.id}/").content.decode()
@@ -282,8 +283,44 @@ def test_member_cancels_viewer_cannot(org, owner, member, viewer):
 def test_cancelling_a_finished_run_is_a_409_page(owner_client, org, owner):
     run = run_create(workflow=make_workflow(org, owner), actor=actor(org, owner), input_data={})
     Run.objects.filter(pk=run.pk).update(status="completed")
-    response = owner_client.post(f"/runs/{run.id}/cancel/")
+    response = owner_client.post(f"/runs/{run.id}/control/", {"action": "cancel"})
     assert response.status_code == 409 and "Not possible now" in response.content.decode()
+
+
+def test_pause_resume_pin_rerun_and_delete(org, owner, member, manual_engine, settings):
+    settings.BATON_INSTANT_STEPS_MS = 0
+    run = run_create(workflow=make_workflow(org, owner), actor=actor(org, owner), input_data={"name": "Ada"})
+    client = signed_in(member, org)
+
+    def act(action):
+        return client.post(f"/runs/{run.id}/control/", {"action": action})
+
+    assert act("pause").status_code == 302
+    manual_engine.drain()
+    assert Run.objects.get(pk=run.pk).status == "paused"
+    assert act("resume").status_code == 302
+    manual_engine.drain()
+    assert Run.objects.get(pk=run.pk).status == "completed"
+    assert act("pin").status_code == 302 and Run.objects.get(pk=run.pk).pinned
+    assert act("unpin").status_code == 302 and not Run.objects.get(pk=run.pk).pinned
+    assert act("explode").status_code == 400
+    response = client.post(f"/runs/{run.id}/rerun/", {"from_step": "shout"})
+    rerun = Run.objects.exclude(pk=run.pk).get()
+    assert response.status_code == 302 and response["Location"] == f"/runs/{rerun.id}/"
+    assert rerun.trigger == "rerun" and rerun.triggered_by == member.id
+    assert client.post(f"/runs/{run.id}/delete/").status_code == 302
+    assert not Run.objects.filter(pk=run.pk).exists()
+    events = set(AuditEvent.objects.filter(target_id=run.id).values_list("event", flat=True))
+    assert {"run.paused", "run.resumed", "run.deleted"} <= events
+
+
+def test_viewer_sees_no_run_actions(org, owner, viewer):
+    run = run_create(workflow=make_workflow(org, owner), actor=actor(org, owner), input_data={})
+    body = signed_in(viewer, org).get(f"/runs/{run.id}/").content.decode()
+    assert 'name="action"' not in body and "Rerun" not in body
+    for path, data in (("control/", {"action": "pin"}), ("rerun/", {}), ("delete/", {})):
+        assert signed_in(viewer, org).post(f"/runs/{run.id}/{path}", data).status_code == 403
+    assert not Run.objects.get(pk=run.pk).pinned
 
 
 # --- approvals -----------------------------------------------------------------------------------------
