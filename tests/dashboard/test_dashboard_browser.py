@@ -13,6 +13,7 @@ from runs.models import Run
 from runs.services import run_create
 from tests.conftest import PASSWORD
 from tests.dashboard.helpers import APPROVAL_STEPS, INPUTS, actor, make_workflow
+from tests.dashboard.support.asgi_server import asgi_server
 from tests.dashboard.support.axe import serious_violations
 
 pytestmark = pytest.mark.browser
@@ -34,12 +35,18 @@ def csp_errors(page):
     return errors
 
 
+@pytest.fixture
+def asgi_url(transactional_db):
+    with asgi_server() as url:
+        yield url
+
+
 def test_run_a_workflow_from_its_form_and_watch_it_complete_live(
-    page, live_server, org, owner, manual_engine, settings, csp_errors
+    page, asgi_url, org, owner, manual_engine, settings, csp_errors
 ):
     settings.BATON_INSTANT_STEPS_MS = 0  # every step goes through the (manual) queue: the run waits for us
     workflow = make_workflow(org, owner, name="Greeter", inputs=INPUTS)
-    sign_in(page, live_server.url, owner.email)
+    sign_in(page, asgi_url, owner.email)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Workflows").click()
     page.get_by_role("link", name="Greeter").click()
     expect(page.get_by_test_id("dag").locator("g.node")).to_have_count(3)
@@ -51,7 +58,7 @@ def test_run_a_workflow_from_its_form_and_watch_it_complete_live(
     page.get_by_test_id("start-run").click()
 
     run = Run.objects.get(workflow=workflow)
-    expect(page).to_have_url(f"{live_server.url}/runs/{run.id}/")
+    expect(page).to_have_url(f"{asgi_url}/runs/{run.id}/")
     expect(page.get_by_test_id("run-status")).to_have_text("running")
     assert run.input_data == {
         "name": "Ada",
@@ -62,7 +69,12 @@ def test_run_a_workflow_from_its_form_and_watch_it_complete_live(
     }
 
     url_before = page.url
-    manual_engine.drain()  # the engine runs the steps now; the page learns of it over SSE
+    # The engine runs one step at a time now; the page learns of each over the open event stream.
+    with page.expect_request_finished(lambda r: "/live/" in r.url):
+        assert manual_engine.drain(limit=1) == 1  # the first step only: the run is still running
+    expect(page.locator('g.node[data-step="greet"]')).to_have_attribute("data-status", "completed")
+    expect(page.get_by_test_id("run-status")).to_have_text("running")
+    manual_engine.drain()
     expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=20_000)
     expect(page.locator('g.node[data-step="shout"]')).to_have_attribute("data-status", "completed")
     expect(page.get_by_text("Run " + run.id + " started.")).to_be_visible()  # the page was never reloaded
@@ -138,33 +150,29 @@ def test_the_axe_check_finds_a_violation(browser):
     assert {"image-alt", "button-name"} <= ids
 
 
-def test_every_page_has_no_serious_accessibility_violation(
-    browser, live_server, org, owner, manual_engine, settings
-):
-    # The waiting run's page keeps its event stream open; the test server (WSGI) holds a thread for it.
-    settings.BATON_SSE_MAX_SECONDS = 3
+def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, org, owner, manual_engine):
     workflow = make_workflow(org, owner, name="Release", steps=APPROVAL_STEPS, inputs=INPUTS)
     run = run_create(workflow=workflow, actor=actor(org, owner), input_data={"name": "Ada"})
     manual_engine.drain()
     context = browser.new_context(bypass_csp=True)  # axe is injected as a script
     page = context.new_page()
     page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/login/")
+    page.goto(f"{asgi_url}/login/")
     assert serious_violations(page) == []
-    sign_in(page, live_server.url, owner.email)
+    sign_in(page, asgi_url, owner.email)
     pages = [
         "/", "/workflows/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/", "/runs/",
         f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
     ]  # fmt: skip
     found = {}
     for path in pages:
-        page.goto(f"{live_server.url}{path}")
+        page.goto(f"{asgi_url}{path}")
         violations = serious_violations(page)
         if violations:
             found[path] = violations
     # A phone-sized screen too (approvals are decided from phones).
     page.set_viewport_size({"width": 375, "height": 740})
-    page.goto(f"{live_server.url}/approvals/")
+    page.goto(f"{asgi_url}/approvals/")
     phone = serious_violations(page)
     if phone:
         found["/approvals/ (phone)"] = phone
