@@ -6,10 +6,15 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import send_mail
 from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.encoding import force_bytes
+from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_encode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
@@ -153,7 +158,7 @@ def api_key_revoke(request, key_id: str):
     api_key = selectors.api_key_get(organization=request.principal.organization, key_id=key_id)
     services.api_key_revoke(api_key=api_key, actor=request.principal)
     messages.success(request, f"Key {api_key.name} ({api_key.prefix}…) revoked.")
-    return redirect("api-key-list")
+    return redirect("dashboard:api-key-list")
 
 
 @dashboard_page(role=Role.ADMIN)
@@ -162,7 +167,7 @@ def member_list(request):
     role, change a role, remove a member (the owner and last-owner rules are the services')."""
     organization = request.principal.organization
     form = MemberInviteForm(request.POST if request.method == "POST" else None)
-    status = 200
+    status, invited = 200, None
     if request.method == "POST":
         if form.is_valid():
             try:
@@ -176,10 +181,22 @@ def member_list(request):
                 form.add_error(None, exc.message)
                 status = exc.status
             else:
-                messages.success(
-                    request, f"{membership.user.email} added as {membership.get_role_display()}."
-                )
-                return redirect("member-list")
+                role = membership.get_role_display()
+                if membership.user.has_usable_password():
+                    messages.success(request, f"{membership.user.email} added as {role}.")
+                    return redirect("dashboard:member-list")
+                # A new account: the invitation link is shown on this response only (and emailed when
+                # email is configured); it sets the password once and expires (PASSWORD_RESET_TIMEOUT).
+                invitation = invitation_url(request, membership.user)
+                if settings.BATON_EMAIL_URL:
+                    send_mail(
+                        f"You are invited to {organization.name} on Baton",
+                        f"Set your password to join {organization.name} as {role}:\n\n{invitation}\n",
+                        None,
+                        [membership.user.email],
+                    )
+                form = MemberInviteForm()
+                invited = {"email": membership.user.email, "role": role, "url": invitation}
         else:
             status = 400
     context = {
@@ -188,6 +205,8 @@ def member_list(request):
         "members": selectors.memberships_of(organization),
         "roles": Role.choices,
         "is_owner": request.principal.has_role(Role.OWNER),
+        "invited": invited,
+        "emailed": bool(settings.BATON_EMAIL_URL),
     }
     return render(request, "settings/members.html", context, status=status)
 
@@ -200,7 +219,7 @@ def member_role(request, user_id: str):
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose one of the roles.")
-        return redirect("member-list")
+        return redirect("dashboard:member-list")
     services.member_change_role(
         organization=organization,
         actor=request.principal,
@@ -208,7 +227,7 @@ def member_role(request, user_id: str):
         role=form.cleaned_data["role"],
     )
     messages.success(request, f"{membership.user.email} is now {Role(form.cleaned_data['role']).label}.")
-    return redirect("member-list")
+    return redirect("dashboard:member-list")
 
 
 @require_POST
@@ -218,4 +237,48 @@ def member_remove(request, user_id: str):
     membership = selectors.membership_get(organization=organization, user_id=user_id)
     services.member_remove(organization=organization, actor=request.principal, user_id=membership.user_id)
     messages.success(request, f"{membership.user.email} removed.")
-    return redirect("member-list")
+    return redirect("dashboard:member-list")
+
+
+def invitation_url(request, user) -> str:
+    """The absolute one-time link with which an invited person sets their password and signs in."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    return request.build_absolute_uri(reverse("dashboard:invitation", args=[uid, token]))
+
+
+class InvitationView(auth_views.PasswordResetConfirmView):
+    """Accept an invitation: choose a password (Django's one-time, expiring token), then signed in."""
+
+    template_name = "accounts/invitation.html"
+    post_reset_login = True
+    post_reset_login_backend = "django.contrib.auth.backends.ModelBackend"
+    success_url = reverse_lazy("dashboard:home")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, "Welcome to Baton: your password is set.")
+        return response
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Ask for a reset link by email (sent only to accounts that have a password; no hint either way)."""
+
+    template_name = "accounts/password_reset.html"
+    email_template_name = "accounts/email/password_reset.txt"
+    subject_template_name = "accounts/email/password_reset_subject.txt"
+    success_url = reverse_lazy("dashboard:password-reset-done")
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "accounts/password_reset_done.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("dashboard:login")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, "Your password is changed: sign in with it.")
+        return response

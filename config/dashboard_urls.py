@@ -10,10 +10,20 @@ from audit import views as audit_views
 from runs.views import approvals, overview, runs, workflows
 from workflows import views as workflows_views
 
+# Names are namespaced (`dashboard:run-detail`): the API's router uses the same resource names.
+app_name = "dashboard"
 urlpatterns = [
     path("", overview.overview, name="home"),
     path("login/", accounts_views.login_view, name="login"),
     path("logout/", accounts_views.logout_view, name="logout"),
+    path("password-reset/", accounts_views.PasswordResetView.as_view(), name="password-reset"),
+    path("password-reset/sent/", accounts_views.PasswordResetDoneView.as_view(), name="password-reset-done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        accounts_views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path("invitation/<uidb64>/<token>/", accounts_views.InvitationView.as_view(), name="invitation"),
     path("organization/switch/", accounts_views.organization_switch, name="organization-switch"),
     path("workflows/", workflows.workflow_list, name="workflow-list"),
     path("workflows/<str:ref>/", workflows_views.workflow_detail, name="workflow-detail"),

@@ -219,6 +219,30 @@ if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+# Password-reset and invitation links (one-time: they stop working once the password changes) expire after
+# this many seconds.
+PASSWORD_RESET_TIMEOUT = env_int("BATON_INVITATION_SECONDS", 3 * 86_400, minimum=600)
+
+# Email (password resets, invitations): SMTP from BATON_EMAIL_URL (smtp://user:password@host:587, with
+# ?ssl=true for implicit TLS; STARTTLS otherwise), else written to the console.
+BATON_EMAIL_URL = env_str("BATON_EMAIL_URL")
+DEFAULT_FROM_EMAIL = env_str("BATON_EMAIL_FROM", "baton@localhost")
+if BATON_EMAIL_URL:
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    _mail = urlsplit(BATON_EMAIL_URL)
+    if _mail.scheme != "smtp" or not _mail.hostname:
+        raise ImproperlyConfigured("BATON_EMAIL_URL must look like smtp://user:password@host:587.")
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _mail.hostname
+    EMAIL_PORT = _mail.port or 587
+    EMAIL_HOST_USER = unquote(_mail.username or "")
+    EMAIL_HOST_PASSWORD = unquote(_mail.password or "")
+    EMAIL_USE_SSL = parse_qs(_mail.query).get("ssl", ["false"])[0] == "true"
+    EMAIL_USE_TLS = not EMAIL_USE_SSL
+    EMAIL_TIMEOUT = 10
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

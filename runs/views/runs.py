@@ -145,7 +145,7 @@ def run_live(request, run_id: str):
 
 def _back(request, run_id: str, message: str):
     messages.success(request, message)
-    return redirect("run-detail", run_id=run_id)
+    return redirect("dashboard:run-detail", run_id=run_id)
 
 
 CONTROL_MESSAGES = {
@@ -191,7 +191,7 @@ def run_rerun_view(request, run_id: str):
     from_step = (request.POST.get("from_step") or "start")[:64]
     new = run_rerun(run=run, actor=request.principal, from_step=from_step)
     messages.success(request, f"Rerun of {run.id} started.")
-    return redirect("run-detail", run_id=new.id)
+    return redirect("dashboard:run-detail", run_id=new.id)
 
 
 @require_POST
@@ -200,7 +200,7 @@ def run_delete_view(request, run_id: str):
     run = selectors.run_get(organization=request.principal.organization, run_id=run_id)
     run_delete(run=run, actor=request.principal)
     messages.success(request, f"Run {run_id} deleted.")
-    return redirect("run-list")
+    return redirect("dashboard:run-list")
 
 
 @require_POST

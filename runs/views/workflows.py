@@ -73,7 +73,7 @@ def workflow_run(request, ref: str):
                 error, status = exc.message, exc.status
             else:
                 messages.success(request, f"Run {run.id} started.")
-                return redirect("run-detail", run_id=run.id)
+                return redirect("dashboard:run-detail", run_id=run.id)
         else:
             status = 400
     context = {

@@ -481,16 +481,15 @@ def test_audit_log_is_for_admins(org, member):
 # --- settings: members ---------------------------------------------------------------------------------
 
 
-def test_admin_adds_changes_and_removes_a_member(org, owner, admin):
+def test_admin_adds_changes_and_removes_a_member(org, owner, admin, member):
     from accounts.models import Membership
 
     client = signed_in(admin, org)
     response = client.post("/settings/members/", {"email": "New@Acme.test", "role": "viewer"})
-    assert response.status_code == 302
+    assert response.status_code == 200 and 'data-testid="invitation-url"' in response.content.decode()
     membership = Membership.objects.get(organization=org, user__email="new@acme.test")
     assert membership.role == "viewer"
-    body = client.get("/settings/members/").content.decode()
-    assert "new@acme.test added as Viewer." in body and "invited: no password yet" in body
+    assert "has not joined yet" in client.get("/settings/members/").content.decode()
     assert client.post(f"/settings/members/{membership.user_id}/role/", {"role": "member"}).status_code == 302
     membership.refresh_from_db()
     assert membership.role == "member"
@@ -498,6 +497,59 @@ def test_admin_adds_changes_and_removes_a_member(org, owner, admin):
     assert not Membership.objects.filter(pk=membership.pk).exists()
     events = set(AuditEvent.objects.filter(target_id=membership.user_id).values_list("event", flat=True))
     assert events == {"member.added", "member.role_changed", "member.removed"}
+
+
+def test_an_existing_account_is_added_without_an_invitation(org, admin, other_org, outsider):
+    response = signed_in(admin, org).post("/settings/members/", {"email": outsider.email, "role": "member"})
+    assert response.status_code == 302
+    body = signed_in(admin, org).get("/settings/members/").content.decode()
+    assert outsider.email in body and "invitation-url" not in body
+
+
+def _invite(org, admin, email="joiner@acme.test") -> str:
+    response = signed_in(admin, org).post("/settings/members/", {"email": email, "role": "member"})
+    return re.search(r'data-testid="invitation-url">([^<]+)<', response.content.decode()).group(1)
+
+
+def test_invitation_link_sets_the_password_once_and_signs_in(org, admin, settings):
+    from accounts.models import User
+
+    url = _invite(org, admin).replace("http://testserver", "")
+    guest = Client()
+    form = guest.get(url, follow=True)
+    assert form.status_code == 200 and "joiner@acme.test" in form.content.decode()
+    set_url = form.redirect_chain[-1][0] if form.redirect_chain else url
+    response = guest.post(
+        set_url, {"new_password1": "a-long-new-passphrase", "new_password2": "a-long-new-passphrase"}
+    )
+    assert response.status_code == 302 and response["Location"] == "/"
+    overview = guest.get("/").content.decode()
+    assert "Acme" in overview and "Welcome to Baton" in overview
+    assert User.objects.get(email="joiner@acme.test").check_password("a-long-new-passphrase")
+    again = Client().get(url, follow=True).content.decode()
+    assert 'data-testid="link-invalid"' in again
+
+
+def test_invitation_email_is_sent_when_email_is_configured(org, admin, settings, mailoutbox):
+    settings.BATON_EMAIL_URL = "smtp://mail.example:587"
+    url = _invite(org, admin)
+    assert len(mailoutbox) == 1 and mailoutbox[0].to == ["joiner@acme.test"] and url in mailoutbox[0].body
+
+
+def test_password_reset_by_email(org, owner, mailoutbox):
+    client = Client()
+    assert "Forgot your password?" in client.get("/login/").content.decode()
+    response = client.post("/password-reset/", {"email": owner.email})
+    assert response.status_code == 302 and response["Location"] == "/password-reset/sent/"
+    link = re.search(r"http://testserver(/password-reset/\S+)", mailoutbox[0].body).group(1)
+    form = client.get(link, follow=True)
+    set_url = form.redirect_chain[-1][0]
+    new = "another-long-passphrase"
+    assert client.post(set_url, {"new_password1": new, "new_password2": new}).status_code == 302
+    owner.refresh_from_db()
+    assert owner.check_password(new)
+    assert client.post("/password-reset/", {"email": "nobody@acme.test"}).status_code == 302
+    assert len(mailoutbox) == 1  # no email, and no hint, for an unknown address
 
 
 def test_admin_cannot_make_an_owner_and_the_last_owner_stays(org, owner, admin):
