@@ -26,6 +26,10 @@ urlpatterns = [
     path("invitation/<uidb64>/<token>/", accounts_views.InvitationView.as_view(), name="invitation"),
     path("organization/switch/", accounts_views.organization_switch, name="organization-switch"),
     path("workflows/", workflows.workflow_list, name="workflow-list"),
+    path("templates/", workflows_views.template_gallery, name="template-gallery"),
+    path(
+        "templates/<str:template_id>/install/", workflows_views.template_install_view, name="template-install"
+    ),
     path("workflows/<str:ref>/", workflows_views.workflow_detail, name="workflow-detail"),
     path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
     path("runs/", runs.run_list, name="run-list"),

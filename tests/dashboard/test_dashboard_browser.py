@@ -82,6 +82,28 @@ def test_run_a_workflow_from_its_form_and_watch_it_complete_live(
     assert csp_errors == []
 
 
+def test_create_a_workflow_from_a_template_and_see_its_dag(page, live_server, org, owner, csp_errors):
+    from workflows.models import Workflow, WorkflowTemplate
+
+    steps = [
+        {"id": "fetch", "type": "transform", "config": {"value": 1}},
+        {"id": "decide", "type": "approval", "config": {"message": "OK?"}, "depends_on": ["fetch"]},
+    ]
+    definition = {"name": "Review flow", "steps": steps}
+    WorkflowTemplate.objects.create(organization=org, name="Review flow", definition=definition)
+    sign_in(page, live_server.url, owner.email)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Workflows").click()
+    page.get_by_test_id("template-gallery").click()
+    card = page.get_by_test_id("template").filter(has_text="Review flow")
+    card.get_by_label("Workflow name (optional)").fill("Our review")
+    card.get_by_role("button", name="Create workflow").click()
+    expect(page.get_by_role("heading", name="Our review")).to_be_visible()
+    expect(page.get_by_test_id("dag").locator("g.node")).to_have_count(2)
+    expect(page.get_by_test_id("dag").locator("path.edge")).to_have_count(1)
+    assert Workflow.objects.filter(organization=org, name="Our review").exists()
+    assert csp_errors == []
+
+
 def test_approve_from_the_inbox(page, live_server, org, owner, manual_engine, csp_errors):
     run = run_create(workflow=make_workflow(org, owner, name="Release", steps=APPROVAL_STEPS),
                      actor=actor(org, owner), input_data={})  # fmt: skip
@@ -161,8 +183,8 @@ def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, or
     assert serious_violations(page) == []
     sign_in(page, asgi_url, owner.email)
     pages = [
-        "/", "/workflows/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/", "/runs/",
-        f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
+        "/", "/workflows/", "/templates/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/",
+        "/runs/", f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
     ]  # fmt: skip
     found = {}
     for path in pages:

@@ -564,3 +564,41 @@ def test_members_page_is_for_admins_and_scoped(org, member, other_org, outsider,
     assert signed_in(member, org).get("/settings/members/").status_code == 403
     assert owner_client.post(f"/settings/members/{outsider.id}/remove/").status_code == 404
     assert outsider.email not in owner_client.get("/settings/members/").content.decode()
+
+
+# --- templates -----------------------------------------------------------------------------------------
+
+
+def _template(org=None, name="Support triage"):
+    from workflows.models import WorkflowTemplate
+
+    definition = {"name": name, "steps": [{"id": "a", "type": "transform", "config": {"value": 1}}]}
+    return WorkflowTemplate.objects.create(organization=org, name=name, definition=definition)
+
+
+def test_template_gallery_installs_a_workflow(org, owner, member):
+    template = _template(org)
+    client = signed_in(member, org)
+    body = client.get("/templates/").content.decode()
+    assert "Support triage" in body and 'id="dag-' in body
+    response = client.post(f"/templates/{template.id}/install/", {"name": "My triage"})
+    from workflows.models import Workflow
+
+    workflow = Workflow.objects.get(organization=org, name="My triage")
+    assert response.status_code == 302 and response["Location"] == f"/workflows/{workflow.id}/"
+    assert AuditEvent.objects.filter(event="template.installed", target_id=workflow.id).exists()
+
+
+def test_viewer_cannot_install_and_other_organisations_templates_are_hidden(org, viewer, other_org):
+    theirs = _template(other_org, name="Their secret flow")
+    client = signed_in(viewer, org)
+    assert "Their secret flow" not in client.get("/templates/").content.decode()
+    assert client.post(f"/templates/{theirs.id}/install/").status_code == 403
+    assert signed_in_owner_post(org, f"/templates/{theirs.id}/install/").status_code == 404
+
+
+def signed_in_owner_post(org, url):
+    from accounts.models import Membership
+
+    owner = Membership.objects.get(organization=org, role="owner").user
+    return signed_in(owner, org).post(url)

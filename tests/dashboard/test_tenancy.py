@@ -10,6 +10,7 @@ from runs.services import run_create
 from tests.conftest import key_for
 from tests.dashboard.helpers import actor, make_workflow, signed_in
 from tests.factories import add_member
+from workflows.models import WorkflowTemplate
 
 # Path parameter -> how to make an object of `org` for it (returns the value to put in the path).
 OBJECTS = {
@@ -21,6 +22,11 @@ OBJECTS = {
     ),
     "key_id": lambda org, owner: _key(org, owner),
     "user_id": lambda org, owner: add_member(org, "member").id,
+    "template_id": lambda org, owner: (
+        WorkflowTemplate.objects.create(
+            organization=org, name="Theirs", definition={"name": "T", "steps": [{"id": "a", "type": "end"}]}
+        ).id
+    ),
 }
 
 
