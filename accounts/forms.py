@@ -2,6 +2,8 @@
 
 from django import forms
 
+from accounts.choices import Role
+
 
 class LoginForm(forms.Form):
     email = forms.EmailField(
@@ -18,3 +20,27 @@ class LoginForm(forms.Form):
 
 class OrganizationSwitchForm(forms.Form):
     organization = forms.CharField(max_length=64)
+
+
+class ApiKeyCreateForm(forms.Form):
+    """A new API key: a name, its scopes, and an optional expiry (days from now)."""
+
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, required=True)
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, label="Expires in (days)",
+        help_text="Leave empty for a key that does not expire.",
+    )  # fmt: skip
+
+    def __init__(self, *args, scopes: list[tuple[str, str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = scopes
+
+
+class MemberInviteForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)

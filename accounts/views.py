@@ -1,20 +1,37 @@
-"""Dashboard pages of the accounts app: sign in, sign out, the landing page, switching organisation."""
+"""Dashboard pages of the accounts app: sign in, sign out, the landing page, switching organisation,
+settings → API keys."""
+
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import send_mail
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_encode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import services
-from accounts.authentication import SESSION_ORG_KEY, session_membership
-from accounts.forms import LoginForm, OrganizationSwitchForm
+from accounts import selectors, services
+from accounts.authentication import SESSION_ORG_KEY
+from accounts.choices import DEFAULT_KEY_SCOPES, Role, Scope
+from accounts.dashboard import dashboard_page
+from accounts.forms import (
+    ApiKeyCreateForm,
+    LoginForm,
+    MemberInviteForm,
+    MemberRoleForm,
+    OrganizationSwitchForm,
+)
 from accounts.models import Membership
-from config.errors import RateLimited, Unauthorized
+from config.errors import ApplicationError, RateLimited, Unauthorized
 
 
 def _safe_next(request) -> str:
@@ -67,20 +84,6 @@ def logout_view(request):
     return render(request, "accounts/logout.html")
 
 
-@never_cache
-@login_required
-def home(request):
-    """The signed-in landing page: the current organisation, the role in it, where to go next."""
-    membership = session_membership(request, request.user)
-    memberships = Membership.objects.filter(user=request.user).select_related("organization")
-    context = {
-        "membership": membership,
-        "organization": membership.organization if membership else None,
-        "memberships": memberships.order_by("organization__name"),
-    }
-    return render(request, "dashboard/home.html", context)
-
-
 @require_POST
 @login_required
 def organization_switch(request):
@@ -99,3 +102,183 @@ def organization_switch(request):
         request.session[SESSION_ORG_KEY] = membership.organization_id
         messages.success(request, f"Switched to {membership.organization.name}.")
     return redirect(_safe_next(request))
+
+
+SCOPE_LABELS = {
+    Scope.WORKFLOWS_READ: "Read workflows",
+    Scope.WORKFLOWS_WRITE: "Create and change workflows",
+    Scope.RUNS_READ: "Read runs",
+    Scope.RUNS_WRITE: "Trigger and control runs",
+    Scope.RUNS_APPROVE: "Decide approvals",
+    Scope.AUDIT_READ: "Read the audit log",
+    Scope.ADMIN: "Administer the organisation (every scope)",
+}
+
+
+@dashboard_page(role=Role.ADMIN)
+def api_key_list(request):
+    """Settings → API keys: the organisation's keys (prefix, scopes, last use) and a form for a new one.
+    A created key is shown once, on the page that answers the POST; only its prefix is kept visible."""
+    organization = request.principal.organization
+    choices = [(scope.value, f"{scope.value} — {SCOPE_LABELS[scope]}") for scope in Scope]
+    form = ApiKeyCreateForm(request.POST or None, scopes=choices, initial={"scopes": DEFAULT_KEY_SCOPES})
+    created, status = None, 200
+    if request.method == "POST":
+        if form.is_valid():
+            days = form.cleaned_data["expires_in_days"]
+            try:
+                created = services.api_key_create(
+                    organization=organization,
+                    actor=request.principal,
+                    name=form.cleaned_data["name"],
+                    scopes=form.cleaned_data["scopes"],
+                    expires_at=timezone.now() + timedelta(days=days) if days else None,
+                )
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status
+            else:
+                form = ApiKeyCreateForm(scopes=choices, initial={"scopes": DEFAULT_KEY_SCOPES})
+        else:
+            status = 400
+    context = {
+        "nav_active": "settings",
+        "form": form,
+        "created": created,
+        "keys": selectors.api_keys_of(organization),
+        "now": timezone.now(),
+    }
+    return render(request, "settings/api_keys.html", context, status=status)
+
+
+@require_POST
+@dashboard_page(role=Role.ADMIN)
+def api_key_revoke(request, key_id: str):
+    """Revoke a key (another organisation's key is a 404, as in the API)."""
+    api_key = selectors.api_key_get(organization=request.principal.organization, key_id=key_id)
+    services.api_key_revoke(api_key=api_key, actor=request.principal)
+    messages.success(request, f"Key {api_key.name} ({api_key.prefix}…) revoked.")
+    return redirect("dashboard:api-key-list")
+
+
+@dashboard_page(role=Role.ADMIN)
+def member_list(request):
+    """Settings → members: who belongs to the organisation with which role; add a person by email with a
+    role, change a role, remove a member (the owner and last-owner rules are the services')."""
+    organization = request.principal.organization
+    form = MemberInviteForm(request.POST if request.method == "POST" else None)
+    status, invited = 200, None
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                membership = services.member_add(
+                    organization=organization,
+                    actor=request.principal,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                )
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status
+            else:
+                role = membership.get_role_display()
+                if membership.user.has_usable_password():
+                    messages.success(request, f"{membership.user.email} added as {role}.")
+                    return redirect("dashboard:member-list")
+                # A new account: the invitation link is shown on this response only (and emailed when
+                # email is configured); it sets the password once and expires (PASSWORD_RESET_TIMEOUT).
+                invitation = invitation_url(request, membership.user)
+                if settings.BATON_EMAIL_URL:
+                    send_mail(
+                        f"You are invited to {organization.name} on Baton",
+                        f"Set your password to join {organization.name} as {role}:\n\n{invitation}\n",
+                        None,
+                        [membership.user.email],
+                    )
+                form = MemberInviteForm()
+                invited = {"email": membership.user.email, "role": role, "url": invitation}
+        else:
+            status = 400
+    context = {
+        "nav_active": "settings",
+        "form": form,
+        "members": selectors.memberships_of(organization),
+        "roles": Role.choices,
+        "is_owner": request.principal.has_role(Role.OWNER),
+        "invited": invited,
+        "emailed": bool(settings.BATON_EMAIL_URL),
+    }
+    return render(request, "settings/members.html", context, status=status)
+
+
+@require_POST
+@dashboard_page(role=Role.ADMIN)
+def member_role(request, user_id: str):
+    organization = request.principal.organization
+    membership = selectors.membership_get(organization=organization, user_id=user_id)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles.")
+        return redirect("dashboard:member-list")
+    services.member_change_role(
+        organization=organization,
+        actor=request.principal,
+        user_id=membership.user_id,
+        role=form.cleaned_data["role"],
+    )
+    messages.success(request, f"{membership.user.email} is now {Role(form.cleaned_data['role']).label}.")
+    return redirect("dashboard:member-list")
+
+
+@require_POST
+@dashboard_page(role=Role.ADMIN)
+def member_remove(request, user_id: str):
+    organization = request.principal.organization
+    membership = selectors.membership_get(organization=organization, user_id=user_id)
+    services.member_remove(organization=organization, actor=request.principal, user_id=membership.user_id)
+    messages.success(request, f"{membership.user.email} removed.")
+    return redirect("dashboard:member-list")
+
+
+def invitation_url(request, user) -> str:
+    """The absolute one-time link with which an invited person sets their password and signs in."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    return request.build_absolute_uri(reverse("dashboard:invitation", args=[uid, token]))
+
+
+class InvitationView(auth_views.PasswordResetConfirmView):
+    """Accept an invitation: choose a password (Django's one-time, expiring token), then signed in."""
+
+    template_name = "accounts/invitation.html"
+    post_reset_login = True
+    post_reset_login_backend = "django.contrib.auth.backends.ModelBackend"
+    success_url = reverse_lazy("dashboard:home")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, "Welcome to Baton: your password is set.")
+        return response
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Ask for a reset link by email (sent only to accounts that have a password; no hint either way)."""
+
+    template_name = "accounts/password_reset.html"
+    email_template_name = "accounts/email/password_reset.txt"
+    subject_template_name = "accounts/email/password_reset_subject.txt"
+    success_url = reverse_lazy("dashboard:password-reset-done")
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "accounts/password_reset_done.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("dashboard:login")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, "Your password is changed: sign in with it.")
+        return response

@@ -1,12 +1,52 @@
-"""Dashboard pages (server-rendered). Each area adds its pages here."""
+"""Dashboard pages (server-rendered). Each area's views live in its app; this module wires them (it may
+import every layer: it is the composition root)."""
 
 from django.urls import path
 
 from accounts import views as accounts_views
+from accounts.choices import Role
+from accounts.dashboard import dashboard_page
+from audit import views as audit_views
+from runs.views import approvals, overview, runs, workflows
+from workflows import views as workflows_views
 
+# Names are namespaced (`dashboard:run-detail`): the API's router uses the same resource names.
+app_name = "dashboard"
 urlpatterns = [
-    path("", accounts_views.home, name="home"),
+    path("", overview.overview, name="home"),
     path("login/", accounts_views.login_view, name="login"),
     path("logout/", accounts_views.logout_view, name="logout"),
+    path("password-reset/", accounts_views.PasswordResetView.as_view(), name="password-reset"),
+    path("password-reset/sent/", accounts_views.PasswordResetDoneView.as_view(), name="password-reset-done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        accounts_views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path("invitation/<uidb64>/<token>/", accounts_views.InvitationView.as_view(), name="invitation"),
     path("organization/switch/", accounts_views.organization_switch, name="organization-switch"),
+    path("workflows/", workflows.workflow_list, name="workflow-list"),
+    path("templates/", workflows_views.template_gallery, name="template-gallery"),
+    path(
+        "templates/<str:template_id>/install/", workflows_views.template_install_view, name="template-install"
+    ),
+    path("workflows/<str:ref>/", workflows_views.workflow_detail, name="workflow-detail"),
+    path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
+    path("runs/", runs.run_list, name="run-list"),
+    path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),
+    path("runs/<str:run_id>/live/", runs.run_live, name="run-live"),
+    path("runs/<str:run_id>/control/", runs.run_control_view, name="run-control"),
+    path("runs/<str:run_id>/rerun/", runs.run_rerun_view, name="run-rerun"),
+    path("runs/<str:run_id>/delete/", runs.run_delete_view, name="run-delete"),
+    path("runs/<str:run_id>/decide/", runs.run_decide_view, name="run-decide"),
+    path("runs/<str:run_id>/answer/", runs.run_answer_view, name="run-answer"),
+    path("approvals/", approvals.approvals_inbox, name="approvals"),
+    path("settings/api-keys/", accounts_views.api_key_list, name="api-key-list"),
+    path("settings/api-keys/<str:key_id>/revoke/", accounts_views.api_key_revoke, name="api-key-revoke"),
+    path("settings/members/", accounts_views.member_list, name="member-list"),
+    path("settings/members/<str:user_id>/role/", accounts_views.member_role, name="member-role"),
+    path("settings/members/<str:user_id>/remove/", accounts_views.member_remove, name="member-remove"),
+    # The audit app sits below accounts: its access rule is applied here.
+    path("audit/", dashboard_page(role=Role.ADMIN)(audit_views.audit_log), name="audit-log"),
+    path("audit/verify/", dashboard_page(role=Role.ADMIN)(audit_views.audit_verify), name="audit-verify"),
 ]

@@ -164,6 +164,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.dashboard.DashboardSecurityMiddleware",
     "config.api.middleware.RateLimitHeadersMiddleware",
 ]
 
@@ -181,6 +182,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "runs.views.context.dashboard",
             ],
         },
     },
@@ -250,6 +252,30 @@ if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+# Password-reset and invitation links (one-time: they stop working once the password changes) expire after
+# this many seconds.
+PASSWORD_RESET_TIMEOUT = env_int("BATON_INVITATION_SECONDS", 3 * 86_400, minimum=600)
+
+# Email (password resets, invitations): SMTP from BATON_EMAIL_URL (smtp://user:password@host:587, with
+# ?ssl=true for implicit TLS; STARTTLS otherwise), else written to the console.
+BATON_EMAIL_URL = env_str("BATON_EMAIL_URL")
+DEFAULT_FROM_EMAIL = env_str("BATON_EMAIL_FROM", "baton@localhost")
+if BATON_EMAIL_URL:
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    _mail = urlsplit(BATON_EMAIL_URL)
+    if _mail.scheme != "smtp" or not _mail.hostname:
+        raise ImproperlyConfigured("BATON_EMAIL_URL must look like smtp://user:password@host:587.")
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _mail.hostname
+    EMAIL_PORT = _mail.port or 587
+    EMAIL_HOST_USER = unquote(_mail.username or "")
+    EMAIL_HOST_PASSWORD = unquote(_mail.password or "")
+    EMAIL_USE_SSL = parse_qs(_mail.query).get("ssl", ["false"])[0] == "true"
+    EMAIL_USE_TLS = not EMAIL_USE_SSL
+    EMAIL_TIMEOUT = 10
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -296,6 +322,9 @@ BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
 BATON_LOGIN_LIMIT_PER_IP = env_int("BATON_LOGIN_LIMIT_PER_IP", 20, minimum=1)
 BATON_LOGIN_LIMIT_PER_ACCOUNT = env_int("BATON_LOGIN_LIMIT_PER_ACCOUNT", 10, minimum=1)
 BATON_LOGIN_LIMIT_WINDOW = env_int("BATON_LOGIN_LIMIT_WINDOW", 300, minimum=1)
+# Dashboard requests per signed-in session and minute (config/dashboard.py); the API's organisation limits
+# do not count them.
+BATON_DASHBOARD_REQUESTS_PER_MINUTE = env_int("BATON_DASHBOARD_REQUESTS_PER_MINUTE", 600, minimum=10)
 BATON_IDEMPOTENCY_TTL = env_int("BATON_IDEMPOTENCY_TTL", 86_400, minimum=60)
 # Number of reverse proxies in front of Baton whose X-Forwarded-For entries are trusted.
 BATON_TRUSTED_PROXIES = env_int("BATON_TRUSTED_PROXIES", 0, minimum=0)

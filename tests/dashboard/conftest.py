@@ -39,3 +39,27 @@ def page(browser):
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dashboard_limits():
+    """The per-session dashboard counters live in Django's cache."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def manual_engine(settings):
+    """Steps wait in a queue this test drains (runs.engine.dispatch's manual mode), so a run's progress is
+    under the test's control."""
+    from runs.engine import dispatch
+
+    settings.BATON_ENGINE_DISPATCH = "manual"
+    for queue in (dispatch.MANUAL_QUEUE, dispatch.MANUAL_ADMISSIONS, dispatch.MANUAL_CALLBACKS):
+        queue.clear()
+    yield dispatch
+    for queue in (dispatch.MANUAL_QUEUE, dispatch.MANUAL_ADMISSIONS, dispatch.MANUAL_CALLBACKS):
+        queue.clear()

@@ -1,0 +1,51 @@
+"""Template helpers of the dashboard: timestamps for the browser's zone, pretty JSON, status badges."""
+
+import json
+from datetime import UTC
+
+from django import template
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+JSON_PREVIEW_CHARS = 4000
+
+
+@register.simple_tag
+def when(moment, empty="—"):
+    """<time datetime=ISO title="exact UTC">UTC text</time>; dashboard.js rewrites the text in the
+    browser's time zone and keeps the exact UTC time in the title."""
+    if moment is None:
+        return empty
+    utc = moment.astimezone(UTC)
+    exact = utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        utc.isoformat().replace("+00:00", "Z"),
+        exact,
+        utc.strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+@register.simple_tag
+def json_block(value, limit=JSON_PREVIEW_CHARS):
+    """A value as indented JSON in <pre>, cut at `limit` characters with a note saying how much is left."""
+    if value is None:
+        return mark_safe('<p class="muted">None</p>')
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    if len(text) <= limit:
+        return format_html('<pre class="json">{}</pre>', text)
+    return format_html(
+        '<pre class="json">{}</pre><p class="muted">Truncated: {} of {} characters shown.</p>',
+        text[:limit],
+        limit,
+        len(text),
+    )
+
+
+@register.simple_tag
+def status(value, label=None):
+    """A status badge: the word is always written (colour is never the only signal)."""
+    text = label or str(value).replace("_", " ")
+    return format_html('<span class="status status-{}">{}</span>', value, text)
