@@ -66,6 +66,10 @@ class Run(models.Model):
     # The last RunEvent.seq written; bumped under the run's row lock so seq stays gapless.
     event_seq = models.PositiveIntegerField(default=0)
 
+    # Not a field: the top-level step rows `run_create` wrote, as its transaction left them, so the
+    # trigger's response is written without reading them back (runs/api/representation.py).
+    created_steps: list | None = None
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [

@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import router, transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
 from accounts.principal import SYSTEM
 from audit.services import audit_record
+from config.models import RateLimitCounter
 from runs.choices import RUN_TERMINAL
 from runs.models import Run, RunEvent, RunFile, StepRun
+from workflows.models import Workflow
 
 logger = logging.getLogger("baton.retention")
 
@@ -64,8 +66,6 @@ class Scope:
 
 
 def scopes() -> Iterator[Scope]:
-    from workflows.models import Workflow
-
     organizations = {org.pk: org for org in Organization.objects.only("id", "retention_days")}
     for org in organizations.values():
         yield Scope(organization=org, days=org.retention_days)
@@ -160,10 +160,6 @@ def maybe_prune(now: datetime | None = None) -> int | None:
     Errors are logged, not raised (the next window tries again). Imports nothing from the HTTP layer, so
     the engine's reconciler may call it."""
     global _checked_window
-    from django.db import IntegrityError
-
-    from config.models import RateLimitCounter
-
     now = now or timezone.now()
     interval = settings.BATON_RETENTION_INTERVAL_SECONDS
     window = int(now.timestamp() // interval)

@@ -152,7 +152,7 @@ def created_run_detail(run: Run) -> dict | None:
     - a run that finished at once (a failing `when`, the policy's step limit) had its unstarted steps
       cancelled by an UPDATE, not through the rows in hand.
     Steps started by workers since the commit show in the next read, as they would a moment later."""
-    rows = run.__dict__.get("_created_rows")
+    rows = run.created_steps
     if rows is None or run.is_terminal or settings.BATON_ENGINE_DISPATCH == "inline":
         return None
     run.workflow_name = run.workflow.name

@@ -25,10 +25,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import Organization
+from accounts.principal import SYSTEM
+from accounts.selectors import organization_has_llm_provider
+from config.errors import Conflict, NotFound, QuotaExceeded, Unprocessable
 from runs.choices import RUN_ACTIVE, RUN_TERMINAL, RunStatus, RunTrigger, StepStatus
 from runs.engine.context import StepContext, StepError, StepOutcome
 from runs.engine.dispatch import after_commit, dispatch
 from runs.models import Run, StepRun
+from workflows.choices import WorkflowStatus
+from workflows.selectors import workflow_get, workflow_version_get
 
 logger = logging.getLogger("baton.engine")
 
@@ -121,14 +127,8 @@ def _start_child(context: StepContext) -> Run:
     """Check the target workflow and create the child run (outside any transaction: run_create locks the
     organisation first). The child is triggered by the SYSTEM actor (`trigger: sub_workflow`), inherits the
     parent's `env` and `model`, and counts against the organisation's quota and concurrency limits."""
-    from accounts.models import Organization
-    from accounts.principal import SYSTEM
-    from accounts.selectors import organization_has_llm_provider
-    from config.errors import Conflict, NotFound, QuotaExceeded, Unprocessable
     from runs.quotas import check_trigger_quota
     from runs.services import run_create, uses_agents
-    from workflows.choices import WorkflowStatus
-    from workflows.selectors import workflow_get, workflow_version_get
 
     step_id = context.step_id
     parent = Run.objects.only("id", "organization_id", "env", "model", "parent_run_id").get(pk=context.run_id)
@@ -259,8 +259,6 @@ def wake_parent_step(step_run_id: str) -> bool:
 def cancel_children(run_id: str, *, terminate: bool = False, every: bool = True) -> int:
     """Cancel (or terminate) the active children of a run, each in its own transaction; `every` False:
     only those whose step is not completed (a step still waiting for them). Returns how many."""
-    from accounts.principal import SYSTEM
-    from config.errors import Conflict
     from runs.services import run_cancel, run_terminate
 
     children = Run.objects.filter(parent_step_run__run_id=run_id, status__in=RUN_ACTIVE)

@@ -179,9 +179,7 @@ def run_create(
     if not any(started is work for started in starting):
         work.save()  # an admitted run is saved by start_admitted, its two events in one insert
     admission.start_admitted(starting, created_rows={run.id: {row.step_id: row for row in rows}})
-    # The top-level rows as this transaction leaves them (the advance changed them in place): the trigger's
-    # response is written from them (runs/api/representation.py `created_run_detail`).
-    run.__dict__["_created_rows"] = rows
+    run.created_steps = rows  # as the advance left them: the trigger's response is written from them
     return run
 
 
