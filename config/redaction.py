@@ -13,12 +13,19 @@ def redact_hook_tokens(text: str) -> str:
 
 
 class HookTokenFilter(logging.Filter):
+    """Redacts the arguments in place (uvicorn's access formatter unpacks them), else the message."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler's error path
-            return True
-        if "/hooks/" in message:
-            record.msg = redact_hook_tokens(message)
-            record.args = None
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                redact_hook_tokens(arg) if isinstance(arg, str) and "/hooks/" in arg else arg
+                for arg in record.args
+            )
+        if isinstance(record.msg, str) and "/hooks/" in record.msg:
+            record.msg = redact_hook_tokens(record.msg)
+        if isinstance(record.args, dict):
+            record.args = {
+                key: redact_hook_tokens(value) if isinstance(value, str) else value
+                for key, value in record.args.items()
+            }
         return True

@@ -248,6 +248,11 @@ def test_hook_tokens_never_reach_a_log():
     HookTokenFilter().filter(record)
     message = record.getMessage()
     assert "s3cr3tt0ken" not in message and "/api/v1/hooks/wf_abc/…" in message
+    assert isinstance(record.args, tuple) and len(record.args) == 5  # uvicorn's formatter unpacks them
+    from uvicorn.logging import AccessFormatter
+
+    formatted = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert "s3cr3tt0ken" not in formatted and "/api/v1/hooks/wf_abc/…" in formatted
 
 
 def test_a_404_for_a_hook_logs_no_token(client, hooked, caplog):
