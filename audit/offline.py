@@ -7,6 +7,7 @@ and the chain's agreement with each. The report names the first bad seq and its 
 """
 
 import base64
+import hashlib
 import json
 import multiprocessing
 import os
@@ -76,24 +77,24 @@ _LINES: list[bytes] = []
 def _walk(span: tuple[int, int, frozenset]) -> dict:
     """Walk lines[start:stop] (event lines only): the slice's own links, and hashes at checkpoint seqs."""
     start, stop, wanted = span
-    loads, dumps, sort = orjson.loads, orjson.dumps, _SORT
-    from hashlib import sha256
-
-    first = last = problem = organization = None
+    loads, dumps, sort, sha256, lines = orjson.loads, orjson.dumps, _SORT, hashlib.sha256, _LINES
+    first = problem = organization = last = None
     prev_hash, expected, count, hashes = None, None, 0, {}
     for number in range(start, stop):
-        line = _LINES[number]
-        if not line.strip():
+        line = lines[number]
+        if not line:
             continue
         try:
             event = loads(line)
         except orjson.JSONDecodeError:
+            if not line.strip():
+                continue
             try:
                 event = json.loads(line)
             except ValueError:
                 problem = {"seq": expected, "id": None, "reason": "the line is not JSON", "line": number + 1}
                 break
-        if not isinstance(event, dict):
+        if type(event) is not dict:
             problem = {
                 "seq": expected,
                 "id": None,
@@ -101,32 +102,33 @@ def _walk(span: tuple[int, int, frozenset]) -> dict:
                 "line": number + 1,
             }
             break
-        if event.get("type") == "checkpoint":
+        if "type" in event and event["type"] == "checkpoint":
             continue
         link_prev, link_hash = event.pop("prev_hash", None), event.pop("hash", None)
         seq = event.get("seq")
         if first is None:
+            organization = event.get("organization")
             first = {"seq": seq, "prev_hash": link_prev, "id": event.get("id"), "line": number + 1,
-                     "organization": event.get("organization")}  # fmt: skip
-            expected, prev_hash, organization = seq, link_prev, event.get("organization")
-        sound = False
-        if seq == expected and link_prev == prev_hash and event.get("organization") == organization:
-            try:
-                sound = sha256(link_prev.encode() + dumps(event, option=sort)).hexdigest() == link_hash
-            except (orjson.JSONEncodeError, TypeError, AttributeError):
-                sound = False
+                     "organization": organization}  # fmt: skip
+            expected, prev_hash = seq, link_prev
+        try:
+            sound = (seq == expected and link_prev == prev_hash and event.get("organization") == organization
+                     and sha256(link_prev.encode() + dumps(event, option=sort)).hexdigest()
+                     == link_hash)  # fmt: skip
+        except (orjson.JSONEncodeError, TypeError, AttributeError):
+            sound = False
         if not sound:
-            body = event_body(event)
-            reason = link_problem(body, link_prev, link_hash or "", expected_seq=expected,
-                                  prev_hash=prev_hash,
-                                  organization=organization)  # fmt: skip
+            reason = link_problem(event_body(event), link_prev, link_hash or "", expected_seq=expected,
+                                  prev_hash=prev_hash, organization=organization)  # fmt: skip
             if reason:
                 problem = {"seq": seq, "id": event.get("id"), "reason": reason, "line": number + 1}
                 break
         if seq in wanted:
             hashes[seq] = (event.get("id"), link_hash)
-        last = {"seq": seq, "hash": link_hash, "id": event.get("id")}
+        last = event
         prev_hash, expected, count = link_hash, expected + 1, count + 1
+    if last is not None:
+        last = {"seq": last.get("seq"), "hash": prev_hash, "id": last.get("id")}
     return {"first": first, "last": last, "problem": problem, "count": count, "hashes": hashes}
 
 

@@ -7,12 +7,16 @@ import sys
 
 from django.conf import settings
 
-PRINT_SECRETS = "from django.conf import settings as s; print(s.SECRET_KEY, s.API_KEY_PEPPERS['p1'])"
+PRINT_SECRETS = (
+    "from django.conf import settings as s; "
+    "print(s.SECRET_KEY, s.API_KEY_PEPPERS['p1'], s.BATON_AUDIT_SIGNING_KEYS[0].hex())"
+)
 
 
 def test_processes_starting_together_on_an_empty_data_dir_agree_on_its_secrets(tmp_path):
     env = {key: value for key, value in os.environ.items()
-           if key not in {"BATON_SECRET_KEY", "BATON_API_KEY_PEPPERS"}}  # fmt: skip
+           if key not in {"BATON_SECRET_KEY", "BATON_API_KEY_PEPPERS",
+                          "BATON_AUDIT_SIGNING_KEY"}}  # fmt: skip
     env.update(DJANGO_SETTINGS_MODULE="config.settings", BATON_DATA_DIR=str(tmp_path), BATON_ENV="test")
     command = [sys.executable, "-c", PRINT_SECRETS]
     processes = [
@@ -22,9 +26,10 @@ def test_processes_starting_together_on_an_empty_data_dir_agree_on_its_secrets(t
     printed = {process.communicate(timeout=60)[0].strip() for process in processes}
     assert all(process.returncode == 0 for process in processes)
     assert len(printed) == 1
-    secret_key, pepper = printed.pop().split()
-    assert len(secret_key) >= 50 and len(pepper) == 64
+    secret_key, pepper, audit_key = printed.pop().split()
+    assert len(secret_key) >= 50 and len(pepper) == 64 and len(audit_key) == 64
     assert (tmp_path / "secret_key").read_text().strip() == secret_key
-    assert {path.name for path in tmp_path.iterdir() if path.is_file()} == {"secret_key", "api_key_pepper"}
-    for name in ("secret_key", "api_key_pepper"):
+    names = {"secret_key", "api_key_pepper", "audit_signing_key"}
+    assert {path.name for path in tmp_path.iterdir() if path.is_file()} == names
+    for name in names:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600

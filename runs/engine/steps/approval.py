@@ -1,9 +1,9 @@
 """`approval`: wait until enough people approve (or one rejects), holding no worker (docs/approvals.md).
 
 First execution: the step suspends as `awaiting_approval` (the run shows a `pause_signal`). People decide
-through `runs.services.run_decide` (POST /runs/{id}/approve|reject, or /resume `request_user_action`); a
-timeout is decided by the reconciler (`runs.engine.waits.step_wake`). Each of them stores the decision in the step
-run's `state` under the run lock and, once the outcome is known, requeues the step: this handler then
+through `runs.services.run_decide` (POST /runs/{id}/approve|reject, or /resume `request_user_action`);
+a timeout is decided by the reconciler (`runs.engine.waits.step_wake`). Each of them stores the decision in
+the step run's `state` under the run lock and, once the outcome is known, requeues the step: this handler then
 turns the recorded decisions into the output, or fails the step with `approval_rejected`.
 """
 
