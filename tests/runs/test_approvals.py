@@ -16,8 +16,7 @@ from tests.conftest import client_with_jwt, client_with_key
 from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
 from tests.runs.support.cluster import Cluster, cluster_env, driver_process
-from tests.runs.support.starting_gate import open_gate
-from tests.support.concurrency import at_once
+from tests.support.concurrency import at_once, race_drivers
 
 
 def approval(step_id="ok", **config):
@@ -507,17 +506,7 @@ def test_processes_racing_for_the_last_approval(_race_env, tmp_path):
     ids = json.loads(out)
     start = tmp_path / "go"
     workers = [_driver(env, "decide", ids["run"], user_id, start) for user_id in ids["racers"]]
-    try:
-        open_gate(start, len(workers))
-        results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=60)
-            assert worker.returncode == 0, err
-            results.append(json.loads(out))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    results = race_drivers(workers, start, timeout=60)
     assert sorted(result["status"] for result in results) == [200, 409, 409, 409], results
     assert {r["code"] for r in results if r["status"] == 409} == {"run_not_awaiting_approval"}
     check = _driver(env, "check", ids["run"])
