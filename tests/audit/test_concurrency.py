@@ -5,9 +5,7 @@ Threads with their own connections: on PostgreSQL they contend for the chain hea
 worker processes on a file database in WAL mode, as deployed."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from audit import selectors
 from audit.models import AuditEvent
 from audit.services import audit_record
 from tests.support.concurrency import at_once
+from tests.support.processes import django_code, run_django_code, sqlite_child_env
 
 # processes and threads appending at once: a lock never released would hang the test
 pytestmark = pytest.mark.timeout(180)
@@ -71,7 +70,6 @@ from accounts.models import Organization
 from accounts.principal import SYSTEM
 from audit.models import AuditEvent
 from audit.services import audit_record
-from tests.support.concurrency import at_once
 org = Organization.objects.get(pk=sys.argv[1])
 for i in range(int(sys.argv[3])):
     with transaction.atomic():
@@ -90,28 +88,13 @@ print(json.dumps({"seqs": seqs, "verify": selectors.audit_chain_verify(organizat
 """
 
 
-def _python(code: str, *args) -> list[str]:
-    prelude = "import django; django.setup()\n"
-    return [sys.executable, "-c", prelude + code, *map(str, args)]
-
-
 @pytest.mark.slow
 def test_concurrent_process_appends_on_file_sqlite_stay_gapless_and_valid(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "BATON_TEST_DB_NAME")
-    }
-    env.update(BATON_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", PYTHONPATH=str(ROOT))
-
-    def run(code, *args):
-        command = _python(code, *args)
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    org_id = run(SETUP).strip().splitlines()[-1]
+    env = sqlite_child_env(tmp_path)
+    org_id = run_django_code(env, SETUP)
     workers = [
         subprocess.Popen(
-            _python(WORKER, org_id, n, PER_PROCESS),
+            django_code(WORKER, org_id, n, PER_PROCESS),
             cwd=ROOT,
             env=env,
             stderr=subprocess.PIPE,
@@ -121,7 +104,7 @@ def test_concurrent_process_appends_on_file_sqlite_stay_gapless_and_valid(tmp_pa
     ]
     failures = [proc.stderr.read() for proc in workers if proc.wait(timeout=120) != 0]
     assert failures == []
-    report = json.loads(run(REPORT, org_id).strip().splitlines()[-1])
+    report = json.loads(run_django_code(env, REPORT, org_id))
     assert report["seqs"] == list(range(1, 2 + PROCESSES * PER_PROCESS + 1))
     assert report["verify"]["valid"] is True, report["verify"]
     assert report["verify"]["checked"] == 2 + PROCESSES * PER_PROCESS

@@ -12,6 +12,7 @@ from runs.engine import dispatch as dispatch_module
 from runs.engine.reconciler import reconcile_once
 from runs.models import Run, StepRun
 from runs.services import run_create
+from tests.runs.support.cluster import Cluster, cluster_env
 from tests.runs.support.llm_fake import API_KEY, FakeLlm
 from workflows.services import workflow_create
 
@@ -169,3 +170,21 @@ def provider(fake, org, actor, local_http):
         input_price_per_million="2.5",
         output_price_per_million="10",
     )
+
+
+# --- a real cluster (tests/runs/support/cluster.py)
+
+
+@pytest.fixture(scope="module")
+def module_cluster_env(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A cluster environment for the module's tests (its SQLite file migrated once)."""
+    with django_db_blocker.unblock():
+        return cluster_env(tmp_path_factory.mktemp("cluster"))
+
+
+@pytest.fixture
+def cluster(module_cluster_env, transactional_db):
+    """A cluster on its own queue; on PostgreSQL it shares the test database, flushed after the test."""
+    cluster = Cluster(module_cluster_env)
+    yield cluster
+    cluster.kill()

@@ -4,10 +4,8 @@ log, and two approvers racing for the last approval (threads on PostgreSQL; proc
 
 import json
 import subprocess
-import sys
 
 import pytest
-from django.conf import settings
 
 from accounts.choices import Role
 from accounts.principal import Principal
@@ -17,11 +15,8 @@ from runs.services import run_create
 from tests.conftest import client_with_jwt, client_with_key
 from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only, transform
-from tests.runs.support.starting_gate import open_gate
-from tests.runs.test_cluster import _cluster_env
-from tests.support.concurrency import at_once
-
-BASE_DIR = settings.BASE_DIR
+from tests.runs.support.cluster import Cluster, cluster_env, driver_process
+from tests.support.concurrency import at_once, race_drivers
 
 
 def approval(step_id="ok", **config):
@@ -488,15 +483,15 @@ def test_threads_racing_for_the_last_approval_through_the_api(settings, org, own
 @pytest.fixture(scope="module")
 def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
-        env = _cluster_env(tmp_path_factory.mktemp("approvals"))
+        env = cluster_env(tmp_path_factory.mktemp("approvals"))
     return {**env, "BATON_ENGINE_DISPATCH": "manual"}
 
 
-def _driver(env, *args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.support.approval_driver", *map(str, args)],
-        env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
-    )  # fmt: skip
+DRIVER = "tests.runs.support.approval_driver"
+
+
+def _driver(env, *args, **options) -> subprocess.Popen:
+    return driver_process(env, DRIVER, *args, **options)
 
 
 @pytest.mark.slow
@@ -511,17 +506,7 @@ def test_processes_racing_for_the_last_approval(_race_env, tmp_path):
     ids = json.loads(out)
     start = tmp_path / "go"
     workers = [_driver(env, "decide", ids["run"], user_id, start) for user_id in ids["racers"]]
-    try:
-        open_gate(start, len(workers))
-        results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=60)
-            assert worker.returncode == 0, err
-            results.append(json.loads(out))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    results = race_drivers(workers, start, timeout=60)
     assert sorted(result["status"] for result in results) == [200, 409, 409, 409], results
     assert {r["code"] for r in results if r["status"] == 409} == {"run_not_awaiting_approval"}
     check = _driver(env, "check", ids["run"])
@@ -557,18 +542,9 @@ def test_a_paused_run_takes_no_decision_until_resumed_then_waits_again(engine, o
 
 @pytest.fixture
 def cluster(_race_env, transactional_db):
-    from tests.runs.test_cluster import Cluster
-
     cluster = Cluster({**_race_env, "BATON_ENGINE_DISPATCH": "queue"})
     yield cluster
     cluster.kill()
-
-
-def _run_driver(env, *args, timeout=120) -> dict:
-    result = subprocess.run([sys.executable, "-m", "tests.runs.support.approval_driver", *map(str, args)],
-                            env=env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
-    return json.loads(result.stdout)
 
 
 @pytest.mark.slow
@@ -576,11 +552,12 @@ def test_a_cluster_parks_approval_and_input_steps_and_finishes_them_after_the_an
     """Real `qcluster` workers (queue dispatch) park the steps; a decision, an answer and the reconciler's
     timeout each requeue their step through the broker, and the runs complete."""
     cluster.start()
-    env = {**cluster.env, "BATON_ENGINE_DISPATCH": "queue"}
-    ids = _run_driver(env, "cluster_start")
+    ids = cluster.driver("cluster_start", module=DRIVER)
 
-    answered = _run_driver(env, "cluster_answer", ids["admin"], ids["approve"], ids["answer"])
-    report = _run_driver(env, "cluster_report", 60, ids["approve"], ids["timeout"], ids["answer"])
+    answered = cluster.driver("cluster_answer", ids["admin"], ids["approve"], ids["answer"], module=DRIVER)
+    report = cluster.driver(
+        "cluster_report", 60, ids["approve"], ids["timeout"], ids["answer"], module=DRIVER
+    )
 
     assert answered == {"approved": "running", "answered": "running"}
     for name in ("approve", "timeout", "answer"):

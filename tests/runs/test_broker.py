@@ -15,7 +15,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from runs.engine.broker import OrmBroker
-from tests.runs.test_cluster import _cluster_env
+from tests.runs.support.cluster import cluster_env
 
 # In a process of its own on a database file (the in-memory test database is never really closed): how
 # many connections five polls of an empty queue, then five enqueues, open with this broker and with
@@ -58,7 +58,7 @@ def broker(monkeypatch):
 @pytest.fixture(scope="module")
 def _file_env(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
-        return _cluster_env(tmp_path_factory.mktemp("broker"))
+        return cluster_env(tmp_path_factory.mktemp("broker"))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,14 +6,12 @@ exceeded, and when the triggers are done every run has completed (no queued run 
 import json
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from contextlib import closing
 
 import pytest
-from django.conf import settings
 from django.db import connections
 
 from accounts.principal import Principal
@@ -22,13 +20,12 @@ from runs.models import Run
 from runs.services import run_create
 from tests.factories import WorkflowFactory
 from tests.runs.conftest import flaky_step, pg_only
-from tests.runs.test_cluster import _cluster_env
+from tests.runs.support.cluster import cluster_env, driver_process
 from tests.support.concurrency import at_once, race_drivers
 
 # threads and processes racing: a lock never released would hang the test
 pytestmark = pytest.mark.timeout(180)
 
-BASE_DIR = settings.BASE_DIR
 CAP = 3
 
 
@@ -121,7 +118,7 @@ def test_threads_triggering_at_once_never_exceed_the_limits(settings, org, owner
 @pytest.fixture(scope="module")
 def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
-        env = _cluster_env(tmp_path_factory.mktemp("race"))
+        env = cluster_env(tmp_path_factory.mktemp("race"))
     # Instant steps off: the runs' transform steps then take their time outside any transaction, as most step
     # types do, so that runs are running while other processes trigger (with instant steps a run of
     # transforms finishes inside one transaction, and few triggers would ever find a slot taken).
@@ -129,14 +126,7 @@ def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 def _driver(env, *args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.support.concurrency_driver", *map(str, args)],
-        env=env,
-        cwd=BASE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return driver_process(env, "tests.runs.support.concurrency_driver", *args)
 
 
 def _sql_sample(env, limited_id):

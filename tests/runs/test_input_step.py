@@ -6,8 +6,9 @@ import pytest
 
 from audit.models import AuditEvent
 from runs.services import run_collect_inputs
+from tests.conftest import client_with_jwt, client_with_key
 from tests.runs.conftest import transform
-from tests.runs.test_approvals import client_for, error_code, key_client
+from tests.runs.test_approvals import error_code
 
 SCHEMA = {
     "type": "object",
@@ -49,7 +50,7 @@ def resume(client, run, data, **extra):
 
 @pytest.fixture
 def owner_client(org, owner):
-    return client_for(owner, org)
+    return client_with_jwt(owner, org)
 
 
 def test_an_input_step_pauses_the_run_with_its_schema_in_the_pause_signal(engine, owner_client):
@@ -73,7 +74,7 @@ def test_collect_inputs_answers_the_step_and_the_run_continues(engine, org, memb
     run = start(engine)
     data = {"region": "eu", "replicas": 3, "note": "extra keys are kept"}
 
-    response = resume(client_for(member, org), run, data)
+    response = resume(client_with_jwt(member, org), run, data)
 
     assert response.status_code in (200, 202), response.content
     assert response.json()["status"] == "running" and response.json()["pause_signal"] is None
@@ -164,8 +165,8 @@ def test_step_id_picks_one_of_several_input_steps(engine, owner_client):
 def test_viewer_and_a_key_without_runs_write_cannot_answer(engine, org, owner, viewer):
     run = start(engine)
 
-    by_viewer = resume(client_for(viewer, org), run, {"region": "eu", "replicas": 1})
-    key = key_client(org, owner, ["runs:read", "runs:approve"])
+    by_viewer = resume(client_with_jwt(viewer, org), run, {"region": "eu", "replicas": 1})
+    key = client_with_key(org, owner, ["runs:read", "runs:approve"])
     by_key = resume(key, run, {"region": "eu", "replicas": 1})
 
     assert by_viewer.status_code == 403 and error_code(by_viewer) == "forbidden"
@@ -176,7 +177,7 @@ def test_viewer_and_a_key_without_runs_write_cannot_answer(engine, org, owner, v
 def test_a_key_with_runs_write_can_answer(engine, org, owner):
     run = start(engine)
 
-    response = resume(key_client(org, owner, ["runs:write"]), run, {"region": "eu", "replicas": 2})
+    response = resume(client_with_key(org, owner, ["runs:write"]), run, {"region": "eu", "replicas": 2})
 
     assert response.status_code in (200, 202)
     assert engine.steps(run)["ask"].state["by"].startswith("key_")

@@ -5,12 +5,10 @@ triggers succeed and every other one gets 402 quota_exceeded."""
 
 import json
 import subprocess
-import sys
 import threading
 from contextlib import closing
 
 import pytest
-from django.conf import settings
 from django.db import connections
 
 from accounts.principal import Principal
@@ -19,13 +17,11 @@ from runs.models import Run
 from runs.services import run_create
 from tests.factories import WorkflowFactory
 from tests.runs.conftest import pg_only
-from tests.runs.test_cluster import _cluster_env
+from tests.runs.support.cluster import cluster_env, driver_process
 from tests.support.concurrency import at_once, race_drivers
 
 # threads and processes racing: a lock never released would hang the test
 pytestmark = pytest.mark.timeout(180)
-
-BASE_DIR = settings.BASE_DIR
 
 
 @pg_only
@@ -57,19 +53,12 @@ def test_threads_triggering_at_once_create_exactly_the_runs_left(settings, org, 
 @pytest.fixture(scope="module")
 def _race_env(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
-        env = _cluster_env(tmp_path_factory.mktemp("quota"))
+        env = cluster_env(tmp_path_factory.mktemp("quota"))
     return {**env, "BATON_ENGINE_DISPATCH": "manual"}
 
 
 def _driver(env, *args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.support.quota_driver", *map(str, args)],
-        env=env,
-        cwd=BASE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return driver_process(env, "tests.runs.support.quota_driver", *args)
 
 
 def _count_runs(env, org_id) -> int:

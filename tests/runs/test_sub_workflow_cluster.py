@@ -5,26 +5,10 @@ child finished before the parent's step was recorded as waiting)."""
 
 import pytest
 
-from tests.runs.test_cluster import Cluster, _cluster_env
-
 # a real qcluster in a subprocess: runs that never finish would hang the test
 pytestmark = pytest.mark.timeout(240)
 
-
 DRIVER = "tests.runs.support.sub_workflow_cluster_driver"
-
-
-@pytest.fixture(scope="module")
-def _sub_cluster_env(django_db_setup, django_db_blocker, tmp_path_factory):
-    with django_db_blocker.unblock():
-        return _cluster_env(tmp_path_factory.mktemp("subwf-cluster"))
-
-
-@pytest.fixture
-def cluster(_sub_cluster_env, transactional_db):
-    cluster = Cluster(_sub_cluster_env)
-    yield cluster
-    cluster.kill()
 
 
 @pytest.mark.slow

@@ -1,15 +1,14 @@
 """Service guarantees that the HTTP tests cannot show (concurrent version numbers and slugs) and the admin."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from audit.models import AuditEvent
 from tests.support.concurrency import at_once
+from tests.support.processes import django_code, run_django_code, sqlite_child_env
 from tests.workflows.support.helpers import definition, make_workflow, owner_actor, transform
 from workflows.models import Workflow, WorkflowVersion
 from workflows.services import workflow_create, workflow_update
@@ -51,7 +50,6 @@ SETUP = """
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from tests.factories import make_org, UserFactory
-from tests.support.concurrency import at_once
 from tests.workflows.support.helpers import make_workflow
 owner = UserFactory(email="load@baton.test")
 print(make_workflow(make_org(name="Load", owner=owner), owner, "Load").id)
@@ -59,7 +57,6 @@ print(make_workflow(make_org(name="Load", owner=owner), owner, "Load").id)
 WORKER = """
 import sys
 from accounts.principal import SYSTEM
-from tests.support.concurrency import at_once
 from tests.workflows.support.helpers import definition, transform
 from workflows.models import Workflow
 from workflows.services import workflow_update
@@ -79,31 +76,17 @@ print(json.dumps({"numbers": numbers, "current": workflow.current_version}))
 
 @pytest.mark.slow
 def test_concurrent_process_updates_on_file_sqlite_get_distinct_versions(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "BATON_TEST_DB_NAME")
-    }
-    env.update(BATON_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings", PYTHONPATH=str(ROOT))
-
-    def command(code, *args):
-        return [sys.executable, "-c", "import django; django.setup()\n" + code, *map(str, args)]
-
-    def run(code, *args):
-        done = subprocess.run(
-            command(code, *args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip().splitlines()[-1]
-
-    workflow_id = run(SETUP)
+    env = sqlite_child_env(tmp_path)
+    workflow_id = run_django_code(env, SETUP)
     workers = [
         subprocess.Popen(
-            command(WORKER, workflow_id, n, 5), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+            django_code(WORKER, workflow_id, n, 5), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
         )
         for n in range(3)
     ]
     failures = [proc.stderr.read() for proc in workers if proc.wait(timeout=120) != 0]
     assert failures == []
-    report = json.loads(run(REPORT, workflow_id))
+    report = json.loads(run_django_code(env, REPORT, workflow_id))
     assert report == {"numbers": list(range(1, 17)), "current": 16}
 
 

@@ -8,17 +8,14 @@ from audit.models import AuditEvent
 from runs.models import Run, RunEvent, StepRun
 from tests.factories import WorkflowFactory
 from tests.runs.api.conftest import drain
-from tests.runs.test_step_http import Server
+from tests.runs.support.http_server import running_server
 
 
 @pytest.fixture
 def server(settings):
     settings.BATON_HTTP_ALLOWLIST = ["127.0.0.1"]
-    srv = Server()
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with running_server() as srv:
+        yield srv
 
 
 def pipeline(server, fail=1):
