@@ -187,6 +187,24 @@ from accounts.models_llm import Agent, AgentKind, LlmProvider, LlmProviderKind  
 __all__ += ["Agent", "AgentKind", "LlmProvider", "LlmProviderKind"]
 
 # The security policy, secrets and webhook signing secret (docs/security.md); importing registers them.
-from accounts.models_security import Secret, SecurityPolicy, SigningSecret  # noqa: E402
+from accounts.models_security import (  # noqa: E402
+    MAX_RUN_DURATION_LIMIT,
+    MAX_STEPS_LIMIT,
+    MAX_TOKENS_LIMIT,
+    SECRET_NAME_PATTERN,
+    SECRET_VALUE_MAX_BYTES,
+    Secret,
+    SecurityPolicy,
+    SigningSecret,
+)
 
-__all__ += ["Secret", "SecurityPolicy", "SigningSecret"]
+__all__ += [
+    "MAX_RUN_DURATION_LIMIT",
+    "MAX_STEPS_LIMIT",
+    "MAX_TOKENS_LIMIT",
+    "SECRET_NAME_PATTERN",
+    "SECRET_VALUE_MAX_BYTES",
+    "Secret",
+    "SecurityPolicy",
+    "SigningSecret",
+]

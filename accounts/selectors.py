@@ -96,3 +96,7 @@ def organization_has_llm_provider(organization: Organization) -> bool:
     from accounts.selectors_llm import organization_has_llm_provider as has_provider
 
     return has_provider(organization)
+
+
+# The LLM selectors, under the name every caller imports them by (accounts.selectors).
+from accounts.selectors_llm import agent_get, agents_of, llm_provider_get, llm_providers_of  # noqa: E402, F401

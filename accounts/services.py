@@ -413,3 +413,28 @@ def project_delete(*, project: Project, actor) -> None:
         target=("project", project_id),
         data={"name": name},
     )
+
+
+# The LLM and security services, under the name every caller imports them by (accounts.services).
+from accounts.services_llm import (  # noqa: E402, F401
+    agent_create,
+    agent_delete,
+    agent_update,
+    llm_provider_create,
+    llm_provider_delete,
+    llm_provider_update,
+)
+from accounts.services_security import (  # noqa: E402, F401
+    DEFAULT_SIGNING_GRACE_SECONDS,
+    MAX_SIGNING_GRACE_SECONDS,
+    secret_create,
+    secret_delete,
+    secret_get,
+    secret_update,
+    secrets_of,
+    security_policy_document,
+    security_policy_get,
+    security_policy_update,
+    signing_secret_get,
+    signing_secret_rotate,
+)

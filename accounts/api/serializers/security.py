@@ -1,18 +1,15 @@
-"""The security policy, secrets and the webhook signing secret over HTTP (docs/security.md). All admin-only.
-
-Secret values are write-only: no response, replay, audit event or log line carries one. The signing
-secret is shown (receivers need it to verify deliveries) and never cached (`Cache-Control: no-store`)."""
+"""Shapes of the security policy, secrets and the webhook signing secret (docs/security.md). Secret values
+are write-only: no response carries one. Every field is read strictly (no "true" for true, no "10" for
+10)."""
 
 import re
 
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
-from rest_framework import serializers, status, viewsets
-from rest_framework.response import Response
-from rest_framework.views import APIView
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
-from accounts import crypto, services_security
-from accounts.api.serializers import StrictSerializer
-from accounts.models_security import (
+from accounts import crypto, services
+from accounts.models import (
     MAX_RUN_DURATION_LIMIT,
     MAX_STEPS_LIMIT,
     MAX_TOKENS_LIMIT,
@@ -20,9 +17,7 @@ from accounts.models_security import (
     SECRET_VALUE_MAX_BYTES,
     Secret,
 )
-from accounts.permissions import ADMIN
-from config.api.idempotency import idempotent
-from config.api.schema import error_response
+from config.api.serializers import StrictBooleanField, StrictCharField, StrictIntegerField, StrictSerializer
 from runs.engine.outbound import parse_allowlist_entry
 from runs.engine.secrets import MAX_REDACT_PATTERNS, MIN_REDACT_LENGTH, compile_pattern
 
@@ -30,47 +25,6 @@ MAX_ALLOWLIST_ENTRIES = 100
 MAX_ALLOWLIST_ENTRY_LENGTH = 300
 MAX_APPROVAL_ENVS = 20
 ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-NO_STORE = {"Cache-Control": "no-store"}
-
-
-def parse(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-# --- strict JSON fields (no "true" for true, no "10" for 10) ----------------------------------------------
-
-
-@extend_schema_field({"type": "boolean"})
-class StrictBooleanField(serializers.Field):
-    default_error_messages = {"invalid": "Must be true or false."}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
-
-    def to_representation(self, value):
-        return bool(value)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """An integer given as a JSON number without a fraction (not a string, not a boolean)."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string (DRF's CharField would turn 12345 into "12345")."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 def _allowlist_entry_error(entry) -> str | None:
@@ -148,9 +102,6 @@ class EnvListField(serializers.Field):
 
     def to_representation(self, value):
         return list(value)
-
-
-# --- serializers -----------------------------------------------------------------------------------------
 
 
 POLICY_HELP = {
@@ -278,23 +229,21 @@ class SigningSecretRotateSerializer(StrictSerializer):
     grace_seconds = StrictIntegerField(
         required=False,
         min_value=0,
-        max_value=services_security.MAX_SIGNING_GRACE_SECONDS,
-        default=services_security.DEFAULT_SIGNING_GRACE_SECONDS,
+        max_value=services.MAX_SIGNING_GRACE_SECONDS,
+        default=services.DEFAULT_SIGNING_GRACE_SECONDS,
         help_text="How long the previous secret keeps signing deliveries too (default 86400; 0 = stop now).",
     )
 
 
-def _policy_data(policy) -> dict:
+def policy_data(policy) -> dict:
     return {
-        **services_security.security_policy_document(policy),
+        **services.security_policy_document(policy),
         "updated_at": policy.updated_at,
         "updated_by": policy.updated_by,
     }
 
 
-def _signing_data(row) -> dict:
-    from django.utils import timezone
-
+def signing_secret_data(row) -> dict:
     expires = row.previous_expires_at
     in_grace = bool(row.previous_secret_encrypted) and expires is not None and expires > timezone.now()
     return {
@@ -304,134 +253,3 @@ def _signing_data(row) -> dict:
         "created_at": row.created_at,
         "rotated_at": row.rotated_at,
     }
-
-
-# --- views -------------------------------------------------------------------------------------------
-
-
-class SecurityPolicyView(APIView):
-    access = {"get": ADMIN, "put": ADMIN}
-
-    @extend_schema(
-        operation_id="security_policy_retrieve",
-        summary="The organisation's security policy",
-        responses={200: SecurityPolicySerializer},
-    )
-    def get(self, request):
-        policy = services_security.security_policy_get(organization=request.auth.organization)
-        return Response(SecurityPolicySerializer(_policy_data(policy)).data)
-
-    @extend_schema(
-        operation_id="security_policy_update",
-        summary="Change the security policy",
-        description="Fields left out keep their values; unknown fields are a 400. Audited as "
-        "`policy.updated` with each changed field's before and after.",
-        request=SecurityPolicyUpdateSerializer,
-        responses={200: SecurityPolicySerializer, 400: error_response("invalid_request (`details.fields`)")},
-    )
-    def put(self, request):
-        changes = parse(SecurityPolicyUpdateSerializer, request.data)
-        policy = services_security.security_policy_update(
-            organization=request.auth.organization, actor=request.auth, changes=dict(changes)
-        )
-        return Response(SecurityPolicySerializer(_policy_data(policy)).data)
-
-
-class SigningSecretView(APIView):
-    access = {"get": ADMIN}
-
-    @extend_schema(
-        operation_id="security_signing_secret_retrieve",
-        summary="The webhook signing secret",
-        description="Webhook steps sign deliveries with it (X-Baton-Signature: t=…,v1=…). Created on first "
-        "use.",
-        responses={200: SigningSecretSerializer},
-    )
-    def get(self, request):
-        row = services_security.signing_secret_get(organization_id=request.auth.organization.id)
-        return Response(SigningSecretSerializer(_signing_data(row)).data, headers=NO_STORE)
-
-
-class SigningSecretRotateView(APIView):
-    access = {"post": ADMIN}
-
-    @extend_schema(
-        operation_id="security_signing_secret_rotate",
-        summary="Rotate the webhook signing secret",
-        description="A new random secret signs from now on; the previous one also signs (a second v1= entry) "
-        "for `grace_seconds`. Audited as `signing_secret.rotated`.",
-        request=SigningSecretRotateSerializer,
-        responses={200: SigningSecretSerializer, 400: error_response("invalid_request")},
-    )
-    def post(self, request):
-        data = parse(SigningSecretRotateSerializer, request.data if request.data else {})
-        row = services_security.signing_secret_rotate(
-            organization=request.auth.organization, actor=request.auth, grace_seconds=data["grace_seconds"]
-        )
-        return Response(SigningSecretSerializer(_signing_data(row)).data, headers=NO_STORE)
-
-
-@extend_schema_view(
-    list=extend_schema(summary="List secrets (names only)", responses={200: SecretSerializer(many=True)}),
-    create=extend_schema(
-        summary="Create a secret",
-        request=SecretCreateSerializer,
-        responses={201: SecretSerializer, 409: error_response("secret_name_taken")},
-    ),
-    retrieve=extend_schema(
-        summary="A secret (never its value)",
-        responses={200: SecretSerializer, 404: error_response("secret_not_found")},
-    ),
-    partial_update=extend_schema(
-        summary="Rename, describe or replace the value of a secret",
-        request=SecretUpdateSerializer,
-        responses={
-            200: SecretSerializer,
-            404: error_response("secret_not_found"),
-            409: error_response("secret_name_taken"),
-        },
-    ),
-    destroy=extend_schema(
-        summary="Delete a secret", responses={204: None, 404: error_response("secret_not_found")}
-    ),
-)
-class SecretViewSet(viewsets.GenericViewSet):
-    serializer_class = SecretSerializer
-    results_key = "secrets"
-    lookup_value_regex = r"[^/]+"
-    # Responses never hold the value; listed anyway so a future field cannot leak through a replay.
-    idempotency_replay_omit = ("value",)
-    access = {"list": ADMIN, "create": ADMIN, "retrieve": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
-
-    def get_queryset(self):
-        return services_security.secrets_of(self.request.auth.organization)
-
-    def get_object(self):
-        return services_security.secret_get(
-            organization=self.request.auth.organization, secret_id=self.kwargs["pk"]
-        )
-
-    def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(SecretSerializer(page, many=True).data)
-
-    @idempotent
-    def create(self, request):
-        data = parse(SecretCreateSerializer, request.data)
-        secret = services_security.secret_create(
-            organization=request.auth.organization, actor=request.auth, **data
-        )
-        return Response(SecretSerializer(secret).data, status=status.HTTP_201_CREATED)
-
-    def retrieve(self, request, pk):
-        return Response(SecretSerializer(self.get_object()).data)
-
-    def partial_update(self, request, pk):
-        secret = self.get_object()  # 404 before 400
-        data = parse(SecretUpdateSerializer, request.data)
-        secret = services_security.secret_update(secret=secret, actor=request.auth, **data)
-        return Response(SecretSerializer(secret).data)
-
-    def destroy(self, request, pk):
-        services_security.secret_delete(secret=self.get_object(), actor=request.auth)
-        return Response(status=status.HTTP_204_NO_CONTENT)
