@@ -18,7 +18,7 @@ def validated(serializer_class, data, **kwargs) -> dict:
 
 
 class StrictSerializer(serializers.Serializer):
-    """An input serializer that answers unknown fields with a 400 instead of ignoring them."""
+    """Refuses fields it does not know (400), so a typo is an error rather than silently ignored."""
 
     def to_internal_value(self, data):
         if isinstance(data, dict):

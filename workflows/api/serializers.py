@@ -4,6 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.serializers import StrictSerializer
 from workflows.choices import (
     MAX_CHANGE_SUMMARY_LENGTH,
     MAX_DESCRIPTION_LENGTH,
@@ -14,17 +15,6 @@ from workflows.choices import (
 from workflows.definition import input_schema
 from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
 from workflows.services import CREATE_STATUSES
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know (400), so a typo is an error rather than silently ignored."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class ProjectRefSerializer(serializers.Serializer):
