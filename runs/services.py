@@ -646,3 +646,8 @@ def runs_bulk_delete(*, organization, actor, ids: list[str] | None = None, filte
                 _delete_locked(organization, locked, actor, bulk=True)
             affected += len(locked)
     return BulkResult(matched=matched, affected=affected, remaining=eligible.count())
+
+
+# Approvals, input steps, pause, resume and rerun, under the name every caller imports them by.
+from runs.people import run_collect_inputs, run_decide  # noqa: E402, F401
+from runs.resume import run_pause, run_rerun, run_resume  # noqa: E402, F401
