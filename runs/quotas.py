@@ -18,7 +18,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from accounts.selectors import run_totals, usage_period
+from accounts.selectors import (
+    run_totals,
+    usage_for,  # noqa: F401 (the usage endpoint reads it from here)
+    usage_period,
+)
 from config.errors import QuotaExceeded
 from runs.engine.context import StepError
 

@@ -3,6 +3,7 @@
 from django.db import models
 from django.utils import timezone
 
+from accounts.models import Project  # noqa: F401 (the workflows' concern: its model moves here)
 from config.ids import id_field
 from workflows.choices import SLUG_MAX_LENGTH, STATUS_TRANSITIONS, TriggerType, WorkflowStatus
 

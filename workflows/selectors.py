@@ -3,6 +3,7 @@
 from django.db.models import Q, QuerySet
 
 from accounts.models import Organization
+from accounts.selectors import project_get, projects_of  # noqa: F401 (projects are read from here)
 from config import sql
 from config.errors import InvalidRequest, NotFound, not_found
 from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion

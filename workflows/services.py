@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import Organization, Project
+from accounts.services import project_create, project_delete, project_update  # noqa: F401 (written from here)
 from audit.services import audit_record
 from config.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from workflows.choices import (

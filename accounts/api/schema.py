@@ -10,7 +10,7 @@ from accounts.models import Organization, User
 from accounts.principal import Principal
 from config.api.schema import error_response
 
-# --- sign-in, /me, /organization, /usage ------------------------------------------------------------
+# --- sign-in, /me, /organization ------------------------------------------------------------
 
 TOKEN = extend_schema_view(
     post=extend_schema(
@@ -46,11 +46,8 @@ ORGANIZATION = extend_schema_view(
         },
     ),
 )
-USAGE = extend_schema_view(
-    get=extend_schema(operation_id="usage_retrieve", responses={200: s.UsageSerializer})
-)
 
-# --- members, API keys, projects --------------------------------------------------------------------
+# --- members, API keys --------------------------------------------------------------------
 
 MEMBERS = extend_schema_view(
     list=extend_schema(responses={200: s.MemberSerializer(many=True)}),
@@ -90,24 +87,6 @@ API_KEYS = extend_schema_view(
     ),
     destroy=extend_schema(responses={204: None, 404: error_response("api_key_not_found")}),
 )
-PROJECTS = extend_schema_view(
-    list=extend_schema(responses={200: s.ProjectSerializer(many=True)}),
-    create=extend_schema(
-        request=s.ProjectCreateSerializer,
-        responses={201: s.ProjectSerializer, 409: error_response("project_name_taken")},
-    ),
-    retrieve=extend_schema(responses={200: s.ProjectSerializer, 404: error_response("project_not_found")}),
-    partial_update=extend_schema(
-        request=s.ProjectUpdateSerializer,
-        responses={
-            200: s.ProjectSerializer,
-            404: error_response("project_not_found"),
-            409: error_response("project_name_taken"),
-        },
-    ),
-    destroy=extend_schema(responses={204: None, 404: error_response("project_not_found")}),
-)
-
 # --- LLM providers and agents (docs/llm.md) ---------------------------------------------------------
 
 LLM_PROVIDERS = extend_schema_view(

@@ -238,3 +238,8 @@ _TRIGGER = extend_schema(
 def WORKFLOW_RUNS(view):
     _TRIGGER(view.trigger)
     return _WORKFLOW_RUNS(view)
+
+
+USAGE = extend_schema_view(
+    get=extend_schema(operation_id="usage_retrieve", responses={200: s.UsageSerializer})
+)

@@ -461,3 +461,15 @@ class DecisionSerializer(StrictSerializer):
         max_length=64,
         help_text="The approval step to decide; default: the one the run's `pause_signal` names.",
     )
+
+
+class UsageCounterSerializer(serializers.Serializer):
+    used = serializers.IntegerField()
+    limit = serializers.IntegerField(allow_null=True)
+
+
+class UsageSerializer(serializers.Serializer):
+    period = serializers.CharField(help_text="The calendar month in UTC, YYYY-MM.")
+    runs = UsageCounterSerializer()
+    tokens = UsageCounterSerializer()
+    cost_usd = serializers.FloatField()

@@ -1,6 +1,7 @@
-"""Runs over HTTP (API.md "Runs"): trigger, list, detail, events, cancel, delete, pin, bulk actions and
-attachment downloads. Each handler parses input, calls one service or selector, and renders; lookups go
-through org-scoped selectors, so another organisation's run is a 404 run_not_found."""
+"""Runs over HTTP (API.md "Runs"): trigger, list, detail, events, cancel, delete, pin, bulk actions,
+attachment downloads and the month's usage. Each handler parses input, calls one service or selector,
+and renders; lookups go through org-scoped selectors, so another organisation's run is a 404
+run_not_found."""
 
 import time
 
@@ -8,8 +9,9 @@ from django.http import FileResponse
 from rest_framework import status as http
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from accounts.permissions import RUNS_APPROVE, RUNS_READ, RUNS_WRITE
+from accounts.permissions import ANY_MEMBER, RUNS_APPROVE, RUNS_READ, RUNS_WRITE
 from config.api.filtersets import StrictFilterBackend
 from config.api.idempotency import idempotent
 from config.api.parsing import parse_bounded_int, refuse_unknown
@@ -17,7 +19,7 @@ from config.api.permissions import require_access
 from config.api.serializers import validated
 from config.api.viewsets import DestroyMixin, ListMixin, OrganizationViewSet
 from config.errors import InvalidRequest, not_found
-from runs import selectors, services
+from runs import quotas, selectors, services
 from runs.api import schema
 from runs.api import serializers as s
 from runs.api.representation import created_run_detail
@@ -358,3 +360,11 @@ def _wait_until_terminal(run_id: str, seconds: float) -> bool:
             return False
         time.sleep(min(pause, left))
         pause = min(pause * 1.5, WAIT_MAX_SLEEP)
+
+
+@schema.USAGE
+class UsageView(APIView):
+    access = {"get": ANY_MEMBER}
+
+    def get(self, request):
+        return Response(quotas.usage_for(request.auth.organization))

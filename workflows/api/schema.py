@@ -1,9 +1,10 @@
-"""The OpenAPI description of the workflow and template endpoints, apart from the views: one
+"""The OpenAPI description of the workflow, template and project endpoints, apart from the views: one
 `extend_schema_view` per viewset, applied as its class decorator."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 
+from config.api.schema import error_response
 from workflows.api import serializers as s
 
 VERSION_PARAM = OpenApiParameter(
@@ -114,4 +115,22 @@ TEMPLATES = extend_schema_view(
             422: OpenApiResponse(description="invalid_definition"),
         },
     ),
+)
+
+PROJECTS = extend_schema_view(
+    list=extend_schema(responses={200: s.ProjectSerializer(many=True)}),
+    create=extend_schema(
+        request=s.ProjectCreateSerializer,
+        responses={201: s.ProjectSerializer, 409: error_response("project_name_taken")},
+    ),
+    retrieve=extend_schema(responses={200: s.ProjectSerializer, 404: error_response("project_not_found")}),
+    partial_update=extend_schema(
+        request=s.ProjectUpdateSerializer,
+        responses={
+            200: s.ProjectSerializer,
+            404: error_response("project_not_found"),
+            409: error_response("project_name_taken"),
+        },
+    ),
+    destroy=extend_schema(responses={204: None, 404: error_response("project_not_found")}),
 )

@@ -13,7 +13,7 @@ from workflows.choices import (
     WorkflowStatus,
 )
 from workflows.definition import input_schema
-from workflows.models import Workflow, WorkflowTemplate, WorkflowVersion
+from workflows.models import Project, Workflow, WorkflowTemplate, WorkflowVersion
 from workflows.services import CREATE_STATUSES
 
 
@@ -194,6 +194,13 @@ class TemplateCreatedSerializer(serializers.Serializer):
     template = TemplateDetailSerializer()
 
 
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
 # -------------------------------------------------------------------------------------------- input
 
 
@@ -267,3 +274,13 @@ class SaveAsTemplateSerializer(StrictSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=MAX_DESCRIPTION_LENGTH)
     category = serializers.CharField(required=False, allow_blank=True, max_length=50)
     version = serializers.IntegerField(min_value=1, required=False)
+
+
+class ProjectCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
+
+
+class ProjectUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)

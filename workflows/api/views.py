@@ -1,4 +1,4 @@
-"""Workflows and templates over HTTP: each handler parses input, calls one service or selector, and
+"""Workflows, templates and projects over HTTP: each handler parses input, calls one service or selector, and
 renders the result. Lookups go through org-scoped selectors, so other organisations' objects are 404s."""
 
 from rest_framework import status as http
@@ -10,7 +10,14 @@ from accounts.permissions import OWNER, WORKFLOWS_READ, WORKFLOWS_WRITE
 from config.api.idempotency import idempotent
 from config.api.parsing import invalid_parameter
 from config.api.permissions import require_access
-from config.api.viewsets import DestroyMixin, ListMixin, OrganizationViewSet, RetrieveMixin, UpdateMixin
+from config.api.viewsets import (
+    DestroyMixin,
+    ListMixin,
+    OrganizationModelViewSet,
+    OrganizationViewSet,
+    RetrieveMixin,
+    UpdateMixin,
+)
 from config.errors import NotFound
 from workflows import selectors, services
 from workflows.api import schema
@@ -284,3 +291,32 @@ class TemplateViewSet(ListMixin, RetrieveMixin, DestroyMixin, OrganizationViewSe
             "workflow": s.WorkflowDetailSerializer(workflow, context=context).data,
         }
         return Response(body, status=http.HTTP_201_CREATED)
+
+
+@schema.PROJECTS
+class ProjectViewSet(OrganizationModelViewSet):
+    serializer_class = s.ProjectSerializer
+    input_serializers = {"create": s.ProjectCreateSerializer, "partial_update": s.ProjectUpdateSerializer}
+    results_key = "projects"
+    access = {
+        "list": WORKFLOWS_READ,
+        "retrieve": WORKFLOWS_READ,
+        "create": WORKFLOWS_WRITE,
+        "partial_update": WORKFLOWS_WRITE,
+        "destroy": WORKFLOWS_WRITE,
+    }
+
+    def get_queryset(self):
+        return selectors.projects_of(self.organization)
+
+    def get_object(self):
+        return selectors.project_get(organization=self.organization, project_id=self.kwargs["pk"])
+
+    def perform_create(self, data):
+        return services.project_create(organization=self.organization, actor=self.actor, **data)
+
+    def perform_update(self, project, data):
+        return services.project_update(project=project, actor=self.actor, **data)
+
+    def perform_destroy(self, project):
+        services.project_delete(project=project, actor=self.actor)

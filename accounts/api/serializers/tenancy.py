@@ -1,10 +1,10 @@
-"""Shapes of sign-in, /me, /organization, /usage, members, API keys and projects."""
+"""Shapes of sign-in, /me, /organization, members and API keys."""
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.choices import ALL_SCOPES, LIMIT_FIELDS, Plan, Role
-from accounts.models import ApiKey, Membership, Organization, Project, User
+from accounts.models import ApiKey, Membership, Organization, User
 from config.api.serializers import StrictSerializer
 
 # Largest values the limit columns hold on every database (PositiveIntegerField / PositiveBigIntegerField).
@@ -88,13 +88,6 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
         read_only_fields = fields
 
 
-class ProjectSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Project
-        fields = ["id", "name", "description", "created_at", "updated_at"]
-        read_only_fields = fields
-
-
 class MembershipBriefSerializer(serializers.Serializer):
     organization = OrganizationSerializer()
     role = serializers.CharField()
@@ -112,18 +105,6 @@ class MeSerializer(serializers.Serializer):
     organizations = serializers.ListField(
         child=serializers.DictField(), help_text="Every organisation the person belongs to (empty for a key)."
     )
-
-
-class UsageCounterSerializer(serializers.Serializer):
-    used = serializers.IntegerField()
-    limit = serializers.IntegerField(allow_null=True)
-
-
-class UsageSerializer(serializers.Serializer):
-    period = serializers.CharField(help_text="The calendar month in UTC, YYYY-MM.")
-    runs = UsageCounterSerializer()
-    tokens = UsageCounterSerializer()
-    cost_usd = serializers.FloatField()
 
 
 class TokenPairSerializer(serializers.Serializer):
@@ -218,13 +199,3 @@ class ApiKeyCreateSerializer(StrictSerializer):
     expires_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Must be in the future."
     )
-
-
-class ProjectCreateSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
-
-
-class ProjectUpdateSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=200, required=False)
-    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)

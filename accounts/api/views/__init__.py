@@ -1,4 +1,4 @@
-"""The accounts endpoints, by concern: tenancy (sign-in, /me, organisation, members, API keys, projects),
+"""The accounts endpoints, by concern: tenancy (sign-in, /me, organisation, members, API keys),
 LLM providers and agents, security (policy, signing secret, secrets)."""
 
 from accounts.api.views.llm import AgentViewSet, LlmProviderViewSet
@@ -13,10 +13,8 @@ from accounts.api.views.tenancy import (
     MemberViewSet,
     MeView,
     OrganizationView,
-    ProjectViewSet,
     TokenRefreshView,
     TokenView,
-    UsageView,
 )
 
 __all__ = [
@@ -26,12 +24,10 @@ __all__ = [
     "MeView",
     "MemberViewSet",
     "OrganizationView",
-    "ProjectViewSet",
     "SecretViewSet",
     "SecurityPolicyView",
     "SigningSecretRotateView",
     "SigningSecretView",
     "TokenRefreshView",
     "TokenView",
-    "UsageView",
 ]

@@ -1,5 +1,5 @@
-"""Identity and organisation endpoints: sign-in tokens, /me, /organization, /usage, members, API keys,
-projects. Thin: parse with a serializer, call one service or selector, render."""
+"""Identity and organisation endpoints: sign-in tokens, /me, /organization, members, API keys.
+Thin: parse with a serializer, call one service or selector, render."""
 
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,13 +12,12 @@ from accounts.api import schema
 from accounts.api import serializers as s
 from accounts.authentication import ORG_CLAIM
 from accounts.models import Membership
-from accounts.permissions import ADMIN, ANY_MEMBER, PUBLIC, WORKFLOWS_READ, WORKFLOWS_WRITE
+from accounts.permissions import ADMIN, ANY_MEMBER, PUBLIC
 from config.api.serializers import validated
 from config.api.viewsets import (
     CreateMixin,
     DestroyMixin,
     ListMixin,
-    OrganizationModelViewSet,
     OrganizationViewSet,
     UpdateMixin,
 )
@@ -160,15 +159,7 @@ class OrganizationView(APIView):
         return Response(organization_data(organization))
 
 
-@schema.USAGE
-class UsageView(APIView):
-    access = {"get": ANY_MEMBER}
-
-    def get(self, request):
-        return Response(selectors.usage_for(request.auth.organization))
-
-
-# --- members, API keys, projects ------------------------------------------------------------
+# --- members, API keys ------------------------------------------------------------
 
 
 @schema.MEMBERS
@@ -229,32 +220,3 @@ class ApiKeyViewSet(ListMixin, CreateMixin, DestroyMixin, OrganizationViewSet):
 
     def perform_destroy(self, api_key):
         services.api_key_revoke(api_key=api_key, actor=self.actor)
-
-
-@schema.PROJECTS
-class ProjectViewSet(OrganizationModelViewSet):
-    serializer_class = s.ProjectSerializer
-    input_serializers = {"create": s.ProjectCreateSerializer, "partial_update": s.ProjectUpdateSerializer}
-    results_key = "projects"
-    access = {
-        "list": WORKFLOWS_READ,
-        "retrieve": WORKFLOWS_READ,
-        "create": WORKFLOWS_WRITE,
-        "partial_update": WORKFLOWS_WRITE,
-        "destroy": WORKFLOWS_WRITE,
-    }
-
-    def get_queryset(self):
-        return selectors.projects_of(self.organization)
-
-    def get_object(self):
-        return selectors.project_get(organization=self.organization, project_id=self.kwargs["pk"])
-
-    def perform_create(self, data):
-        return services.project_create(organization=self.organization, actor=self.actor, **data)
-
-    def perform_update(self, project, data):
-        return services.project_update(project=project, actor=self.actor, **data)
-
-    def perform_destroy(self, project):
-        services.project_delete(project=project, actor=self.actor)
