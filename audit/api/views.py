@@ -3,48 +3,37 @@
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts.permissions import AUDIT_READ
 from audit import selectors
+from audit.api import schema
 from audit.api.cursor import encode_cursor
-from audit.api.serializers import AuditLogPageSerializer, AuditLogQuerySerializer, AuditVerifySerializer
+from audit.api.serializers import AuditLogQuerySerializer
 from audit.services import event_as_dict
+from config.api.viewsets import OrganizationViewSet
 
 EXPORT_CHUNK = 2000
-_ERRORS = {
-    400: OpenApiResponse(description="invalid_request"),
-    401: OpenApiResponse(description="unauthorized"),
-    403: OpenApiResponse(description="forbidden / insufficient_scope"),
-}
 _FILTERS = ("since", "until", "actor", "event", "target", "target_type")
 
 
-class AuditViewSet(viewsets.ViewSet):
+@schema.AUDIT
+class AuditViewSet(OrganizationViewSet):
     """The caller's organisation's audit chain (admin role or the `audit:read` scope)."""
 
     access = {"list": AUDIT_READ, "verify": AUDIT_READ, "export": AUDIT_READ}
-    pagination_class = None
+    pagination_class = None  # keyset pages by cursor (audit/api/cursor.py)
 
-    @extend_schema(
-        operation_id="audit_logs_list",
-        parameters=[AuditLogQuerySerializer],
-        responses={200: AuditLogPageSerializer, **_ERRORS},
-        description="Events newest first (by `seq`, descending). `next_cursor` is null on the last page; "
-        "pages stay stable while new events are appended (they appear on a fresh first page).",
-    )
+    def get_queryset(self):
+        return selectors.audit_events(organization=self.organization)
+
     def list(self, request):
-        query = AuditLogQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = self.validated_input(AuditLogQuerySerializer, request.query_params)
         filters = selectors.LogFilters(**{name: params.get(name) for name in _FILTERS})
         limit = params["limit"]
         rows = selectors.audit_log_page(
-            organization=request.auth.organization,
+            organization=self.organization,
             filters=filters,
             before_seq=params.get("cursor"),
             limit=limit,
@@ -53,26 +42,13 @@ class AuditViewSet(viewsets.ViewSet):
         next_cursor = encode_cursor(page[-1].seq) if len(rows) > limit else None
         return Response({"events": [event_as_dict(event) for event in page], "next_cursor": next_cursor})
 
-    @extend_schema(
-        operation_id="audit_verify",
-        responses={200: AuditVerifySerializer, **_ERRORS},
-        description="Walks the chain up to the recorded head and names the first bad event "
-        "(edited, missing, out of order, or a cut tail). `head` is the last link verified.",
-    )
     @action(detail=False, methods=["get"])
     def verify(self, request):
-        return Response(selectors.audit_chain_verify(organization=request.auth.organization).as_dict())
+        return Response(selectors.audit_chain_verify(organization=self.organization).as_dict())
 
-    @extend_schema(
-        operation_id="audit_export",
-        responses={(200, "application/x-ndjson"): OpenApiTypes.STR, **_ERRORS},
-        description="The chain as JSON Lines, one event per line in seq order, up to the head recorded when "
-        "the export began (sent as `X-Audit-Head-Seq` / `X-Audit-Head-Hash`). "
-        "Check it offline with `manage.py audit_verify FILE`.",
-    )
     @action(detail=False, methods=["get"])
     def export(self, request):
-        organization = request.auth.organization
+        organization = self.organization
         head = selectors.audit_head(organization=organization)
         if isinstance(request._request, ASGIRequest):
             content = _export_async(organization.pk, head["seq"])

@@ -45,10 +45,11 @@ class OrganizationViewSet(viewsets.GenericViewSet):
         """Who acts, for the services' audit records: the request's principal."""
         return self.request.auth
 
-    def validated_input(self, serializer_class=None, **kwargs) -> dict:
-        """The request body read by `serializer_class` (default: this action's input serializer)."""
+    def validated_input(self, serializer_class=None, data=None, **kwargs) -> dict:
+        """The request body (or `data`, e.g. the query parameters) read by `serializer_class` (default:
+        this action's input serializer)."""
         serializer_class = serializer_class or self.input_serializers[self.action]
-        return validated(serializer_class, self.request.data, **kwargs)
+        return validated(serializer_class, self.request.data if data is None else data, **kwargs)
 
     def render(self, instance, *, many: bool = False):
         """The response body of one object (or a page) by the action's output serializer."""
