@@ -100,3 +100,4 @@ def organization_has_llm_provider(organization: Organization) -> bool:
 
 # The LLM selectors, under the name every caller imports them by (accounts.selectors).
 from accounts.selectors_llm import agent_get, agents_of, llm_provider_get, llm_providers_of  # noqa: E402, F401
+from accounts.services_security import secret_get, secrets_of  # noqa: E402, F401

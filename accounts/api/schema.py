@@ -8,7 +8,7 @@ from accounts.api import serializers as s
 from accounts.choices import Role
 from accounts.models import Organization, User
 from accounts.principal import Principal
-from config.api.schema import error_response
+from config.api.schema import error_response, resource_schema
 
 # --- sign-in, /me, /organization ------------------------------------------------------------
 
@@ -49,103 +49,73 @@ ORGANIZATION = extend_schema_view(
 
 # --- members, API keys --------------------------------------------------------------------
 
-MEMBERS = extend_schema_view(
-    list=extend_schema(responses={200: s.MemberSerializer(many=True)}),
-    create=extend_schema(
-        request=s.MemberCreateSerializer,
-        responses={
-            201: s.MemberSerializer,
-            403: error_response("forbidden: only owners add owners"),
-            409: error_response("member_exists"),
-        },
-    ),
-    partial_update=extend_schema(
-        request=s.MemberUpdateSerializer,
-        responses={
-            200: s.MemberSerializer,
-            404: error_response("member_not_found"),
-            409: error_response("last_owner"),
-        },
-    ),
-    destroy=extend_schema(
-        responses={
-            204: None,
-            404: error_response("member_not_found"),
-            409: error_response("last_owner"),
-        },
-    ),
+MEMBERS = resource_schema(
+    s.MemberSerializer,
+    verbs=("list", "create", "partial_update", "destroy"),
+    create=s.MemberCreateSerializer,
+    update=s.MemberUpdateSerializer,
+    errors={
+        "create": {403: "forbidden: only owners add owners", 409: "member_exists"},
+        "partial_update": {404: "member_not_found", 409: "last_owner"},
+        "destroy": {404: "member_not_found", 409: "last_owner"},
+    },
 )
-API_KEYS = extend_schema_view(
-    list=extend_schema(responses={200: s.ApiKeySerializer(many=True)}),
-    create=extend_schema(
-        request=s.ApiKeyCreateSerializer,
-        responses={
-            201: s.ApiKeyCreatedSerializer,
-            400: error_response("invalid_request"),
-            403: error_response("forbidden / insufficient_scope"),
-        },
-    ),
-    destroy=extend_schema(responses={204: None, 404: error_response("api_key_not_found")}),
+API_KEYS = resource_schema(
+    s.ApiKeySerializer,
+    verbs=("list", "create", "destroy"),
+    create=s.ApiKeyCreateSerializer,
+    created=s.ApiKeyCreatedSerializer,
+    errors={
+        "create": {400: "invalid_request", 403: "forbidden / insufficient_scope"},
+        "destroy": {404: "api_key_not_found"},
+    },
 )
 # --- LLM providers and agents (docs/llm.md) ---------------------------------------------------------
 
-LLM_PROVIDERS = extend_schema_view(
-    list=extend_schema(summary="List LLM providers", responses={200: s.LlmProviderSerializer(many=True)}),
-    create=extend_schema(
-        summary="Add an LLM provider",
-        request=s.LlmProviderCreateSerializer,
-        responses={201: s.LlmProviderSerializer, 409: error_response("llm_provider_name_taken")},
-    ),
-    retrieve=extend_schema(
-        summary="An LLM provider",
-        responses={200: s.LlmProviderSerializer, 404: error_response("llm_provider_not_found")},
-    ),
-    partial_update=extend_schema(
-        summary="Change an LLM provider",
-        request=s.LlmProviderUpdateSerializer,
-        responses={
-            200: s.LlmProviderSerializer,
-            404: error_response("llm_provider_not_found"),
-            409: error_response("llm_provider_name_taken"),
+LLM_PROVIDERS = resource_schema(
+    s.LlmProviderSerializer,
+    create=s.LlmProviderCreateSerializer,
+    update=s.LlmProviderUpdateSerializer,
+    summary={
+        "list": "List LLM providers",
+        "create": "Add an LLM provider",
+        "retrieve": "An LLM provider",
+        "partial_update": "Change an LLM provider",
+        "destroy": "Delete an LLM provider",
+    },
+    errors={
+        "create": {409: "llm_provider_name_taken"},
+        "retrieve": {404: "llm_provider_not_found"},
+        "partial_update": {404: "llm_provider_not_found", 409: "llm_provider_name_taken"},
+        "destroy": {
+            404: "llm_provider_not_found",
+            409: "llm_provider_in_use: agents use it (`details.agent_ids`)",
         },
-    ),
-    destroy=extend_schema(
-        summary="Delete an LLM provider",
-        responses={
-            204: None,
-            404: error_response("llm_provider_not_found"),
-            409: error_response("llm_provider_in_use: agents use it (`details.agent_ids`)"),
-        },
-    ),
+    },
 )
-AGENTS = extend_schema_view(
-    list=extend_schema(summary="List agents", responses={200: s.AgentSerializer(many=True)}),
-    create=extend_schema(
-        summary="Create a custom agent",
-        request=s.AgentWriteSerializer,
-        responses={201: s.AgentSerializer, 409: error_response("agent_name_taken")},
-    ),
-    retrieve=extend_schema(
-        summary="An agent", responses={200: s.AgentSerializer, 404: error_response("agent_not_found")}
-    ),
-    partial_update=extend_schema(
-        summary="Change an agent",
-        description="Built-in agents may be tuned (model, provider, prompt, sampling) but not renamed.",
-        request=s.AgentUpdateSerializer,
-        responses={
-            200: s.AgentSerializer,
-            404: error_response("agent_not_found"),
-            409: error_response("agent_name_taken; agent_builtin (renaming a built-in agent)"),
+AGENTS = resource_schema(
+    s.AgentSerializer,
+    create=s.AgentWriteSerializer,
+    update=s.AgentUpdateSerializer,
+    summary={
+        "list": "List agents",
+        "create": "Create a custom agent",
+        "retrieve": "An agent",
+        "partial_update": "Change an agent",
+        "destroy": "Delete a custom agent",
+    },
+    description={
+        "partial_update": "Built-in agents may be tuned (model, provider, prompt, sampling) but not renamed."
+    },
+    errors={
+        "create": {409: "agent_name_taken"},
+        "retrieve": {404: "agent_not_found"},
+        "partial_update": {
+            404: "agent_not_found",
+            409: "agent_name_taken; agent_builtin (renaming a built-in agent)",
         },
-    ),
-    destroy=extend_schema(
-        summary="Delete a custom agent",
-        responses={
-            204: None,
-            404: error_response("agent_not_found"),
-            409: error_response("agent_builtin: built-in agents cannot be deleted"),
-        },
-    ),
+        "destroy": {404: "agent_not_found", 409: "agent_builtin: built-in agents cannot be deleted"},
+    },
 )
 
 # --- security policy, signing secret, secrets (docs/security.md) -----------------------------------
@@ -187,29 +157,23 @@ SIGNING_SECRET_ROTATE = extend_schema_view(
         responses={200: s.SigningSecretSerializer, 400: error_response("invalid_request")},
     )
 )
-SECRETS = extend_schema_view(
-    list=extend_schema(summary="List secrets (names only)", responses={200: s.SecretSerializer(many=True)}),
-    create=extend_schema(
-        summary="Create a secret",
-        request=s.SecretCreateSerializer,
-        responses={201: s.SecretSerializer, 409: error_response("secret_name_taken")},
-    ),
-    retrieve=extend_schema(
-        summary="A secret (never its value)",
-        responses={200: s.SecretSerializer, 404: error_response("secret_not_found")},
-    ),
-    partial_update=extend_schema(
-        summary="Rename, describe or replace the value of a secret",
-        request=s.SecretUpdateSerializer,
-        responses={
-            200: s.SecretSerializer,
-            404: error_response("secret_not_found"),
-            409: error_response("secret_name_taken"),
-        },
-    ),
-    destroy=extend_schema(
-        summary="Delete a secret", responses={204: None, 404: error_response("secret_not_found")}
-    ),
+SECRETS = resource_schema(
+    s.SecretSerializer,
+    create=s.SecretCreateSerializer,
+    update=s.SecretUpdateSerializer,
+    summary={
+        "list": "List secrets (names only)",
+        "create": "Create a secret",
+        "retrieve": "A secret (never its value)",
+        "partial_update": "Rename, describe or replace the value of a secret",
+        "destroy": "Delete a secret",
+    },
+    errors={
+        "create": {409: "secret_name_taken"},
+        "retrieve": {404: "secret_not_found"},
+        "partial_update": {404: "secret_not_found", 409: "secret_name_taken"},
+        "destroy": {404: "secret_not_found"},
+    },
 )
 
 

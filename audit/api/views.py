@@ -12,7 +12,7 @@ from audit.api import schema
 from audit.api.cursor import encode_cursor
 from audit.api.serializers import AuditLogQuerySerializer
 from audit.services import event_as_dict
-from config.api.viewsets import OrganizationViewSet
+from config.api.viewsets import OrganizationViewSet, Resource
 
 EXPORT_CHUNK = 2000
 _FILTERS = ("since", "until", "actor", "event", "target", "target_type")
@@ -22,11 +22,9 @@ _FILTERS = ("since", "until", "actor", "event", "target", "target_type")
 class AuditViewSet(OrganizationViewSet):
     """The caller's organisation's audit chain (admin role or the `audit:read` scope)."""
 
+    resource = Resource("audit_event", list=selectors.audit_events)
     access = {"list": AUDIT_READ, "verify": AUDIT_READ, "export": AUDIT_READ}
     pagination_class = None  # keyset pages by cursor (audit/api/cursor.py)
-
-    def get_queryset(self):
-        return selectors.audit_events(organization=self.organization)
 
     def list(self, request):
         params = self.validated_input(AuditLogQuerySerializer, request.query_params)

@@ -8,7 +8,7 @@ the conventional ones (below) are added to whatever a view declares."""
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers
 
 from config.api.permissions import PUBLIC, declared_access
@@ -172,3 +172,36 @@ class AutoSchema(SpectacularAutoSchema):
                 ),
             ]
         return params
+
+
+def resource_schema(
+    output,
+    *,
+    verbs=("list", "create", "retrieve", "partial_update", "destroy"),
+    create=None,
+    update=None,
+    created=None,
+    summary: dict | None = None,
+    description: dict | None = None,
+    errors: dict | None = None,
+):
+    """The extend_schema_view of an OrganizationViewSet's standard verbs: `output` (the serializer
+    responses show; `created` for the 201 when it differs), the `create` and `update` input
+    serializers, and per verb its `summary`, `description` and `errors` ({409: "code: when"})."""
+    summary, description, errors = summary or {}, description or {}, errors or {}
+    shapes = {
+        "list": (None, {200: output(many=True)}),
+        "create": (create, {201: created or output}),
+        "retrieve": (None, {200: output}),
+        "partial_update": (update, {200: output}),
+        "destroy": (None, {204: None}),
+    }
+    operations = {}
+    for verb in verbs:
+        request, responses = shapes[verb]
+        responses = responses | {code: error_response(text) for code, text in errors.get(verb, {}).items()}
+        options = {"request": request} if request is not None else {}
+        operations[verb] = extend_schema(
+            summary=summary.get(verb), description=description.get(verb), responses=responses, **options
+        )
+    return extend_schema_view(**operations)

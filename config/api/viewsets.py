@@ -3,24 +3,26 @@
 before reading the body (another organisation's object is a 404, never a 400 or a 403), paginate,
 render, answer 201/204, honour Idempotency-Key on creation — and a resource declares the rest:
 
-    class ProjectViewSet(ListMixin, RetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin,
-                         OrganizationViewSet):
-        results_key = "projects"
+    class ProjectViewSet(OrganizationModelViewSet):
+        resource = Resource(
+            "project",                                    # the services' keyword; get's is project_id
+            list=selectors.projects_of,                   # org-scoped selectors
+            get=selectors.project_get,                    # raises project_not_found
+            create=services.project_create,               # one service per write
+            update=services.project_update,
+            destroy=services.project_delete,
+        )
         serializer_class = ProjectSerializer              # what responses show
         input_serializers = {"create": ProjectCreateSerializer, "partial_update": ProjectUpdateSerializer}
+        results_key = "projects"
         access = {"list": WORKFLOWS_READ, ...}
 
-        def get_queryset(self):                           # an org-scoped selector
-            return selectors.projects_of(self.organization)
+A resource takes only the mixins of the verbs it has (the router routes only those), and overrides a
+hook (`get_object`, `perform_update`, …) where its selector or service is called differently. Custom
+verbs are `@action`s that call one service."""
 
-        def get_object(self):                             # raises project_not_found
-            return selectors.project_get(organization=self.organization, project_id=self.kwargs["pk"])
-
-        def perform_create(self, data):                   # one service per write
-            return services.project_create(organization=self.organization, actor=self.actor, **data)
-
-A resource takes only the mixins of the verbs it has (the router routes only those). Custom verbs are
-`@action`s that call one service."""
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from rest_framework import status, viewsets
 from rest_framework.response import Response
@@ -29,9 +31,25 @@ from config.api.idempotency import idempotent
 from config.api.serializers import validated
 
 
+@dataclass(frozen=True)
+class Resource:
+    """A resource's selectors and services, called with keywords named after it: `list(organization=)`,
+    `get(organization=, <lookup>=)`, `create(organization=, actor=, **data)`, `update(<name>=, actor=,
+    **data)`, `destroy(<name>=, actor=)`."""
+
+    name: str
+    list: Callable | None = None
+    get: Callable | None = None
+    create: Callable | None = None
+    update: Callable | None = None
+    destroy: Callable | None = None
+    lookup: str = ""  # the get selector's keyword for the URL's id (default `<name>_id`)
+
+
 class OrganizationViewSet(viewsets.GenericViewSet):
     lookup_value_regex = r"[^/]+"
     results_key = "results"
+    resource: Resource | None = None
     # Input serializer of each action that reads a body (e.g. "create", "partial_update").
     input_serializers: dict = {}
 
@@ -45,6 +63,14 @@ class OrganizationViewSet(viewsets.GenericViewSet):
         """Who acts, for the services' audit records: the request's principal."""
         return self.request.auth
 
+    def get_queryset(self):
+        return self.resource.list(organization=self.organization)
+
+    def get_object(self):
+        lookup = self.resource.lookup or f"{self.resource.name}_id"
+        ident = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        return self.resource.get(organization=self.organization, **{lookup: ident})
+
     def validated_input(self, serializer_class=None, data=None, **kwargs) -> dict:
         """The request body (or `data`, e.g. the query parameters) read by `serializer_class` (default:
         this action's input serializer)."""
@@ -56,13 +82,13 @@ class OrganizationViewSet(viewsets.GenericViewSet):
         return self.get_serializer_class()(instance, many=many).data
 
     def perform_create(self, data: dict):
-        raise NotImplementedError
+        return self.resource.create(organization=self.organization, actor=self.actor, **data)
 
     def perform_update(self, instance, data: dict):
-        raise NotImplementedError
+        return self.resource.update(**{self.resource.name: instance}, actor=self.actor, **data)
 
     def perform_destroy(self, instance) -> None:
-        raise NotImplementedError
+        self.resource.destroy(**{self.resource.name: instance}, actor=self.actor)
 
 
 class ListMixin:

@@ -17,7 +17,7 @@ from config.api.idempotency import idempotent
 from config.api.parsing import parse_bounded_int, refuse_unknown
 from config.api.permissions import require_access
 from config.api.serializers import validated
-from config.api.viewsets import DestroyMixin, ListMixin, OrganizationViewSet
+from config.api.viewsets import DestroyMixin, ListMixin, OrganizationViewSet, Resource
 from config.errors import InvalidRequest, not_found
 from runs import quotas, selectors, services
 from runs.api import schema
@@ -55,12 +55,10 @@ class RunListMixin(ListMixin):
     # A page of runs, filtered by a RunFilterSet and written by runs/api/representation.py. (A comment:
     # a class docstring would become the operations' OpenAPI description.)
 
+    resource = Resource("run", list=selectors.run_list, get=selectors.run_get, destroy=services.run_delete)
     max_limit = 500
     serializer_class = s.RunSerializer
     filter_backends = [StrictFilterBackend]
-
-    def get_queryset(self):
-        return selectors.run_list(organization=self.organization)
 
     def render(self, instance, *, many: bool = False):
         return s.run_list_data(instance) if many else self.run_detail(instance)
@@ -117,9 +115,6 @@ class RunViewSet(RunListMixin, DestroyMixin, OrganizationViewSet):
     def perform_content_negotiation(self, request, force=False):
         # A download answers whatever the client accepts; its errors are still the JSON envelope.
         return super().perform_content_negotiation(request, force=force or self.action == "file")
-
-    def perform_destroy(self, run):
-        services.run_delete(run=run, actor=self.actor)
 
     def _answer(self, run: Run, *, done: bool) -> Response:
         """The run's detail: 200 when `done`, else 202 (the change is still under way)."""

@@ -4,7 +4,7 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 
-from config.api.schema import error_response
+from config.api.schema import resource_schema
 from workflows.api import serializers as s
 
 VERSION_PARAM = OpenApiParameter(
@@ -117,20 +117,14 @@ TEMPLATES = extend_schema_view(
     ),
 )
 
-PROJECTS = extend_schema_view(
-    list=extend_schema(responses={200: s.ProjectSerializer(many=True)}),
-    create=extend_schema(
-        request=s.ProjectCreateSerializer,
-        responses={201: s.ProjectSerializer, 409: error_response("project_name_taken")},
-    ),
-    retrieve=extend_schema(responses={200: s.ProjectSerializer, 404: error_response("project_not_found")}),
-    partial_update=extend_schema(
-        request=s.ProjectUpdateSerializer,
-        responses={
-            200: s.ProjectSerializer,
-            404: error_response("project_not_found"),
-            409: error_response("project_name_taken"),
-        },
-    ),
-    destroy=extend_schema(responses={204: None, 404: error_response("project_not_found")}),
+PROJECTS = resource_schema(
+    s.ProjectSerializer,
+    create=s.ProjectCreateSerializer,
+    update=s.ProjectUpdateSerializer,
+    errors={
+        "create": {409: "project_name_taken"},
+        "retrieve": {404: "project_not_found"},
+        "partial_update": {404: "project_not_found", 409: "project_name_taken"},
+        "destroy": {404: "project_not_found"},
+    },
 )

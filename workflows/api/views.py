@@ -15,6 +15,7 @@ from config.api.viewsets import (
     ListMixin,
     OrganizationModelViewSet,
     OrganizationViewSet,
+    Resource,
     RetrieveMixin,
     UpdateMixin,
 )
@@ -39,6 +40,13 @@ CREATE_OPTIONS = (
 
 @schema.WORKFLOWS
 class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet):
+    resource = Resource(
+        "workflow",
+        list=selectors.workflow_list,
+        get=selectors.workflow_get,
+        lookup="ref",
+        destroy=services.workflow_archive,
+    )
     lookup_field = "ref"
     results_key = "workflows"
     serializer_class = s.WorkflowSerializer
@@ -75,12 +83,6 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
         "input_schema": WORKFLOWS_READ,
         "save_as_template": WORKFLOWS_WRITE,
     }
-
-    def get_queryset(self):
-        return selectors.workflow_list(organization=self.organization)
-
-    def get_object(self):
-        return selectors.workflow_get(organization=self.organization, ref=self.kwargs["ref"])
 
     def render(self, instance, *, many: bool = False):
         """A page of workflows (metadata only), or one workflow at its latest version."""
@@ -129,9 +131,6 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
 
     def perform_update(self, workflow, data):
         return services.workflow_update_metadata(workflow=workflow, actor=self.actor, changes=dict(data))
-
-    def perform_destroy(self, workflow):
-        services.workflow_archive(workflow=workflow, actor=self.actor)
 
     @action(detail=True, methods=["post"])
     def unarchive(self, request, ref=None):
@@ -248,6 +247,9 @@ def _version_in_path(raw: str, workflow_id: str) -> int:
 
 @schema.TEMPLATES
 class TemplateViewSet(ListMixin, RetrieveMixin, DestroyMixin, OrganizationViewSet):
+    resource = Resource(
+        "template", list=selectors.template_list, get=selectors.template_get, destroy=services.template_delete
+    )
     lookup_value_regex = "[^/.]+"  # the router's default, which template ids have always been matched by
     results_key = "templates"
     serializer_class = s.TemplateSerializer
@@ -262,15 +264,6 @@ class TemplateViewSet(ListMixin, RetrieveMixin, DestroyMixin, OrganizationViewSe
 
     def get_serializer_class(self):
         return s.TemplateDetailSerializer if self.action == "retrieve" else s.TemplateSerializer
-
-    def get_queryset(self):
-        return selectors.template_list(organization=self.organization)
-
-    def get_object(self):
-        return selectors.template_get(organization=self.organization, template_id=self.kwargs["pk"])
-
-    def perform_destroy(self, template):
-        services.template_delete(template=template, actor=self.actor)
 
     @action(detail=True, methods=["post"])
     @idempotent
@@ -295,6 +288,14 @@ class TemplateViewSet(ListMixin, RetrieveMixin, DestroyMixin, OrganizationViewSe
 
 @schema.PROJECTS
 class ProjectViewSet(OrganizationModelViewSet):
+    resource = Resource(
+        "project",
+        list=selectors.projects_of,
+        get=selectors.project_get,
+        create=services.project_create,
+        update=services.project_update,
+        destroy=services.project_delete,
+    )
     serializer_class = s.ProjectSerializer
     input_serializers = {"create": s.ProjectCreateSerializer, "partial_update": s.ProjectUpdateSerializer}
     results_key = "projects"
@@ -305,18 +306,3 @@ class ProjectViewSet(OrganizationModelViewSet):
         "partial_update": WORKFLOWS_WRITE,
         "destroy": WORKFLOWS_WRITE,
     }
-
-    def get_queryset(self):
-        return selectors.projects_of(self.organization)
-
-    def get_object(self):
-        return selectors.project_get(organization=self.organization, project_id=self.kwargs["pk"])
-
-    def perform_create(self, data):
-        return services.project_create(organization=self.organization, actor=self.actor, **data)
-
-    def perform_update(self, project, data):
-        return services.project_update(project=project, actor=self.actor, **data)
-
-    def perform_destroy(self, project):
-        services.project_delete(project=project, actor=self.actor)

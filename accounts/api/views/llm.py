@@ -5,11 +5,19 @@ from accounts import selectors, services
 from accounts.api import schema
 from accounts.api import serializers as s
 from accounts.permissions import ADMIN, WORKFLOWS_READ
-from config.api.viewsets import OrganizationModelViewSet
+from config.api.viewsets import OrganizationModelViewSet, Resource
 
 
 @schema.LLM_PROVIDERS
 class LlmProviderViewSet(OrganizationModelViewSet):
+    resource = Resource(
+        "provider",
+        list=selectors.llm_providers_of,
+        get=selectors.llm_provider_get,
+        create=services.llm_provider_create,
+        update=services.llm_provider_update,
+        destroy=services.llm_provider_delete,
+    )
     serializer_class = s.LlmProviderSerializer
     input_serializers = {
         "create": s.LlmProviderCreateSerializer,
@@ -20,24 +28,17 @@ class LlmProviderViewSet(OrganizationModelViewSet):
     idempotency_replay_omit = ("api_key",)
     access = {"list": ADMIN, "create": ADMIN, "retrieve": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
 
-    def get_queryset(self):
-        return selectors.llm_providers_of(self.organization)
-
-    def get_object(self):
-        return selectors.llm_provider_get(organization=self.organization, provider_id=self.kwargs["pk"])
-
-    def perform_create(self, data):
-        return services.llm_provider_create(organization=self.organization, actor=self.actor, **data)
-
-    def perform_update(self, provider, data):
-        return services.llm_provider_update(provider=provider, actor=self.actor, **data)
-
-    def perform_destroy(self, provider):
-        services.llm_provider_delete(provider=provider, actor=self.actor)
-
 
 @schema.AGENTS
 class AgentViewSet(OrganizationModelViewSet):
+    resource = Resource(
+        "agent",
+        list=selectors.agents_of,
+        get=selectors.agent_get,
+        create=services.agent_create,
+        update=services.agent_update,
+        destroy=services.agent_delete,
+    )
     serializer_class = s.AgentSerializer
     input_serializers = {"create": s.AgentWriteSerializer, "partial_update": s.AgentUpdateSerializer}
     results_key = "agents"
@@ -48,18 +49,3 @@ class AgentViewSet(OrganizationModelViewSet):
         "partial_update": ADMIN,
         "destroy": ADMIN,
     }
-
-    def get_queryset(self):
-        return selectors.agents_of(self.organization)
-
-    def get_object(self):
-        return selectors.agent_get(organization=self.organization, agent_id=self.kwargs["pk"])
-
-    def perform_create(self, data):
-        return services.agent_create(organization=self.organization, actor=self.actor, **data)
-
-    def perform_update(self, agent, data):
-        return services.agent_update(agent=agent, actor=self.actor, **data)
-
-    def perform_destroy(self, agent):
-        services.agent_delete(agent=agent, actor=self.actor)

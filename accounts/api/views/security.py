@@ -6,12 +6,12 @@ secret is shown (receivers need it to verify deliveries) and never cached (`Cach
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import services
+from accounts import selectors, services
 from accounts.api import schema
 from accounts.api import serializers as s
 from accounts.permissions import ADMIN
 from config.api.serializers import validated
-from config.api.viewsets import OrganizationModelViewSet
+from config.api.viewsets import OrganizationModelViewSet, Resource
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -55,24 +55,17 @@ class SigningSecretRotateView(APIView):
 
 @schema.SECRETS
 class SecretViewSet(OrganizationModelViewSet):
+    resource = Resource(
+        "secret",
+        list=selectors.secrets_of,
+        get=selectors.secret_get,
+        create=services.secret_create,
+        update=services.secret_update,
+        destroy=services.secret_delete,
+    )
     serializer_class = s.SecretSerializer
     input_serializers = {"create": s.SecretCreateSerializer, "partial_update": s.SecretUpdateSerializer}
     results_key = "secrets"
     # Responses never hold the value; listed anyway so a future field cannot leak through a replay.
     idempotency_replay_omit = ("value",)
     access = {"list": ADMIN, "create": ADMIN, "retrieve": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
-
-    def get_queryset(self):
-        return services.secrets_of(self.organization)
-
-    def get_object(self):
-        return services.secret_get(organization=self.organization, secret_id=self.kwargs["pk"])
-
-    def perform_create(self, data):
-        return services.secret_create(organization=self.organization, actor=self.actor, **data)
-
-    def perform_update(self, secret, data):
-        return services.secret_update(secret=secret, actor=self.actor, **data)
-
-    def perform_destroy(self, secret):
-        services.secret_delete(secret=secret, actor=self.actor)

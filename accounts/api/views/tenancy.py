@@ -19,6 +19,7 @@ from config.api.viewsets import (
     DestroyMixin,
     ListMixin,
     OrganizationViewSet,
+    Resource,
     UpdateMixin,
 )
 from config.errors import InvalidRequest, Unauthorized
@@ -164,20 +165,18 @@ class OrganizationView(APIView):
 
 @schema.MEMBERS
 class MemberViewSet(ListMixin, CreateMixin, UpdateMixin, DestroyMixin, OrganizationViewSet):
+    resource = Resource(
+        "member",
+        list=selectors.memberships_of,
+        get=selectors.membership_get,
+        lookup="user_id",
+        create=services.member_add,
+    )
     serializer_class = s.MemberSerializer
     input_serializers = {"create": s.MemberCreateSerializer, "partial_update": s.MemberUpdateSerializer}
     results_key = "members"
     lookup_field = "user_id"
     access = {"list": ADMIN, "create": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
-
-    def get_queryset(self):
-        return selectors.memberships_of(self.organization)
-
-    def get_object(self):
-        return selectors.membership_get(organization=self.organization, user_id=self.kwargs["user_id"])
-
-    def perform_create(self, data):
-        return services.member_add(organization=self.organization, actor=self.actor, **data)
 
     def perform_update(self, membership, data):
         return services.member_change_role(
@@ -190,6 +189,13 @@ class MemberViewSet(ListMixin, CreateMixin, UpdateMixin, DestroyMixin, Organizat
 
 @schema.API_KEYS
 class ApiKeyViewSet(ListMixin, CreateMixin, DestroyMixin, OrganizationViewSet):
+    resource = Resource(
+        "api_key",
+        list=selectors.api_keys_of,
+        get=selectors.api_key_get,
+        lookup="key_id",
+        destroy=services.api_key_revoke,
+    )
     serializer_class = s.ApiKeySerializer
     input_serializers = {"create": s.ApiKeyCreateSerializer}
     results_key = "api_keys"
@@ -201,12 +207,6 @@ class ApiKeyViewSet(ListMixin, CreateMixin, DestroyMixin, OrganizationViewSet):
         # Only the creation's response shows the key.
         return s.ApiKeyCreatedSerializer if self.action == "create" else s.ApiKeySerializer
 
-    def get_queryset(self):
-        return selectors.api_keys_of(self.organization)
-
-    def get_object(self):
-        return selectors.api_key_get(organization=self.organization, key_id=self.kwargs["pk"])
-
     def perform_create(self, data):
         created = services.api_key_create(
             organization=self.organization,
@@ -217,6 +217,3 @@ class ApiKeyViewSet(ListMixin, CreateMixin, DestroyMixin, OrganizationViewSet):
         )
         created.api_key.key = created.key
         return created.api_key
-
-    def perform_destroy(self, api_key):
-        services.api_key_revoke(api_key=api_key, actor=self.actor)
