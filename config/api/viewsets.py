@@ -3,19 +3,19 @@
 before reading the body (another organisation's object is a 404, never a 400 or a 403), paginate,
 render, answer 201/204, honour Idempotency-Key on creation — and a resource declares the rest:
 
-    class ProjectViewSet(OrganizationModelViewSet):
+    class TemplateViewSet(ListMixin, RetrieveMixin, DestroyMixin, OrganizationViewSet):
         resource = Resource(
-            "project",                                    # the services' keyword; get's is project_id
-            list=selectors.projects_of,                   # org-scoped selectors
-            get=selectors.project_get,                    # raises project_not_found
-            create=services.project_create,               # one service per write
-            update=services.project_update,
-            destroy=services.project_delete,
+            "template",                                   # the services' keyword; get's is template_id
+            list=selectors.template_list,                 # org-scoped selectors
+            get=selectors.template_get,                   # raises template_not_found
+            destroy=services.template_delete,             # one service per write
         )
-        serializer_class = ProjectSerializer              # what responses show
-        input_serializers = {"create": ProjectCreateSerializer, "partial_update": ProjectUpdateSerializer}
-        results_key = "projects"
+        serializer_class = TemplateSerializer             # what responses show
+        results_key = "templates"
         access = {"list": WORKFLOWS_READ, ...}
+
+A resource whose selectors and services follow the house names is `Resource.named("project", selectors,
+services)` (projects_of, project_get, project_create, project_update, project_delete).
 
 A resource takes only the mixins of the verbs it has (the router routes only those), and overrides a
 hook (`get_object`, `perform_update`, …) where its selector or service is called differently. Custom
@@ -43,7 +43,22 @@ class Resource:
     create: Callable | None = None
     update: Callable | None = None
     destroy: Callable | None = None
-    lookup: str = ""  # the get selector's keyword for the URL's id (default `<name>_id`)
+    lookup: str = ""  # the get selector's keyword (default: the view's lookup_field, else `<name>_id`)
+
+    @classmethod
+    def named(cls, name: str, selectors, services, *, prefix: str = "") -> "Resource":
+        """A resource whose selectors and services carry the house names: `<prefix>s_of`, `<prefix>_get`
+        in `selectors`, `<prefix>_create`, `<prefix>_update`, `<prefix>_delete` in `services` (`prefix`
+        defaults to `name`). A missing one fails at import, not at the first request."""
+        prefix = prefix or name
+        return cls(
+            name,
+            list=getattr(selectors, f"{prefix}s_of"),
+            get=getattr(selectors, f"{prefix}_get"),
+            create=getattr(services, f"{prefix}_create"),
+            update=getattr(services, f"{prefix}_update"),
+            destroy=getattr(services, f"{prefix}_delete"),
+        )
 
 
 class OrganizationViewSet(viewsets.GenericViewSet):
@@ -67,8 +82,9 @@ class OrganizationViewSet(viewsets.GenericViewSet):
         return self.resource.list(organization=self.organization)
 
     def get_object(self):
-        lookup = self.resource.lookup or f"{self.resource.name}_id"
+        default = self.lookup_field if self.lookup_field != "pk" else f"{self.resource.name}_id"
         ident = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        lookup = self.resource.lookup or default
         return self.resource.get(organization=self.organization, **{lookup: ident})
 
     def validated_input(self, serializer_class=None, data=None, **kwargs) -> dict:

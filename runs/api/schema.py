@@ -32,6 +32,21 @@ RUN_404 = {404: error_response("run_not_found")}
 LIST_ERRORS = {400: error_response("invalid_request: an unknown filter, a repeated one or a bad value")}
 
 
+def _stop(summary: str, description: str) -> extend_schema:
+    """Cancel and terminate: the run's detail, 200 once stopped or 202 while steps are stopping."""
+    return extend_schema(
+        summary=summary,
+        description=description,
+        request=s.CancelSerializer,
+        responses={
+            200: s.RunDetailSerializer,
+            202: s.RunDetailSerializer,
+            409: error_response("run_not_cancellable: the run already finished"),
+            **RUN_404,
+        },
+    )
+
+
 _RUNS = extend_schema_view(
     list=extend_schema(
         summary="List runs, newest first",
@@ -44,30 +59,16 @@ _RUNS = extend_schema_view(
         parameters=[AFTER_SEQ_PARAM],
         responses={200: s.RunEventSerializer(many=True), **RUN_404, **LIST_ERRORS},
     ),
-    cancel=extend_schema(
-        summary="Cancel gracefully",
-        description="No new steps start; running steps are asked to stop. 200 with the run when it is "
-        "already `cancelled`, 202 while running steps are still stopping.",
-        request=s.CancelSerializer,
-        responses={
-            200: s.RunDetailSerializer,
-            202: s.RunDetailSerializer,
-            409: error_response("run_not_cancellable: the run already finished"),
-            **RUN_404,
-        },
+    cancel=_stop(
+        "Cancel gracefully",
+        "No new steps start; running steps are asked to stop. 200 with the run when it is already "
+        "`cancelled`, 202 while running steps are still stopping.",
     ),
-    terminate=extend_schema(
-        summary="Terminate immediately",
-        description="Like cancel, and running steps are killed (scripts lose their process group); each "
-        "ends `cancelled` with error code `terminated`. 200 with the run when it is already `cancelled`, "
-        "202 while the killed steps are still being recorded.",
-        request=s.CancelSerializer,
-        responses={
-            200: s.RunDetailSerializer,
-            202: s.RunDetailSerializer,
-            409: error_response("run_not_cancellable: the run already finished"),
-            **RUN_404,
-        },
+    terminate=_stop(
+        "Terminate immediately",
+        "Like cancel, and running steps are killed (scripts lose their process group); each ends `cancelled` "
+        "with error code `terminated`. 200 with the run when it is already `cancelled`, 202 while the killed "
+        "steps are still being recorded.",
     ),
     approve=extend_schema(
         summary="Approve the step awaiting approval",

@@ -85,22 +85,11 @@ class RunViewSet(RunListMixin, DestroyMixin, OrganizationViewSet):
         "bulk_delete": s.BulkDeleteSerializer,
     }
     access = {
-        "list": RUNS_READ,
-        "retrieve": RUNS_READ,
-        "events": RUNS_READ,
-        "file": RUNS_READ,
-        "cancel": RUNS_WRITE,
-        "terminate": RUNS_WRITE,
-        "approve": RUNS_APPROVE,
-        "reject": RUNS_APPROVE,
-        "destroy": RUNS_WRITE,
-        "pin": RUNS_WRITE,
-        "unpin": RUNS_WRITE,
-        "pause": RUNS_WRITE,
+        **dict.fromkeys(("list", "retrieve", "events", "file"), RUNS_READ),
+        **dict.fromkeys(("cancel", "terminate", "destroy", "pin", "unpin", "pause", "rerun"), RUNS_WRITE),
+        **dict.fromkeys(("bulk_cancel", "bulk_delete"), RUNS_WRITE),
+        **dict.fromkeys(("approve", "reject"), RUNS_APPROVE),
         "resume": RUNS_WRITE,  # request_user_action also needs runs:approve (checked in the view)
-        "rerun": RUNS_WRITE,
-        "bulk_cancel": RUNS_WRITE,
-        "bulk_delete": RUNS_WRITE,
     }
 
     @property

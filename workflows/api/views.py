@@ -40,14 +40,13 @@ CREATE_OPTIONS = (
 
 @schema.WORKFLOWS
 class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet):
+    lookup_field = "ref"
     resource = Resource(
         "workflow",
         list=selectors.workflow_list,
         get=selectors.workflow_get,
-        lookup="ref",
         destroy=services.workflow_archive,
     )
-    lookup_field = "ref"
     results_key = "workflows"
     serializer_class = s.WorkflowSerializer
     filterset_class = WorkflowFilterSet
@@ -63,25 +62,13 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
         "save_as_template": s.SaveAsTemplateSerializer,
     }
     access = {
-        "list": WORKFLOWS_READ,
-        "create": WORKFLOWS_WRITE,
-        "retrieve": WORKFLOWS_READ,
-        "update": WORKFLOWS_WRITE,
-        "partial_update": WORKFLOWS_WRITE,
-        "destroy": WORKFLOWS_WRITE,
-        "unarchive": WORKFLOWS_WRITE,
+        **dict.fromkeys(("list", "retrieve", "versions", "version_detail"), WORKFLOWS_READ),
+        **dict.fromkeys(("validate", "diff", "input_schema"), WORKFLOWS_READ),
+        **dict.fromkeys(("create", "update", "partial_update", "destroy"), WORKFLOWS_WRITE),
+        **dict.fromkeys(("unarchive", "set_status", "rollback", "publish"), WORKFLOWS_WRITE),
+        **dict.fromkeys(("clone", "save_as_template"), WORKFLOWS_WRITE),
         # Owner-only, checked after the lookup so another organisation's workflow is a 404, not a 403.
         "permanent": WORKFLOWS_WRITE,
-        "set_status": WORKFLOWS_WRITE,
-        "validate": WORKFLOWS_READ,
-        "versions": WORKFLOWS_READ,
-        "version_detail": WORKFLOWS_READ,
-        "diff": WORKFLOWS_READ,
-        "rollback": WORKFLOWS_WRITE,
-        "publish": WORKFLOWS_WRITE,
-        "clone": WORKFLOWS_WRITE,
-        "input_schema": WORKFLOWS_READ,
-        "save_as_template": WORKFLOWS_WRITE,
     }
 
     def render(self, instance, *, many: bool = False):
@@ -288,14 +275,7 @@ class TemplateViewSet(ListMixin, RetrieveMixin, DestroyMixin, OrganizationViewSe
 
 @schema.PROJECTS
 class ProjectViewSet(OrganizationModelViewSet):
-    resource = Resource(
-        "project",
-        list=selectors.projects_of,
-        get=selectors.project_get,
-        create=services.project_create,
-        update=services.project_update,
-        destroy=services.project_delete,
-    )
+    resource = Resource.named("project", selectors, services)
     serializer_class = s.ProjectSerializer
     input_serializers = {"create": s.ProjectCreateSerializer, "partial_update": s.ProjectUpdateSerializer}
     results_key = "projects"

@@ -46,62 +46,68 @@ def _allowlist_entry_error(entry) -> str | None:
     return None
 
 
-@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_ALLOWLIST_ENTRIES})
-class AllowlistField(serializers.Field):
+class _UniqueListField(serializers.Field):
+    """A JSON list of at most `max_items` `what`, checked by `check`, repeated items dropped."""
+
+    what = noun = ""
+    max_items = 0
+
     def to_internal_value(self, data):
         if not isinstance(data, list):
-            raise serializers.ValidationError(
-                "Must be a list of host names, *.domains, IP addresses or CIDRs."
-            )
-        if len(data) > MAX_ALLOWLIST_ENTRIES:
-            raise serializers.ValidationError(f"At most {MAX_ALLOWLIST_ENTRIES} entries.")
-        errors = [error for error in map(_allowlist_entry_error, data) if error]
-        if errors:
-            raise serializers.ValidationError(errors)
-        return list(dict.fromkeys(entry.strip() for entry in data))
+            raise serializers.ValidationError(f"Must be a list of {self.what}.")
+        if len(data) > self.max_items:
+            raise serializers.ValidationError(f"At most {self.max_items} {self.noun}.")
+        self.check(data)
+        return list(dict.fromkeys(self.clean(item) for item in data))
+
+    def check(self, items: list) -> None:
+        raise NotImplementedError
+
+    def clean(self, item):
+        return item
 
     def to_representation(self, value):
         return list(value)
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_ALLOWLIST_ENTRIES})
+class AllowlistField(_UniqueListField):
+    what, noun, max_items = "host names, *.domains, IP addresses or CIDRs", "entries", MAX_ALLOWLIST_ENTRIES
+
+    def check(self, items):
+        errors = [error for error in map(_allowlist_entry_error, items) if error]
+        if errors:
+            raise serializers.ValidationError(errors)
+
+    def clean(self, item):
+        return item.strip()
+
+
 @extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_REDACT_PATTERNS})
-class RedactPatternsField(serializers.Field):
-    def to_internal_value(self, data):
-        if not isinstance(data, list):
-            raise serializers.ValidationError("Must be a list of regular expressions.")
-        if len(data) > MAX_REDACT_PATTERNS:
-            raise serializers.ValidationError(f"At most {MAX_REDACT_PATTERNS} patterns.")
+class RedactPatternsField(_UniqueListField):
+    what, noun, max_items = "regular expressions", "patterns", MAX_REDACT_PATTERNS
+
+    def check(self, items):
         errors = []
-        for pattern in data:
+        for pattern in items:
             try:
                 compile_pattern(pattern)
             except ValueError as exc:
                 errors.append(str(exc))
         if errors:
             raise serializers.ValidationError(errors)
-        return list(dict.fromkeys(data))
-
-    def to_representation(self, value):
-        return list(value)
 
 
 @extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_APPROVAL_ENVS})
-class EnvListField(serializers.Field):
-    def to_internal_value(self, data):
-        if not isinstance(data, list):
-            raise serializers.ValidationError("Must be a list of environment names.")
-        if len(data) > MAX_APPROVAL_ENVS:
-            raise serializers.ValidationError(f"At most {MAX_APPROVAL_ENVS} environments.")
-        bad = [env for env in data if not isinstance(env, str) or not ENV_NAME_RE.match(env)]
-        if bad:
+class EnvListField(_UniqueListField):
+    what, noun, max_items = "environment names", "environments", MAX_APPROVAL_ENVS
+
+    def check(self, items):
+        if any(not isinstance(env, str) or not ENV_NAME_RE.match(env) for env in items):
             raise serializers.ValidationError(
                 "Environment names are 1 to 64 letters, digits, '_', '.' or '-', starting with a letter "
                 "or digit."
             )
-        return list(dict.fromkeys(data))
-
-    def to_representation(self, value):
-        return list(value)
 
 
 POLICY_HELP = {

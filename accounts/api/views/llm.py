@@ -10,14 +10,7 @@ from config.api.viewsets import OrganizationModelViewSet, Resource
 
 @schema.LLM_PROVIDERS
 class LlmProviderViewSet(OrganizationModelViewSet):
-    resource = Resource(
-        "provider",
-        list=selectors.llm_providers_of,
-        get=selectors.llm_provider_get,
-        create=services.llm_provider_create,
-        update=services.llm_provider_update,
-        destroy=services.llm_provider_delete,
-    )
+    resource = Resource.named("provider", selectors, services, prefix="llm_provider")
     serializer_class = s.LlmProviderSerializer
     input_serializers = {
         "create": s.LlmProviderCreateSerializer,
@@ -31,14 +24,7 @@ class LlmProviderViewSet(OrganizationModelViewSet):
 
 @schema.AGENTS
 class AgentViewSet(OrganizationModelViewSet):
-    resource = Resource(
-        "agent",
-        list=selectors.agents_of,
-        get=selectors.agent_get,
-        create=services.agent_create,
-        update=services.agent_update,
-        destroy=services.agent_delete,
-    )
+    resource = Resource.named("agent", selectors, services)
     serializer_class = s.AgentSerializer
     input_serializers = {"create": s.AgentWriteSerializer, "partial_update": s.AgentUpdateSerializer}
     results_key = "agents"

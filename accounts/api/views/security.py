@@ -55,14 +55,7 @@ class SigningSecretRotateView(APIView):
 
 @schema.SECRETS
 class SecretViewSet(OrganizationModelViewSet):
-    resource = Resource(
-        "secret",
-        list=selectors.secrets_of,
-        get=selectors.secret_get,
-        create=services.secret_create,
-        update=services.secret_update,
-        destroy=services.secret_delete,
-    )
+    resource = Resource.named("secret", selectors, services)
     serializer_class = s.SecretSerializer
     input_serializers = {"create": s.SecretCreateSerializer, "partial_update": s.SecretUpdateSerializer}
     results_key = "secrets"

@@ -36,12 +36,15 @@ def _token_lifetime_seconds() -> int:
     return int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
 
 
-@schema.TOKEN
-class TokenView(APIView):
-    """Exchange email + password (+ organisation) for an access and a refresh token."""
-
+class _SignInView(APIView):
+    # Sign-in endpoints: no credentials yet, so no authentication and no rate limit by organisation.
     authentication_classes: list = []
     access = {"post": PUBLIC}
+
+
+@schema.TOKEN
+class TokenView(_SignInView):
+    """Exchange email + password (+ organisation) for an access and a refresh token."""
 
     def post(self, request):
         data = validated(s.TokenRequestSerializer, request.data)
@@ -83,11 +86,8 @@ class TokenView(APIView):
 
 
 @schema.TOKEN_REFRESH
-class TokenRefreshView(APIView):
+class TokenRefreshView(_SignInView):
     """A fresh access token for a refresh token, while the person is still a member."""
-
-    authentication_classes: list = []
-    access = {"post": PUBLIC}
 
     def post(self, request):
         data = validated(s.RefreshRequestSerializer, request.data)
@@ -165,17 +165,13 @@ class OrganizationView(APIView):
 
 @schema.MEMBERS
 class MemberViewSet(ListMixin, CreateMixin, UpdateMixin, DestroyMixin, OrganizationViewSet):
+    lookup_field = "user_id"
     resource = Resource(
-        "member",
-        list=selectors.memberships_of,
-        get=selectors.membership_get,
-        lookup="user_id",
-        create=services.member_add,
+        "member", list=selectors.memberships_of, get=selectors.membership_get, create=services.member_add
     )
     serializer_class = s.MemberSerializer
     input_serializers = {"create": s.MemberCreateSerializer, "partial_update": s.MemberUpdateSerializer}
     results_key = "members"
-    lookup_field = "user_id"
     access = {"list": ADMIN, "create": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
 
     def perform_update(self, membership, data):
