@@ -32,10 +32,10 @@ def runs_of(organization: Organization) -> QuerySet[Run]:
     return Run.objects.filter(organization=organization).order_by("-created_at", "-id")
 
 
-def run_list(*, organization: Organization) -> QuerySet[Run]:
+def run_list(*, organization: Organization, filters=None) -> QuerySet[Run]:
     """Runs for a list page, annotated with `workflow_name`, `version_number` and `step_count` (one query
-    for the page, however many rows it holds); a `RunFilterSet` narrows them."""
-    queryset = runs_of(organization)
+    for the page, however many rows it holds), narrowed by `filters` (a validated RunFilterSet) if given."""
+    queryset = runs_of(organization) if filters is None else run_filter(runs_of(organization), filters)
     # Correlated subqueries, not joins: the paginator's COUNT(*) drops unused annotations, so it stays an
     # index-only count of the runs table, and the subqueries run for the page's rows only.
     return queryset.annotate(
