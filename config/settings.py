@@ -351,7 +351,7 @@ REST_FRAMEWORK = {
         "accounts.authentication.OrgJWTAuthentication",
         "accounts.authentication.OrgSessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.RoleScopePermission"],
+    "DEFAULT_PERMISSION_CLASSES": ["config.api.permissions.RoleScopePermission"],
     "DEFAULT_THROTTLE_CLASSES": ["config.api.throttling.OrganizationRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.LimitOffsetPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -397,7 +397,7 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums"],
     # Generation runs as an unsaved owner, so org-scoped get_queryset() works (config/api/schema.py).
-    "GET_MOCK_REQUEST": "config.api.schema.build_mock_request",
+    "GET_MOCK_REQUEST": "accounts.api.schema.build_mock_request",
     # Swagger UI and ReDoc from our own static files (drf-spectacular-sidecar), not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -1,20 +1,11 @@
 """Organisation-scoped reads of runs. Another organisation's run or file is simply not found (404).
-
-List filters arrive already parsed (runs.api.serializers.RunFilterSerializer checks their shape) as a
-`RunFilters`; `run_filter` turns them into index-friendly conditions. Metadata filters use JSON
-containment on PostgreSQL (served by the GIN index `run_metadata_gin`, jsonb_path_ops) and key
-transforms elsewhere (SQLite scans the organisation's rows; the embedded setup is not for millions)."""
+List filters are runs/filtersets.py's `RunFilterSet`."""
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
-from django.db import connection
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.fields.json import KeyTransform
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from accounts.models import Organization
@@ -24,19 +15,6 @@ from runs.choices import STEP_IN_FLIGHT
 from runs.engine.plan import plan_for
 from runs.models import Run, RunEvent, RunFile, StepRun
 from workflows.models import Workflow, WorkflowVersion
-
-
-@dataclass(frozen=True)
-class RunFilters:
-    workflow: str | None = None  # id or slug
-    workflow_id: str | None = None  # already resolved (GET /workflows/{ref}/runs)
-    statuses: tuple[str, ...] = ()
-    trigger: str | None = None
-    env: str | None = None
-    version: int | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    metadata: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
 def _step_count():
@@ -55,10 +33,10 @@ def runs_of(organization: Organization) -> QuerySet[Run]:
     return Run.objects.filter(organization=organization).order_by("-created_at", "-id")
 
 
-def run_list(*, organization: Organization, filters: RunFilters | None = None) -> QuerySet[Run]:
-    """Filtered runs for a list page, annotated with `workflow_name`, `version_number` and `step_count`
-    (one query for the page, however many rows it holds)."""
-    queryset = run_filter(runs_of(organization), filters or RunFilters())
+def run_list(*, organization: Organization, filters=None) -> QuerySet[Run]:
+    """Runs for a list page, annotated with `workflow_name`, `version_number` and `step_count` (one query
+    for the page, however many rows it holds), narrowed by `filters` (a validated RunFilterSet) if given."""
+    queryset = runs_of(organization) if filters is None else run_filter(runs_of(organization), filters)
     # Correlated subqueries, not joins: the paginator's COUNT(*) drops unused annotations, so it stays an
     # index-only count of the runs table, and the subqueries run for the page's rows only.
     return queryset.annotate(
@@ -70,64 +48,10 @@ def run_list(*, organization: Organization, filters: RunFilters | None = None) -
     )
 
 
-def _metadata_candidates(raw: str) -> list:
-    """A query value matches the stored string, or the JSON scalar it spells (`42`, `true`)."""
-    candidates: list = [raw]
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return candidates
-    if isinstance(parsed, bool | int) or (isinstance(parsed, float) and math.isfinite(parsed)):
-        candidates.append(parsed)
-    return candidates
-
-
-def _metadata_condition(key: str, raw: str, alias: str) -> tuple[Q, dict]:
-    candidates = _metadata_candidates(raw)
-    if connection.vendor == "postgresql":
-        condition = Q()
-        for value in candidates:
-            condition |= Q(metadata__contains={key: value})
-        return condition, {}
-    # KeyTransform addresses the key literally (a `__` in a key is not a path separator here).
-    condition = Q()
-    for value in candidates:
-        condition |= Q(**{alias: value})
-    return condition, {alias: KeyTransform(key, "metadata")}
-
-
-def run_filter(queryset: QuerySet[Run], filters: RunFilters) -> QuerySet[Run]:
-    """Apply parsed list filters (all of them AND)."""
-    if filters.workflow_id:
-        queryset = queryset.filter(workflow_id=filters.workflow_id)
-    if filters.workflow:
-        ref = filters.workflow
-        queryset = (
-            queryset.filter(workflow_id=ref) if ref.startswith("wf_") else queryset.filter(workflow__slug=ref)
-        )
-    if filters.statuses:
-        statuses = sorted(set(filters.statuses))
-        queryset = (
-            queryset.filter(status=statuses[0])
-            if len(statuses) == 1
-            else queryset.filter(status__in=statuses)
-        )
-    if filters.trigger:
-        queryset = queryset.filter(trigger=filters.trigger)
-    if filters.env:
-        queryset = queryset.filter(env=filters.env)
-    if filters.version is not None:
-        queryset = queryset.filter(workflow_version__number=filters.version)
-    if filters.created_after is not None:
-        queryset = queryset.filter(created_at__gte=filters.created_after)
-    if filters.created_before is not None:
-        queryset = queryset.filter(created_at__lt=filters.created_before)
-    for index, (key, raw) in enumerate(filters.metadata):
-        condition, aliases = _metadata_condition(key, raw, f"_meta_{index}")
-        if aliases:
-            queryset = queryset.alias(**aliases)
-        queryset = queryset.filter(condition)
-    return queryset
+def run_filter(queryset: QuerySet[Run], filters) -> QuerySet[Run]:
+    """`queryset` narrowed by `filters`, a validated runs.filtersets.RunFilterSet (a bulk action's
+    `filter`)."""
+    return filters.filter_queryset(queryset)
 
 
 def run_get(*, organization: Organization, run_id: str, for_detail: bool = False) -> Run:

@@ -153,3 +153,10 @@ def test_every_accounts_route_is_in_the_matrix():
     public = {"auth"}
     routes = {str(p.pattern).strip("^$").split("/")[0] for p in urlpatterns}
     assert routes - public <= covered, routes - public - covered
+
+
+def test_the_audit_api_declares_the_same_access_as_accounts():
+    from accounts.permissions import AUDIT_READ
+    from audit.api import views
+
+    assert views.AUDIT_READ == AUDIT_READ

@@ -1,28 +1,11 @@
+"""Query filters of the workflow and template lists (GET /workflows, GET /templates)."""
+
 import django_filters
 from django.db.models import Q
 
-from config.errors import InvalidRequest
+from config.api.parsing import strict_bool
 from workflows.choices import TriggerType, WorkflowStatus
 from workflows.models import Workflow, WorkflowTemplate
-
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
-
-
-def strict_bool(params, name: str, default: bool = False) -> bool:
-    """A query boolean: true/false/1/0/yes/no; anything else is a 400, never silently false."""
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise InvalidRequest(
-        "invalid_request",
-        f"'{name}' must be true or false.",
-        details={"fields": {name: ["Must be true or false."]}},
-    )
 
 
 class WorkflowFilterSet(django_filters.FilterSet):

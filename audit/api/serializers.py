@@ -1,46 +1,10 @@
 """Shapes of the audit endpoints. Events are built by `audit.services.event_as_dict` (the hashed
 shape); these serializers describe them for the OpenAPI schema and check the query parameters."""
 
-from datetime import UTC, datetime
-
-from django.utils.dateparse import parse_date, parse_datetime
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.api.cursor import decode_cursor
-
-
-def parse_instant(raw: str) -> datetime:
-    """ISO 8601 (a date means its midnight UTC; no offset means UTC) or Unix seconds → aware datetime."""
-    text = raw.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        try:
-            return datetime.fromtimestamp(seconds, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            raise serializers.ValidationError("Unix seconds out of range.") from None
-    try:
-        moment = parse_datetime(text.replace("z", "Z").replace("Z", "+00:00"))
-        if moment is None:
-            day = parse_date(text)
-            moment = datetime(day.year, day.month, day.day) if day else None
-    except ValueError:
-        moment = None
-    if moment is None:
-        raise serializers.ValidationError("Must be an ISO 8601 timestamp or Unix seconds.")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-@extend_schema_field({"type": "string", "example": "2026-11-22T05:00:00Z"})
-class InstantField(serializers.Field):
-    def to_internal_value(self, data):
-        return parse_instant(str(data))
-
-    def to_representation(self, value):
-        return value
+from config.api.serializers import InstantField
 
 
 class CursorField(serializers.CharField):

@@ -3,56 +3,40 @@
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import AUDIT_READ, PUBLIC
 from audit import selectors
+from audit.api import schema
 from audit.api.cursor import encode_cursor
-from audit.api.serializers import (
-    AuditLogPageSerializer,
-    AuditLogQuerySerializer,
-    AuditPublicKeysSerializer,
-    AuditVerifyQuerySerializer,
-    AuditVerifySerializer,
-)
+from audit.api.serializers import AuditLogQuerySerializer, AuditVerifyQuerySerializer
 from audit.checkpoints import audit_checkpoint_create, public_keys_document
 from audit.services import event_as_dict
+from config.api.permissions import PUBLIC, Access
+from config.api.viewsets import OrganizationViewSet, Resource
 
 EXPORT_CHUNK = 2000
-_ERRORS = {
-    400: OpenApiResponse(description="invalid_request"),
-    401: OpenApiResponse(description="unauthorized"),
-    403: OpenApiResponse(description="forbidden / insufficient_scope"),
-}
+# accounts.permissions.AUDIT_READ, spelled out: audit sits below accounts (tests/test_layers.py), and
+# tests/test_permissions_matrix.py checks that the two agree.
+AUDIT_READ = Access(role="admin", scope="audit:read")
 _FILTERS = ("since", "until", "actor", "event", "target", "target_type")
 
 
-class AuditViewSet(viewsets.ViewSet):
+@schema.AUDIT
+class AuditViewSet(OrganizationViewSet):
     """The caller's organisation's audit chain (admin role or the `audit:read` scope)."""
 
+    resource = Resource("audit_event", list=selectors.audit_events)
     access = {"list": AUDIT_READ, "verify": AUDIT_READ, "export": AUDIT_READ}
-    pagination_class = None
+    pagination_class = None  # keyset pages by cursor (audit/api/cursor.py)
 
-    @extend_schema(
-        operation_id="audit_logs_list",
-        parameters=[AuditLogQuerySerializer],
-        responses={200: AuditLogPageSerializer, **_ERRORS},
-        description="Events newest first (by `seq`, descending). `next_cursor` is null on the last page; "
-        "pages stay stable while new events are appended (they appear on a fresh first page).",
-    )
     def list(self, request):
-        query = AuditLogQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = self.validated_input(AuditLogQuerySerializer, request.query_params)
         filters = selectors.LogFilters(**{name: params.get(name) for name in _FILTERS})
         limit = params["limit"]
         rows = selectors.audit_log_page(
-            organization=request.auth.organization,
+            organization=self.organization,
             filters=filters,
             before_seq=params.get("cursor"),
             limit=limit,
@@ -61,37 +45,16 @@ class AuditViewSet(viewsets.ViewSet):
         next_cursor = encode_cursor(page[-1].seq) if len(rows) > limit else None
         return Response({"events": [event_as_dict(event) for event in page], "next_cursor": next_cursor})
 
-    @extend_schema(
-        operation_id="audit_verify",
-        parameters=[AuditVerifyQuerySerializer],
-        responses={200: AuditVerifySerializer, **_ERRORS},
-        description="Checks the signed checkpoints (linked, none deleted, signed by a published key) and the "
-        "chain's agreement with every one, then walks what was appended since the last checkpoint the chain "
-        "agrees with (`full=true`: the whole chain), and names the first bad event (edited, missing, out of "
-        "order, a cut tail, or a recomputed chain). `head` is the last link verified; `checkpoint` the last "
-        "checkpoint verified.",
-    )
     @action(detail=False, methods=["get"])
     def verify(self, request):
-        query = AuditVerifyQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        result = selectors.audit_chain_verify(
-            organization=request.auth.organization, full=query.validated_data["full"]
+        params = self.validated_input(AuditVerifyQuerySerializer, request.query_params)
+        return Response(
+            selectors.audit_chain_verify(organization=self.organization, full=params["full"]).as_dict()
         )
-        return Response(result.as_dict())
 
-    @extend_schema(
-        operation_id="audit_export",
-        responses={(200, "application/x-ndjson"): OpenApiTypes.STR, **_ERRORS},
-        description="The chain as JSON Lines, one event per line in seq order, up to the head recorded when "
-        "the export began (sent as `X-Audit-Head-Seq` / `X-Audit-Head-Hash`), each signed checkpoint as a "
-        "line "
-        '`{"type": "checkpoint", ...}` after the event it states (the export signs one of the head first). '
-        "Check it offline with `manage.py audit_verify FILE --public-key KEY`.",
-    )
     @action(detail=False, methods=["get"])
     def export(self, request):
-        organization = request.auth.organization
+        organization = self.organization
         audit_checkpoint_create(organization=organization)
         checkpoints = selectors.audit_checkpoints(organization=organization)
         head = selectors.audit_head(organization=organization)
@@ -171,6 +134,6 @@ class AuditPublicKeysView(APIView):
     authentication_classes: list = []
     access = {"get": PUBLIC}
 
-    @extend_schema(operation_id="audit_public_keys", responses={200: AuditPublicKeysSerializer}, auth=[])
+    @schema.PUBLIC_KEYS
     def get(self, request):
         return Response(public_keys_document())

@@ -5,23 +5,7 @@ from collections import OrderedDict
 from rest_framework import pagination
 from rest_framework.response import Response
 
-from config.errors import InvalidRequest
-
-
-def parse_bounded_int(params, name: str, default: int, *, minimum: int, maximum: int | None) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise InvalidRequest("invalid_request", f"'{name}' must be an integer.", details={"fields": {name: [
-            "Must be an integer."]}}) from None  # fmt: skip
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise InvalidRequest("invalid_request", f"'{name}' must be {bound}.", details={"fields": {name: [
-            f"Must be {bound}."]}})  # fmt: skip
-    return value
+from config.api.parsing import parse_bounded_int
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):

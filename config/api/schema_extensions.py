@@ -1,7 +1,7 @@
 """OpenAPI security schemes for Baton's three authentication classes (imported by ConfigConfig.ready)."""
 
 from django.conf import settings
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiFilterExtension
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -57,3 +57,14 @@ class OrgSessionScheme(OpenApiAuthenticationExtension):
             "name": settings.SESSION_COOKIE_NAME,
             "description": "The dashboard session (current organisation); unsafe methods need CSRF.",
         }
+
+
+class StrictFilterParameters(OpenApiFilterExtension):
+    """A StrictFilterBackend's parameters are declared with each list operation (extend_schema
+    parameters), so the filterset adds none of its own; the actions of the same viewset get none."""
+
+    target_class = "config.api.filtersets.StrictFilterBackend"
+    priority = 1
+
+    def get_schema_operation_parameters(self, auto_schema, *args, **kwargs):
+        return []

@@ -17,9 +17,9 @@ from rest_framework import status as http
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import PUBLIC
 from accounts.principal import SystemActor
 from config.api.exceptions import exception_handler
+from config.api.permissions import PUBLIC
 from config.api.schema import error_response
 from config.errors import ApplicationError, Conflict, InvalidRequest, PayloadTooLarge, RateLimited
 from runs import services

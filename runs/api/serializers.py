@@ -3,26 +3,21 @@ output serializers give the run object: lists without `steps`, the detail with t
 
 from __future__ import annotations
 
-import json
-import re
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from audit.api.serializers import parse_instant
+from config.api.serializers import JsonObjectField, StrictBooleanField, StrictSerializer
 from config.errors import InvalidRequest
 from runs import selectors
 from runs.api.representation import duration_ms, run_data, run_detail, token_counts
 from runs.choices import STEP_IN_FLIGHT, RunStatus, RunTrigger, StepStatus
+from runs.filtersets import METADATA_KEY, METADATA_MAX_VALUE_LENGTH, RunFilterSet
 from runs.models import Run, StepRun
-from workflows.api.serializers import StrictSerializer
 from workflows.selectors import parse_version_spec
 
 # Metadata is for labels to find runs by (GET /runs?metadata.<key>=<value>), not for payloads.
 METADATA_MAX_KEYS = 50
 METADATA_MAX_KEY_LENGTH = 64
-METADATA_MAX_VALUE_LENGTH = 512
-METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 MAX_WAIT_SECONDS = 300
 MAX_REASON_LENGTH = 1000
 BULK_MAX_IDS = 500
@@ -253,18 +248,12 @@ class BulkResultSerializer(serializers.Serializer):
                                            {"type": "boolean"}]},
     }
 )  # fmt: skip
-class MetadataField(serializers.Field):
+class MetadataField(JsonObjectField):
     """An object of at most 50 labels: keys of 1-64 characters `A-Z a-z 0-9 _ . : -`, values strings
     (≤ 512 characters), numbers or booleans."""
 
     def to_internal_value(self, data):
-        if isinstance(data, str) and self.context.get("multipart"):  # the form field holds JSON text
-            try:
-                data = json.loads(data)
-            except ValueError:
-                raise serializers.ValidationError("Must be a JSON object.") from None
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Must be an object.")
+        data = super().to_internal_value(data)
         if len(data) > METADATA_MAX_KEYS:
             raise serializers.ValidationError(f"At most {METADATA_MAX_KEYS} keys.")
         for key, value in data.items():
@@ -280,38 +269,6 @@ class MetadataField(serializers.Field):
             elif not isinstance(value, bool | int | float):
                 raise serializers.ValidationError(f"Value of {key!r}: must be a string, number or boolean.")
         return data
-
-    def to_representation(self, value):
-        return value
-
-
-@extend_schema_field({"type": "object", "additionalProperties": True})
-class InputObjectField(serializers.Field):
-    """A JSON object (multipart: JSON text of an object)."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, str) and self.context.get("multipart"):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                raise serializers.ValidationError("Must be a JSON object.") from None
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Must be an object.")
-        return data
-
-    def to_representation(self, value):
-        return value
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """true/false (JSON), or "true"/"false" (multipart); never 1, "yes" or "on"."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool):
-            return data
-        if isinstance(data, str) and self.context.get("multipart") and data in ("true", "false"):
-            return data == "true"
-        raise serializers.ValidationError("Must be true or false.")
 
 
 @extend_schema_field({"oneOf": [{"type": "string", "enum": ["latest", "published"]},
@@ -340,9 +297,9 @@ class WaitField(serializers.FloatField):
 
 
 class RunTriggerSerializer(StrictSerializer):
-    input_data = InputObjectField(required=False, help_text="The run's input (or `data` / `input`).")
-    data = InputObjectField(required=False, help_text="Alias of `input_data`.")
-    input = InputObjectField(required=False, help_text="Alias of `input_data`.")
+    input_data = JsonObjectField(required=False, help_text="The run's input (or `data` / `input`).")
+    data = JsonObjectField(required=False, help_text="Alias of `input_data`.")
+    input = JsonObjectField(required=False, help_text="Alias of `input_data`.")
     metadata = MetadataField(required=False, help_text="Labels to find runs by (at most 50 keys).")
     dry_run = StrictBooleanField(required=False, default=False)
     env = serializers.CharField(required=False, allow_null=True, max_length=100, default=None)
@@ -448,111 +405,6 @@ class RerunSerializer(StrictSerializer):
         return value
 
 
-# ------------------------------------------------------------------------------------------ filters
-
-FILTER_FIELDS = ("workflow", "status", "trigger", "env", "version", "created_after", "created_before")
-_SINGLE = set(FILTER_FIELDS) - {"status"}
-
-
-def _fail(name: str, message: str):
-    raise InvalidRequest("invalid_request", f"'{name}': {message}", details={"fields": {name: [message]}})
-
-
-def _as_lists(source) -> dict[str, list]:
-    if hasattr(source, "lists"):  # a QueryDict
-        return {key: list(values) for key, values in source.lists()}
-    lists: dict[str, list] = {}
-    for key, value in source.items():
-        if key == "metadata" and isinstance(value, dict):
-            for meta_key, meta_value in value.items():
-                lists[f"metadata.{meta_key}"] = [meta_value]
-        else:
-            lists[key] = list(value) if isinstance(value, list) else [value]
-    return lists
-
-
-def parse_run_filters(
-    source, *, extra: tuple[str, ...] = (), allow_workflow: bool = True
-) -> selectors.RunFilters:
-    """Query parameters (a QueryDict) or a bulk `filter` object → RunFilters. Unknown names, repeated
-    single-valued names and bad values are 400 invalid_request with `details.fields`. `extra` names
-    (limit, offset) are accepted and left to the paginator."""
-    values: dict = {}
-    metadata: list[tuple[str, str]] = []
-    for name, items in _as_lists(source).items():
-        if name in extra:
-            continue
-        if name.startswith("metadata."):
-            key = name[len("metadata.") :]
-            if not METADATA_KEY.match(key):
-                _fail(name, "Metadata keys are 1 to 64 characters of A-Z a-z 0-9 _ . : -")
-            for item in items:
-                if isinstance(item, bool):
-                    item = "true" if item else "false"
-                if not isinstance(item, str | int | float) or len(str(item)) > METADATA_MAX_VALUE_LENGTH:
-                    _fail(name, f"Must be a value of at most {METADATA_MAX_VALUE_LENGTH} characters.")
-                metadata.append((key, str(item)))
-            continue
-        if name not in FILTER_FIELDS or (name == "workflow" and not allow_workflow):
-            _fail(name, "Unknown filter.")
-        if name in _SINGLE and len(items) > 1:
-            _fail(name, "Give this filter once.")
-        values[name] = items
-    return selectors.RunFilters(
-        workflow=_text(values, "workflow", 100),
-        statuses=tuple(_choice(values, "status", RunStatus.values)),
-        trigger=(_choice(values, "trigger", RunTrigger.values) or [None])[0],
-        env=_text(values, "env", 100),
-        version=_positive(values, "version"),
-        created_after=_instant(values, "created_after"),
-        created_before=_instant(values, "created_before"),
-        metadata=tuple(metadata),
-    )
-
-
-def _text(values, name, max_length) -> str | None:
-    if name not in values:
-        return None
-    value = values[name][0]
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        _fail(name, f"Must be a non-empty string of at most {max_length} characters.")
-    return value
-
-
-def _choice(values, name, allowed) -> list[str]:
-    chosen = []
-    for value in values.get(name, []):
-        if value not in allowed:
-            _fail(name, f"Must be one of: {', '.join(allowed)}.")
-        chosen.append(value)
-    return chosen
-
-
-def _positive(values, name) -> int | None:
-    if name not in values:
-        return None
-    value = values[name][0]
-    if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, str) and value.isdigit())
-    ):
-        _fail(name, "Must be a positive integer.")
-    if int(value) < 1:
-        _fail(name, "Must be a positive integer.")
-    return int(value)
-
-
-def _instant(values, name):
-    if name not in values:
-        return None
-    value = values[name][0]
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        _fail(name, "Must be an ISO 8601 timestamp or Unix seconds.")
-    try:
-        return parse_instant(str(value))
-    except serializers.ValidationError:
-        _fail(name, "Must be an ISO 8601 timestamp or Unix seconds.")
-
-
 @extend_schema_field(
     {
         "type": "object",
@@ -562,10 +414,14 @@ def _instant(values, name):
     }
 )
 class FilterField(serializers.Field):
+    """The filters of GET /runs as an object: a validated RunFilterSet (a bad one is GET /runs' 400)."""
+
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be an object.")
-        return parse_run_filters(data)
+        filters = RunFilterSet.from_object(data, queryset=Run.objects.none())
+        filters.is_valid()
+        return filters
 
     def to_representation(self, value):
         return value

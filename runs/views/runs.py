@@ -3,6 +3,8 @@
 The detail's live region (`run_live`) is what the browser reloads on each event of the run's SSE stream
 (/api/v1/runs/{id}/stream, with the session cookie), so the page is always the server's rendering."""
 
+from datetime import UTC, datetime, time
+
 from django import forms
 from django.contrib import messages
 from django.shortcuts import redirect, render
@@ -12,7 +14,8 @@ from accounts.dashboard import application_error_page, dashboard_page
 from config.errors import ApplicationError
 from runs import selectors
 from runs.choices import RunStatus, RunTrigger, StepStatus
-from runs.models import RunEvent
+from runs.filtersets import RunFilterSet
+from runs.models import Run, RunEvent
 from runs.services import (
     run_cancel,
     run_collect_inputs,
@@ -45,29 +48,33 @@ class RunFilterForm(forms.Form):
     created_after = forms.DateField(required=False, label="From (UTC date)", widget=DATE)
     created_before = forms.DateField(required=False, label="Before (UTC date)", widget=DATE)
 
-    def filters(self) -> selectors.RunFilters:
-        from datetime import UTC, datetime, time
-
+    def filters(self) -> RunFilterSet:
+        """The form's choices as the API's RunFilterSet (the same filters as GET /runs)."""
         data = self.cleaned_data
 
         def midnight(day):
-            return datetime.combine(day, time.min, tzinfo=UTC) if day else None
+            return datetime.combine(day, time.min, tzinfo=UTC).isoformat() if day else None
 
-        return selectors.RunFilters(
-            workflow=data.get("workflow") or None,
-            statuses=tuple(data.get("status") or ()),
-            trigger=data.get("trigger") or None,
-            env=data.get("env") or None,
-            created_after=midnight(data.get("created_after")),
-            created_before=midnight(data.get("created_before")),
+        values = {
+            "workflow": data.get("workflow") or None,
+            "status": list(data.get("status") or ()) or None,
+            "trigger": data.get("trigger") or None,
+            "env": data.get("env") or None,
+            "created_after": midnight(data.get("created_after")),
+            "created_before": midnight(data.get("created_before")),
+        }
+        filterset = RunFilterSet.from_object(
+            {name: value for name, value in values.items() if value is not None}, queryset=Run.objects.none()
         )
+        filterset.is_valid()
+        return filterset
 
 
 @dashboard_page()
 def run_list(request):
     """The organisation's runs, newest first, filtered like GET /runs; 50 a page, `cursor` for the next."""
     form = RunFilterForm(request.GET or None)
-    filters = form.filters() if form.is_bound and form.is_valid() else selectors.RunFilters()
+    filters = form.filters() if form.is_bound and form.is_valid() else None
     queryset = selectors.run_list(organization=request.principal.organization, filters=filters)
     rows = list(after_cursor(queryset, request.GET.get("cursor", ""))[: PAGE_SIZE + 1])
     page, more = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE

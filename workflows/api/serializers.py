@@ -4,6 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.serializers import StrictSerializer
 from workflows.api.schedules import SchedulesField, hook_urls
 from workflows.choices import (
     MAX_CHANGE_SUMMARY_LENGTH,
@@ -15,17 +16,6 @@ from workflows.choices import (
 from workflows.definition import input_schema
 from workflows.models import Project, Workflow, WorkflowTemplate, WorkflowVersion
 from workflows.services import CREATE_STATUSES
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know (400), so a typo is an error rather than silently ignored."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class ProjectRefSerializer(serializers.Serializer):
@@ -215,6 +205,13 @@ class TemplateCreatedSerializer(serializers.Serializer):
     template = TemplateDetailSerializer()
 
 
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
 # -------------------------------------------------------------------------------------------- input
 
 
@@ -288,13 +285,6 @@ class SaveAsTemplateSerializer(StrictSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=MAX_DESCRIPTION_LENGTH)
     category = serializers.CharField(required=False, allow_blank=True, max_length=50)
     version = serializers.IntegerField(min_value=1, required=False)
-
-
-class ProjectSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Project
-        fields = ["id", "name", "description", "created_at", "updated_at"]
-        read_only_fields = fields
 
 
 class ProjectCreateSerializer(StrictSerializer):

@@ -9,8 +9,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ADMIN, ANY_MEMBER, PUBLIC, WORKFLOWS_WRITE
+from accounts.permissions import ADMIN, ANY_MEMBER, WORKFLOWS_WRITE
 from config.api.idempotency import idempotent
+from config.api.permissions import PUBLIC
 from config.errors import Conflict
 from config.urls import handler400, handler403, handler404, handler500  # noqa: F401  (used by Django)
 from config.urls import urlpatterns as real_urlpatterns

@@ -1,8 +1,6 @@
 """Identity and organisation endpoints: sign-in tokens, /me, /organization, members, API keys.
 Thin: parse with a serializer, call one service or selector, render."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
@@ -10,19 +8,22 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import selectors, services
+from accounts.api import schema
 from accounts.api import serializers as s
 from accounts.authentication import ORG_CLAIM
 from accounts.models import Membership
-from accounts.permissions import ADMIN, ANY_MEMBER, PUBLIC
-from config.api.idempotency import idempotent
-from config.api.schema import error_response
+from accounts.permissions import ADMIN, ANY_MEMBER
+from config.api.permissions import PUBLIC
+from config.api.serializers import validated
+from config.api.viewsets import (
+    CreateMixin,
+    DestroyMixin,
+    ListMixin,
+    OrganizationViewSet,
+    Resource,
+    UpdateMixin,
+)
 from config.errors import InvalidRequest, Unauthorized
-
-
-def parse(serializer_class, data, **kwargs) -> dict:
-    serializer = serializer_class(data=data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def organization_data(organization) -> dict:
@@ -36,25 +37,18 @@ def _token_lifetime_seconds() -> int:
     return int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
 
 
-class TokenView(APIView):
-    """Exchange email + password (+ organisation) for an access and a refresh token."""
-
+class _SignInView(APIView):
+    # Sign-in endpoints: no credentials yet, so no authentication and no rate limit by organisation.
     authentication_classes: list = []
     access = {"post": PUBLIC}
 
-    @extend_schema(
-        operation_id="auth_token_create",
-        request=s.TokenRequestSerializer,
-        responses={
-            200: s.TokenPairSerializer,
-            400: error_response("invalid_request, organization_required"),
-            401: error_response("unauthorized: wrong email or password"),
-            429: error_response("rate_limited: too many sign-in attempts"),
-        },
-        auth=[],
-    )
+
+@schema.TOKEN
+class TokenView(_SignInView):
+    """Exchange email + password (+ organisation) for an access and a refresh token."""
+
     def post(self, request):
-        data = parse(s.TokenRequestSerializer, request.data)
+        data = validated(s.TokenRequestSerializer, request.data)
         user = services.auth_sign_in(request=request, email=data["email"], password=data["password"])
 
         memberships = list(selectors.memberships_of_user(user))
@@ -92,20 +86,12 @@ class TokenView(APIView):
         )
 
 
-class TokenRefreshView(APIView):
+@schema.TOKEN_REFRESH
+class TokenRefreshView(_SignInView):
     """A fresh access token for a refresh token, while the person is still a member."""
 
-    authentication_classes: list = []
-    access = {"post": PUBLIC}
-
-    @extend_schema(
-        operation_id="auth_token_refresh",
-        request=s.RefreshRequestSerializer,
-        responses={200: s.AccessTokenSerializer, 401: error_response("unauthorized")},
-        auth=[],
-    )
     def post(self, request):
-        data = parse(s.RefreshRequestSerializer, request.data)
+        data = validated(s.RefreshRequestSerializer, request.data)
         try:
             refresh = RefreshToken(data["refresh"])
         except TokenError:
@@ -134,10 +120,10 @@ class TokenRefreshView(APIView):
 # --- who am I, organisation, usage ----------------------------------------------------------
 
 
+@schema.ME
 class MeView(APIView):
     access = {"get": ANY_MEMBER}
 
-    @extend_schema(operation_id="me_retrieve", responses={200: s.MeSerializer})
     def get(self, request):
         principal = request.auth
         is_key = principal.api_key is not None
@@ -160,136 +146,71 @@ class MeView(APIView):
         )
 
 
+@schema.ORGANIZATION
 class OrganizationView(APIView):
     access = {"get": ANY_MEMBER, "patch": ADMIN}
 
-    @extend_schema(operation_id="organization_retrieve", responses={200: s.OrganizationSerializer})
     def get(self, request):
         return Response(organization_data(request.auth.organization))
 
-    @extend_schema(
-        operation_id="organization_update",
-        request=s.OrganizationUpdateSerializer,
-        responses={
-            200: s.OrganizationSerializer,
-            400: error_response("invalid_request"),
-            403: error_response("forbidden: plan, limits and retention_days are owner-only"),
-        },
-    )
     def patch(self, request):
-        data = parse(s.OrganizationUpdateSerializer, request.data)
+        data = validated(s.OrganizationUpdateSerializer, request.data)
         organization = services.organization_update(
             organization=request.auth.organization, actor=request.auth, **data
         )
         return Response(organization_data(organization))
 
 
-# --- members --------------------------------------------------------------------------------
+# --- members, API keys ------------------------------------------------------------
 
 
-@extend_schema_view(
-    list=extend_schema(responses={200: s.MemberSerializer(many=True)}),
-    create=extend_schema(
-        request=s.MemberCreateSerializer,
-        responses={
-            201: s.MemberSerializer,
-            403: error_response("forbidden: only owners add owners"),
-            409: error_response("member_exists"),
-        },
-    ),
-    partial_update=extend_schema(
-        request=s.MemberUpdateSerializer,
-        responses={
-            200: s.MemberSerializer,
-            404: error_response("member_not_found"),
-            409: error_response("last_owner"),
-        },
-    ),
-    destroy=extend_schema(
-        responses={
-            204: None,
-            404: error_response("member_not_found"),
-            409: error_response("last_owner"),
-        },
-    ),
-)
-class MemberViewSet(viewsets.GenericViewSet):
-    serializer_class = s.MemberSerializer
-    results_key = "members"
+@schema.MEMBERS
+class MemberViewSet(ListMixin, CreateMixin, UpdateMixin, DestroyMixin, OrganizationViewSet):
     lookup_field = "user_id"
-    lookup_value_regex = r"[^/]+"
+    resource = Resource(
+        "member", list=selectors.memberships_of, get=selectors.membership_get, create=services.member_add
+    )
+    serializer_class = s.MemberSerializer
+    input_serializers = {"create": s.MemberCreateSerializer, "partial_update": s.MemberUpdateSerializer}
+    results_key = "members"
     access = {"list": ADMIN, "create": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
 
-    def get_queryset(self):
-        return selectors.memberships_of(self.request.auth.organization)
-
-    def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(s.MemberSerializer(page, many=True).data)
-
-    @idempotent
-    def create(self, request):
-        data = parse(s.MemberCreateSerializer, request.data)
-        membership = services.member_add(organization=request.auth.organization, actor=request.auth, **data)
-        return Response(s.MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
-
-    def partial_update(self, request, user_id):
-        selectors.membership_get(organization=request.auth.organization, user_id=user_id)  # 404 before 400
-        data = parse(s.MemberUpdateSerializer, request.data)
-        membership = services.member_change_role(
-            organization=request.auth.organization, actor=request.auth, user_id=user_id, role=data["role"]
+    def perform_update(self, membership, data):
+        return services.member_change_role(
+            organization=self.organization, actor=self.actor, user_id=membership.user_id, role=data["role"]
         )
-        return Response(s.MemberSerializer(membership).data)
 
-    def destroy(self, request, user_id):
-        services.member_remove(organization=request.auth.organization, actor=request.auth, user_id=user_id)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def perform_destroy(self, membership):
+        services.member_remove(organization=self.organization, actor=self.actor, user_id=membership.user_id)
 
 
-# --- API keys -------------------------------------------------------------------------------
-
-
-@extend_schema_view(
-    list=extend_schema(responses={200: s.ApiKeySerializer(many=True)}),
-    create=extend_schema(
-        request=s.ApiKeyCreateSerializer,
-        responses={
-            201: s.ApiKeyCreatedSerializer,
-            400: error_response("invalid_request"),
-            403: error_response("forbidden / insufficient_scope"),
-        },
-    ),
-    destroy=extend_schema(responses={204: None, 404: error_response("api_key_not_found")}),
-)
-class ApiKeyViewSet(viewsets.GenericViewSet):
+@schema.API_KEYS
+class ApiKeyViewSet(ListMixin, CreateMixin, DestroyMixin, OrganizationViewSet):
+    resource = Resource(
+        "api_key",
+        list=selectors.api_keys_of,
+        get=selectors.api_key_get,
+        lookup="key_id",
+        destroy=services.api_key_revoke,
+    )
     serializer_class = s.ApiKeySerializer
+    input_serializers = {"create": s.ApiKeyCreateSerializer}
     results_key = "api_keys"
     # The secret is never stored, not even for an Idempotency-Key replay (which answers "key": null).
     idempotency_replay_omit = ("key",)
-    lookup_value_regex = r"[^/]+"
     access = {"list": ADMIN, "create": ADMIN, "destroy": ADMIN}
 
-    def get_queryset(self):
-        return selectors.api_keys_of(self.request.auth.organization)
+    def get_serializer_class(self):
+        # Only the creation's response shows the key.
+        return s.ApiKeyCreatedSerializer if self.action == "create" else s.ApiKeySerializer
 
-    def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(s.ApiKeySerializer(page, many=True).data)
-
-    @idempotent
-    def create(self, request):
-        data = parse(s.ApiKeyCreateSerializer, request.data)
+    def perform_create(self, data):
         created = services.api_key_create(
-            organization=request.auth.organization,
-            actor=request.auth,
+            organization=self.organization,
+            actor=self.actor,
             name=data["name"],
             scopes=data.get("scopes"),
             expires_at=data.get("expires_at"),
         )
-        body = s.ApiKeySerializer(created.api_key).data | {"key": created.key}
-        return Response(body, status=status.HTTP_201_CREATED)
-
-    def destroy(self, request, pk):
-        api_key = selectors.api_key_get(organization=request.auth.organization, key_id=pk)
-        services.api_key_revoke(api_key=api_key, actor=request.auth)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        created.api_key.key = created.key
+        return created.api_key

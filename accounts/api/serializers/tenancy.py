@@ -1,27 +1,16 @@
-"""Shapes of the accounts API. Input serializers check shape (and refuse unknown fields); the
-services check the rules."""
+"""Shapes of sign-in, /me, /organization, members and API keys."""
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.choices import ALL_SCOPES, LIMIT_FIELDS, Plan, Role
 from accounts.models import ApiKey, Membership, Organization, User
+from config.api.serializers import StrictSerializer
 
 # Largest values the limit columns hold on every database (PositiveIntegerField / PositiveBigIntegerField).
 LIMIT_MAX = {field: 2_147_483_647 for field in LIMIT_FIELDS} | {
     "monthly_token_quota": 9_223_372_036_854_775_807
 }
-
-
-class StrictSerializer(serializers.Serializer):
-    """An input serializer that answers unknown fields with a 400 instead of ignoring them."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
-        return super().to_internal_value(data)
 
 
 # --- output ---------------------------------------------------------------------------------
