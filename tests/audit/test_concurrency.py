@@ -18,9 +18,6 @@ from audit.services import audit_record
 from tests.support.concurrency import at_once
 from tests.support.processes import django_code, run_django_code, sqlite_child_env
 
-# processes and threads appending at once: a lock never released would hang the test
-pytestmark = pytest.mark.timeout(180)
-
 THREADS = 6
 PER_THREAD = 15
 PROCESSES = 3

@@ -17,9 +17,6 @@ from tests.factories import UserFactory, make_org
 from tests.support.processes import child_database_url, free_port
 from workflows.models import Project
 
-# a live server and client processes: a lost answer would hang the test
-pytestmark = pytest.mark.timeout(180)
-
 CONCURRENCY = 20
 BASE_DIR = settings.BASE_DIR
 

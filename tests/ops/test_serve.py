@@ -21,8 +21,7 @@ from tests.dashboard.support.browser import launch_chromium
 from tests.support.processes import alive, descendants, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-# timeout: `manage.py serve` in a subprocess: a server that never stops would hang the test
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.slow
 
 
 class Served:

@@ -10,9 +10,6 @@ import pytest
 
 from tests.runs.support.cluster_driver import expected_result
 
-# a real qcluster in a subprocess: runs that never finish would hang the test
-pytestmark = pytest.mark.timeout(240)
-
 
 def _check_finished_once(report: dict, steps: int):
     for run_id, run in report.items():

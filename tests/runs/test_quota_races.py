@@ -20,9 +20,6 @@ from tests.runs.conftest import pg_only
 from tests.runs.support.cluster import cluster_env, driver_process
 from tests.support.concurrency import at_once, race_drivers
 
-# threads and processes racing: a lock never released would hang the test
-pytestmark = pytest.mark.timeout(180)
-
 
 @pg_only
 @pytest.mark.django_db(transaction=True)

@@ -18,8 +18,7 @@ from django.db import connection
 
 from tests.support.processes import child_database_url, free_port
 
-# timeout: a uvicorn server in a subprocess: a stream that never ends would hang the test
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.slow
 TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
 MAX_SECONDS = 4
 

@@ -5,9 +5,6 @@ child finished before the parent's step was recorded as waiting)."""
 
 import pytest
 
-# a real qcluster in a subprocess: runs that never finish would hang the test
-pytestmark = pytest.mark.timeout(240)
-
 DRIVER = "tests.runs.support.sub_workflow_cluster_driver"
 
 

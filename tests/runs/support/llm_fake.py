@@ -75,6 +75,7 @@ class FakeLlm:
                             "body": body,
                             "raw": raw,
                             "at": arrived,
+                            "wall": time.time(),
                         }
                     )
                     step = server.script.pop(0) if server.script else {}
