@@ -16,6 +16,7 @@ data directory; a ring sends one byte to each socket there.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import os
@@ -61,12 +62,13 @@ def listen(channel: str) -> Listener:
     return RedisListener(channel) if settings.REDIS_URL else SocketListener(channel)
 
 
-class Listener:
+class Listener(abc.ABC):
+    @abc.abstractmethod
     def wait(self, timeout: float) -> bool:
-        raise NotImplementedError
+        """Block until the bell rings (True) or `timeout` seconds pass (False)."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027  (a listener holding nothing has nothing to close)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- Redis
