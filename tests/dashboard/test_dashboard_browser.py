@@ -3,7 +3,9 @@ generated form and watch it finish live, approve from the inbox, create an API k
 audit log; axe-core on every page (0 serious or critical violations) and no Content-Security-Policy
 violation anywhere."""
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -175,8 +177,18 @@ def test_the_axe_check_finds_a_violation(browser):
 def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, org, owner, manual_engine):
     workflow = make_workflow(org, owner, name="Release", steps=APPROVAL_STEPS, inputs=INPUTS)
     run = run_create(workflow=workflow, actor=actor(org, owner), input_data={"name": "Ada"})
+    greeter = make_workflow(org, owner, name="Greeter", tags=["demo"])
+    for _ in range(3):
+        run_create(workflow=greeter, actor=actor(org, owner), input_data={"name": "Ada"})
     manual_engine.drain()
-    context = browser.new_context(bypass_csp=True)  # axe is injected as a script
+    screenshots = {
+        "/": "overview.png",
+        f"/workflows/{workflow.id}/": "workflow.png",
+        "/runs/": "runs.png",
+        f"/runs/{run.id}/": "run.png",
+        "/approvals/": "approvals.png",
+    }
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1200, "height": 800})
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto(f"{asgi_url}/login/")
@@ -187,11 +199,14 @@ def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, or
         "/runs/", f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
     ]  # fmt: skip
     found = {}
+    shots = os.environ.get("BATON_SCREENSHOTS")  # `make screenshots`: the pictures in docs/dashboard.md
     for path in pages:
         page.goto(f"{asgi_url}{path}")
         violations = serious_violations(page)
         if violations:
             found[path] = violations
+        if shots and path in screenshots:
+            page.screenshot(path=str(Path(shots) / screenshots[path]), full_page=True)
     # A phone-sized screen too (approvals are decided from phones).
     page.set_viewport_size({"width": 375, "height": 740})
     page.goto(f"{asgi_url}/approvals/")
