@@ -33,6 +33,7 @@ urlpatterns = [
     path("workflows/<str:ref>/", workflows_views.workflow_detail, name="workflow-detail"),
     path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
     path("runs/", runs.run_list, name="run-list"),
+    path("runs/bulk/", runs.run_bulk_view, name="run-bulk"),
     path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),
     path("runs/<str:run_id>/live/", runs.run_live, name="run-live"),
     path("runs/<str:run_id>/control/", runs.run_control_view, name="run-control"),

@@ -5,7 +5,9 @@ The detail's live region (`run_live`) is what the browser reloads on each event 
 
 from django import forms
 from django.contrib import messages
+from django.http import QueryDict
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.dashboard import application_error_page, dashboard_page
@@ -23,6 +25,8 @@ from runs.services import (
     run_rerun,
     run_resume,
     run_terminate,
+    runs_bulk_cancel,
+    runs_bulk_delete,
 )
 from runs.views.selectors import after_cursor, encode_cursor
 from workflows.forms import SchemaForm
@@ -30,6 +34,7 @@ from workflows.graph import dag_layout
 from workflows.models import WorkflowVersion
 
 PAGE_SIZE = 50
+BULK_MAX = PAGE_SIZE  # a page's worth: the form lists one page of runs
 RESUMABLE_STATUSES = (RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED)
 EVENTS_SHOWN = 200
 
@@ -249,3 +254,25 @@ def run_answer_view(request, run_id: str):
         if item["step"].step_id == step_id:
             item["form"] = form
     return render(request, "runs/detail.html", context, status=400)
+
+
+@require_POST
+@dashboard_page(role="member")
+def run_bulk_view(request):
+    """Cancel the active or delete the finished runs ticked on a list page (runs_bulk_cancel /
+    runs_bulk_delete, as the API's bulk actions; runs of another organisation are simply not matched)."""
+    ids = request.POST.getlist("run")[:BULK_MAX]
+    action = request.POST.get("action")
+    back = "?" + QueryDict(request.POST.get("query", "")).urlencode()
+    if not ids or action not in ("cancel", "delete"):
+        messages.error(request, "Tick at least one run, then choose what to do with them.")
+        return redirect(reverse("dashboard:run-list") + back)
+    organization, actor = request.principal.organization, request.principal
+    if action == "cancel":
+        result = runs_bulk_cancel(organization=organization, actor=actor, ids=ids)
+        done = f"{result.affected} of {result.matched} selected runs asked to stop (finished ones stay)."
+    else:
+        result = runs_bulk_delete(organization=organization, actor=actor, ids=ids)
+        done = f"{result.affected} of {result.matched} selected runs deleted (active ones are kept)."
+    messages.success(request, done)
+    return redirect(reverse("dashboard:run-list") + back)

@@ -602,3 +602,24 @@ def signed_in_owner_post(org, url):
 
     owner = Membership.objects.get(organization=org, role="owner").user
     return signed_in(owner, org).post(url)
+
+
+def test_bulk_cancel_and_delete_from_the_list(org, owner, member, viewer, other_org, outsider):
+    workflow = make_workflow(org, owner)
+    active = [run_create(workflow=workflow, actor=actor(org, owner), input_data={}) for _ in range(2)]
+    theirs = run_create(
+        workflow=make_workflow(other_org, outsider), actor=actor(other_org, outsider), input_data={}
+    )
+    ids = [run.id for run in active] + [theirs.id]
+    assert signed_in(viewer, org).post("/runs/bulk/", {"run": ids, "action": "cancel"}).status_code == 403
+    client = signed_in(member, org)
+    assert 'name="run" value="' in client.get("/runs/").content.decode()
+    response = client.post("/runs/bulk/", {"run": ids, "action": "cancel", "query": "status=running"})
+    assert response.status_code == 302 and response["Location"] == "/runs/?status=running"
+    assert set(Run.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        "cancelled",
+        theirs.status,
+    }
+    assert "2 of 2 selected runs asked to stop" in client.get("/runs/").content.decode()
+    client.post("/runs/bulk/", {"run": ids, "action": "delete"})
+    assert list(Run.objects.filter(pk__in=ids).values_list("pk", flat=True)) == [theirs.id]
