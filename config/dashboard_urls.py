@@ -32,6 +32,7 @@ urlpatterns = [
     ),
     path("workflows/<str:ref>/", workflows_views.workflow_detail, name="workflow-detail"),
     path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
+    path("workflows/<str:ref>/action/", workflows_views.workflow_action, name="workflow-action"),
     path("runs/", runs.run_list, name="run-list"),
     path("runs/bulk/", runs.run_bulk_view, name="run-bulk"),
     path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),

@@ -6,6 +6,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.choices import Role
 from accounts.dashboard import dashboard_page
+from config.errors import Forbidden, InvalidRequest
+from workflows.choices import WorkflowStatus
 from workflows.definition import input_schema
 from workflows.graph import dag_layout
 from workflows.selectors import (
@@ -15,7 +17,15 @@ from workflows.selectors import (
     workflow_version_get,
     workflow_versions,
 )
-from workflows.services import template_install
+from workflows.services import (
+    template_install,
+    workflow_archive,
+    workflow_delete_permanent,
+    workflow_publish,
+    workflow_rollback,
+    workflow_set_status,
+    workflow_unarchive,
+)
 
 
 @dashboard_page()
@@ -59,4 +69,46 @@ def template_install_view(request, template_id: str):
         template=template, organization=organization, actor=request.principal, name=name
     )
     messages.success(request, f"Workflow {workflow.name} created from the template {template.name}.")
+    return redirect("dashboard:workflow-detail", ref=workflow.id)
+
+
+WORKFLOW_MESSAGES = {
+    "archive": "Archived: hidden from the list and refusing runs; its versions and runs are kept.",
+    "unarchive": "Unarchived: it is a draft again.",
+    "activate": "Active.",
+    "pause": "Paused: new runs are refused until it is active again.",
+    "publish": "Published: runs asking for the published version get this one.",
+    "rollback": "Rolled back: a new version with that version's definition.",
+}
+
+
+@require_POST
+@dashboard_page(role=Role.MEMBER)
+def workflow_action(request, ref: str):
+    """Archive, unarchive, activate, pause, publish a version, roll back to one (members), or delete an
+    archived workflow for good (owners), through the API's services."""
+    organization, actor = request.principal.organization, request.principal
+    workflow = workflow_get(organization=organization, ref=ref)
+    action = request.POST.get("action", "")
+    version = request.POST.get("version", "")
+    if action == "delete":
+        if not request.principal.has_role(Role.OWNER):
+            raise Forbidden("forbidden", "Only an owner may delete a workflow for good.")
+        workflow_delete_permanent(workflow=workflow, actor=actor)
+        messages.success(request, f"Workflow {workflow.name} deleted.")
+        return redirect("dashboard:workflow-list")
+    if action not in WORKFLOW_MESSAGES or (action == "rollback" and not version.isdigit()):
+        raise InvalidRequest("invalid_request", "Unknown action.")
+    if action == "archive":
+        workflow_archive(workflow=workflow, actor=actor)
+    elif action == "unarchive":
+        workflow_unarchive(workflow=workflow, actor=actor)
+    elif action in ("activate", "pause"):
+        status = WorkflowStatus.ACTIVE if action == "activate" else WorkflowStatus.PAUSED
+        workflow_set_status(workflow=workflow, actor=actor, status=status)
+    elif action == "publish":
+        workflow_publish(workflow=workflow, actor=actor, version=int(version) if version.isdigit() else None)
+    else:
+        workflow_rollback(workflow=workflow, actor=actor, version=int(version))
+    messages.success(request, WORKFLOW_MESSAGES[action])
     return redirect("dashboard:workflow-detail", ref=workflow.id)

@@ -623,3 +623,28 @@ def test_bulk_cancel_and_delete_from_the_list(org, owner, member, viewer, other_
     assert "2 of 2 selected runs asked to stop" in client.get("/runs/").content.decode()
     client.post("/runs/bulk/", {"run": ids, "action": "delete"})
     assert list(Run.objects.filter(pk__in=ids).values_list("pk", flat=True)) == [theirs.id]
+
+
+def test_workflow_lifecycle_actions(org, owner, member, viewer):
+    from workflows.models import Workflow
+    from workflows.services import workflow_update
+
+    workflow = make_workflow(org, owner)
+    definition = {**workflow.versions.get().definition, "description": "v2"}
+    workflow_update(workflow=workflow, actor=actor(org, owner), definition=definition)
+    url = f"/workflows/{workflow.id}/action/"
+    assert signed_in(viewer, org).post(url, {"action": "archive"}).status_code == 403
+    client = signed_in(member, org)
+
+    def status():
+        return Workflow.objects.get(pk=workflow.pk)
+
+    assert client.post(url, {"action": "activate"}).status_code == 302 and status().status == "active"
+    assert client.post(url, {"action": "publish"}).status_code == 302 and status().published_version == 2
+    assert client.post(url, {"action": "rollback", "version": "1"}).status_code == 302
+    assert status().current_version == 3
+    assert client.post(url, {"action": "archive"}).status_code == 302 and status().status == "archived"
+    assert client.post(url, {"action": "delete"}).status_code == 403  # owners only
+    assert client.post(url, {"action": "explode"}).status_code == 400
+    assert signed_in(owner, org).post(url, {"action": "delete"}).status_code == 302
+    assert not Workflow.objects.filter(pk=workflow.pk).exists()
