@@ -30,7 +30,10 @@ urlpatterns = [
     path(
         "templates/<str:template_id>/install/", workflows_views.template_install_view, name="template-install"
     ),
+    path("workflows/new/", workflows_views.workflow_edit, name="workflow-new"),
+    path("workflows/validate/", workflows_views.definition_validate, name="definition-validate"),
     path("workflows/<str:ref>/", workflows_views.workflow_detail, name="workflow-detail"),
+    path("workflows/<str:ref>/edit/", workflows_views.workflow_edit, name="workflow-edit"),
     path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
     path("workflows/<str:ref>/action/", workflows_views.workflow_action, name="workflow-action"),
     path("runs/", runs.run_list, name="run-list"),

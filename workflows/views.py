@@ -1,12 +1,14 @@
 """Dashboard pages of the workflows app: a workflow's detail with its DAG drawn as SVG, templates."""
 
+import json
+
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.choices import Role
 from accounts.dashboard import dashboard_page
-from config.errors import Forbidden, InvalidRequest
+from config.errors import ApplicationError, Forbidden, InvalidRequest
 from workflows.choices import WorkflowStatus
 from workflows.definition import input_schema
 from workflows.graph import dag_layout
@@ -18,13 +20,16 @@ from workflows.selectors import (
     workflow_versions,
 )
 from workflows.services import (
+    definition_errors,
     template_install,
     workflow_archive,
+    workflow_create,
     workflow_delete_permanent,
     workflow_publish,
     workflow_rollback,
     workflow_set_status,
     workflow_unarchive,
+    workflow_update,
 )
 
 
@@ -112,3 +117,70 @@ def workflow_action(request, ref: str):
         workflow_rollback(workflow=workflow, actor=actor, version=int(version))
     messages.success(request, WORKFLOW_MESSAGES[action])
     return redirect("dashboard:workflow-detail", ref=workflow.id)
+
+
+def _parse(text: str) -> tuple[dict | None, list[str]]:
+    """The definition typed in the editor, or the reasons it cannot be saved."""
+    try:
+        definition = json.loads(text)
+    except ValueError as exc:
+        return None, [f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."]
+    if not isinstance(definition, dict):
+        return None, ["The definition must be a JSON object."]
+    return definition, definition_errors(definition)
+
+
+BLANK = {
+    "name": "New workflow",
+    "steps": [{"id": "hello", "type": "transform", "config": {"value": "Hello"}}],
+}
+
+
+@dashboard_page(role=Role.MEMBER)
+def workflow_edit(request, ref: str | None = None):
+    """The definition as JSON, checked as you type (`definition_validate`) and saved as a new version
+    through workflow_update (or a new workflow through workflow_create when `ref` is None). A save based
+    on an older version than the latest is refused (409 version_conflict), so nobody's edit is lost."""
+    organization, actor = request.principal.organization, request.principal
+    workflow = workflow_get(organization=organization, ref=ref) if ref else None
+    latest = workflow_version_get(workflow=workflow, spec="latest") if workflow else None
+    text = json.dumps(latest.definition if latest else BLANK, indent=2, ensure_ascii=False)
+    errors, status = [], 200
+    if request.method == "POST":
+        text = request.POST.get("definition", "")
+        definition, errors = _parse(text)
+        summary = request.POST.get("change_summary", "")[:500]
+        if not errors:
+            try:
+                if workflow is None:
+                    workflow = workflow_create(organization=organization, actor=actor, definition=definition)
+                else:
+                    base = request.POST.get("base_version", "")
+                    workflow, _ = workflow_update(
+                        workflow=workflow, actor=actor, definition=definition, change_summary=summary,
+                        base_version=int(base) if base.isdigit() else None,
+                    )  # fmt: skip
+            except ApplicationError as exc:
+                errors, status = (exc.details or {}).get("errors") or [exc.message], exc.status
+            else:
+                created = latest is None or workflow.current_version != latest.number
+                messages.success(request, "Saved." if created else "No change: it equals the latest version.")
+                return redirect("dashboard:workflow-detail", ref=workflow.id)
+        else:
+            status = 400
+    context = {
+        "nav_active": "workflows",
+        "workflow": workflow,
+        "latest": latest,
+        "text": text,
+        "errors": errors,
+    }
+    return render(request, "workflows/edit.html", context, status=status)
+
+
+@require_POST
+@dashboard_page()
+def definition_validate(request):
+    """The editor's live check (htmx, on typing): the definition's problems, or that it may be saved."""
+    _, errors = _parse(request.POST.get("definition", ""))
+    return render(request, "workflows/_errors.html", {"errors": errors, "checked": True})

@@ -106,6 +106,22 @@ def test_create_a_workflow_from_a_template_and_see_its_dag(page, live_server, or
     assert csp_errors == []
 
 
+def test_the_definition_editor_checks_as_you_type(page, live_server, org, owner, csp_errors):
+    workflow = make_workflow(org, owner)
+    sign_in(page, live_server.url, owner.email)
+    page.goto(f"{live_server.url}/workflows/{workflow.id}/")
+    page.get_by_test_id("edit-link").click()
+    editor = page.get_by_label("Definition (JSON)")
+    editor.fill('{"name": "Greeter", "steps": [{"id": "a", "type": "nope"}]}')
+    expect(page.get_by_test_id("definition-errors")).to_contain_text("nope")
+    editor.fill('{"name": "Greeter", "steps": [{"id": "a", "type": "transform", "config": {"value": 2}}]}')
+    expect(page.get_by_test_id("definition-ok")).to_be_visible()
+    page.get_by_test_id("save-definition").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    expect(page.get_by_test_id("dag").locator("g.node")).to_have_count(1)
+    assert csp_errors == []
+
+
 def test_approve_from_the_inbox(page, live_server, org, owner, manual_engine, csp_errors):
     run = run_create(workflow=make_workflow(org, owner, name="Release", steps=APPROVAL_STEPS),
                      actor=actor(org, owner), input_data={})  # fmt: skip
@@ -196,6 +212,7 @@ def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, or
     sign_in(page, asgi_url, owner.email)
     pages = [
         "/", "/workflows/", "/templates/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/",
+        f"/workflows/{workflow.id}/edit/",
         "/runs/", f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
     ]  # fmt: skip
     found = {}

@@ -648,3 +648,39 @@ def test_workflow_lifecycle_actions(org, owner, member, viewer):
     assert client.post(url, {"action": "explode"}).status_code == 400
     assert signed_in(owner, org).post(url, {"action": "delete"}).status_code == 302
     assert not Workflow.objects.filter(pk=workflow.pk).exists()
+
+
+def test_definition_editor_validates_and_saves_versions(org, owner, member, viewer):
+    import json
+
+    from workflows.models import Workflow
+
+    client = signed_in(member, org)
+    check = client.post(
+        "/workflows/validate/", {"definition": '{"name": "x", "steps": []}'}, HTTP_HX_REQUEST="true"
+    )
+    assert check.status_code == 200 and 'data-testid="definition-errors"' in check.content.decode()
+    assert "Not valid JSON" in client.post("/workflows/validate/", {"definition": "{"}).content.decode()
+    good = {"name": "Fresh", "steps": [{"id": "a", "type": "transform", "config": {"value": 1}}]}
+    ok = client.post("/workflows/validate/", {"definition": json.dumps(good)})
+    assert 'data-testid="definition-ok"' in ok.content.decode()
+
+    response = client.post("/workflows/new/", {"definition": json.dumps(good)})
+    workflow = Workflow.objects.get(organization=org, name="Fresh")
+    assert response.status_code == 302 and response["Location"] == f"/workflows/{workflow.id}/"
+    edit = f"/workflows/{workflow.id}/edit/"
+    assert '"Fresh"' in client.get(edit).content.decode().replace("&quot;", '"')
+    changed = {**good, "description": "Second"}
+    saved = client.post(
+        edit, {"definition": json.dumps(changed), "base_version": "1", "change_summary": "Describe"}
+    )
+    assert saved.status_code == 302
+    workflow.refresh_from_db()
+    assert workflow.current_version == 2 and workflow.versions.get(number=2).change_summary == "Describe"
+    stale = client.post(
+        edit, {"definition": json.dumps({**good, "description": "Third"}), "base_version": "1"}
+    )
+    assert stale.status_code == 409
+    invalid = client.post(edit, {"definition": '{"name": "x", "steps": []}', "base_version": "2"})
+    assert invalid.status_code == 400 and "problem" in invalid.content.decode()
+    assert signed_in(viewer, org).get(edit).status_code == 403
