@@ -216,15 +216,19 @@ def run_decide_view(request, run_id: str):
     run = selectors.run_get(organization=request.principal.organization, run_id=run_id)
     approved = request.POST.get("decision") == "approve"
     step_id = request.POST.get("step_id") or None
-    run_decide(
-        run=run,
-        actor=request.principal,
-        approved=approved,
-        note=request.POST.get("note", ""),
-        step_id=step_id,
-    )
+    inline = bool(request.headers.get("HX-Request"))
+    note = request.POST.get("note", "")
+    try:
+        run_decide(run=run, actor=request.principal, approved=approved, note=note, step_id=step_id)
+    except ApplicationError as exc:
+        if not inline:
+            raise
+        # htmx swaps successful responses only: the refusal takes the item's place instead.
+        return render(
+            request, "approvals/_decided.html", {"run": run, "error": exc.message, "step_id": step_id}
+        )
     done = "Approved" if approved else "Rejected"
-    if request.headers.get("HX-Request"):
+    if inline:
         return render(request, "approvals/_decided.html", {"run": run, "done": done, "step_id": step_id})
     return _back(request, run_id, f"{done}.")
 

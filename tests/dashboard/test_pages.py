@@ -684,3 +684,19 @@ def test_definition_editor_validates_and_saves_versions(org, owner, member, view
     invalid = client.post(edit, {"definition": '{"name": "x", "steps": []}', "base_version": "2"})
     assert invalid.status_code == 400 and "problem" in invalid.content.decode()
     assert signed_in(viewer, org).get(edit).status_code == 403
+
+
+def test_inline_decision_refused_by_the_service_is_shown_in_place(org, owner, manual_engine):
+    steps = [{"id": "ok", "type": "approval", "config": {"message": "Ship?", "allow_self_approval": False}}]
+    run = _waiting_run(org, owner, manual_engine, steps=steps)  # triggered by the owner
+    response = signed_in(owner, org).post(
+        f"/runs/{run.id}/decide/", {"decision": "approve", "step_id": "ok"}, HTTP_HX_REQUEST="true"
+    )
+    body = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="decide-error"' in body and "<html" not in body
+    assert Run.objects.get(pk=run.pk).status == "awaiting_approval"
+
+
+def test_unknown_dashboard_address_is_a_404_page(owner_client):
+    response = owner_client.get("/nothing-here/")
+    assert response.status_code == 404 and "Back to the overview" in response.content.decode()
