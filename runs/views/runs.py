@@ -112,7 +112,9 @@ def _detail_context(request, run_id: str) -> dict:
             )
         elif step.status == StepStatus.AWAITING_APPROVAL and can_write:
             waiting.append({"step": step, "kind": "approval"})
-    gate = run.status == RunStatus.AWAITING_APPROVAL and not any(w["kind"] == "approval" for w in waiting)
+    # The environment gate: the run waits for an approval before any step starts (no step named).
+    signal = run.pause_signal or {}
+    gate = run.status == RunStatus.AWAITING_APPROVAL and bool(signal) and signal.get("step_id") is None
     return {
         "nav_active": "runs",
         "run": run,

@@ -700,3 +700,22 @@ def test_inline_decision_refused_by_the_service_is_shown_in_place(org, owner, ma
 def test_unknown_dashboard_address_is_a_404_page(owner_client):
     response = owner_client.get("/nothing-here/")
     assert response.status_code == 404 and "Back to the overview" in response.content.decode()
+
+
+def test_environment_gate_is_decided_from_the_inbox_and_the_run_page(org, owner, member, manual_engine):
+    run = run_create(
+        workflow=make_workflow(org, owner),
+        actor=actor(org, owner),
+        input_data={"name": "Ada"},
+        env="production",
+    )
+    assert run.status == "awaiting_approval"
+    client = signed_in(member, org)
+    inbox = client.get("/approvals/").content.decode()
+    assert "environment approval" in inbox and "needs an approval before it starts" in inbox
+    assert "Approval needed before this run starts" in client.get(f"/runs/{run.id}/").content.decode()
+    response = client.post(f"/runs/{run.id}/decide/", {"decision": "approve", "step_id": ""})
+    assert response.status_code == 302
+    manual_engine.drain()
+    finished = Run.objects.get(pk=run.pk)
+    assert finished.status == "completed", finished.error
