@@ -49,6 +49,16 @@ class RunFilterForm(forms.Form):
     env = forms.CharField(required=False, max_length=100, label="Environment")
     created_after = forms.DateField(required=False, label="From (UTC date)", widget=DATE)
     created_before = forms.DateField(required=False, label="Before (UTC date)", widget=DATE)
+    metadata = forms.CharField(required=False, max_length=300, label="Metadata (key=value)")
+
+    def clean_metadata(self) -> tuple[tuple[str, str], ...]:
+        raw = self.cleaned_data["metadata"].strip()
+        if not raw:
+            return ()
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            raise forms.ValidationError("Write it as key=value.")
+        return ((key.strip(), value.strip()),)
 
     def filters(self) -> selectors.RunFilters:
         from datetime import UTC, datetime, time
@@ -65,6 +75,7 @@ class RunFilterForm(forms.Form):
             env=data.get("env") or None,
             created_after=midnight(data.get("created_after")),
             created_before=midnight(data.get("created_before")),
+            metadata=data.get("metadata") or (),
         )
 
 

@@ -209,6 +209,10 @@ def test_run_list_filters_and_pages(owner_client, org, owner):
     body = owner_client.get(f"/runs/?workflow={other.slug}").content.decode()
     assert body.count('href="/runs/run_') == 1
     assert "No run matches these filters" in owner_client.get("/runs/?env=nowhere").content.decode()
+    tagged = run_create(workflow=workflow, actor=actor(org, owner), input_data={}, metadata={"ticket": "T-1"})
+    body = owner_client.get("/runs/?metadata=ticket%3DT-1").content.decode()
+    assert tagged.id in body and body.count('href="/runs/run_') == 1
+    assert "Write it as key=value." in owner_client.get("/runs/?metadata=oops").content.decode()
 
 
 def test_run_list_cursor_pagination(owner_client, org, owner, monkeypatch):
