@@ -46,6 +46,7 @@ urlpatterns = [
     path("runs/<str:run_id>/decide/", runs.run_decide_view, name="run-decide"),
     path("runs/<str:run_id>/answer/", runs.run_answer_view, name="run-answer"),
     path("approvals/", approvals.approvals_inbox, name="approvals"),
+    path("settings/", accounts_views.organization_settings, name="organization-settings"),
     path("settings/api-keys/", accounts_views.api_key_list, name="api-key-list"),
     path("settings/api-keys/<str:key_id>/revoke/", accounts_views.api_key_revoke, name="api-key-revoke"),
     path("settings/members/", accounts_views.member_list, name="member-list"),

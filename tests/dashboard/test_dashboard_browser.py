@@ -142,6 +142,7 @@ def test_approve_from_the_inbox(page, live_server, org, owner, manual_engine, cs
 def test_create_an_api_key_and_use_it(page, live_server, org, owner, csp_errors):
     sign_in(page, live_server.url, owner.email)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
+    page.get_by_role("navigation", name="Settings").get_by_role("link", name="API keys").click()
     page.get_by_label("Name").fill("CI")
     page.get_by_role("checkbox", name=re.compile("runs:write")).uncheck()
     page.get_by_test_id("create-key").click()
@@ -212,8 +213,8 @@ def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, or
     sign_in(page, asgi_url, owner.email)
     pages = [
         "/", "/workflows/", "/templates/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/",
-        f"/workflows/{workflow.id}/edit/",
-        "/runs/", f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
+        f"/workflows/{workflow.id}/edit/", "/runs/", f"/runs/{run.id}/", "/approvals/",
+        "/settings/", "/settings/api-keys/", "/settings/members/", "/audit/",
     ]  # fmt: skip
     found = {}
     shots = os.environ.get("BATON_SCREENSHOTS")  # `make screenshots`: the pictures in docs/dashboard.md

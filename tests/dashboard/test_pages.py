@@ -723,3 +723,22 @@ def test_environment_gate_is_decided_from_the_inbox_and_the_run_page(org, owner,
     manual_engine.drain()
     finished = Run.objects.get(pk=run.pk)
     assert finished.status == "completed", finished.error
+
+
+def test_organisation_settings_by_role(org, owner, admin, member):
+    from accounts.models import Organization
+
+    assert signed_in(member, org).get("/settings/").status_code == 403
+    client = signed_in(admin, org)
+    data = {"name": "Acme Corp", "plan": org.plan, "retention_days": org.retention_days}
+    assert client.post("/settings/", data).status_code == 302
+    assert Organization.objects.get(pk=org.pk).name == "Acme Corp"
+    refused = client.post("/settings/", {**data, "retention_days": 7})
+    assert refused.status_code == 403 and "Only an organisation owner" in refused.content.decode()
+    assert (
+        signed_in(owner, org).post("/settings/", {**data, "plan": "growth", "retention_days": 7}).status_code
+        == 302
+    )
+    org.refresh_from_db()
+    assert (org.plan, org.retention_days) == ("growth", 7)
+    assert "Limits of the Growth plan" in signed_in(owner, org).get("/settings/").content.decode()
