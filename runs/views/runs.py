@@ -113,6 +113,11 @@ def _detail_context(request, run_id: str) -> dict:
         or {}
     )
     events = list(RunEvent.objects.filter(run=run).order_by("-seq")[:EVENTS_SHOWN])
+    children = (
+        list(selectors.runs_of(principal.organization).filter(parent_run_id=run.id).only("id", "status")[:50])
+        if run.has_children
+        else []
+    )
     can_write = principal.has_role("member")
     waiting = []
     for step in steps:
@@ -134,6 +139,7 @@ def _detail_context(request, run_id: str) -> dict:
         if definition
         else None,
         "events": events,
+        "children": children,
         "events_truncated": run.event_seq > len(events),
         "waiting": waiting,
         "gate": gate and can_write,

@@ -457,6 +457,9 @@ def test_audit_log_filters_pages_and_verifies(org, owner, admin):
         client.post("/settings/api-keys/", {"name": f"k{i}", "scopes": ["runs:read"]})
     body = client.get("/audit/?event=api_key.*").content.decode()
     assert body.count("<code>api_key.created</code>") == 3 and "organization.created" not in body
+    assert 'href="/api/v1/audit/export"' in body
+    export = client.get("/api/v1/audit/export")  # the link works with the dashboard's session
+    assert export.status_code == 200 and b"api_key.created" in b"".join(export.streaming_content)
     verify = client.post("/audit/verify/", HTTP_HX_REQUEST="true")
     assert verify.status_code == 200 and "The chain is intact" in verify.content.decode()
     assert "<html" not in verify.content.decode()
@@ -742,3 +745,20 @@ def test_organisation_settings_by_role(org, owner, admin, member):
     org.refresh_from_db()
     assert (org.plan, org.retention_days) == ("growth", 7)
     assert "Limits of the Growth plan" in signed_in(owner, org).get("/settings/").content.decode()
+
+
+def test_parent_and_child_runs_link_to_each_other(owner_client, org, owner, manual_engine):
+    child_flow = make_workflow(
+        org, owner, name="Child", steps=[{"id": "a", "type": "transform", "config": {"value": 2}}]
+    )
+    parent_flow = make_workflow(
+        org,
+        owner,
+        name="Parent",
+        steps=[{"id": "sub", "type": "sub_workflow", "config": {"workflow": child_flow.id}}],
+    )
+    parent = run_create(workflow=parent_flow, actor=actor(org, owner), input_data={})
+    manual_engine.drain()
+    child = Run.objects.get(parent_run=parent)
+    assert f'href="/runs/{child.id}/"' in owner_client.get(f"/runs/{parent.id}/").content.decode()
+    assert f'href="/runs/{parent.id}/"' in owner_client.get(f"/runs/{child.id}/").content.decode()
