@@ -326,3 +326,27 @@ def organization_settings(request):
         "is_owner": request.principal.has_role(Role.OWNER),
     }
     return render(request, "settings/organization.html", context, status=status)
+
+
+@dashboard_page()
+def profile(request):
+    """The signed-in person: email, name, their organisations (switch here) and a link to change the
+    password."""
+    memberships = Membership.objects.filter(user=request.user).select_related("organization")
+    context = {"memberships": memberships.order_by("organization__name"), "current": request.membership}
+    return render(request, "accounts/profile.html", context)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change (the current password first); the session stays signed in."""
+
+    template_name = "accounts/password_change.html"
+    success_url = reverse_lazy("dashboard:profile")
+
+    def dispatch(self, request, *args, **kwargs):
+        return dashboard_page()(super().dispatch)(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, "Your password is changed.")
+        return response

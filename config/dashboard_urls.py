@@ -24,6 +24,8 @@ urlpatterns = [
         name="password-reset-confirm",
     ),
     path("invitation/<uidb64>/<token>/", accounts_views.InvitationView.as_view(), name="invitation"),
+    path("profile/", accounts_views.profile, name="profile"),
+    path("profile/password/", accounts_views.PasswordChangeView.as_view(), name="password-change"),
     path("organization/switch/", accounts_views.organization_switch, name="organization-switch"),
     path("workflows/", workflows.workflow_list, name="workflow-list"),
     path("templates/", workflows_views.template_gallery, name="template-gallery"),

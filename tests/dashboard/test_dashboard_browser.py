@@ -214,7 +214,7 @@ def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, or
     pages = [
         "/", "/workflows/", "/templates/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/",
         f"/workflows/{workflow.id}/edit/", "/runs/", f"/runs/{run.id}/", "/approvals/",
-        "/settings/", "/settings/api-keys/", "/settings/members/", "/audit/",
+        "/settings/", "/settings/api-keys/", "/settings/members/", "/audit/", "/profile/",
     ]  # fmt: skip
     found = {}
     shots = os.environ.get("BATON_SCREENSHOTS")  # `make screenshots`: the pictures in docs/dashboard.md

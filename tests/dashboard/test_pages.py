@@ -762,3 +762,24 @@ def test_parent_and_child_runs_link_to_each_other(owner_client, org, owner, manu
     child = Run.objects.get(parent_run=parent)
     assert f'href="/runs/{child.id}/"' in owner_client.get(f"/runs/{parent.id}/").content.decode()
     assert f'href="/runs/{parent.id}/"' in owner_client.get(f"/runs/{child.id}/").content.decode()
+
+
+def test_profile_shows_organisations_and_changes_the_password(org, owner, other_org):
+    from tests.conftest import PASSWORD
+    from tests.factories import add_member
+
+    add_member(other_org, "viewer", owner)
+    client = signed_in(owner, org)
+    body = client.get("/profile/").content.decode()
+    assert "Acme — Owner (current)" in body and "Switch to Other" in body
+    new = "a-brand-new-passphrase"
+    wrong = client.post(
+        "/profile/password/", {"old_password": "nope", "new_password1": new, "new_password2": new}
+    )
+    assert wrong.status_code == 200 and 'class="field-error"' in wrong.content.decode()
+    data = {"old_password": PASSWORD, "new_password1": new, "new_password2": new}
+    assert client.post("/profile/password/", data).status_code == 302
+    owner.refresh_from_db()
+    assert owner.check_password(new)
+    assert client.get("/profile/").status_code == 200  # still signed in
+    assert Client().get("/profile/password/").status_code == 302  # sign-in first
