@@ -29,6 +29,7 @@ from runs.services import (
     runs_bulk_delete,
 )
 from runs.views.selectors import after_cursor, encode_cursor
+from runs.views.timeline import timeline
 from workflows.forms import SchemaForm
 from workflows.graph import dag_layout
 from workflows.models import WorkflowVersion
@@ -139,6 +140,7 @@ def _detail_context(request, run_id: str) -> dict:
         if definition
         else None,
         "events": events,
+        "timeline": timeline(steps),
         "children": children,
         "events_truncated": run.event_seq > len(events),
         "waiting": waiting,

@@ -247,6 +247,9 @@ def test_run_detail_shows_steps_events_and_coloured_dag(owner_client, org, owner
     assert "&quot;Hello Ada&quot;" in body  # the step's output, as JSON
     assert "run_completed" in body and "step_started" in body
     assert f'data-stream="/api/v1/runs/{run.id}/stream"' in body and 'data-finished="1"' in body
+    timeline = re.search(r'<svg class="timeline".*?</svg>', body, re.S).group(0)
+    assert timeline.count("<rect") == 3 and 'data-step="shout"' in timeline
+    assert re.search(r'data-testid="run-duration">\d+(\.\d)? ?(ms|s)<', body)
     live = owner_client.get(f"/runs/{run.id}/live/")
     assert live.status_code == 200 and "<html" not in live.content.decode()
 
