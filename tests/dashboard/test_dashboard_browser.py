@@ -139,6 +139,34 @@ def test_approve_from_the_inbox(page, live_server, org, owner, manual_engine, cs
     assert csp_errors == []
 
 
+def test_answer_an_input_request(page, live_server, org, owner, manual_engine, csp_errors):
+    schema = {
+        "type": "object",
+        "required": ["size"],
+        "properties": {"size": {"type": "integer", "title": "Size"}},
+    }
+    steps = [{"id": "ask", "type": "input", "config": {"message": "How many?", "schema": schema}}]
+    run = run_create(
+        workflow=make_workflow(org, owner, name="Ask", steps=steps), actor=actor(org, owner), input_data={}
+    )
+    manual_engine.drain()
+    sign_in(page, live_server.url, owner.email)
+    page.goto(f"{live_server.url}/approvals/")
+    item = page.get_by_test_id("inbox-item")
+    expect(item).to_contain_text("How many?")
+    item.get_by_label("Size").fill("2.5")
+    item.get_by_role("button", name="Send answer").click()
+    expect(
+        page.get_by_text("Enter a whole number.")
+    ).to_be_visible()  # back on the run page, next to the field
+    page.get_by_label("Size").fill("3")
+    page.get_by_test_id("send-answer").click()
+    expect(page.get_by_text("Answer sent.")).to_be_visible()
+    manual_engine.drain()
+    assert Run.objects.get(pk=run.pk).status == "completed"
+    assert csp_errors == []
+
+
 def test_create_an_api_key_and_use_it(page, live_server, org, owner, csp_errors):
     sign_in(page, live_server.url, owner.email)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
