@@ -139,7 +139,8 @@ def test_approve_from_the_inbox(page, live_server, org, owner, manual_engine, cs
     assert csp_errors == []
 
 
-def test_answer_an_input_request(page, live_server, org, owner, manual_engine, csp_errors):
+def test_answer_an_input_request(page, asgi_url, org, owner, manual_engine, csp_errors):
+    # The run page opens the run's event stream: served by ASGI, it ends when the browser leaves.
     schema = {
         "type": "object",
         "required": ["size"],
@@ -150,8 +151,8 @@ def test_answer_an_input_request(page, live_server, org, owner, manual_engine, c
         workflow=make_workflow(org, owner, name="Ask", steps=steps), actor=actor(org, owner), input_data={}
     )
     manual_engine.drain()
-    sign_in(page, live_server.url, owner.email)
-    page.goto(f"{live_server.url}/approvals/")
+    sign_in(page, asgi_url, owner.email)
+    page.goto(f"{asgi_url}/approvals/")
     item = page.get_by_test_id("inbox-item")
     expect(item).to_contain_text("How many?")
     item.get_by_label("Size").fill("2.5")
