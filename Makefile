@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-sqlite test-postgres lint format bench browser-deps system-deps clean
+.PHONY: install run test test-sqlite test-postgres lint format bench screenshots browser-deps system-deps clean
 
 .uv/bin/uv:
 	$(PYTHON) -m venv .uv
@@ -49,8 +49,8 @@ PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 test-sqlite: install
 	$(PYTEST)
 
-test-postgres: install
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PYTEST)
+test-postgres: install  # the browser tests run in the SQLite pass only
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PYTEST) -m "not browser"
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -59,6 +59,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+screenshots: install browser-deps ## the dashboard pictures in docs/screenshots (from the browser tests)
+	BATON_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/dashboard/test_dashboard_browser.py -k accessibility
 
 bench: install ## benchmarks (not part of the test run); prints a table
 	$(PY) bench/run.py

@@ -2,7 +2,7 @@
 
 from django import forms
 
-from accounts.choices import Role
+from accounts.choices import Plan, Role
 
 
 class LoginForm(forms.Form):
@@ -44,3 +44,11 @@ class MemberInviteForm(forms.Form):
 
 class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
+
+
+class OrganizationForm(forms.Form):
+    """The organisation's settings: admins rename; plan and retention are the owner's (the service checks)."""
+
+    name = forms.CharField(max_length=200)
+    plan = forms.ChoiceField(choices=Plan.choices)
+    retention_days = forms.IntegerField(min_value=1, max_value=36500, label="Keep finished runs for (days)")

@@ -28,6 +28,7 @@ from accounts.forms import (
     LoginForm,
     MemberInviteForm,
     MemberRoleForm,
+    OrganizationForm,
     OrganizationSwitchForm,
 )
 from accounts.models import Membership
@@ -281,4 +282,71 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     def form_valid(self, form):
         response = super().form_valid(form)
         messages.success(self.request, "Your password is changed: sign in with it.")
+        return response
+
+
+@dashboard_page(role=Role.ADMIN)
+def organization_settings(request):
+    """Settings → organisation: the name (admins), the plan and run retention (owners), the limits."""
+    organization = request.principal.organization
+    current = {
+        "name": organization.name,
+        "plan": organization.plan,
+        "retention_days": organization.retention_days,
+    }
+    form = OrganizationForm(request.POST if request.method == "POST" else None, initial=current)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            # Only what changed is sent, so an admin renaming does not "change" the owner's fields.
+            changes = {k: v for k, v in form.cleaned_data.items() if v != current[k]}
+            try:
+                services.organization_update(organization=organization, actor=request.principal, **changes)
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status
+            else:
+                messages.success(request, "Saved." if changes else "Nothing changed.")
+                return redirect("dashboard:organization-settings")
+        else:
+            status = 400
+    organization.refresh_from_db()
+    limits = [
+        ("Requests per minute", organization.rate_per_minute),
+        ("Requests per day", organization.rate_per_day),
+        ("Runs per month", organization.monthly_run_limit),
+        ("LLM tokens per month", organization.monthly_token_quota),
+        ("Concurrent runs", organization.max_concurrent_runs),
+    ]
+    context = {
+        "nav_active": "settings",
+        "form": form,
+        "organization": organization,
+        "limits": limits,
+        "is_owner": request.principal.has_role(Role.OWNER),
+    }
+    return render(request, "settings/organization.html", context, status=status)
+
+
+@dashboard_page()
+def profile(request):
+    """The signed-in person: email, name, their organisations (switch here) and a link to change the
+    password."""
+    memberships = Membership.objects.filter(user=request.user).select_related("organization")
+    context = {"memberships": memberships.order_by("organization__name"), "current": request.membership}
+    return render(request, "accounts/profile.html", context)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change (the current password first); the session stays signed in."""
+
+    template_name = "accounts/password_change.html"
+    success_url = reverse_lazy("dashboard:profile")
+
+    def dispatch(self, request, *args, **kwargs):
+        return dashboard_page()(super().dispatch)(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, "Your password is changed.")
         return response

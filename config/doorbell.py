@@ -67,7 +67,7 @@ class Listener(abc.ABC):
     def wait(self, timeout: float) -> bool:
         """Block until the bell rings (True) or `timeout` seconds pass (False)."""
 
-    def close(self) -> None:  # noqa: B027  (a listener holding nothing has nothing to close)
+    def close(self) -> None:
         return None
 
 

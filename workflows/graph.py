@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 from workflows.definition import dependency_graph
 
-NODE_WIDTH = 168
+NODE_WIDTH = 200
 NODE_HEIGHT = 46
 GAP_X = 28
 GAP_Y = 54
 MARGIN = 16
-LABEL_CHARS = 22
+LABEL_CHARS = 26
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,23 @@ def status(value, label=None):
     """A status badge: the word is always written (colour is never the only signal)."""
     text = label or str(value).replace("_", " ")
     return format_html('<span class="status status-{}">{}</span>', value, text)
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+@register.simple_tag
+def duration(start, end, empty="—"):
+    """How long from `start` to `end` (both datetimes), in the largest fitting units."""
+    if start is None or end is None:
+        return empty
+    return format_seconds(max(0.0, (end - start).total_seconds()))

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, time
 
 from django import forms
 from django.contrib import messages
+from django.http import QueryDict
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.dashboard import application_error_page, dashboard_page
@@ -26,13 +28,17 @@ from runs.services import (
     run_rerun,
     run_resume,
     run_terminate,
+    runs_bulk_cancel,
+    runs_bulk_delete,
 )
 from runs.views.selectors import after_cursor, encode_cursor
+from runs.views.timeline import timeline
 from workflows.forms import SchemaForm
 from workflows.graph import dag_layout
 from workflows.models import WorkflowVersion
 
 PAGE_SIZE = 50
+BULK_MAX = PAGE_SIZE  # a page's worth: the form lists one page of runs
 RESUMABLE_STATUSES = (RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED)
 EVENTS_SHOWN = 200
 
@@ -47,6 +53,16 @@ class RunFilterForm(forms.Form):
     env = forms.CharField(required=False, max_length=100, label="Environment")
     created_after = forms.DateField(required=False, label="From (UTC date)", widget=DATE)
     created_before = forms.DateField(required=False, label="Before (UTC date)", widget=DATE)
+    metadata = forms.CharField(required=False, max_length=300, label="Metadata (key=value)")
+
+    def clean_metadata(self) -> tuple[tuple[str, str], ...]:
+        raw = self.cleaned_data["metadata"].strip()
+        if not raw:
+            return ()
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            raise forms.ValidationError("Write it as key=value.")
+        return ((key.strip(), value.strip()),)
 
     def filters(self) -> RunFilterSet:
         """The form's choices as the API's RunFilterSet (the same filters as GET /runs)."""
@@ -63,6 +79,7 @@ class RunFilterForm(forms.Form):
             "created_after": midnight(data.get("created_after")),
             "created_before": midnight(data.get("created_before")),
         }
+        values.update({f"metadata.{key}": value for key, value in data.get("metadata") or ()})
         filterset = RunFilterSet.from_object(
             {name: value for name, value in values.items() if value is not None}, queryset=Run.objects.none()
         )
@@ -104,6 +121,11 @@ def _detail_context(request, run_id: str) -> dict:
         or {}
     )
     events = list(RunEvent.objects.filter(run=run).order_by("-seq")[:EVENTS_SHOWN])
+    children = (
+        list(selectors.runs_of(principal.organization).filter(parent_run_id=run.id).only("id", "status")[:50])
+        if run.has_children
+        else []
+    )
     can_write = principal.has_role("member")
     waiting = []
     for step in steps:
@@ -114,7 +136,9 @@ def _detail_context(request, run_id: str) -> dict:
             )
         elif step.status == StepStatus.AWAITING_APPROVAL and can_write:
             waiting.append({"step": step, "kind": "approval"})
-    gate = run.status == RunStatus.AWAITING_APPROVAL and not any(w["kind"] == "approval" for w in waiting)
+    # The environment gate: the run waits for an approval before any step starts (no step named).
+    signal = run.pause_signal or {}
+    gate = run.status == RunStatus.AWAITING_APPROVAL and bool(signal) and signal.get("step_id") is None
     return {
         "nav_active": "runs",
         "run": run,
@@ -123,6 +147,8 @@ def _detail_context(request, run_id: str) -> dict:
         if definition
         else None,
         "events": events,
+        "timeline": timeline(steps),
+        "children": children,
         "events_truncated": run.event_seq > len(events),
         "waiting": waiting,
         "gate": gate and can_write,
@@ -218,15 +244,19 @@ def run_decide_view(request, run_id: str):
     run = selectors.run_get(organization=request.principal.organization, run_id=run_id)
     approved = request.POST.get("decision") == "approve"
     step_id = request.POST.get("step_id") or None
-    run_decide(
-        run=run,
-        actor=request.principal,
-        approved=approved,
-        note=request.POST.get("note", ""),
-        step_id=step_id,
-    )
+    inline = bool(request.headers.get("HX-Request"))
+    note = request.POST.get("note", "")
+    try:
+        run_decide(run=run, actor=request.principal, approved=approved, note=note, step_id=step_id)
+    except ApplicationError as exc:
+        if not inline:
+            raise
+        # htmx swaps successful responses only: the refusal takes the item's place instead.
+        return render(
+            request, "approvals/_decided.html", {"run": run, "error": exc.message, "step_id": step_id}
+        )
     done = "Approved" if approved else "Rejected"
-    if request.headers.get("HX-Request"):
+    if inline:
         return render(request, "approvals/_decided.html", {"run": run, "done": done, "step_id": step_id})
     return _back(request, run_id, f"{done}.")
 
@@ -256,3 +286,25 @@ def run_answer_view(request, run_id: str):
         if item["step"].step_id == step_id:
             item["form"] = form
     return render(request, "runs/detail.html", context, status=400)
+
+
+@require_POST
+@dashboard_page(role="member")
+def run_bulk_view(request):
+    """Cancel the active or delete the finished runs ticked on a list page (runs_bulk_cancel /
+    runs_bulk_delete, as the API's bulk actions; runs of another organisation are simply not matched)."""
+    ids = request.POST.getlist("run")[:BULK_MAX]
+    action = request.POST.get("action")
+    back = "?" + QueryDict(request.POST.get("query", "")).urlencode()
+    if not ids or action not in ("cancel", "delete"):
+        messages.error(request, "Tick at least one run, then choose what to do with them.")
+        return redirect(reverse("dashboard:run-list") + back)
+    organization, actor = request.principal.organization, request.principal
+    if action == "cancel":
+        result = runs_bulk_cancel(organization=organization, actor=actor, ids=ids)
+        done = f"{result.affected} of {result.matched} selected runs asked to stop (finished ones stay)."
+    else:
+        result = runs_bulk_delete(organization=organization, actor=actor, ids=ids)
+        done = f"{result.affected} of {result.matched} selected runs deleted (active ones are kept)."
+    messages.success(request, done)
+    return redirect(reverse("dashboard:run-list") + back)

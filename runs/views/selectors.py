@@ -78,12 +78,14 @@ class Waiting:
 def awaiting_person(*, principal, limit: int = INBOX_MAX) -> list[Waiting]:
     """What the person may decide or answer, newest run first: approval steps whose approvers include
     them, environment gates, and input requests (members and up). Two queries."""
+    if not principal.has_role("member"):  # viewers decide nothing
+        return []
     runs = list(
         Run.objects.filter(organization=principal.organization, status__in=PERSON_WAITS)
         .select_related("workflow")
         .order_by("-created_at", "-id")[:limit]
     )
-    if not runs or not principal.has_role("member"):
+    if not runs:
         return []
     steps = StepRun.objects.filter(
         run_id__in=[run.id for run in runs],

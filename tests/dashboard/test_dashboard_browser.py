@@ -3,7 +3,9 @@ generated form and watch it finish live, approve from the inbox, create an API k
 audit log; axe-core on every page (0 serious or critical violations) and no Content-Security-Policy
 violation anywhere."""
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -104,6 +106,22 @@ def test_create_a_workflow_from_a_template_and_see_its_dag(page, live_server, or
     assert csp_errors == []
 
 
+def test_the_definition_editor_checks_as_you_type(page, live_server, org, owner, csp_errors):
+    workflow = make_workflow(org, owner)
+    sign_in(page, live_server.url, owner.email)
+    page.goto(f"{live_server.url}/workflows/{workflow.id}/")
+    page.get_by_test_id("edit-link").click()
+    editor = page.get_by_label("Definition (JSON)")
+    editor.fill('{"name": "Greeter", "steps": [{"id": "a", "type": "nope"}]}')
+    expect(page.get_by_test_id("definition-errors")).to_contain_text("nope")
+    editor.fill('{"name": "Greeter", "steps": [{"id": "a", "type": "transform", "config": {"value": 2}}]}')
+    expect(page.get_by_test_id("definition-ok")).to_be_visible()
+    page.get_by_test_id("save-definition").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    expect(page.get_by_test_id("dag").locator("g.node")).to_have_count(1)
+    assert csp_errors == []
+
+
 def test_approve_from_the_inbox(page, live_server, org, owner, manual_engine, csp_errors):
     run = run_create(workflow=make_workflow(org, owner, name="Release", steps=APPROVAL_STEPS),
                      actor=actor(org, owner), input_data={})  # fmt: skip
@@ -121,9 +139,39 @@ def test_approve_from_the_inbox(page, live_server, org, owner, manual_engine, cs
     assert csp_errors == []
 
 
+def test_answer_an_input_request(page, asgi_url, org, owner, manual_engine, csp_errors):
+    # The run page opens the run's event stream: served by ASGI, it ends when the browser leaves.
+    schema = {
+        "type": "object",
+        "required": ["size"],
+        "properties": {"size": {"type": "integer", "title": "Size"}},
+    }
+    steps = [{"id": "ask", "type": "input", "config": {"message": "How many?", "schema": schema}}]
+    run = run_create(
+        workflow=make_workflow(org, owner, name="Ask", steps=steps), actor=actor(org, owner), input_data={}
+    )
+    manual_engine.drain()
+    sign_in(page, asgi_url, owner.email)
+    page.goto(f"{asgi_url}/approvals/")
+    item = page.get_by_test_id("inbox-item")
+    expect(item).to_contain_text("How many?")
+    item.get_by_label("Size").fill("2.5")
+    item.get_by_role("button", name="Send answer").click()
+    expect(
+        page.get_by_text("Enter a whole number.")
+    ).to_be_visible()  # back on the run page, next to the field
+    page.get_by_label("Size").fill("3")
+    page.get_by_test_id("send-answer").click()
+    expect(page.get_by_text("Answer sent.")).to_be_visible()
+    manual_engine.drain()
+    assert Run.objects.get(pk=run.pk).status == "completed"
+    assert csp_errors == []
+
+
 def test_create_an_api_key_and_use_it(page, live_server, org, owner, csp_errors):
     sign_in(page, live_server.url, owner.email)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
+    page.get_by_role("navigation", name="Settings").get_by_role("link", name="API keys").click()
     page.get_by_label("Name").fill("CI")
     page.get_by_role("checkbox", name=re.compile("runs:write")).uncheck()
     page.get_by_test_id("create-key").click()
@@ -175,8 +223,18 @@ def test_the_axe_check_finds_a_violation(browser):
 def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, org, owner, manual_engine):
     workflow = make_workflow(org, owner, name="Release", steps=APPROVAL_STEPS, inputs=INPUTS)
     run = run_create(workflow=workflow, actor=actor(org, owner), input_data={"name": "Ada"})
+    greeter = make_workflow(org, owner, name="Greeter", tags=["demo"])
+    for _ in range(3):
+        run_create(workflow=greeter, actor=actor(org, owner), input_data={"name": "Ada"})
     manual_engine.drain()
-    context = browser.new_context(bypass_csp=True)  # axe is injected as a script
+    screenshots = {
+        "/": "overview.png",
+        f"/workflows/{workflow.id}/": "workflow.png",
+        "/runs/": "runs.png",
+        f"/runs/{run.id}/": "run.png",
+        "/approvals/": "approvals.png",
+    }
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1200, "height": 800})
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto(f"{asgi_url}/login/")
@@ -184,14 +242,18 @@ def test_every_page_has_no_serious_accessibility_violation(browser, asgi_url, or
     sign_in(page, asgi_url, owner.email)
     pages = [
         "/", "/workflows/", "/templates/", f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/run/",
-        "/runs/", f"/runs/{run.id}/", "/approvals/", "/settings/api-keys/", "/settings/members/", "/audit/",
+        f"/workflows/{workflow.id}/edit/", "/runs/", f"/runs/{run.id}/", "/approvals/",
+        "/settings/", "/settings/api-keys/", "/settings/members/", "/audit/", "/profile/",
     ]  # fmt: skip
     found = {}
+    shots = os.environ.get("BATON_SCREENSHOTS")  # `make screenshots`: the pictures in docs/dashboard.md
     for path in pages:
         page.goto(f"{asgi_url}{path}")
         violations = serious_violations(page)
         if violations:
             found[path] = violations
+        if shots and path in screenshots:
+            page.screenshot(path=str(Path(shots) / screenshots[path]), full_page=True)
     # A phone-sized screen too (approvals are decided from phones).
     page.set_viewport_size({"width": 375, "height": 740})
     page.goto(f"{asgi_url}/approvals/")

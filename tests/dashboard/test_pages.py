@@ -209,6 +209,10 @@ def test_run_list_filters_and_pages(owner_client, org, owner):
     body = owner_client.get(f"/runs/?workflow={other.slug}").content.decode()
     assert body.count('href="/runs/run_') == 1
     assert "No run matches these filters" in owner_client.get("/runs/?env=nowhere").content.decode()
+    tagged = run_create(workflow=workflow, actor=actor(org, owner), input_data={}, metadata={"ticket": "T-1"})
+    body = owner_client.get("/runs/?metadata=ticket%3DT-1").content.decode()
+    assert tagged.id in body and body.count('href="/runs/run_') == 1
+    assert "Write it as key=value." in owner_client.get("/runs/?metadata=oops").content.decode()
 
 
 def test_run_list_cursor_pagination(owner_client, org, owner, monkeypatch):
@@ -243,6 +247,9 @@ def test_run_detail_shows_steps_events_and_coloured_dag(owner_client, org, owner
     assert "&quot;Hello Ada&quot;" in body  # the step's output, as JSON
     assert "run_completed" in body and "step_started" in body
     assert f'data-stream="/api/v1/runs/{run.id}/stream"' in body and 'data-finished="1"' in body
+    timeline = re.search(r'<svg class="timeline".*?</svg>', body, re.S).group(0)
+    assert timeline.count("<rect") == 3 and 'data-step="shout"' in timeline
+    assert re.search(r'data-testid="run-duration">\d+(\.\d)? ?(ms|s)<', body)
     live = owner_client.get(f"/runs/{run.id}/live/")
     assert live.status_code == 200 and "<html" not in live.content.decode()
 
@@ -453,6 +460,9 @@ def test_audit_log_filters_pages_and_verifies(org, owner, admin):
         client.post("/settings/api-keys/", {"name": f"k{i}", "scopes": ["runs:read"]})
     body = client.get("/audit/?event=api_key.*").content.decode()
     assert body.count("<code>api_key.created</code>") == 3 and "organization.created" not in body
+    assert 'href="/api/v1/audit/export"' in body
+    export = client.get("/api/v1/audit/export")  # the link works with the dashboard's session
+    assert export.status_code == 200 and b"api_key.created" in b"".join(export.streaming_content)
     verify = client.post("/audit/verify/", HTTP_HX_REQUEST="true")
     assert verify.status_code == 200 and "The chain is intact" in verify.content.decode()
     assert "<html" not in verify.content.decode()
@@ -602,3 +612,177 @@ def signed_in_owner_post(org, url):
 
     owner = Membership.objects.get(organization=org, role="owner").user
     return signed_in(owner, org).post(url)
+
+
+def test_bulk_cancel_and_delete_from_the_list(org, owner, member, viewer, other_org, outsider):
+    workflow = make_workflow(org, owner)
+    active = [run_create(workflow=workflow, actor=actor(org, owner), input_data={}) for _ in range(2)]
+    theirs = run_create(
+        workflow=make_workflow(other_org, outsider), actor=actor(other_org, outsider), input_data={}
+    )
+    ids = [run.id for run in active] + [theirs.id]
+    assert signed_in(viewer, org).post("/runs/bulk/", {"run": ids, "action": "cancel"}).status_code == 403
+    client = signed_in(member, org)
+    assert 'name="run" value="' in client.get("/runs/").content.decode()
+    response = client.post("/runs/bulk/", {"run": ids, "action": "cancel", "query": "status=running"})
+    assert response.status_code == 302 and response["Location"] == "/runs/?status=running"
+    assert set(Run.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        "cancelled",
+        theirs.status,
+    }
+    assert "2 of 2 selected runs asked to stop" in client.get("/runs/").content.decode()
+    client.post("/runs/bulk/", {"run": ids, "action": "delete"})
+    assert list(Run.objects.filter(pk__in=ids).values_list("pk", flat=True)) == [theirs.id]
+
+
+def test_workflow_lifecycle_actions(org, owner, member, viewer):
+    from workflows.models import Workflow
+    from workflows.services import workflow_update
+
+    workflow = make_workflow(org, owner)
+    definition = {**workflow.versions.get().definition, "description": "v2"}
+    workflow_update(workflow=workflow, actor=actor(org, owner), definition=definition)
+    url = f"/workflows/{workflow.id}/action/"
+    assert signed_in(viewer, org).post(url, {"action": "archive"}).status_code == 403
+    client = signed_in(member, org)
+
+    def status():
+        return Workflow.objects.get(pk=workflow.pk)
+
+    assert client.post(url, {"action": "activate"}).status_code == 302 and status().status == "active"
+    assert client.post(url, {"action": "publish"}).status_code == 302 and status().published_version == 2
+    assert client.post(url, {"action": "rollback", "version": "1"}).status_code == 302
+    assert status().current_version == 3
+    assert client.post(url, {"action": "archive"}).status_code == 302 and status().status == "archived"
+    assert client.post(url, {"action": "delete"}).status_code == 403  # owners only
+    assert client.post(url, {"action": "explode"}).status_code == 400
+    assert signed_in(owner, org).post(url, {"action": "delete"}).status_code == 302
+    assert not Workflow.objects.filter(pk=workflow.pk).exists()
+
+
+def test_definition_editor_validates_and_saves_versions(org, owner, member, viewer):
+    import json
+
+    from workflows.models import Workflow
+
+    client = signed_in(member, org)
+    check = client.post(
+        "/workflows/validate/", {"definition": '{"name": "x", "steps": []}'}, HTTP_HX_REQUEST="true"
+    )
+    assert check.status_code == 200 and 'data-testid="definition-errors"' in check.content.decode()
+    assert "Not valid JSON" in client.post("/workflows/validate/", {"definition": "{"}).content.decode()
+    good = {"name": "Fresh", "steps": [{"id": "a", "type": "transform", "config": {"value": 1}}]}
+    ok = client.post("/workflows/validate/", {"definition": json.dumps(good)})
+    assert 'data-testid="definition-ok"' in ok.content.decode()
+
+    response = client.post("/workflows/new/", {"definition": json.dumps(good)})
+    workflow = Workflow.objects.get(organization=org, name="Fresh")
+    assert response.status_code == 302 and response["Location"] == f"/workflows/{workflow.id}/"
+    edit = f"/workflows/{workflow.id}/edit/"
+    assert '"Fresh"' in client.get(edit).content.decode().replace("&quot;", '"')
+    changed = {**good, "description": "Second"}
+    saved = client.post(
+        edit, {"definition": json.dumps(changed), "base_version": "1", "change_summary": "Describe"}
+    )
+    assert saved.status_code == 302
+    workflow.refresh_from_db()
+    assert workflow.current_version == 2 and workflow.versions.get(number=2).change_summary == "Describe"
+    stale = client.post(
+        edit, {"definition": json.dumps({**good, "description": "Third"}), "base_version": "1"}
+    )
+    assert stale.status_code == 409
+    invalid = client.post(edit, {"definition": '{"name": "x", "steps": []}', "base_version": "2"})
+    assert invalid.status_code == 400 and "problem" in invalid.content.decode()
+    assert signed_in(viewer, org).get(edit).status_code == 403
+
+
+def test_inline_decision_refused_by_the_service_is_shown_in_place(org, owner, manual_engine):
+    steps = [{"id": "ok", "type": "approval", "config": {"message": "Ship?", "allow_self_approval": False}}]
+    run = _waiting_run(org, owner, manual_engine, steps=steps)  # triggered by the owner
+    response = signed_in(owner, org).post(
+        f"/runs/{run.id}/decide/", {"decision": "approve", "step_id": "ok"}, HTTP_HX_REQUEST="true"
+    )
+    body = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="decide-error"' in body and "<html" not in body
+    assert Run.objects.get(pk=run.pk).status == "awaiting_approval"
+
+
+def test_unknown_dashboard_address_is_a_404_page(owner_client):
+    response = owner_client.get("/nothing-here/")
+    assert response.status_code == 404 and "Back to the overview" in response.content.decode()
+
+
+def test_environment_gate_is_decided_from_the_inbox_and_the_run_page(org, owner, member, manual_engine):
+    run = run_create(
+        workflow=make_workflow(org, owner),
+        actor=actor(org, owner),
+        input_data={"name": "Ada"},
+        env="production",
+    )
+    assert run.status == "awaiting_approval"
+    client = signed_in(member, org)
+    inbox = client.get("/approvals/").content.decode()
+    assert "environment approval" in inbox and "needs an approval before it starts" in inbox
+    assert "Approval needed before this run starts" in client.get(f"/runs/{run.id}/").content.decode()
+    response = client.post(f"/runs/{run.id}/decide/", {"decision": "approve", "step_id": ""})
+    assert response.status_code == 302
+    manual_engine.drain()
+    finished = Run.objects.get(pk=run.pk)
+    assert finished.status == "completed", finished.error
+
+
+def test_organisation_settings_by_role(org, owner, admin, member):
+    from accounts.models import Organization
+
+    assert signed_in(member, org).get("/settings/").status_code == 403
+    client = signed_in(admin, org)
+    data = {"name": "Acme Corp", "plan": org.plan, "retention_days": org.retention_days}
+    assert client.post("/settings/", data).status_code == 302
+    assert Organization.objects.get(pk=org.pk).name == "Acme Corp"
+    refused = client.post("/settings/", {**data, "retention_days": 7})
+    assert refused.status_code == 403 and "Only an organisation owner" in refused.content.decode()
+    assert (
+        signed_in(owner, org).post("/settings/", {**data, "plan": "growth", "retention_days": 7}).status_code
+        == 302
+    )
+    org.refresh_from_db()
+    assert (org.plan, org.retention_days) == ("growth", 7)
+    assert "Limits of the Growth plan" in signed_in(owner, org).get("/settings/").content.decode()
+
+
+def test_parent_and_child_runs_link_to_each_other(owner_client, org, owner, manual_engine):
+    child_flow = make_workflow(
+        org, owner, name="Child", steps=[{"id": "a", "type": "transform", "config": {"value": 2}}]
+    )
+    parent_flow = make_workflow(
+        org,
+        owner,
+        name="Parent",
+        steps=[{"id": "sub", "type": "sub_workflow", "config": {"workflow": child_flow.id}}],
+    )
+    parent = run_create(workflow=parent_flow, actor=actor(org, owner), input_data={})
+    manual_engine.drain()
+    child = Run.objects.get(parent_run=parent)
+    assert f'href="/runs/{child.id}/"' in owner_client.get(f"/runs/{parent.id}/").content.decode()
+    assert f'href="/runs/{parent.id}/"' in owner_client.get(f"/runs/{child.id}/").content.decode()
+
+
+def test_profile_shows_organisations_and_changes_the_password(org, owner, other_org):
+    from tests.conftest import PASSWORD
+    from tests.factories import add_member
+
+    add_member(other_org, "viewer", owner)
+    client = signed_in(owner, org)
+    body = client.get("/profile/").content.decode()
+    assert "Acme — Owner (current)" in body and "Switch to Other" in body
+    new = "a-brand-new-passphrase"
+    wrong = client.post(
+        "/profile/password/", {"old_password": "nope", "new_password1": new, "new_password2": new}
+    )
+    assert wrong.status_code == 200 and 'class="field-error"' in wrong.content.decode()
+    data = {"old_password": PASSWORD, "new_password1": new, "new_password2": new}
+    assert client.post("/profile/password/", data).status_code == 302
+    owner.refresh_from_db()
+    assert owner.check_password(new)
+    assert client.get("/profile/").status_code == 200  # still signed in
+    assert Client().get("/profile/password/").status_code == 302  # sign-in first
