@@ -9,10 +9,11 @@ from config import health
 _public = {"permission_classes": [AllowAny], "authentication_classes": [], "throttle_classes": []}
 
 api_v1 = [
+    # Runs first: the resolver tries patterns in order, and the trigger and the run read are the hot paths.
+    path("", include("runs.api.urls")),
+    path("", include("workflows.api.urls")),
     path("", include("accounts.api.urls")),
     path("", include("audit.api.urls")),
-    path("", include("workflows.api.urls")),
-    path("", include("runs.api.urls")),
     path("schema", SpectacularAPIView.as_view(**_public), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema", **_public), name="swagger-ui"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema", **_public), name="redoc"),
