@@ -10,9 +10,6 @@ import json
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import QueryDict
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
 from rest_framework import status as http
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,24 +17,13 @@ from rest_framework.views import APIView
 from accounts.principal import SystemActor
 from config.api.exceptions import exception_handler
 from config.api.permissions import PUBLIC
-from config.api.schema import error_response
 from config.errors import ApplicationError, Conflict, InvalidRequest, PayloadTooLarge, RateLimited
 from runs import services
+from runs.api import schema
 from runs.choices import RunTrigger
 from workflows import webhooks
 from workflows.choices import WorkflowStatus
 from workflows.models import WebhookDelivery
-
-FORM = "application/x-www-form-urlencoded"
-
-
-class HookAcceptedSerializer(serializers.Serializer):
-    run_id = serializers.CharField()
-
-
-class HookPingSerializer(serializers.Serializer):
-    ok = serializers.BooleanField()
-    event = serializers.CharField(help_text="`ping`")
 
 
 class UnsupportedMediaType(ApplicationError):
@@ -74,7 +60,7 @@ def _input(body: bytes, content_type: str) -> dict:
     media = content_type.split(";")[0].strip().lower()
     if not body.strip():
         return {}
-    if media == FORM:
+    if media == schema.HOOK_FORM:
         form = QueryDict(body, encoding="utf-8")
         data = {name: values[0] if len(values) == 1 else values for name, values in form.lists()}
         if set(data) == {"payload"} and isinstance(data["payload"], str):
@@ -182,33 +168,8 @@ class HookView(APIView):
 class HookTokenView(HookView):
     """POST /hooks/{workflow_id}/{token}."""
 
-    @extend_schema(
-        summary="Start a run from an inbound webhook (token in the path)",
-        operation_id="hooks_token_create",
-        description="No API key. With a token in the path (the workflow's webhook secret), or signed: "
-        '`X-Baton-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` or GitHub\'s '
-        "`X-Hub-Signature-256`. The body (JSON or form-encoded) is the run's input. A repeated "
-        "`Idempotency-Key` or `X-GitHub-Delivery` answers 202 with the first run's id; GitHub's `ping` "
-        "answers 200 without a run.",
-        request={"application/json": OpenApiTypes.OBJECT, FORM: OpenApiTypes.OBJECT},
-        parameters=[
-            OpenApiParameter("X-Baton-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("X-Hub-Signature-256", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
-        ],
-        responses={
-            202: HookAcceptedSerializer,
-            200: HookPingSerializer,
-            400: error_response("invalid_request: malformed JSON, not an object"),
-            401: error_response("invalid_signature"),
-            402: error_response("quota_exceeded"),
-            404: error_response("workflow_not_found: unknown workflow, disabled hook or wrong token"),
-            409: error_response("workflow_disabled / webhook_replayed / workflow_already_running"),
-            413: error_response("payload_too_large"),
-            415: error_response("unsupported_media_type"),
-            422: error_response("invalid_input"),
-            429: error_response("rate_limited"),
-        },
+    @schema.hook_schema(
+        summary="Start a run from an inbound webhook (token in the path)", operation_id="hooks_token_create"
     )
     def post(self, request, workflow_id: str, token: str):
         return self.handle(request, workflow_id, token)
@@ -217,33 +178,8 @@ class HookTokenView(HookView):
 class HookSignedView(HookView):
     """POST /hooks/{workflow_id} (X-Baton-Signature or X-Hub-Signature-256)."""
 
-    @extend_schema(
-        summary="Start a run from an inbound webhook (signed)",
-        operation_id="hooks_signed_create",
-        description="No API key. With a token in the path (the workflow's webhook secret), or signed: "
-        '`X-Baton-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` or GitHub\'s '
-        "`X-Hub-Signature-256`. The body (JSON or form-encoded) is the run's input. A repeated "
-        "`Idempotency-Key` or `X-GitHub-Delivery` answers 202 with the first run's id; GitHub's `ping` "
-        "answers 200 without a run.",
-        request={"application/json": OpenApiTypes.OBJECT, FORM: OpenApiTypes.OBJECT},
-        parameters=[
-            OpenApiParameter("X-Baton-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("X-Hub-Signature-256", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
-        ],
-        responses={
-            202: HookAcceptedSerializer,
-            200: HookPingSerializer,
-            400: error_response("invalid_request: malformed JSON, not an object"),
-            401: error_response("invalid_signature"),
-            402: error_response("quota_exceeded"),
-            404: error_response("workflow_not_found: unknown workflow, disabled hook or wrong token"),
-            409: error_response("workflow_disabled / webhook_replayed / workflow_already_running"),
-            413: error_response("payload_too_large"),
-            415: error_response("unsupported_media_type"),
-            422: error_response("invalid_input"),
-            429: error_response("rate_limited"),
-        },
+    @schema.hook_schema(
+        summary="Start a run from an inbound webhook (signed)", operation_id="hooks_signed_create"
     )
     def post(self, request, workflow_id: str):
         return self.handle(request, workflow_id)

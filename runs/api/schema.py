@@ -244,3 +244,38 @@ def WORKFLOW_RUNS(view):
 USAGE = extend_schema_view(
     get=extend_schema(operation_id="usage_retrieve", responses={200: s.UsageSerializer})
 )
+
+
+HOOK_FORM = "application/x-www-form-urlencoded"
+
+
+def hook_schema(*, summary: str, operation_id: str):
+    """The OpenAPI declaration of both inbound webhook forms (token in the path, or signed)."""
+    return extend_schema(
+        summary=summary,
+        operation_id=operation_id,
+        description="No API key. With a token in the path (the workflow's webhook secret), or signed: "
+        '`X-Baton-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` or GitHub\'s '
+        "`X-Hub-Signature-256`. The body (JSON or form-encoded) is the run's input. A repeated "
+        "`Idempotency-Key` or `X-GitHub-Delivery` answers 202 with the first run's id; GitHub's `ping` "
+        "answers 200 without a run.",
+        request={"application/json": OpenApiTypes.OBJECT, HOOK_FORM: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("X-Baton-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("X-Hub-Signature-256", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
+        ],
+        responses={
+            202: s.HookAcceptedSerializer,
+            200: s.HookPingSerializer,
+            400: error_response("invalid_request: malformed JSON, not an object"),
+            401: error_response("invalid_signature"),
+            402: error_response("quota_exceeded"),
+            404: error_response("workflow_not_found: unknown workflow, disabled hook or wrong token"),
+            409: error_response("workflow_disabled / webhook_replayed / workflow_already_running"),
+            413: error_response("payload_too_large"),
+            415: error_response("unsupported_media_type"),
+            422: error_response("invalid_input"),
+            429: error_response("rate_limited"),
+        },
+    )

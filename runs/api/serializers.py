@@ -473,3 +473,12 @@ class UsageSerializer(serializers.Serializer):
     runs = UsageCounterSerializer()
     tokens = UsageCounterSerializer()
     cost_usd = serializers.FloatField()
+
+
+class HookAcceptedSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+
+
+class HookPingSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    event = serializers.CharField(help_text="`ping`")
