@@ -10,7 +10,8 @@ rate limit: a person clicking around must not use up what the integrations are a
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+
+from config.ratelimit import MINUTE, counters
 
 # Everything the dashboard loads comes from this origin; `data:` images for the browser's own icons.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -52,20 +53,12 @@ class DashboardSecurityMiddleware:
 
 def session_limit_hit(session_key: str, now: float | None = None) -> int:
     """Count one dashboard request of a session in the current minute; return 0 when it is allowed, else the
-    seconds until the window resets. Counters live in Django's cache (Redis when REDIS_URL is set, so the
-    limit holds across processes; per process otherwise)."""
+    seconds until the window resets. The shared rate-limit counters (config/ratelimit.py) hold the count, so
+    the limit holds across processes."""
     limit = settings.BATON_DASHBOARD_REQUESTS_PER_MINUTE
     now = time.time() if now is None else now
-    window = int(now // 60)
-    key = f"baton:dash:{session_key}:{window}"
-    if cache.add(key, 1, timeout=120):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=120)
-            count = 1
+    window = int(now // MINUTE)
+    count, _ = counters().hit(f"dash:{session_key}", MINUTE, now, with_previous=False)
     if count <= limit:
         return 0
-    return max(1, (window + 1) * 60 - int(now))
+    return max(1, (window + 1) * MINUTE - int(now))

@@ -8,7 +8,8 @@ from tests.dashboard.support.browser import launch_chromium
 
 @pytest.fixture(autouse=True)
 def _fresh_login_limits(db):
-    """Sign-in counters live in Redis or the database and would otherwise leak between tests."""
+    """Sign-in and dashboard session counters live in Redis or the database and would otherwise leak
+    between tests (reset_rate_limits clears this test database's namespace only, not another worker's)."""
     reset_rate_limits()
     yield
     reset_rate_limits()
@@ -39,16 +40,6 @@ def page(browser):
     page.set_default_timeout(15_000)
     yield page
     context.close()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dashboard_limits():
-    """The per-session dashboard counters live in Django's cache."""
-    from django.core.cache import cache
-
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
