@@ -18,8 +18,10 @@ pytestmark = [
 
 @pytest.fixture
 def worker_settings(monkeypatch):
-    """The connection settings a worker process gets at spawn (without its reconciler thread)."""
+    """The connection settings a worker process gets at spawn (without its reconciler and scheduler
+    threads, which would outlive the test's database)."""
     monkeypatch.setattr("runs.engine.reconciler.start_reconciler_thread", lambda: None)
+    monkeypatch.setattr("runs.scheduling.start_scheduler_thread", lambda: None)
     saved = dict(connection.settings_dict)
     _start_reconciler(sender=None)
     assert connection.settings_dict["CONN_HEALTH_CHECKS"] is False
