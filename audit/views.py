@@ -10,7 +10,8 @@ from django import forms
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
-from audit.selectors import LogFilters, audit_chain_verify, audit_log_page
+from audit.checkpoints import public_keys, signature_holds
+from audit.selectors import LogFilters, audit_chain_verify, audit_last_checkpoint, audit_log_page
 
 PAGE_SIZE = 50
 
@@ -58,8 +59,13 @@ def audit_log(request):
     events = events[:PAGE_SIZE]
     if more:
         query["before"] = events[-1].seq
+    checkpoint = audit_last_checkpoint(organization=request.principal.organization)
     context = {
         "nav_active": "audit",
+        "checkpoint": checkpoint,
+        # True/False: the signature holds under the published key it names; None: that key is not published.
+        "checkpoint_signed": signature_holds(checkpoint, public_keys()) if checkpoint else None,
+        "checkpoint_signed_at": datetime.fromisoformat(checkpoint["signed_at"]) if checkpoint else None,
         "form": form,
         "events": events,
         "next_query": query.urlencode() if more else "",

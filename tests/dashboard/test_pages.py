@@ -786,3 +786,22 @@ def test_profile_shows_organisations_and_changes_the_password(org, owner, other_
     assert owner.check_password(new)
     assert client.get("/profile/").status_code == 200  # still signed in
     assert Client().get("/profile/password/").status_code == 302  # sign-in first
+
+
+def test_audit_log_shows_the_last_checkpoint_and_its_signature(org, admin):
+    from django.db import connection
+
+    from audit.checkpoints import audit_checkpoint_create
+    from audit.models import AuditCheckpoint
+
+    client = signed_in(admin, org)
+    assert "No signed checkpoint yet" in client.get("/audit/").content.decode()
+    audit_checkpoint_create(organization=org)
+    checkpoint = AuditCheckpoint.objects.filter(organization=org).order_by("-id").first()
+    body = client.get("/audit/").content.decode()
+    assert f"Last signed checkpoint: event {checkpoint.seq}," in body and "signature valid" in body
+    with connection.cursor() as cursor:  # a forged signature (the model refuses updates; tamper with SQL)
+        cursor.execute(
+            "UPDATE audit_auditcheckpoint SET signature = %s WHERE id = %s", ["AAAA", checkpoint.pk]
+        )
+    assert "signature does not hold" in client.get("/audit/").content.decode()
