@@ -40,17 +40,18 @@ test: install system-deps ## the whole suite on SQLite, then on PostgreSQL + Red
 	  $(MAKE) --no-print-directory test-postgres; \
 	else echo "PostgreSQL or Redis not reachable: PostgreSQL run skipped (SQLite run passed)"; fi
 
-# The suite runs on TEST_WORKERS processes (pytest-xdist; "auto": one a core). Each worker has its own test
-# database (SQLite file, or PostgreSQL's test_<name>_gw<N>) and its own Redis key namespace; tests marked
-# xdist_group run on one worker (--dist loadgroup). TEST_WORKERS=0 runs everything in this process.
+# The SQLite pass runs on TEST_WORKERS processes (pytest-xdist; "auto": one a core), each with its own test
+# database file; tests marked xdist_group run on one worker (--dist loadgroup). The PostgreSQL + Redis pass
+# runs on PG_TEST_WORKERS (default 0: in this process): its workers would share django-q2's Redis queue,
+# and one worker's queue tests would see the other's messages. 0 runs everything in this process.
 TEST_WORKERS ?= auto
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PG_TEST_WORKERS ?= 0
 
 test-sqlite: install
-	$(PYTEST)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-postgres: install  # the browser tests run in the SQLite pass only
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PYTEST) -m "not browser"
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser"
 
 lint: install
 	$(VENV)/bin/ruff check .
