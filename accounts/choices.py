@@ -6,6 +6,7 @@ class Plan(models.TextChoices):
     STARTER = "starter", "Starter"
     GROWTH = "growth", "Growth"
     ENTERPRISE = "enterprise", "Enterprise"
+    SELF_HOSTED = "self_hosted", "Self-hosted"
 
 
 class Role(models.TextChoices):
@@ -38,7 +39,9 @@ ALL_SCOPES = [scope.value for scope in Scope]
 
 
 def plan_limits(plan: str) -> dict:
-    """Default limits of a plan; None means unlimited."""
+    """Default limits of a plan; None means unlimited. Starter, Growth and Enterprise are for operators who
+    host Baton for others; Self-hosted (BATON_DEFAULT_PLAN's default) has no quota or rate limit, and caps
+    runs at once only when BATON_MAX_CONCURRENT_RUNS is set (docs/quotas.md "Plans")."""
     cap = settings.BATON_MAX_CONCURRENT_RUNS
     return {
         Plan.STARTER: {
@@ -61,6 +64,13 @@ def plan_limits(plan: str) -> dict:
             "monthly_run_limit": None,
             "monthly_token_quota": None,
             "max_concurrent_runs": cap,
+        },
+        Plan.SELF_HOSTED: {
+            "rate_per_minute": None,
+            "rate_per_day": None,
+            "monthly_run_limit": None,
+            "monthly_token_quota": None,
+            "max_concurrent_runs": settings.BATON_SELF_HOSTED_MAX_CONCURRENT_RUNS,
         },
     }[Plan(plan)]
 

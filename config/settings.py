@@ -318,6 +318,15 @@ BATON_RETENTION_INTERVAL_SECONDS = env_int("BATON_RETENTION_INTERVAL_SECONDS", 3
 # until each organisation's security policy carries its own http_allowlist.
 BATON_HTTP_ALLOWLIST = env_list("BATON_HTTP_ALLOWLIST")
 BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
+# The plan of organisations created without one (create_org, serve's demo organisation): self_hosted has no
+# quotas or rate limits (docs/quotas.md "Plans"); starter, growth and enterprise are for hosting others.
+BATON_DEFAULT_PLAN = env_choice(
+    "BATON_DEFAULT_PLAN", "self_hosted", {"self_hosted", "starter", "growth", "enterprise"}
+)
+# The self_hosted plan caps runs at once per organisation only when BATON_MAX_CONCURRENT_RUNS is set.
+BATON_SELF_HOSTED_MAX_CONCURRENT_RUNS = (
+    BATON_MAX_CONCURRENT_RUNS if env_str("BATON_MAX_CONCURRENT_RUNS") is not None else None
+)
 # Sign-in attempts: per client IP and per account, in a sliding window of this many seconds.
 BATON_LOGIN_LIMIT_PER_IP = env_int("BATON_LOGIN_LIMIT_PER_IP", 20, minimum=1)
 BATON_LOGIN_LIMIT_PER_ACCOUNT = env_int("BATON_LOGIN_LIMIT_PER_ACCOUNT", 10, minimum=1)

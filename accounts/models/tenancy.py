@@ -52,7 +52,7 @@ class Organization(models.Model):
 
     id = id_field("org")
     name = models.CharField(max_length=200)
-    plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.STARTER)
+    plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.SELF_HOSTED)
     # Limits are copied from the plan when it is set and may then be edited by an owner; null = unlimited.
     rate_per_minute = models.PositiveIntegerField(null=True, blank=True)
     rate_per_day = models.PositiveIntegerField(null=True, blank=True)

@@ -6,6 +6,7 @@ the dashboard, the admin and the management commands all go through these."""
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -20,8 +21,10 @@ from config.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, not
 
 
 @transaction.atomic
-def organization_create(*, name: str, owner: User, plan: str = "starter", actor=None) -> Organization:
-    """Create an organisation with the plan's limits, its audit chain, and `owner` as owner."""
+def organization_create(*, name: str, owner: User, plan: str | None = None, actor=None) -> Organization:
+    """Create an organisation with the plan's limits (default: settings.BATON_DEFAULT_PLAN), its audit chain,
+    and `owner` as owner."""
+    plan = plan or settings.BATON_DEFAULT_PLAN
     org = Organization.objects.create(name=name, plan=plan, **plan_limits(plan))
     audit_chain_start(organization=org)
     Membership.objects.create(organization=org, user=owner, role=Role.OWNER)

@@ -54,6 +54,23 @@ def test_json_output_shape(db):
     assert token.status_code == 200
 
 
+def test_without_plan_the_organisation_gets_the_default_plan(db, settings):
+    out, _ = run("--name", "Solo", "--owner-email", "solo@x.test", "--owner-password", PASSWORD, "--json")
+    org = json.loads(out)["organization"]
+    assert (org["plan"], org["limits"]) == ("self_hosted", dict.fromkeys(org["limits"]))
+    settings.BATON_DEFAULT_PLAN = "starter"
+    out, _ = run("--name", "Hosted", "--owner-email", "h@x.test", "--owner-password", PASSWORD, "--json")
+    org = json.loads(out)["organization"]
+    assert (org["plan"], org["limits"]) == ("starter", plan_limits("starter"))
+    assert org["limits"]["rate_per_minute"] == 60
+
+
+def test_self_hosted_plan_caps_runs_at_once_only_when_set(db, settings):
+    assert plan_limits("self_hosted")["max_concurrent_runs"] is None
+    settings.BATON_SELF_HOSTED_MAX_CONCURRENT_RUNS = 25
+    assert plan_limits("self_hosted")["max_concurrent_runs"] == 25
+
+
 def test_without_api_key_name_the_key_is_null(db):
     out, _ = run("--name", "Solo", "--owner-email", "solo@x.test", "--owner-password", PASSWORD, "--json")
     assert json.loads(out)["api_key"] is None

@@ -20,6 +20,17 @@ def test_demo_organisation_is_created_once_on_an_empty_database(db):
     assert Organization.objects.count() == 1
 
 
+def test_demo_organisation_gets_the_default_plan_without_caps(db, settings):
+    org = create_demo_organization().organization
+    assert org.plan == "self_hosted"
+    assert org.limits == dict.fromkeys(org.limits)  # every limit null: unlimited
+
+
+def test_demo_organisation_follows_baton_default_plan(db, settings):
+    settings.BATON_DEFAULT_PLAN = "starter"
+    assert create_demo_organization().organization.plan == "starter"
+
+
 def test_no_demo_organisation_when_organisations_exist(org):
     assert create_demo_organization() is None
     assert list(Organization.objects.values_list("name", flat=True)) == ["Acme"]

@@ -1,5 +1,5 @@
 """manage.py create_org --name NAME --owner-email EMAIL --owner-password PW [--api-key-name NAME]
-[--plan starter|growth|enterprise] [--json]
+[--plan starter|growth|enterprise|self_hosted] [--json]
 
 Creates an organisation with its owner (reusing an existing user only when the password matches) and,
 with --api-key-name, an API key with every scope. --json prints {"organization": {...as GET
@@ -29,7 +29,12 @@ class Command(BaseCommand):
         parser.add_argument("--owner-password", required=True)
         parser.add_argument("--owner-name", default="", help="The owner's display name (new users only).")
         parser.add_argument("--api-key-name", default=None, help="Also create an API key with every scope.")
-        parser.add_argument("--plan", default=Plan.STARTER.value, choices=[plan.value for plan in Plan])
+        parser.add_argument(
+            "--plan",
+            default=None,
+            choices=[plan.value for plan in Plan],
+            help="The organisation's plan (default BATON_DEFAULT_PLAN).",
+        )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
     def handle(self, *args, **options):

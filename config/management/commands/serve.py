@@ -88,7 +88,7 @@ def create_demo_organization() -> DemoCredentials | None:
     else:
         user.set_password(password)
         user.save(update_fields=["password"])
-    org = organization_create(name=DEMO_ORG_NAME, owner=user, plan="growth")
+    org = organization_create(name=DEMO_ORG_NAME, owner=user)
     return DemoCredentials(organization=org, email=user.email, password=password)
 
 
