@@ -10,7 +10,7 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from accounts import keys
+from accounts import fastpaths, keys
 from accounts.models import ApiKey, Membership
 from accounts.principal import Principal
 
@@ -48,11 +48,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = raw.strip()
         if not keys.is_well_formed(raw):
             raise AuthenticationFailed("The API key is malformed.")
-        api_key = (
-            ApiKey.objects.select_related("organization")
-            .filter(key_hash__in=keys.candidate_hashes(raw))
-            .first()
-        )
+        api_key = fastpaths.api_key_by_hashes(keys.candidate_hashes(raw))
         now = timezone.now()
         if api_key is None:
             raise AuthenticationFailed("The API key is not valid.")

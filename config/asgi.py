@@ -1,6 +1,10 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)
+
+from config.asgi_handler import PooledASGIHandler  # noqa: E402  (after Django is set up)
+
+application = PooledASGIHandler()

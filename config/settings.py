@@ -154,6 +154,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.metrics.RequestMetricsMiddleware",
     "config.api.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -318,6 +319,13 @@ BATON_RETENTION_INTERVAL_SECONDS = env_int("BATON_RETENTION_INTERVAL_SECONDS", 3
 # until each organisation's security policy carries its own http_allowlist.
 BATON_HTTP_ALLOWLIST = env_list("BATON_HTTP_ALLOWLIST")
 BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
+# The web server (config/asgi_handler.py, docs/operations.md "The web server"): threads per web process that
+# run synchronous requests, and how long each keeps its database connections (0: a new one per request).
+BATON_WEB_THREADS = env_int("BATON_WEB_THREADS", 8, minimum=1)
+BATON_WEB_CONN_MAX_AGE = env_int("BATON_WEB_CONN_MAX_AGE", 60, minimum=0)
+# GET /metrics (Prometheus, docs/operations.md "Metrics") answers only with `Authorization: Bearer <this>`;
+# unset, the endpoint does not exist (404).
+BATON_METRICS_TOKEN = env_str("BATON_METRICS_TOKEN", "")
 # The plan of organisations created without one (create_org, serve's demo organisation): self_hosted has no
 # quotas or rate limits (docs/quotas.md "Plans"); starter, growth and enterprise are for hosting others.
 BATON_DEFAULT_PLAN = env_choice(

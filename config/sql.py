@@ -564,10 +564,12 @@ class Insert:
 
 
 class Prepared:
-    """A queryset whose SQL the ORM builds once (per database vendor), then run again with new values as a
-    raw query: `build(*placeholders)` returns the queryset, each placeholder standing where a value goes.
-    The rows become instances as with the queryset itself (fields converted, annotations as attributes).
-    For lookups that pass a value through unchanged (`=`, `<`, …), which compiling checks."""
+    """A queryset whose SQL the ORM builds once (per database vendor), then run again with new values:
+    `build(*placeholders)` returns the queryset, each placeholder standing where a value goes. The rows
+    become instances as with the queryset itself (fields converted by the compiler's converters, annotations
+    as attributes), read from the cursor directly rather than through a RawQuerySet, whose per-query column
+    mapping cost more than the query (docs/performance.md, issue 20). For lookups that pass a value through
+    unchanged (`=`, `<`, …), which compiling checks; no `select_related`."""
 
     def __init__(self, model, build, arity: int):
         self.model = model
@@ -577,21 +579,48 @@ class Prepared:
     @cache  # noqa: B019
     def _compiled(self, vendor: str):
         marks = [f"\x00baton-parameter-{index}\x00" for index in range(self.arity)]
-        sql, params = self.build(*marks).query.sql_with_params()
+        compiler = self.build(*marks).query.get_compiler(DEFAULT_DB_ALIAS)
+        sql, params = compiler.as_sql()
         positions = []
         for mark in marks:
             found = [index for index, param in enumerate(params) if param == mark]
             if len(found) != 1:
                 raise ValueError(f"{self.model.__name__}: a placeholder is not exactly one parameter")
             positions.append(found[0])
-        return sql, tuple(params), positions
+        if compiler.klass_info is None or compiler.klass_info.get("related_klass_infos"):
+            raise ValueError(f"{self.model.__name__}: Prepared reads one model's rows (no select_related)")
+        fields = compiler.klass_info["select_fields"]
+        names = tuple(compiler.select[index][0].target.attname for index in fields)
+        annotations = tuple(compiler.annotation_col_map.items())
+        converters = tuple(compiler.get_converters([column for column, _, _ in compiler.select]).items())
+        return sql, tuple(params), positions, names, (fields[0], fields[-1] + 1), annotations, converters
 
     def all(self, *values) -> list:
-        sql, params, positions = self._compiled(connection.vendor)
+        sql, params, positions, names, (start, end), annotations, converters = self._compiled(
+            connection.vendor
+        )
         params = list(params)
         for position, value in zip(positions, values, strict=True):
             params[position] = value
-        return list(self.model.objects.raw(sql, params))
+        db = connections[DEFAULT_DB_ALIAS]
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        from_db = self.model.from_db
+        found = []
+        for row in rows:
+            if converters:
+                row = list(row)
+                for index, (functions, expression) in converters:
+                    value = row[index]
+                    for function in functions:
+                        value = function(value, expression, db)
+                    row[index] = value
+            instance = from_db(DEFAULT_DB_ALIAS, names, row[start:end])
+            for name, index in annotations:
+                setattr(instance, name, row[index])
+            found.append(instance)
+        return found
 
     def first(self, *values):
         found = self.all(*values)

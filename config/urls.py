@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.permissions import AllowAny
 
 from config import health
+from config.metrics import metrics_view
+from runs import metrics as runs_metrics
 
 # The schema and its viewers are public documentation: no authentication, no org throttle.
 _public = {"permission_classes": [AllowAny], "authentication_classes": [], "throttle_classes": []}
@@ -23,6 +25,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view([runs_metrics.collect]), name="metrics"),
     path("admin/", admin.site.urls),
     path("", include("config.dashboard_urls")),
 ]

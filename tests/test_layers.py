@@ -24,8 +24,8 @@ FUNCTION_IMPORT_ALLOWLIST = {
 }
 
 # The modules that may build statements with config/sql.py: the engine's unit of work, the reconciler, the
-# broker, admission, the audit append and the trigger's and run read's fast paths. Services and selectors
-# call their functions instead.
+# broker, admission, the audit append, the API key lookup and the trigger's and run read's fast paths.
+# Services and selectors call their functions instead.
 SQL_MODULES = {
     "config/sql.py",  # the statement builders themselves
     "runs/engine/unit_of_work.py",  # the engine's writes of a run, its steps, events and audit records
@@ -35,6 +35,7 @@ SQL_MODULES = {
     "runs/engine/secrets.py",  # the policy read of every run start and trigger
     "runs/fastpaths.py",  # the trigger's writes and the run read
     "workflows/fastpaths.py",  # the trigger's workflow lookup
+    "accounts/fastpaths.py",  # the API key lookup of every key-authenticated request
     "audit/chain.py",  # the audit append (one statement on PostgreSQL)
     "audit/services.py",
 }

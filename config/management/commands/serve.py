@@ -30,6 +30,7 @@ from accounts.services import organization_create
 DEMO_ORG_NAME = "Demo organisation"
 DEMO_OWNER_EMAIL = "owner@example.com"
 SHUTDOWN_GRACE_SECONDS = 25
+WEB_WORKERS_DEFAULT = 1
 _PR_SET_PDEATHSIG = 1
 
 
@@ -92,6 +93,27 @@ def create_demo_organization() -> DemoCredentials | None:
     return DemoCredentials(organization=org, email=user.email, password=password)
 
 
+def metrics_directory() -> Path:
+    """Where the web processes write their request latency samples for GET /metrics (prometheus_client's
+    multiprocess mode), emptied at each start: the files of processes that are gone would count forever."""
+    directory = Path(settings.DATA_DIR) / "metrics"
+    directory.mkdir(exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
+
+
+def web_command(host: str, port: int, web_workers: int) -> list[str]:
+    """The web server `serve` runs (docs/operations.md "The web server"; measured in docs/performance.md):
+    config.asgi's application, synchronous requests on its thread pool, the event stream on the loop."""
+    return [
+        sys.executable, "-m", "uvicorn", "config.asgi:application",
+        "--host", host, "--port", str(port), "--workers", str(web_workers),
+        "--lifespan", "off", "--no-proxy-headers", "--timeout-graceful-shutdown", "10",
+        "--no-access-log",
+    ]  # fmt: skip
+
+
 def _die_with_parent():
     """Runs in the child before exec: if `serve` itself is killed (SIGKILL), the child gets SIGTERM."""
     # Not Linux (no prctl): the signal forwarding in Command._stop still applies.
@@ -123,7 +145,12 @@ class Command(BaseCommand):
             default=settings.BATON_WORKERS,
             help="worker processes in the django-q2 cluster that executes runs (default BATON_WORKERS)",
         )
-        parser.add_argument("--web-workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+        parser.add_argument(
+            "--web-workers",
+            type=int,
+            default=WEB_WORKERS_DEFAULT,
+            help=f"web server processes (default {WEB_WORKERS_DEFAULT})",
+        )
         parser.add_argument("--no-worker", action="store_true", help="serve the web app only")
 
     def handle(self, *args, host, port, workers, web_workers, no_worker, **options):
@@ -152,16 +179,11 @@ class Command(BaseCommand):
             )
 
         manage = str(settings.BASE_DIR / "manage.py")
-        children = {
-            "web server": [
-                sys.executable, "-m", "uvicorn", "config.asgi:application",
-                "--host", host, "--port", str(port), "--workers", str(web_workers),
-                "--lifespan", "off", "--no-proxy-headers", "--timeout-graceful-shutdown", "10",
-            ],
-        }  # fmt: skip
+        children = {"web server": web_command(host, port, web_workers)}
         if not no_worker:
             children["worker cluster"] = [sys.executable, manage, "qcluster"]
         env = {**os.environ, "BATON_WORKERS": str(workers), "PYTHONUNBUFFERED": "1"}
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_directory()))
         self._say(
             f"Baton is starting at {base_url}/ (API docs {base_url}/api/v1/docs, health {base_url}/healthz)"
             + ("" if no_worker else f" with {workers} task worker(s)")
