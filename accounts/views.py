@@ -8,13 +8,11 @@ from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import send_mail
 from django.shortcuts import redirect, render
-from django.urls import reverse, reverse_lazy
+from django.urls import reverse_lazy
 from django.utils import timezone
-from django.utils.encoding import force_bytes
-from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_encode
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
@@ -31,6 +29,7 @@ from accounts.forms import (
     OrganizationForm,
     OrganizationSwitchForm,
 )
+from accounts.links import invitation_url
 from accounts.models import Membership
 from config.errors import ApplicationError, RateLimited, Unauthorized
 
@@ -188,7 +187,7 @@ def member_list(request):
                     return redirect("dashboard:member-list")
                 # A new account: the invitation link is shown on this response only (and emailed when
                 # email is configured); it sets the password once and expires (PASSWORD_RESET_TIMEOUT).
-                invitation = invitation_url(request, membership.user)
+                invitation = invitation_url(membership.user, request)
                 if settings.BATON_EMAIL_URL:
                     send_mail(
                         f"You are invited to {organization.name} on Baton",
@@ -239,13 +238,6 @@ def member_remove(request, user_id: str):
     services.member_remove(organization=organization, actor=request.principal, user_id=membership.user_id)
     messages.success(request, f"{membership.user.email} removed.")
     return redirect("dashboard:member-list")
-
-
-def invitation_url(request, user) -> str:
-    """The absolute one-time link with which an invited person sets their password and signs in."""
-    uid = urlsafe_base64_encode(force_bytes(user.pk))
-    token = default_token_generator.make_token(user)
-    return request.build_absolute_uri(reverse("dashboard:invitation", args=[uid, token]))
 
 
 class InvitationView(auth_views.PasswordResetConfirmView):

@@ -59,6 +59,19 @@ class MemberSerializer(serializers.ModelSerializer):
         return not membership.user.has_usable_password()
 
 
+class MemberCreatedSerializer(MemberSerializer):
+    invitation_url = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="For a person without a password: the one-time, expiring link that sets it and signs them "
+        "in (shown only in this response); null when the person already has an account.",
+    )
+
+    class Meta(MemberSerializer.Meta):
+        fields = [*MemberSerializer.Meta.fields, "invitation_url"]
+        read_only_fields = fields
+
+
 class ApiKeySerializer(serializers.ModelSerializer):
     scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
     created_by = UserSerializer(read_only=True, allow_null=True)
@@ -131,6 +144,12 @@ class TokenRequestSerializer(StrictSerializer):
     password = serializers.CharField(max_length=4096, trim_whitespace=False)
     organization = serializers.CharField(
         required=False, allow_null=True, max_length=64, help_text="Organisation id; required when in several."
+    )
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=32,
+        help_text="A current code of the authenticator app (or a recovery code) when two-factor is on.",
     )
 
 
