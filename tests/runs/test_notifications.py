@@ -4,6 +4,7 @@ organisation's Slack-compatible webhook (a real HTTP server on 127.0.0.1); a fai
 touches the run."""
 
 import json
+import time
 
 import pytest
 from django.core import mail
@@ -146,3 +147,21 @@ def test_subscriptions_are_per_organisation(org, owner, other_org, outsider, eng
     assert (
         "workflow-notifications" in signed_in(owner, org).get(f"/workflows/{workflow.id}/").content.decode()
     )
+
+
+@pytest.mark.slow
+def test_a_cluster_worker_posts_the_notice_once_the_run_waits(cluster):
+    """The real path: a worker executes the approval step, and the notice is a django-q2 task that a worker
+    picks up and posts to the webhook."""
+    with running_server() as server:
+        cluster.start()
+        started = cluster.driver(
+            "start", f"{server.base}/status/200", module="tests.runs.support.notifications_driver"
+        )
+        deadline = time.monotonic() + 60
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(server.requests) == 1
+        body = json.loads(server.requests[0]["body"])
+    assert body["baton"] == {"kind": "approval"} and started["run"] in body["text"]
+    assert "Ship it?" in body["text"]
