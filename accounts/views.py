@@ -9,7 +9,6 @@ from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.mail import send_mail
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.utils import timezone
@@ -34,7 +33,7 @@ from accounts.forms import (
     TwoFactorCodeForm,
     TwoFactorDisableForm,
 )
-from accounts.links import invitation_url
+from accounts.links import invitation_email, invitation_url
 from accounts.models import Membership, User
 from accounts.twofactor import (
     pending_secret,
@@ -253,13 +252,7 @@ def member_list(request):
                 # A new account: the invitation link is shown on this response only (and emailed when
                 # email is configured); it sets the password once and expires (PASSWORD_RESET_TIMEOUT).
                 invitation = invitation_url(membership.user, request)
-                if settings.BATON_EMAIL_URL:
-                    send_mail(
-                        f"You are invited to {organization.name} on Baton",
-                        f"Set your password to join {organization.name} as {role}:\n\n{invitation}\n",
-                        None,
-                        [membership.user.email],
-                    )
+                invitation_email(membership, invitation)
                 form = MemberInviteForm()
                 invited = {"email": membership.user.email, "role": role, "url": invitation}
         else:

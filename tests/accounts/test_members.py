@@ -214,3 +214,10 @@ def test_adding_an_existing_account_has_no_invitation_link(admin_client, org, ow
 def test_members_list_has_no_invitation_link(admin_client, org):
     admin_client.post(MEMBERS, {"email": "later@acme.test"}, format="json")
     assert all("invitation_url" not in m for m in admin_client.get(MEMBERS).json()["members"])
+
+
+def test_the_invitation_is_emailed_when_email_is_configured(admin_client, org, settings, mailoutbox):
+    settings.BATON_EMAIL_URL = "smtp://mail.example.com:587"
+    url = admin_client.post(MEMBERS, {"email": "mailed@acme.test"}, format="json").json()["invitation_url"]
+    [message] = mailoutbox
+    assert message.to == ["mailed@acme.test"] and url in message.body

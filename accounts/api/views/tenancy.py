@@ -11,7 +11,7 @@ from accounts import selectors, services
 from accounts.api import schema
 from accounts.api import serializers as s
 from accounts.authentication import ORG_CLAIM
-from accounts.links import invitation_url
+from accounts.links import invitation_email, invitation_url
 from accounts.models import Membership
 from accounts.permissions import ADMIN, ANY_MEMBER
 from accounts.twofactor import two_factor_check, two_factor_enabled
@@ -190,6 +190,8 @@ class MemberViewSet(ListMixin, CreateMixin, UpdateMixin, DestroyMixin, Organizat
         membership = super().perform_create(data)
         user = membership.user
         membership.invitation_url = None if user.has_usable_password() else invitation_url(user, self.request)
+        if membership.invitation_url:
+            invitation_email(membership, membership.invitation_url)
         return membership
 
     def perform_update(self, membership, data):
