@@ -14,9 +14,8 @@ import logging
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db.models import Q
 
-from accounts.choices import Role, role_at_least
+from accounts.choices import Role
 from accounts.crypto import DecryptionError, decrypt
 from accounts.links import absolute_url
 from accounts.models import Membership
@@ -102,40 +101,33 @@ def recipients_of(run: Run, kind: str, step: StepRun | None) -> list:
         return [m.user for m in memberships.filter(user_id__in=subscribed)]
     from runs.services import is_approver  # the services import the engine, which imports this module
 
-    deciders = memberships.filter(Q(role=Role.OWNER) | Q(role=Role.ADMIN) | Q(role=Role.MEMBER))
-    approvers = (
-        (step.input_data or {}).get("approvers") if (kind == "approval" and step is not None) else None
-    )
-    people = []
-    for membership in deciders:
-        if not role_at_least(membership.role, Role.MEMBER):
-            continue
-        principal = Principal(organization=run.organization, user=membership.user, role=membership.role)
-        if kind != "approval" or is_approver(approvers, principal):
-            people.append(membership.user)
-    return people
+    deciders = memberships.filter(role__in=[Role.OWNER, Role.ADMIN, Role.MEMBER])
+    if kind != "approval":
+        return [membership.user for membership in deciders]
+    approvers = (step.input_data or {}).get("approvers") if step is not None else None
+    return [
+        membership.user
+        for membership in deciders
+        if is_approver(
+            approvers, Principal(organization=run.organization, user=membership.user, role=membership.role)
+        )
+    ]
 
 
 def message(run: Run, kind: str, step: StepRun | None) -> tuple[str, str]:
     """The subject and the plain text of a notice (also the webhook's `text`), with a link to the run."""
     workflow = run.workflow.name
     link = absolute_url(f"/runs/{run.id}/")
-    if kind == "approval":
-        what = (
-            (run.pause_signal or {}).get("message") or (step.input_data or {}).get("message")
-            if step
-            else None
-        )
-        subject = f"Approval needed: {workflow}"
-        body = f"Run {run.id} of {workflow} waits for an approval"
-    elif kind == "input":
-        what = (run.pause_signal or {}).get("message") or ""
-        subject = f"Input needed: {workflow}"
-        body = f"Run {run.id} of {workflow} waits for an input"
-    else:
+    if kind == "failure":
         what = (run.error or {}).get("message") if isinstance(run.error, dict) else ""
-        subject = f"Run failed: {workflow}"
-        body = f"Run {run.id} of {workflow} failed"
+        subject, body = f"Run failed: {workflow}", f"Run {run.id} of {workflow} failed"
+    else:
+        # The step's own message (its rendered config), else the run's pause signal (the environment gate).
+        what = (step.input_data or {}).get("message") if step is not None else ""
+        what = what or (run.pause_signal or {}).get("message") or ""
+        need = "an approval" if kind == "approval" else "an input"
+        subject = f"{'Approval' if kind == 'approval' else 'Input'} needed: {workflow}"
+        body = f"Run {run.id} of {workflow} waits for {need}"
     step_part = f" at step '{step.step_id}'" if step is not None else ""
     text = f"{body}{step_part}.\n\n{what or ''}".rstrip() + f"\n\nOpen it: {link}\n"
     return subject[:200], text[:TEXT_MAX]
