@@ -34,6 +34,8 @@ ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("accounts.SigningSecret", "secret_encrypted"),
     ("accounts.SigningSecret", "previous_secret_encrypted"),
     ("accounts.LlmProvider", "api_key_encrypted"),
+    ("accounts.TwoFactor", "secret_encrypted"),
+    ("accounts.Organization", "notification_webhook_encrypted"),
 ]
 
 

@@ -8,13 +8,15 @@ error's status, unless the view handles it itself to show it next to a form."""
 
 from functools import wraps
 
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 
 from accounts.authentication import session_membership
 from accounts.choices import Role
 from accounts.principal import Principal
+from accounts.twofactor import two_factor_enabled, two_factor_required
 from config.dashboard import session_limit_hit
 from config.errors import ApplicationError
 
@@ -39,8 +41,10 @@ def application_error_page(request, exc: ApplicationError):
     return error_page(request, exc.status, TITLES.get(exc.status, "Something went wrong"), exc.message)
 
 
-def dashboard_page(role: str = Role.VIEWER):
-    """Decorate a dashboard view: sign-in, organisation, role `role` or higher, session limit."""
+def dashboard_page(role: str = Role.VIEWER, *, two_factor_exempt: bool = False):
+    """Decorate a dashboard view: sign-in, organisation, role `role` or higher, session limit, and
+    two-factor sign-in when the organisation requires it of the person's role (the profile and the
+    enrolment pages are `two_factor_exempt`: that is where such a person is sent)."""
 
     def decorate(view):
         @wraps(view)
@@ -70,6 +74,15 @@ def dashboard_page(role: str = Role.VIEWER):
             request.principal = Principal(
                 organization=membership.organization, user=request.user, role=membership.role
             )
+            if (
+                not two_factor_exempt
+                and two_factor_required(membership)
+                and not two_factor_enabled(request.user)
+            ):
+                messages.info(
+                    request, f"{membership.organization.name} asks you to turn on two-factor sign-in."
+                )
+                return redirect("dashboard:two-factor")
             if not request.principal.has_role(role):
                 return error_page(
                     request,

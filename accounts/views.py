@@ -1,6 +1,7 @@
-"""Dashboard pages of the accounts app: sign in, sign out, the landing page, switching organisation,
-settings → API keys."""
+"""Dashboard pages of the accounts app: sign in (with two-factor), sign out, invitations, the profile,
+switching organisation, settings → organisation, API keys, members."""
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -8,13 +9,11 @@ from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.tokens import default_token_generator
-from django.core.mail import send_mail
 from django.shortcuts import redirect, render
-from django.urls import reverse, reverse_lazy
+from django.urls import reverse_lazy
 from django.utils import timezone
-from django.utils.encoding import force_bytes
-from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_encode
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
@@ -30,8 +29,23 @@ from accounts.forms import (
     MemberRoleForm,
     OrganizationForm,
     OrganizationSwitchForm,
+    ProfileForm,
+    TwoFactorCodeForm,
+    TwoFactorDisableForm,
 )
-from accounts.models import Membership
+from accounts.links import invitation_email, invitation_url
+from accounts.models import Membership, User
+from accounts.twofactor import (
+    pending_secret,
+    provisioning_uri,
+    qr_svg,
+    two_factor_begin,
+    two_factor_check,
+    two_factor_confirm,
+    two_factor_disable,
+    two_factor_enabled,
+    two_factor_required,
+)
 from config.errors import ApplicationError, RateLimited, Unauthorized
 
 
@@ -42,12 +56,30 @@ def _safe_next(request) -> str:
     return settings.LOGIN_REDIRECT_URL
 
 
+# The second sign-in step (two-factor) must follow the password within this many seconds.
+PENDING_SIGN_IN_SECONDS = 300
+PENDING_USER, PENDING_AT, PENDING_NEXT = "baton_2fa_user", "baton_2fa_at", "baton_2fa_next"
+
+
+def _signed_in(request, user):
+    """Sign `user` in, select their first organisation, and go where they were going."""
+    target = request.session.pop(PENDING_NEXT, None) or _safe_next(request)
+    for key in (PENDING_USER, PENDING_AT):
+        request.session.pop(key, None)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    first = Membership.objects.filter(user=user).order_by("created_at").first()
+    if first is not None:
+        request.session[SESSION_ORG_KEY] = first.organization_id
+    return redirect(target)
+
+
 @never_cache
 @csrf_protect
 @require_http_methods(["GET", "POST"])
 def login_view(request):
     """Email + password sign-in. Attempts are limited per client IP and per account; a failure is
-    audited in each organisation of the account; success selects the first organisation."""
+    audited in each organisation of the account; success selects the first organisation. With two-factor
+    on, the password only opens the code step (`login_code`)."""
     if request.method == "GET" and request.user.is_authenticated:
         return redirect(_safe_next(request))
     form = LoginForm(request.POST or None)
@@ -61,15 +93,46 @@ def login_view(request):
         except Unauthorized as exc:
             error, status = exc.message, 400
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            first = Membership.objects.filter(user=user).order_by("created_at").first()
-            if first is not None:
-                request.session[SESSION_ORG_KEY] = first.organization_id
-            return redirect(_safe_next(request))
+            if not two_factor_enabled(user):
+                return _signed_in(request, user)
+            request.session[PENDING_USER] = user.id
+            request.session[PENDING_AT] = time.time()
+            request.session[PENDING_NEXT] = _safe_next(request)
+            return redirect("dashboard:login-code")
     elif request.method == "POST":
         status = 400
     context = {"form": form, "error": error, "next": _safe_next(request)}
     return render(request, "accounts/login.html", context, status=status)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "POST"])
+def login_code(request):
+    """The second sign-in step: a code from the authenticator app (or a recovery code), limited like
+    passwords. Only reachable within PENDING_SIGN_IN_SECONDS of a correct password."""
+    user_id = request.session.get(PENDING_USER)
+    started = request.session.get(PENDING_AT) or 0
+    user = User.objects.filter(pk=user_id, is_active=True).first() if user_id else None
+    if user is None or time.time() - started > PENDING_SIGN_IN_SECONDS:
+        for key in (PENDING_USER, PENDING_AT, PENDING_NEXT):
+            request.session.pop(key, None)
+        messages.info(request, "Sign in again: the code must follow the password within five minutes.")
+        return redirect("dashboard:login")
+    form = TwoFactorCodeForm(request.POST or None)
+    error, status = None, 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            two_factor_check(request=request, user=user, code=form.cleaned_data["code"])
+        except RateLimited as exc:
+            error, status = exc.message, 429
+        except Unauthorized as exc:
+            error, status = exc.message, 400
+        else:
+            return _signed_in(request, user)
+    elif request.method == "POST":
+        status = 400
+    return render(request, "accounts/login_code.html", {"form": form, "error": error}, status=status)
 
 
 @never_cache
@@ -188,14 +251,8 @@ def member_list(request):
                     return redirect("dashboard:member-list")
                 # A new account: the invitation link is shown on this response only (and emailed when
                 # email is configured); it sets the password once and expires (PASSWORD_RESET_TIMEOUT).
-                invitation = invitation_url(request, membership.user)
-                if settings.BATON_EMAIL_URL:
-                    send_mail(
-                        f"You are invited to {organization.name} on Baton",
-                        f"Set your password to join {organization.name} as {role}:\n\n{invitation}\n",
-                        None,
-                        [membership.user.email],
-                    )
+                invitation = invitation_url(membership.user, request)
+                invitation_email(membership, invitation)
                 form = MemberInviteForm()
                 invited = {"email": membership.user.email, "role": role, "url": invitation}
         else:
@@ -241,13 +298,6 @@ def member_remove(request, user_id: str):
     return redirect("dashboard:member-list")
 
 
-def invitation_url(request, user) -> str:
-    """The absolute one-time link with which an invited person sets their password and signs in."""
-    uid = urlsafe_base64_encode(force_bytes(user.pk))
-    token = default_token_generator.make_token(user)
-    return request.build_absolute_uri(reverse("dashboard:invitation", args=[uid, token]))
-
-
 class InvitationView(auth_views.PasswordResetConfirmView):
     """Accept an invitation: choose a password (Django's one-time, expiring token), then signed in."""
 
@@ -287,19 +337,26 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
 
 @dashboard_page(role=Role.ADMIN)
 def organization_settings(request):
-    """Settings → organisation: the name (admins), the plan and run retention (owners), the limits."""
+    """Settings → organisation: the name, two-factor requirement and notification webhook (admins), the
+    plan and run retention (owners), the limits. The webhook URL is write-only: the page only says whether
+    one is set."""
     organization = request.principal.organization
     current = {
         "name": organization.name,
         "plan": organization.plan,
         "retention_days": organization.retention_days,
+        "require_two_factor": organization.require_two_factor,
     }
     form = OrganizationForm(request.POST if request.method == "POST" else None, initial=current)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             # Only what changed is sent, so an admin renaming does not "change" the owner's fields.
-            changes = {k: v for k, v in form.cleaned_data.items() if v != current[k]}
+            changes = {k: v for k, v in form.cleaned_data.items() if k in current and v != current[k]}
+            if form.cleaned_data["remove_notification_webhook"]:
+                changes["notification_webhook_url"] = ""
+            elif form.cleaned_data["notification_webhook_url"]:
+                changes["notification_webhook_url"] = form.cleaned_data["notification_webhook_url"]
             try:
                 services.organization_update(organization=organization, actor=request.principal, **changes)
             except ApplicationError as exc:
@@ -324,17 +381,88 @@ def organization_settings(request):
         "organization": organization,
         "limits": limits,
         "is_owner": request.principal.has_role(Role.OWNER),
+        "webhook_set": bool(organization.notification_webhook_encrypted),
     }
     return render(request, "settings/organization.html", context, status=status)
 
 
-@dashboard_page()
+@dashboard_page(two_factor_exempt=True)
 def profile(request):
-    """The signed-in person: email, name, their organisations (switch here) and a link to change the
-    password."""
-    memberships = Membership.objects.filter(user=request.user).select_related("organization")
-    context = {"memberships": memberships.order_by("organization__name"), "current": request.membership}
-    return render(request, "accounts/profile.html", context)
+    """The signed-in person: email, name and email notifications (editable), their organisations (switch
+    here), two-factor sign-in, and a link to change the password."""
+    user = request.user
+    current = {
+        "name": user.name,
+        "notify_requests_email": user.notify_requests_email,
+        "notify_failures_email": user.notify_failures_email,
+    }
+    form = ProfileForm(request.POST if request.method == "POST" else None, initial=current)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            services.user_profile_update(user=user, **form.cleaned_data)
+            messages.success(request, "Your profile is saved.")
+            return redirect("dashboard:profile")
+        status = 400
+    memberships = Membership.objects.filter(user=user).select_related("organization")
+    context = {
+        "form": form,
+        "memberships": memberships.order_by("organization__name"),
+        "current": request.membership,
+        "two_factor": two_factor_enabled(user),
+        "two_factor_required": two_factor_required(request.membership),
+        "disable_form": TwoFactorDisableForm(),
+    }
+    return render(request, "accounts/profile.html", context, status=status)
+
+
+@dashboard_page(two_factor_exempt=True)
+def two_factor_setup(request):
+    """Turn two-factor sign-in on: the secret as a QR code and as text, then a first code confirms it and
+    the recovery codes are shown, once."""
+    user = request.user
+    if two_factor_enabled(user):
+        messages.info(request, "Two-factor sign-in is already on.")
+        return redirect("dashboard:profile")
+    form = TwoFactorCodeForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            codes = two_factor_confirm(user=user, code=form.cleaned_data["code"])
+        except ApplicationError as exc:
+            form.add_error("code", exc.message)
+            status = exc.status
+        else:
+            return render(request, "accounts/two_factor_done.html", {"recovery_codes": codes})
+    elif request.method == "POST":
+        status = 400
+    secret = pending_secret(user) or two_factor_begin(user=user)
+    uri = provisioning_uri(user, secret)
+    context = {
+        "form": form,
+        "secret": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+        "uri": uri,
+        "qr": mark_safe(qr_svg(uri)),  # noqa: S308 - segno's SVG of our own URI (no user markup)
+        "required": two_factor_required(request.membership),
+    }
+    return render(request, "accounts/two_factor_setup.html", context, status=status)
+
+
+@require_POST
+@dashboard_page(two_factor_exempt=True)
+def two_factor_off(request):
+    """Turn two-factor sign-in off with the password and a code."""
+    form = TwoFactorDisableForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give your password and a code to turn two-factor sign-in off.")
+        return redirect("dashboard:profile")
+    try:
+        two_factor_disable(user=request.user, **form.cleaned_data)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Two-factor sign-in is off.")
+    return redirect("dashboard:profile")
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):

@@ -7,7 +7,7 @@ from accounts import views as accounts_views
 from accounts.choices import Role
 from accounts.dashboard import dashboard_page
 from audit import views as audit_views
-from runs.views import approvals, overview, runs, workflows
+from runs.views import approvals, notifications, overview, runs, workflows
 from workflows import views as workflows_views
 
 # Names are namespaced (`dashboard:run-detail`): the API's router uses the same resource names.
@@ -26,6 +26,9 @@ urlpatterns = [
     path("invitation/<uidb64>/<token>/", accounts_views.InvitationView.as_view(), name="invitation"),
     path("profile/", accounts_views.profile, name="profile"),
     path("profile/password/", accounts_views.PasswordChangeView.as_view(), name="password-change"),
+    path("login/code/", accounts_views.login_code, name="login-code"),
+    path("profile/two-factor/", accounts_views.two_factor_setup, name="two-factor"),
+    path("profile/two-factor/disable/", accounts_views.two_factor_off, name="two-factor-disable"),
     path("organization/switch/", accounts_views.organization_switch, name="organization-switch"),
     path("workflows/", workflows.workflow_list, name="workflow-list"),
     path("templates/", workflows_views.template_gallery, name="template-gallery"),
@@ -38,6 +41,11 @@ urlpatterns = [
     path("workflows/<str:ref>/edit/", workflows_views.workflow_edit, name="workflow-edit"),
     path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
     path("workflows/<str:ref>/action/", workflows_views.workflow_action, name="workflow-action"),
+    path(
+        "workflows/<str:ref>/notifications/",
+        notifications.workflow_notifications,
+        name="workflow-notifications",
+    ),
     path("runs/", runs.run_list, name="run-list"),
     path("runs/bulk/", runs.run_bulk_view, name="run-bulk"),
     path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),

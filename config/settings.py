@@ -276,7 +276,7 @@ if BATON_EMAIL_URL:
     EMAIL_USE_TLS = not EMAIL_USE_SSL
     EMAIL_TIMEOUT = 10
 else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    EMAIL_BACKEND = "config.mail.StderrEmailBackend"  # the console, on stderr (config/mail.py)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

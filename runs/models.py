@@ -202,3 +202,19 @@ class RunFile(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.id})"
+
+
+class WorkflowSubscription(models.Model):
+    """A member who wants to hear when a run of this workflow fails (runs/notifications.py)."""
+
+    workflow = models.ForeignKey("workflows.Workflow", on_delete=models.CASCADE, related_name="subscriptions")
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="workflow_subscriptions")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "user"], name="workflow_subscription_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.user_id} → {self.workflow_id}"

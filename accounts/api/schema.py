@@ -19,7 +19,9 @@ TOKEN = extend_schema_view(
         responses={
             200: s.TokenPairSerializer,
             400: error_response("invalid_request, organization_required"),
-            401: error_response("unauthorized: wrong email or password"),
+            401: error_response(
+                "unauthorized: wrong email or password; otp_required, invalid_code: two-factor is on"
+            ),
             429: error_response("rate_limited: too many sign-in attempts"),
         },
         auth=[],
@@ -53,6 +55,7 @@ MEMBERS = resource_schema(
     s.MemberSerializer,
     verbs=("list", "create", "partial_update", "destroy"),
     create=s.MemberCreateSerializer,
+    created=s.MemberCreatedSerializer,
     update=s.MemberUpdateSerializer,
     errors={
         "create": {403: "forbidden: only owners add owners", 409: "member_exists"},

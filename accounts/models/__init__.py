@@ -4,6 +4,7 @@ providers and agents, and the security policy with its secrets."""
 from accounts.models.llm import Agent, AgentKind, LlmProvider, LlmProviderKind
 from accounts.models.security import Secret, SecurityPolicy, SigningSecret
 from accounts.models.tenancy import ApiKey, Membership, Organization, User
+from accounts.models.twofactor import TwoFactor
 
 __all__ = [
     "Agent",
@@ -16,5 +17,6 @@ __all__ = [
     "Secret",
     "SecurityPolicy",
     "SigningSecret",
+    "TwoFactor",
     "User",
 ]

@@ -30,6 +30,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     id = id_field("usr")
     email = models.EmailField(unique=True)
     name = models.CharField(max_length=150, blank=True)
+    # Notifications by email (runs/notifications.py): approval and input requests, failed runs subscribed to.
+    notify_requests_email = models.BooleanField(default=True)
+    notify_failures_email = models.BooleanField(default=True)
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
@@ -60,6 +63,11 @@ class Organization(models.Model):
     monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
     max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True)
     retention_days = models.PositiveIntegerField(default=90)
+    # Its owners, admins and members (who may decide approvals) must have two-factor sign-in to use the
+    # dashboard (docs/authentication.md).
+    require_two_factor = models.BooleanField(default=False)
+    # A Slack-compatible incoming-webhook URL for notifications, encrypted (accounts.crypto); "" = none.
+    notification_webhook_encrypted = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -33,6 +33,7 @@ from accounts.services.tenancy import (
     member_remove,
     organization_create,
     organization_update,
+    user_profile_update,
 )
 
 __all__ = [
@@ -64,4 +65,5 @@ __all__ = [
     "signing_secret_get",
     "signing_secret_rotate",
     "signing_secrets_active",
+    "user_profile_update",
 ]

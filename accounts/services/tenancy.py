@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from accounts import keys
 from accounts.choices import ALL_SCOPES, DEFAULT_KEY_SCOPES, LIMIT_FIELDS, Role, Scope, plan_limits
+from accounts.crypto import encrypt
 from accounts.models import ApiKey, Membership, Organization, User
+from accounts.network import OutboundError, parse_url
 from accounts.principal import SystemActor
 from audit.services import audit_chain_start, audit_record
 from config import ratelimit
@@ -141,6 +143,20 @@ def api_key_revoke(*, api_key: ApiKey, actor) -> ApiKey:
 # --- organisation ---------------------------------------------------------------------------
 
 _UNSET = object()
+
+
+def _settings_of(org: Organization) -> dict:
+    """What `organization_update` audits: the webhook only as set or none (it is a secret)."""
+    return {
+        "name": org.name,
+        "plan": org.plan,
+        "limits": org.limits,
+        "retention_days": org.retention_days,
+        "require_two_factor": org.require_two_factor,
+        "notification_webhook": "set" if org.notification_webhook_encrypted else "none",
+    }
+
+
 OWNER_ONLY_FIELDS = ("plan", "limits", "retention_days")
 
 
@@ -160,11 +176,15 @@ def organization_update(
     plan: str | None = None,
     limits: dict | None = None,
     retention_days: int | None = None,
+    require_two_factor: bool | None = None,
+    notification_webhook_url: str | None = None,
 ) -> Organization:
     """Change the organisation's settings; None leaves a field alone.
 
-    Admins may rename; only an owner may change plan, limits and retention. A new plan resets
-    the limits to the plan's defaults, then `limits` (partial, None = unlimited) applies on top."""
+    Admins may rename, require two-factor sign-in and set the notification webhook ("" removes it; it is
+    stored encrypted and never shown again, nor audited); only an owner may change plan, limits and
+    retention. A new plan resets the limits to the plan's defaults, then `limits` (partial, None =
+    unlimited) applies on top."""
     owner_fields = [
         f
         for f, value in zip(OWNER_ONLY_FIELDS, (plan, limits, retention_days), strict=True)
@@ -176,8 +196,15 @@ def organization_update(
             f"Only an organisation owner may change {', '.join(owner_fields)}.",
             details={"required_role": Role.OWNER, "fields": owner_fields},
         )
+    if notification_webhook_url:
+        try:
+            parse_url(notification_webhook_url)
+        except OutboundError as exc:
+            raise InvalidRequest(
+                "invalid_request", exc.message, details={"field": "notification_webhook_url"}
+            ) from None
     org = Organization.objects.select_for_update().get(pk=organization.pk)
-    before = {"name": org.name, "plan": org.plan, "limits": org.limits, "retention_days": org.retention_days}
+    before = _settings_of(org)
     if name is not None:
         org.name = name
     if plan is not None and plan != org.plan:
@@ -190,7 +217,15 @@ def organization_update(
         setattr(org, field, value)
     if retention_days is not None:
         org.retention_days = retention_days
-    after = {"name": org.name, "plan": org.plan, "limits": org.limits, "retention_days": org.retention_days}
+    if require_two_factor is not None:
+        org.require_two_factor = require_two_factor
+    if notification_webhook_url is not None:
+        org.notification_webhook_encrypted = (
+            encrypt(notification_webhook_url) if notification_webhook_url else ""
+        )
+    after = _settings_of(org)
+    if notification_webhook_url:  # a new URL replacing another is a change too (its value is not audited)
+        before["notification_webhook"] = "replaced" if before["notification_webhook"] == "set" else "none"
     changes = {
         field: {"from": before[field], "to": after[field]}
         for field in before
@@ -302,6 +337,20 @@ def member_remove(*, organization: Organization, actor, user_id: str) -> None:
         target=("user", user_id),
         data={"email": membership.user.email, "role": membership.role},
     )
+
+
+# --- people ---------------------------------------------------------------------------------
+
+
+def user_profile_update(
+    *, user: User, name: str, notify_requests_email: bool, notify_failures_email: bool
+) -> User:
+    """What a person sets about themselves in their profile: their name and email notifications."""
+    user.name = name.strip()
+    user.notify_requests_email = notify_requests_email
+    user.notify_failures_email = notify_failures_email
+    user.save(update_fields=["name", "notify_requests_email", "notify_failures_email"])
+    return user
 
 
 # --- sign-in --------------------------------------------------------------------------------

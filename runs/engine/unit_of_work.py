@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from config import sql
 from runs.models import Run, RunEvent, StepRun
+from runs.notifications import note_events
 
 _RUN_FIELDS = ("status", "started_at", "completed_at", "deadline_at", "result", "error", "event_seq",
                "cancel_requested_at", "terminate_requested_at", "pause_requested_at", "pause_signal",
@@ -87,6 +88,7 @@ class UnitOfWork:
             if self.events:
                 events, self.events = self.events, []
                 _INSERT_EVENTS.add_values(events)
+                note_events(self.run.id, events)  # approvals, inputs, failures: notified after the commit
             _SAVE_RUN.save(self.run)
             if self.audit:
                 entries, self.audit = self.audit, []

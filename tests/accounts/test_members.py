@@ -178,6 +178,46 @@ def test_add_is_idempotent_and_audited_with_the_actor(admin_client, org, admin):
     first = admin_client.post(MEMBERS, body, format="json", HTTP_IDEMPOTENCY_KEY="m-1")
     again = admin_client.post(MEMBERS, body, format="json", HTTP_IDEMPOTENCY_KEY="m-1")
     assert first.status_code == again.status_code == 201
-    assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert first.json()["invitation_url"].startswith("http://testserver/invitation/")
+    # The link works like a password: a replay does not show it again.
+    assert again["Idempotent-Replayed"] == "true" and again.json() == {**first.json(), "invitation_url": None}
     [event] = [e for e in events(org, "member.added") if e.data["email"] == "once@acme.test"]
     assert (event.actor, event.actor_type) == (admin.id, "user")
+
+
+def test_add_answers_with_an_invitation_link_that_sets_the_password(admin_client, org, settings, client):
+    settings.BATON_PUBLIC_URL = "https://baton.example.com"
+    response = admin_client.post(MEMBERS, {"email": "invitee@acme.test", "role": "member"}, format="json")
+    assert response.status_code == 201
+    url = response.json()["invitation_url"]
+    assert url.startswith("https://baton.example.com/invitation/")
+    path = url.removeprefix("https://baton.example.com")
+    form = client.get(path, follow=True)  # Django moves the token into the session, then shows the form
+    assert form.status_code == 200 and b"new_password1" in form.content
+    done = client.post(
+        form.redirect_chain[-1][0],
+        {"new_password1": "a long new secret 1", "new_password2": "a long new secret 1"},
+    )
+    assert done.status_code == 302
+    assert User.objects.get(email="invitee@acme.test").check_password("a long new secret 1")
+    # One-time: the same link no longer opens the form.
+    assert b"new_password1" not in client.get(path, follow=True).content
+
+
+def test_adding_an_existing_account_has_no_invitation_link(admin_client, org, owner):
+    other_org_user = User.objects.create_user("has-password@acme.test", "a long password 1")
+    response = admin_client.post(MEMBERS, {"email": other_org_user.email, "role": "viewer"}, format="json")
+    assert response.status_code == 201 and response.json()["invitation_url"] is None
+    assert response.json()["invited"] is False
+
+
+def test_members_list_has_no_invitation_link(admin_client, org):
+    admin_client.post(MEMBERS, {"email": "later@acme.test"}, format="json")
+    assert all("invitation_url" not in m for m in admin_client.get(MEMBERS).json()["members"])
+
+
+def test_the_invitation_is_emailed_when_email_is_configured(admin_client, org, settings, mailoutbox):
+    settings.BATON_EMAIL_URL = "smtp://mail.example.com:587"
+    url = admin_client.post(MEMBERS, {"email": "mailed@acme.test"}, format="json").json()["invitation_url"]
+    [message] = mailoutbox
+    assert message.to == ["mailed@acme.test"] and url in message.body

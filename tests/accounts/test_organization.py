@@ -32,7 +32,10 @@ def test_me_for_an_api_key(make_key_client, org):
 
 def test_organization_has_the_contract_shape(viewer_client, org):
     body = viewer_client.get(ORG).json()
-    assert set(body) == {"id", "name", "plan", "limits", "retention_days", "created_at"}
+    assert set(body) == {
+        "id", "name", "plan", "limits", "retention_days", "require_two_factor", "notification_webhook_set",
+        "created_at",
+    }  # fmt: skip
     assert set(body["limits"]) == set(LIMIT_FIELDS)
     assert body["limits"] == plan_limits("starter")
     assert body["retention_days"] == 90
@@ -138,3 +141,18 @@ def test_usage_period_is_the_utc_calendar_month(org):
     assert period == "2026-12"
     assert start == datetime(2026, 12, 1, tzinfo=UTC) and end == datetime(2027, 1, 1, tzinfo=UTC)
     assert usage_for(org, datetime(2026, 3, 2, tzinfo=UTC))["period"] == "2026-03"
+
+
+def test_admin_requires_two_factor_and_sets_the_webhook_write_only(admin_client, org):
+    url = "https://hooks.example.com/services/T0/B0/secret"
+    response = admin_client.patch(
+        ORG, {"require_two_factor": True, "notification_webhook_url": url}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["require_two_factor"] is True and body["notification_webhook_set"] is True
+    assert url not in response.content.decode() and url not in admin_client.get(ORG).content.decode()
+    bad = admin_client.patch(ORG, {"notification_webhook_url": "file:///etc/passwd"}, format="json")
+    assert bad.status_code == 400
+    cleared = admin_client.patch(ORG, {"notification_webhook_url": ""}, format="json").json()
+    assert cleared["notification_webhook_set"] is False

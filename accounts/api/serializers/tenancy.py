@@ -28,11 +28,26 @@ class LimitsSerializer(serializers.Serializer):
 
 class OrganizationSerializer(serializers.ModelSerializer):
     limits = LimitsSerializer(read_only=True)
+    notification_webhook_set = serializers.SerializerMethodField(
+        help_text="Whether a notification webhook URL is set (the URL itself is never shown)."
+    )
 
     class Meta:
         model = Organization
-        fields = ["id", "name", "plan", "limits", "retention_days", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "plan",
+            "limits",
+            "retention_days",
+            "require_two_factor",
+            "notification_webhook_set",
+            "created_at",
+        ]
         read_only_fields = fields
+
+    def get_notification_webhook_set(self, organization) -> bool:
+        return bool(organization.notification_webhook_encrypted)
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -57,6 +72,19 @@ class MemberSerializer(serializers.ModelSerializer):
 
     def get_invited(self, membership) -> bool:
         return not membership.user.has_usable_password()
+
+
+class MemberCreatedSerializer(MemberSerializer):
+    invitation_url = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="For a person without a password: the one-time, expiring link that sets it and signs them "
+        "in (shown only in this response); null when the person already has an account.",
+    )
+
+    class Meta(MemberSerializer.Meta):
+        fields = [*MemberSerializer.Meta.fields, "invitation_url"]
+        read_only_fields = fields
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -132,6 +160,12 @@ class TokenRequestSerializer(StrictSerializer):
     organization = serializers.CharField(
         required=False, allow_null=True, max_length=64, help_text="Organisation id; required when in several."
     )
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=32,
+        help_text="A current code of the authenticator app (or a recovery code) when two-factor is on.",
+    )
 
 
 class RefreshRequestSerializer(StrictSerializer):
@@ -176,6 +210,16 @@ class OrganizationUpdateSerializer(StrictSerializer):
     plan = serializers.ChoiceField(choices=Plan.choices, required=False)
     limits = LimitsField(required=False, help_text="Partial; null = unlimited. Owner only.")
     retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+    require_two_factor = serializers.BooleanField(
+        required=False, help_text="Owners, admins and members must use two-factor sign-in in the dashboard."
+    )
+    notification_webhook_url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=2048,
+        write_only=True,
+        help_text='A Slack-compatible incoming-webhook URL for notifications (write-only); "" removes it.',
+    )
 
 
 class MemberCreateSerializer(StrictSerializer):

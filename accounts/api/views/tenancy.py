@@ -11,8 +11,10 @@ from accounts import selectors, services
 from accounts.api import schema
 from accounts.api import serializers as s
 from accounts.authentication import ORG_CLAIM
+from accounts.links import invitation_email, invitation_url
 from accounts.models import Membership
 from accounts.permissions import ADMIN, ANY_MEMBER
+from accounts.twofactor import two_factor_check, two_factor_enabled
 from config.api.permissions import PUBLIC
 from config.api.serializers import validated
 from config.api.viewsets import (
@@ -50,6 +52,10 @@ class TokenView(_SignInView):
     def post(self, request):
         data = validated(s.TokenRequestSerializer, request.data)
         user = services.auth_sign_in(request=request, email=data["email"], password=data["password"])
+        if two_factor_enabled(user):
+            if not data.get("otp"):
+                raise Unauthorized("otp_required", "Two-factor sign-in is on: send a current code as 'otp'.")
+            two_factor_check(request=request, user=user, code=data["otp"])
 
         memberships = list(selectors.memberships_of_user(user))
         wanted = data.get("organization")
@@ -174,6 +180,19 @@ class MemberViewSet(ListMixin, CreateMixin, UpdateMixin, DestroyMixin, Organizat
     input_serializers = {"create": s.MemberCreateSerializer, "partial_update": s.MemberUpdateSerializer}
     results_key = "members"
     access = {"list": ADMIN, "create": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
+    # The invitation link works like a password: not kept for an Idempotency-Key replay (which answers null).
+    idempotency_replay_omit = ("invitation_url",)
+
+    def get_serializer_class(self):
+        return s.MemberCreatedSerializer if self.action == "create" else s.MemberSerializer
+
+    def perform_create(self, data):
+        membership = super().perform_create(data)
+        user = membership.user
+        membership.invitation_url = None if user.has_usable_password() else invitation_url(user, self.request)
+        if membership.invitation_url:
+            invitation_email(membership, membership.invitation_url)
+        return membership
 
     def perform_update(self, membership, data):
         return services.member_change_role(

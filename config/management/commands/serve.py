@@ -74,12 +74,23 @@ def collect_static_if_needed() -> bool:
     return True
 
 
-@transaction.atomic
 def create_demo_organization() -> DemoCredentials | None:
-    """On an empty database (no organisations) create a demo organisation and its owner.
+    """On an empty database (no organisations) create a demo organisation and its owner, with two workflows
+    from the built-in templates and runs the engine executed (runs/demo.py).
 
     Returns the owner's credentials (the random password exists nowhere else), or None when
     organisations already exist or settings.BATON_DEMO_ORG is off."""
+    demo = _create_demo_owner_and_organization()
+    if demo is not None:
+        from runs.demo import demo_content_create
+
+        owner = User.objects.get(email=demo.email)
+        demo_content_create(organization=demo.organization, owner=owner)
+    return demo
+
+
+@transaction.atomic
+def _create_demo_owner_and_organization() -> DemoCredentials | None:
     if not settings.BATON_DEMO_ORG or Organization.objects.exists():
         return None
     password = secrets.token_urlsafe(18)
