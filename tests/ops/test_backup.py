@@ -14,10 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The archive is SQLite's: the commands run on SQLite in both passes, so the PostgreSQL pass leaves it out.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="runs in the SQLite pass"),
-]
+pytestmark = pytest.mark.slow
+SQLITE_PASS = pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")), reason="runs in the SQLite pass")
 
 
 def run(data_dir: Path, *args, check=True, **env_overrides) -> subprocess.CompletedProcess:
@@ -48,6 +46,7 @@ def source(tmp_path_factory):
     return data_dir, made, archive
 
 
+@SQLITE_PASS
 def test_a_restored_baton_still_works(source, tmp_path):
     data_dir, made, archive = source
     assert archive.stat().st_mode & 0o777 == 0o600  # it holds the keys
@@ -119,6 +118,7 @@ def _no_manifest(info, data):
     return [] if info.name == "manifest.json" else [(info, data)]
 
 
+@SQLITE_PASS
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -139,9 +139,31 @@ def test_restore_refuses_a_damaged_or_crafted_archive_and_changes_nothing(source
     assert not [path for path in fresh.iterdir() if path.name.startswith(".restore-")]
 
 
+@SQLITE_PASS
 def test_restore_refuses_keys_that_would_not_open_the_backups_data(source, tmp_path):
     _, _, archive = source
     other = "x" * 60
     done = run(tmp_path / "fresh", "manage.py", "restore", str(archive), check=False, BATON_SECRET_KEY=other)
     assert done.returncode == 1 and "BATON_SECRET_KEY differs" in done.stderr
     assert not (tmp_path / "fresh" / "baton.sqlite3").exists()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL"), reason="the PostgreSQL pass: the database is pg_dump's"
+)
+def test_with_postgresql_the_archive_holds_all_but_the_database(tmp_path, settings, db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.MEDIA_ROOT = tmp_path / "files"
+    (tmp_path / "files" / "org_x").mkdir(parents=True)
+    (tmp_path / "files" / "org_x" / "file_1").write_bytes(b"upload")
+    out, err = StringIO(), StringIO()
+    call_command("backup", str(tmp_path / "baton.tar.gz"), stdout=out, stderr=err)
+    with tarfile.open(tmp_path / "baton.tar.gz") as tar:
+        names = set(tar.getnames())
+        manifest = orjson.loads(tar.extractfile("manifest.json").read())
+    assert "database/baton.sqlite3" not in names and "files/org_x/file_1" in names
+    assert manifest["database"].startswith("postgresql")
+    assert "pg_dump" in err.getvalue()
