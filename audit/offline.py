@@ -8,9 +8,11 @@ and the chain's agreement with each. The report names the first bad seq and its 
 
 import base64
 import hashlib
+import itertools
 import json
-import multiprocessing
+import mmap
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from audit.chain import (
 )
 from audit.checkpoints import signature_holds
 
-PARALLEL_FROM = 20_000  # lines: below this one process is quicker than starting others
+PARALLEL_FROM_BYTES = 4_000_000  # below this one process is quicker than starting others
 _SORT = orjson.OPT_SORT_KEYS
 
 
@@ -70,20 +72,78 @@ def load_public_keys(values: list[str]) -> dict[str, Ed25519PublicKey]:
     return keys
 
 
-# The file's lines, shared with forked workers without pickling them.
-_LINES: list[bytes] = []
+# The file (bytes, or a read-only mmap of it), shared with forked workers without copying or pickling it.
+_BUFFER: bytes | mmap.mmap = b""
+
+# An event line as the export writes it: its body's RFC 8785 bytes without the closing brace, then the link,
+#   {"actor":…,"timestamp":"…","prev_hash":"<64 hex>","hash":"<64 hex>"}
+_PREV_KEY, _HASH_KEY, _END = b',"prev_hash":"', b'","hash":"', b'"}'
+_LINK = len(_PREV_KEY) + 64 + len(_HASH_KEY) + 64 + len(_END)  # the bytes after the body
+_AT_PREV, _AT_HASH = _LINK - len(_PREV_KEY), len(_HASH_KEY) + 64 + len(_END)
+_SEQ_KEY, _ORG_KEY = b',"seq":', b',"organization":"'
+_GIVE_UP_RAW = 64  # lines in a row not in that layout (an older export): stop trying it in this slice
 
 
-def _walk(span: tuple[int, int, frozenset]) -> dict:
-    """Walk lines[start:stop] (event lines only): the slice's own links, and hashes at checkpoint seqs."""
-    start, stop, wanted = span
-    loads, dumps, sort, sha256, lines = orjson.loads, orjson.dumps, _SORT, hashlib.sha256, _LINES
-    first = problem = organization = last = None
-    prev_hash, expected, count, hashes = None, None, 0, {}
-    for number in range(start, stop):
-        line = lines[number]
+def _walk(span: tuple[int, int, bool, frozenset]) -> dict:
+    """Walk the lines of _BUFFER[start:stop] (whole lines): the slice's own links, the hashes at `wanted`
+    seqs and of the event before each checkpoint line, and the checkpoint lines (line numbers are the
+    slice's own, from 1).
+
+    `raw`: a line in the export's layout whose body bytes, hashed as they stand, give the line's hash is
+    taken without parsing it (`raw_max`: the last seq so taken); verify_export trusts those bytes only
+    when a signed checkpoint proves them the ones Baton hashed. Any other line is parsed and its body
+    canonicalized."""
+    start, stop, raw, wanted = span
+    lines = _BUFFER[start:stop].split(b"\n")
+    loads, dumps, sort, sha256 = orjson.loads, orjson.dumps, _SORT, hashlib.sha256
+    first = problem = unreadable = organization = org_key = last = None
+    prev, expected, count, raw_max, misses, hashes, checkpoints = None, None, 0, 0, 0, {}, []
+    for number, line in enumerate(lines, start=1):
         if not line:
             continue
+        if (
+            raw
+            and line[-_LINK:-_AT_PREV] == _PREV_KEY
+            and line[-_AT_HASH:-66] == _HASH_KEY
+            and line[-2:] == _END
+        ):
+            link_prev, link = line[-_AT_PREV:-_AT_HASH], line[-66:-2]
+            if sha256(link_prev + line[:-_LINK] + b"}").hexdigest().encode() == link:
+                at = line.rfind(_SEQ_KEY, 0, -_LINK)
+                digits = line[at + 7 : line.find(b",", at + 7)] if at > 0 else b""
+                if digits.isdigit():
+                    seq, misses = int(digits), 0
+                    if first is None:
+                        where = line.rfind(_ORG_KEY, 0, at) + len(_ORG_KEY)
+                        organization = line[where : line.find(b'"', where)].decode(errors="replace")
+                        org_key = _ORG_KEY + organization.encode() + b'"'
+                        first = {"seq": seq, "prev_hash": link_prev.decode(errors="replace"), "id": None,
+                                 "line": number, "organization": organization}  # fmt: skip
+                        expected, prev = seq, link_prev
+                    if (
+                        seq != expected
+                        or link_prev != prev
+                        or not line.startswith(org_key, line.rfind(_ORG_KEY, 0, at))
+                    ):
+                        problem = {"seq": seq, "id": None, "reason": "not the next link", "line": number}
+                        break
+                    if seq in wanted:
+                        hashes[seq] = (None, link.decode())
+                    prev, last, raw_max, expected, count = link, (seq, None), seq, seq + 1, count + 1
+                    continue
+            misses += 1
+            raw = misses < _GIVE_UP_RAW
+        if line.lstrip().startswith(b'{"type"'):
+            try:
+                record = loads(line)
+            except orjson.JSONDecodeError:
+                unreadable = number
+                break
+            if type(record) is dict and record.get("type") == "checkpoint":
+                if last is not None:
+                    hashes[last[0]] = (last[1], prev.decode(errors="replace"))
+                checkpoints.append((record, number))
+                continue
         try:
             event = loads(line)
         except orjson.JSONDecodeError:
@@ -92,80 +152,180 @@ def _walk(span: tuple[int, int, frozenset]) -> dict:
             try:
                 event = json.loads(line)
             except ValueError:
-                problem = {"seq": expected, "id": None, "reason": "the line is not JSON", "line": number + 1}
+                problem = {"seq": expected, "id": None, "reason": "the line is not JSON", "line": number}
                 break
         if type(event) is not dict:
             problem = {
                 "seq": expected,
                 "id": None,
                 "reason": "the line is not an event object",
-                "line": number + 1,
+                "line": number,
             }
             break
         if "type" in event and event["type"] == "checkpoint":
             continue
         link_prev, link_hash = event.pop("prev_hash", None), event.pop("hash", None)
+        if type(link_prev) is not str:
+            link_prev = ""
         seq = event.get("seq")
         if first is None:
             organization = event.get("organization")
-            first = {"seq": seq, "prev_hash": link_prev, "id": event.get("id"), "line": number + 1,
+            org_key = _ORG_KEY + str(organization).encode() + b'"'
+            first = {"seq": seq, "prev_hash": link_prev, "id": event.get("id"), "line": number,
                      "organization": organization}  # fmt: skip
-            expected, prev_hash = seq, link_prev
+            expected = seq
+            prev = link_prev.encode()
+            if type(seq) is not int:
+                problem = {"seq": seq, "id": event.get("id"), "reason": "seq is not a number", "line": number}
+                break
+        previous = prev.decode(errors="replace")
         try:
-            sound = (seq == expected and link_prev == prev_hash and event.get("organization") == organization
+            sound = (seq == expected and link_prev == previous and event.get("organization") == organization
                      and sha256(link_prev.encode() + dumps(event, option=sort)).hexdigest()
                      == link_hash)  # fmt: skip
         except (orjson.JSONEncodeError, TypeError, AttributeError):
             sound = False
         if not sound:
             reason = link_problem(event_body(event), link_prev, link_hash or "", expected_seq=expected,
-                                  prev_hash=prev_hash, organization=organization)  # fmt: skip
+                                  prev_hash=previous, organization=organization)  # fmt: skip
             if reason:
-                problem = {"seq": seq, "id": event.get("id"), "reason": reason, "line": number + 1}
+                problem = {"seq": seq, "id": event.get("id"), "reason": reason, "line": number}
                 break
         if seq in wanted:
             hashes[seq] = (event.get("id"), link_hash)
-        last = event
-        prev_hash, expected, count = link_hash, expected + 1, count + 1
+        prev, last, expected, count = link_hash.encode(), (seq, event.get("id")), expected + 1, count + 1
     if last is not None:
-        last = {"seq": last.get("seq"), "hash": prev_hash, "id": last.get("id")}
-    return {"first": first, "last": last, "problem": problem, "count": count, "hashes": hashes}
+        last = {"seq": last[0], "hash": prev.decode(errors="replace"), "id": last[1]}
+    return {"first": first, "last": last, "problem": problem, "count": count, "hashes": hashes,
+            "checkpoints": checkpoints, "unreadable": unreadable, "raw_max": raw_max,
+            "lines": len(lines) - 1}  # fmt: skip
+
+
+def _fork_map(function, items: list) -> list:
+    """`function` over `items`: the first in this process, each other in a child forked now (which shares
+    _BUFFER with it) and sends its result back pickled."""
+    children = []
+    try:
+        for item in items[1:]:
+            reader, writer = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: compute, send, and leave without running the parent's exit handlers
+                code = 1
+                try:
+                    os.close(reader)
+                    try:
+                        payload = pickle.dumps((True, function(item)))
+                    except Exception as exc:  # handed to the parent, which raises it
+                        payload = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+                    with os.fdopen(writer, "wb") as pipe:
+                        pipe.write(payload)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(writer)
+            children.append((pid, reader))
+        results = [function(items[0])]
+        for _, reader in children:
+            with os.fdopen(reader, "rb") as pipe:
+                payload = pipe.read()
+            if not payload:
+                raise RuntimeError("a verifying process died")
+            done, value = pickle.loads(payload)  # noqa: S301 - from the child forked above
+            if not done:
+                raise RuntimeError(f"a verifying process failed: {value}")
+            results.append(value)
+        return results
+    finally:
+        for pid, _ in children:
+            os.waitpid(pid, 0)
+
+
+def _spans(size: int, processes: int, buffer) -> list[tuple[int, int]]:
+    """`processes` byte ranges of whole lines covering the buffer."""
+    cuts = [0]
+    for part in range(1, processes):
+        newline = buffer.find(b"\n", max(size * part // processes, cuts[-1]))
+        if newline < 0:
+            break
+        cuts.append(newline + 1)
+    cuts.append(size)
+    return [(begin, end) for begin, end in itertools.pairwise(cuts) if end > begin] or [(0, 0)]
 
 
 def verify_export(
-    data: bytes,
+    data: bytes | mmap.mmap,
     *,
     keys: dict[str, Ed25519PublicKey] | None = None,
     expected_head: dict | None = None,
     processes: int | None = None,
 ) -> ExportReport:
-    """Verify an export's bytes. `keys`: public keys by id (None: signatures unchecked)."""
-    global _LINES
-    lines = data.split(b"\n")
+    """Verify an export's bytes. `keys`: public keys by id (None: signatures unchecked).
+
+    With keys, the first pass hashes each event line's body bytes as they stand when the line is in the
+    export's layout (the body in RFC 8785 form, then `prev_hash` and `hash`), without parsing or
+    re-encoding it. Its verdict stands only when the chain is intact and agrees with a checkpoint at or
+    after every line so taken, whose signature holds: the signed hash then proves, link by link back from
+    it, that those lines' bytes are the very bytes Baton hashed, which were canonical. Otherwise (no keys,
+    events after the last signed checkpoint, anything wrong) every line is parsed and its body
+    canonicalized, and that pass's verdict and report are the ones given."""
+    global _BUFFER
+    size = len(data)
+    if processes is None:
+        processes = min(os.cpu_count() or 1, 8) if size >= PARALLEL_FROM_BYTES else 1
+    spans = _spans(size, max(processes, 1), data)
+    _BUFFER = data
+    try:
+        report = _first_pass(spans, keys, expected_head)
+        return report if report is not None else _exact_pass(data, spans, keys, expected_head)
+    finally:
+        _BUFFER = b""
+
+
+def _walks(spans, raw: bool, wanted: frozenset) -> list[dict]:
+    items = [(begin, end, raw, wanted) for begin, end in spans]
+    parts = _fork_map(_walk, items) if len(items) > 1 else [_walk(items[0])]
+    offset = 0
+    for part in parts:  # the slices' line numbers, as the file's
+        for name in ("first", "problem"):
+            if part[name] is not None:
+                part[name]["line"] += offset
+        part["checkpoints"] = [{**record, "line": number + offset} for record, number in part["checkpoints"]]
+        offset += part["lines"]
+    return parts
+
+
+def _first_pass(spans, keys, expected_head) -> ExportReport | None:
+    """The walk, raw where keys are given; None unless it found everything sound and can vouch for it."""
+    parts = _walks(spans, keys is not None, frozenset())
+    if any(part["problem"] is not None or part["unreadable"] is not None for part in parts):
+        return None
+    checkpoints = [record for part in parts for record in part["checkpoints"]]
+    holds = {cp["line"]: signature_holds(cp, keys) for cp in checkpoints} if keys is not None else {}
+    signed_upto = max((cp.get("seq") for cp in checkpoints if holds.get(cp["line"]) is True), default=0)
+    if not isinstance(signed_upto, int) or max(part["raw_max"] for part in parts) > signed_upto:
+        return None
+    result, hashes, organization = _stitch(parts, expected_head)
+    for part in parts:  # the event before a checkpoint line that begins the next slice
+        if part["last"] is not None:
+            hashes[part["last"]["seq"]] = (part["last"]["id"], part["last"]["hash"])
+    report = _with_checkpoints(result, hashes, organization, checkpoints, keys, holds)
+    return report if report.valid else None
+
+
+def _exact_pass(data, spans, keys, expected_head) -> ExportReport:
+    """Every line parsed and canonicalized; the checkpoints read from every line, as written."""
     checkpoints = []
-    for number, line in enumerate(lines):
+    for number, line in enumerate(data[:].split(b"\n") if isinstance(data, mmap.mmap) else data.split(b"\n")):
         if line.lstrip().startswith(b'{"type"'):
             try:
                 checkpoint = orjson.loads(line)
             except orjson.JSONDecodeError:
                 raise ExportUnreadable(f"line {number + 1} is not JSON") from None
-            if checkpoint.get("type") == "checkpoint":
+            if type(checkpoint) is dict and checkpoint.get("type") == "checkpoint":
                 checkpoint["line"] = number + 1
                 checkpoints.append(checkpoint)
     wanted = frozenset(cp.get("seq") for cp in checkpoints)
-    if processes is None:
-        processes = min(os.cpu_count() or 1, 8) if len(lines) >= PARALLEL_FROM else 1
-    step = -(-len(lines) // max(processes, 1)) or 1
-    spans = [(start, min(start + step, len(lines)), wanted) for start in range(0, len(lines), step)]
-    _LINES = lines
-    try:
-        if processes > 1 and len(spans) > 1:
-            with multiprocessing.get_context("fork").Pool(len(spans)) as pool:
-                parts = pool.map(_walk, spans)
-        else:
-            parts = [_walk(span) for span in spans]
-    finally:
-        _LINES = []
+    parts = _walks(spans, False, wanted)
     result, hashes, organization = _stitch(parts, expected_head)
     return _with_checkpoints(result, hashes, organization, checkpoints, keys)
 
@@ -203,7 +363,7 @@ def _stitch(parts: list[dict], expected_head: dict | None) -> tuple[VerifyResult
 
 
 def _with_checkpoints(
-    result: VerifyResult, hashes: dict, organization, checkpoints: list[dict], keys
+    result: VerifyResult, hashes: dict, organization, checkpoints: list[dict], keys, holds: dict | None = None
 ) -> ExportReport:
     """Add the checkpoints' findings; the first bad seq of all is reported."""
     report = ExportReport(
@@ -233,10 +393,10 @@ def _with_checkpoints(
         elif cp["previous"] not in digests:
             bad(f"{where} names a checkpoint before it that the file lacks: checkpoints were removed")
         if keys is not None:
-            holds = signature_holds(cp, keys)
-            if holds is None:
+            holding = holds[cp["line"]] if holds is not None else signature_holds(cp, keys)
+            if holding is None:
                 bad(f"{where} is signed by key {cp.get('key_id')}, which is not among the public keys given")
-            elif not holds:
+            elif not holding:
                 bad(f"{where} has a signature that does not hold: it was forged or edited")
         if head_seq is not None and isinstance(seq, int) and seq > head_seq:
             bad(

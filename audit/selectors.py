@@ -409,8 +409,20 @@ def _check_beyond_head(organization, head: dict, result: VerifyResult) -> Verify
                                                                 "reason": reason})  # fmt: skip
 
 
+def export_event_line(body: dict, prev_hash: str, hash_: str) -> bytes:
+    """An event's line in an export: its body's canonical bytes (RFC 8785 with orjson's sorted output, as the
+    chain's fast path hashes them) without the closing brace, then `prev_hash` and `hash`. A verifier can then
+    hash the line's leading bytes as they stand (audit.offline) instead of parsing and re-encoding them."""
+    dumps = orjson.dumps
+    try:
+        canonical = dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        canonical = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    return canonical[:-1] + b',"prev_hash":' + dumps(prev_hash) + b',"hash":' + dumps(hash_) + b"}\n"
+
+
 def event_line(event: dict) -> bytes:
-    """One JSON Lines record of an export."""
+    """One JSON Lines record of an export (a checkpoint's)."""
     try:
         return orjson.dumps(event) + b"\n"
     except orjson.JSONEncodeError:

@@ -95,9 +95,10 @@ def _export_lines(
                                        size=EXPORT_CHUNK)  # fmt: skip
     if not rows:
         return cps.rest(), after_seq, True
-    line, after = selectors.event_line, cps.after
+    line, after = selectors.export_event_line, cps.after
     lines = b"".join(
-        line(event) + (after(event["seq"]) if cps.pending else b"") for event in selectors.row_events(rows)
+        line(body, prev_hash, hash_) + (after(body["seq"]) if cps.pending else b"")
+        for body, prev_hash, hash_ in selectors.row_links(rows)
     )
     finished = len(rows) < EXPORT_CHUNK
     return lines + (cps.rest() if finished else b""), rows[-1][2], finished

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import rfc8785
 from django.core.management import CommandError, call_command
 
 from audit.checkpoints import checkpoint_as_dict
@@ -55,7 +56,16 @@ def test_export_is_the_chain_one_event_per_line(chain, audit_client):
     assert lines[:-1] == [
         event_as_dict(e) for e in AuditEvent.objects.filter(organization=chain).order_by("seq")
     ]
-    assert list(lines[0]) == list(event_as_dict(AuditEvent.objects.get(organization=chain, seq=1)))
+    # Each event line is its body in RFC 8785 form, then prev_hash and hash: the bytes the hash covers.
+    first = event_as_dict(AuditEvent.objects.get(organization=chain, seq=1))
+    body = {name: value for name, value in first.items() if name not in ("prev_hash", "hash")}
+    assert list(lines[0]) == [*sorted(body), "prev_hash", "hash"]
+    raw = b"".join(audit_client.get(URL).streaming_content).splitlines()[0]
+    assert (
+        raw
+        == rfc8785.dumps(body)[:-1]
+        + f',"prev_hash":"{first["prev_hash"]}","hash":"{first["hash"]}"}}'.encode()
+    )
     # The export signed the head it sent, and the checkpoint's line follows the event it states.
     checkpoint = AuditCheckpoint.objects.get(organization=chain)
     assert lines[-1] == checkpoint_as_dict(checkpoint)
