@@ -14,7 +14,8 @@ A worker drains its slots before it exits: on django-q2's stop and recycle (the 
 them) and on SIGTERM (`enable` installs the handler). While draining, a slot does not continue into a next
 step (it is dispatched for another worker) and no new step is handed to the slots.
 
-`stats()` gives this process's gauges (slots used, steps started and finished) for metrics.
+`stats()` gives this process's gauges (slots used, steps started and finished); `cluster_gauges()` the
+whole installation's, from the database, for metrics served by any process.
 """
 
 from __future__ import annotations
@@ -252,4 +253,26 @@ def stats() -> dict:
         "finished": slots.finished,
         "db_connections": slots.lender.size,
         "db_opened": slots.lender.made,
+    }
+
+
+def cluster_gauges() -> dict:
+    """Gauges of the whole installation, read from the database (any process may ask, e.g. the web tier's
+    metrics): `steps_in_flight` (step runs `running`), `slots_used` (those of an I/O-bound type, which the
+    workers execute in their slots) and `slots_capacity` (BATON_WORKERS × BATON_WORKER_CONCURRENCY, when
+    the slots are on). One indexed count by status and type."""
+    from django.db.models import Count
+
+    from runs.choices import StepStatus
+    from runs.models import StepRun
+    from workflows.steps import get_step_type
+
+    running = StepRun.objects.filter(status=StepStatus.RUNNING).values("type").annotate(n=Count("id"))
+    by_type = {row["type"]: row["n"] for row in running}
+    io_bound = sum(n for name, n in by_type.items() if (t := get_step_type(name)) is not None and t.io_bound)
+    size = settings.BATON_WORKER_CONCURRENCY
+    return {
+        "steps_in_flight": sum(by_type.values()),
+        "slots_used": io_bound,
+        "slots_capacity": settings.BATON_WORKERS * size if size > 1 else 0,
     }

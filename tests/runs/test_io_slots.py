@@ -146,3 +146,20 @@ def test_a_recycled_worker_drains_its_steps_first(io_cluster, server):
     for run in report.values():  # no lease expired: every step completed at its first attempt
         assert run["status"] == "completed"
         assert run["steps"]["call"]["attempts"] == ["completed"], run
+
+
+def test_cluster_gauges_count_the_running_steps_and_those_in_slots(engine, settings):
+    from runs.engine import slots
+    from runs.models import StepRun
+
+    settings.BATON_WORKERS, settings.BATON_WORKER_CONCURRENCY = 2, 50
+    steps = [
+        {"id": "call", "type": "http_request", "config": {"url": "https://example.com/"}},
+        {"id": "hook", "type": "webhook", "config": {"url": "https://example.com/"}},
+        {"id": "pure", "type": "transform", "config": {"value": 1}},
+    ]
+    run = engine.start(steps, drain=False)
+    StepRun.objects.filter(run=run).update(status="running")
+    assert slots.cluster_gauges() == {"steps_in_flight": 3, "slots_used": 2, "slots_capacity": 100}
+    settings.BATON_WORKER_CONCURRENCY = 1  # the slots are off
+    assert slots.cluster_gauges()["slots_capacity"] == 0
