@@ -34,7 +34,14 @@ from runs.engine.plan import plan_for, step_definition
 from runs.engine.record import Execution, apply_outcome, attempt_failed, close_quietly, terminate_step
 from runs.engine.resolve import as_json, has_side_effects, resolve_config, variables_for
 from runs.engine.templating import render_value
-from runs.engine.unit_of_work import UnitOfWork, lock_run, queue_rows, read_for_claim
+from runs.engine.unit_of_work import (
+    UnitOfWork,
+    lock_leased_step,
+    lock_run,
+    queue_rows,
+    read_for_claim,
+    read_step,
+)
 from runs.models import Run, StepRun
 from workflows.steps import get_step_type
 
@@ -142,7 +149,7 @@ def claim(step_run_id: str, now) -> Claimed | None:
                 return None
             ready = _execute_instant(work, step_run, rows)
             return _advance_and_continue(work, ready, now, may_continue=True, budget=budget, rows=rows)
-        step_run = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).first()
+        step_run = read_step(step_run_id, StepStatus.QUEUED)
         if step_run is None:
             return None
         claimed = _claim_row(work, step_run, now, StepStatus.QUEUED)
@@ -156,7 +163,7 @@ def _any_type(type_name: str) -> bool:
 
 def _claim_queued(work: UnitOfWork, step_run_id: str, now, accepts=_any_type) -> Claimed | None:
     """Compare-and-set a queued step to running with a fresh lease token (the caller holds the run lock)."""
-    step_run = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).first()
+    step_run = read_step(step_run_id, StepStatus.QUEUED)
     if step_run is None or not accepts(step_run.type):
         return None
     return _claim_row(work, step_run, now, StepStatus.QUEUED)
@@ -293,11 +300,7 @@ def _record(
     with transaction.atomic():
         work = lock_run(run_id)
         run = work.run
-        row = (
-            StepRun.objects.select_for_update()
-            .filter(pk=step_run_id, status=StepStatus.RUNNING, lease_owner=attempt.token)
-            .first()
-        )
+        row = lock_leased_step(step_run_id, attempt.token)
         if row is None:
             logger.info("step run %s was reclaimed; its late result is discarded", step_run_id)
             return None

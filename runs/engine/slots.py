@@ -31,6 +31,11 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Count
+
+from runs.choices import StepStatus
+from runs.models import StepRun
+from workflows.steps import get_step_type
 
 logger = logging.getLogger("baton.engine")
 
@@ -261,12 +266,6 @@ def cluster_gauges() -> dict:
     metrics): `steps_in_flight` (step runs `running`), `slots_used` (those of an I/O-bound type, which the
     workers execute in their slots) and `slots_capacity` (BATON_WORKERS × BATON_WORKER_CONCURRENCY, when
     the slots are on). One indexed count by status and type."""
-    from django.db.models import Count
-
-    from runs.choices import StepStatus
-    from runs.models import StepRun
-    from workflows.steps import get_step_type
-
     running = StepRun.objects.filter(status=StepStatus.RUNNING).values("type").annotate(n=Count("id"))
     by_type = {row["type"]: row["n"] for row in running}
     io_bound = sum(n for name, n in by_type.items() if (t := get_step_type(name)) is not None and t.io_bound)

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 def _driver(env, *args, timeout=120) -> dict:
     result = subprocess.run(
         [sys.executable, "-m", "tests.runs.support.io_driver", *map(str, args)],
-        env=env, cwd=BASE_DIR, check=True, capture_output=True, text=True, timeout=timeout,
+        env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
 
