@@ -18,6 +18,7 @@ from bench.cluster import Cluster, bench_organization, chain_definition, wait_te
 from bench.common import Row
 
 TARGETS = {"sqlite": 0.8, "postgresql": 0.4}  # seconds, trigger to completion (issue #4)
+PICKUP_TARGET_MS = 20  # SQLite: the ORM broker woken by the doorbell (issue #20)
 
 
 def add_arguments(parser):
@@ -117,6 +118,7 @@ def run(options) -> list[Row]:
     target = TARGETS[vendor]
     median, best = statistics.median(walls), min(walls)
     inline_median = statistics.median(inline_times)
+    pickup_met = statistics.median(pickups) * 1000 <= PICKUP_TARGET_MS if vendor == "sqlite" else None
     return [
         Row("engine", f"{steps}-step chain, trigger → completed, qcluster ({backend})",
             f"median {median * 1000:,.0f} ms, best {best * 1000:,.0f} ms", f"≤ {target * 1000:,.0f} ms",
@@ -124,7 +126,9 @@ def run(options) -> list[Row]:
             f"{median / inline_median:.1f}× the inline run", median <= target),
         Row("engine", "  of which broker pickup (trigger → first step started)",
             f"median {statistics.median(pickups) * 1000:,.0f} ms",
-            "", f"best {min(pickups) * 1000:,.0f} ms; from the rows' timestamps"),
+            f"≤ {PICKUP_TARGET_MS} ms" if vendor == "sqlite" else "",
+            f"best {min(pickups) * 1000:,.0f} ms; from the rows' timestamps (created_at: before the commit)",
+            pickup_met),
         Row("engine", "  of which execution (first step started → run completed)",
             f"median {statistics.median(executions) * 1000:,.0f} ms",
             "", f"{statistics.median(executions) * 1000 / steps:.1f} ms/step; the chain continues in one "

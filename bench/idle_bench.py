@@ -34,7 +34,7 @@ def run(options) -> list[Row]:
         Row("idle", f"idle cluster CPU, 2 workers + reconcilers ({backend})", f"{percent:.2f}% of a core",
             f"≤ {TARGET_PERCENT}%", f"{used * 1000:,.0f} ms CPU in {elapsed:.0f} s, {len(pids)} processes; "
             f"reconciler every {settings.BATON_RECONCILE_INTERVAL_MS} ms per worker"
-            + ("; ORM broker polled every 0.2 s" if connection.vendor == "sqlite" else "")
+            + ("; ORM broker: doorbell, polled every 1 s" if connection.vendor == "sqlite" else "")
             + (f"; {cleared} unfinished runs of earlier benchmarks cancelled first" if cleared else ""),
             percent <= TARGET_PERCENT),
     ]  # fmt: skip

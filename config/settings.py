@@ -307,6 +307,11 @@ BATON_STEP_LEASE_SECONDS = env_int("BATON_STEP_LEASE_SECONDS", 300, minimum=5)
 # How long one transaction may execute instant steps (transform, condition, end) under the run lock;
 # 0: every step goes through the queue and a lease.
 BATON_INSTANT_STEPS_MS = env_int("BATON_INSTANT_STEPS_MS", 100, minimum=0)
+# Steps waiting on the network (http_request, webhook, agent_task) executed at once by one worker process
+# (its I/O slots; 1: one step per process), and the database connections those slots share (0: 1 on
+# SQLite, 4 on PostgreSQL). docs/engine.md "I/O slots".
+BATON_WORKER_CONCURRENCY = env_int("BATON_WORKER_CONCURRENCY", 200, minimum=1)
+BATON_WORKER_DB_CONNECTIONS = env_int("BATON_WORKER_DB_CONNECTIONS", 0, minimum=0)
 BATON_MAX_RUN_DURATION_SECONDS = env_int("BATON_MAX_RUN_DURATION_SECONDS", 3600, minimum=1)
 # The run event stream (GET /runs/{id}/stream, docs/streaming.md): keep-alive comments, how often the
 # event table is polled, and the longest a stream stays open before the client must reconnect.

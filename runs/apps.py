@@ -36,6 +36,7 @@ def _start_reconciler(sender, proc_name=None, **kwargs):
     and a scheduler thread, and keeps its database connections between tasks."""
     from django.db import connections
 
+    from runs.engine import slots
     from runs.engine.reconciler import start_reconciler_thread
     from runs.scheduling import start_scheduler_thread
 
@@ -46,4 +47,5 @@ def _start_reconciler(sender, proc_name=None, **kwargs):
         connections[alias].settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
         connections[alias].settings_dict["CONN_HEALTH_CHECKS"] = False
     start_reconciler_thread()
+    slots.enable()  # many I/O-bound steps at once; drained on SIGTERM and before the process exits
     start_scheduler_thread()  # fires schedules on time (runs/scheduling.py)

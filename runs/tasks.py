@@ -4,13 +4,18 @@ import logging
 
 from django.db import InterfaceError, OperationalError, connection
 
-from runs.engine import execute
+from runs.engine import execute, slots
 from runs.engine.reconciler import reconcile_once
 
 logger = logging.getLogger("baton.engine")
 
 
 def step_execute(step_run_id: str) -> None:
+    with slots.main_task():  # a SIGTERM meanwhile ends the worker once this step is done
+        _step_execute(step_run_id)
+
+
+def _step_execute(step_run_id: str) -> None:
     try:
         execute.step_execute(step_run_id)
     except (OperationalError, InterfaceError):

@@ -49,6 +49,9 @@ class StepType:
     # lock in the transaction that found it ready, instead of claiming it and recording it in transactions
     # of their own (docs/engine.md "Instant steps").
     instant: bool = False
+    # Waits on the network (an HTTP call, an LLM): a worker process executes many such steps at once in its
+    # I/O slots, BATON_WORKER_CONCURRENCY of them (docs/engine.md "I/O slots").
+    io_bound: bool = False
     # The engine's handler: execute(context) -> result.
     execute: Callable[..., Any] | None = None
 

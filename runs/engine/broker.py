@@ -9,8 +9,15 @@ its connection and refreshes it once a minute, and an enqueue uses the caller's 
 caller's own lifecycle (request end, worker CONN_MAX_AGE) closes. An empty poll is one plain read of a
 statement written once: no transaction (on SQLite no write lock) and no queryset built. Acknowledging and
 the rest are django-q2's.
+
+The pusher does not wait for its next poll to see a new task: an enqueue rings the doorbell
+(config/doorbell.py, channel `tasks`: a Unix datagram socket per listening pusher on this machine) and
+an idle pusher sleeps on it, polling the table only every IDLE_POLL_SECONDS as a safety net (a lost
+ring, a task whose lock expired). A trigger's first step starts a few milliseconds after its commit
+instead of up to 0.2 s later, and the idle pusher reads the table less often (docs/engine.md).
 """
 
+import os
 import time
 
 from django import db
@@ -20,7 +27,7 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
-from config import sql
+from config import doorbell, sql
 from runs.apps import WORKER_CONN_MAX_AGE
 
 # Seconds the pusher keeps one connection: as long as worker processes keep theirs.
@@ -29,13 +36,28 @@ REFRESH_SECONDS = WORKER_CONN_MAX_AGE
 _DUE_TASK = sql.Select(OrmQ, ("id",), "{key} = %s AND {lock} < %s", limit=1)
 
 
+# The doorbell's channel, and how often an idle pusher reads the table even though nothing rang.
+CHANNEL = "tasks"
+IDLE_POLL_SECONDS = 1.0
+
+
 class OrmBroker(ORM):
     _refreshed_at = float("-inf")
+    _bell = None
+    _bell_pid = None
 
     def enqueue(self, task):
         # list_key may be empty (tests that make a broker by hand): OrmQ.key is not nullable.
         key = self.list_key or Conf.CLUSTER_NAME
-        return OrmQ.objects.using(Conf.ORM).create(key=key, payload=task, lock=timezone.now()).pk
+        pk = OrmQ.objects.using(Conf.ORM).create(key=key, payload=task, lock=timezone.now()).pk
+        doorbell.ring_on_commit(CHANNEL)  # at once, in autocommit (the engine enqueues after its commit)
+        return pk
+
+    def _sleep(self) -> None:
+        """An empty queue: sleep until an enqueue rings (or the safety-net poll), sparing the CPU."""
+        if self._bell is None or self._bell_pid != os.getpid():
+            self._bell, self._bell_pid = doorbell.listen(CHANNEL), os.getpid()
+        self._bell.wait(IDLE_POLL_SECONDS)
 
     def dequeue(self):
         now = time.monotonic()
@@ -43,7 +65,7 @@ class OrmBroker(ORM):
             db.close_old_connections()
             self._refreshed_at = now
         if self._nothing_due():
-            time.sleep(Conf.POLL)  # an empty queue: spare the CPU
+            self._sleep()
             return None
         queue = OrmQ.objects.using(Conf.ORM)
         # Up to Conf.BULK tasks locked in one write (the settings ask for one per worker): on SQLite every
@@ -60,7 +82,7 @@ class OrmBroker(ORM):
             if tasks:
                 queue.filter(id__in=[task.id for task in tasks]).update(lock=self.timeout(tasks[0]))
         if not tasks:
-            time.sleep(Conf.POLL)  # an empty queue: spare the CPU
+            self._sleep()
             return None
         return [(task.pk, task.payload) for task in tasks]
 

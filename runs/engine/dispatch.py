@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import transaction
@@ -111,9 +112,16 @@ def enqueue(step_run_ids: list[str]) -> None:
     """Enqueue one django-q2 task per id now (callers make sure the rows are committed)."""
     from django_q.tasks import async_task
 
-    for step_run_id in step_run_ids:
-        # Successful step tasks are not stored: the StepRun row is the record.
-        async_task("runs.tasks.step_execute", step_run_id, save=False, broker=broker())
+    from runs.engine.broker import OrmBroker
+
+    queue = broker()
+    # The ORM broker's messages are rows: many of them (an admission starting hundreds of runs) go in one
+    # write transaction instead of one each, every one of which waited for SQLite's write lock.
+    batch = transaction.atomic() if len(step_run_ids) > 1 and isinstance(queue, OrmBroker) else nullcontext()
+    with batch:
+        for step_run_id in step_run_ids:
+            # Successful step tasks are not stored: the StepRun row is the record.
+            async_task("runs.tasks.step_execute", step_run_id, save=False, broker=queue)
 
 
 def _run_inline(ids: list[str]) -> None:

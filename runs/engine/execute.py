@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs.choices import EventType, StepStatus
-from runs.engine import monitor
+from runs.engine import monitor, slots
 from runs.engine import secrets as engine_secrets
 from runs.engine.advance import advance_locked, ready_rows
 from runs.engine.context import StepContext, StepError, StepOutcome
@@ -34,7 +34,14 @@ from runs.engine.plan import plan_for, step_definition
 from runs.engine.record import Execution, apply_outcome, attempt_failed, close_quietly, terminate_step
 from runs.engine.resolve import as_json, has_side_effects, resolve_config, variables_for
 from runs.engine.templating import render_value
-from runs.engine.unit_of_work import UnitOfWork, lock_run, queue_rows, read_for_claim
+from runs.engine.unit_of_work import (
+    UnitOfWork,
+    lock_leased_step,
+    lock_run,
+    queue_rows,
+    read_for_claim,
+    read_step,
+)
 from runs.models import Run, StepRun
 from workflows.steps import get_step_type
 
@@ -56,7 +63,44 @@ def step_execute(step_run_id: str) -> None:
     deadline = time.monotonic() + INLINE_CONTINUE_SECONDS
     claimed = claim(step_run_id, timezone.now())
     while claimed is not None:
+        if _hand_to_slot(claimed, deadline):
+            return  # an I/O slot of this process executes it (runs/engine/slots.py)
         claimed = _execute_claimed(claimed, may_continue=time.monotonic() < deadline)
+
+
+def _is_io_bound(type_name: str) -> bool:
+    step_type = get_step_type(type_name)
+    return step_type is not None and step_type.io_bound
+
+
+def _hand_to_slot(claimed: Claimed, deadline: float) -> bool:
+    """Hand a claimed I/O-bound step to one of this worker process's slots, which executes and records it
+    (and continues into the next step while that is I/O-bound too); False: execute it here."""
+    slots_ = slots.current()
+    step_run = claimed[1]
+    if slots_ is None or slots_.draining or not _is_io_bound(step_run.type):
+        return False
+    # The heartbeat starts now: the step is ours from the claim on, even while it waits for a free slot.
+    watch = _watch(claimed)
+
+    def in_slot(claimed=claimed, watch=watch):
+        while claimed is not None:
+            may_continue = time.monotonic() < deadline and not slots.draining()
+            claimed = _execute_claimed(
+                claimed, may_continue=may_continue, continue_into=_is_io_bound, watch=watch
+            )
+            watch = None
+
+    if slots_.submit(in_slot):
+        return True
+    monitor.unwatch(watch)
+    return False
+
+
+def _watch(claimed: Claimed) -> monitor.Watch:
+    work, step_run, token = claimed
+    policy = step_definition(plan_for(work.run), step_run)[1]
+    return monitor.watch(step_run.id, work.run.id, token, lease_seconds(policy))
 
 
 def lease_seconds(policy: dict) -> int:
@@ -105,7 +149,7 @@ def claim(step_run_id: str, now) -> Claimed | None:
                 return None
             ready = _execute_instant(work, step_run, rows)
             return _advance_and_continue(work, ready, now, may_continue=True, budget=budget, rows=rows)
-        step_run = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).first()
+        step_run = read_step(step_run_id, StepStatus.QUEUED)
         if step_run is None:
             return None
         claimed = _claim_row(work, step_run, now, StepStatus.QUEUED)
@@ -113,10 +157,14 @@ def claim(step_run_id: str, now) -> Claimed | None:
     return claimed
 
 
-def _claim_queued(work: UnitOfWork, step_run_id: str, now) -> Claimed | None:
+def _any_type(type_name: str) -> bool:
+    return True
+
+
+def _claim_queued(work: UnitOfWork, step_run_id: str, now, accepts=_any_type) -> Claimed | None:
     """Compare-and-set a queued step to running with a fresh lease token (the caller holds the run lock)."""
-    step_run = StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED).first()
-    if step_run is None:
+    step_run = read_step(step_run_id, StepStatus.QUEUED)
+    if step_run is None or not accepts(step_run.type):
         return None
     return _claim_row(work, step_run, now, StepStatus.QUEUED)
 
@@ -148,18 +196,20 @@ def _claim_row(work: UnitOfWork, step_run: StepRun, now, expected: str) -> Claim
     return work, step_run, token
 
 
-def _execute_claimed(claimed: Claimed, *, may_continue: bool) -> Claimed | None:
-    """Execute a claimed step and record it; returns the next step, already claimed, to continue into."""
+def _execute_claimed(
+    claimed: Claimed, *, may_continue: bool, continue_into=None, watch: monitor.Watch | None = None
+) -> Claimed | None:
+    """Execute a claimed step and record it; returns the next step, already claimed, to continue into
+    (only a step whose type `continue_into` accepts, when given)."""
     work, step_run, token = claimed
     run = work.run
-    policy = step_definition(plan_for(run), step_run)[1]
     # Heartbeat and terminate signal while this thread works on the step (runs/engine/monitor.py).
-    watch = monitor.watch(step_run.id, run.id, token, lease_seconds(policy))
+    watch = watch or _watch(claimed)
     try:
         execution = run_handler(run, step_run, work.rows, token, watch.should_stop)
     finally:
         monitor.unwatch(watch)
-    return _record(run.id, step_run.id, execution, may_continue)
+    return _record(run.id, step_run.id, execution, may_continue, continue_into)
 
 
 def _never_stop() -> bool:
@@ -240,7 +290,9 @@ def run_handler(run: Run, step_run: StepRun, rows, token: str, should_stop=_neve
     return Execution(attempt, outcome, error, input_data, dry_run_skip)
 
 
-def _record(run_id, step_run_id, execution: Execution, may_continue=False) -> Claimed | None:
+def _record(
+    run_id, step_run_id, execution: Execution, may_continue=False, continue_into=None
+) -> Claimed | None:
     """Store the outcome of an attempt and advance. When exactly one step became ready (and `may_continue`),
     claim it in the same transaction and return it, saving this worker a queue round trip; instant steps
     that became ready are executed here first."""
@@ -248,11 +300,7 @@ def _record(run_id, step_run_id, execution: Execution, may_continue=False) -> Cl
     with transaction.atomic():
         work = lock_run(run_id)
         run = work.run
-        row = (
-            StepRun.objects.select_for_update()
-            .filter(pk=step_run_id, status=StepStatus.RUNNING, lease_owner=attempt.token)
-            .first()
-        )
+        row = lock_leased_step(step_run_id, attempt.token)
         if row is None:
             logger.info("step run %s was reclaimed; its late result is discarded", step_run_id)
             return None
@@ -280,7 +328,9 @@ def _record(run_id, step_run_id, execution: Execution, may_continue=False) -> Cl
             return None
         budget = _instant_budget()
         ready = apply_outcome(work, row, execution, now)
-        return _advance_and_continue(work, ready, now, may_continue=may_continue, budget=budget)
+        return _advance_and_continue(
+            work, ready, now, may_continue=may_continue, budget=budget, continue_into=continue_into
+        )
 
 
 def _instant_budget() -> float:
@@ -314,7 +364,14 @@ def _execute_instant(work: UnitOfWork, row: StepRun, rows: dict[str, StepRun] | 
 
 
 def _advance_and_continue(
-    work: UnitOfWork, ready: list[str], now, *, may_continue: bool, budget: float, rows: dict | None = None
+    work: UnitOfWork,
+    ready: list[str],
+    now,
+    *,
+    may_continue: bool,
+    budget: float,
+    rows: dict | None = None,
+    continue_into=None,
 ) -> Claimed | None:
     """After an outcome was stored on a locked run: advance it, execute the instant steps that became ready
     (until `budget`, a time.monotonic() deadline, passes), claim one step to continue into when exactly one
@@ -339,13 +396,14 @@ def _advance_and_continue(
             break
         fresh += ready_rows(work, rows=rows)
     following = None
-    if may_continue and not ready and len(fresh) == 1 and not run.is_terminal:
+    accepts = continue_into or _any_type
+    if may_continue and not ready and len(fresh) == 1 and not run.is_terminal and accepts(fresh[0].type):
         # Exactly one step became ready: claim it straight from pending (one UPDATE) and continue.
         following = _claim_row(work, fresh[0], now, StepStatus.PENDING)
     if following is None:
         ready += queue_rows(fresh)
         if len(ready) == 1 and may_continue and not run.is_terminal:
-            following = _claim_queued(work, ready[0], now)
+            following = _claim_queued(work, ready[0], now, accepts)
     work.save(last=True)  # the callers return what this returns from their outermost transaction
     dispatch(ready if following is None else [])  # after commit (`on_commit`): no database work here
     return following

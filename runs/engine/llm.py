@@ -192,6 +192,8 @@ def parse_response(kind: str, data) -> LlmResult:
 
 def _outbound_error(exc: OutboundError) -> StepError:
     details = {"outbound_code": exc.code, **exc.details}
+    if exc.code == "stopped":
+        return StepError("terminated", "The LLM call was abandoned: the run was terminated.", retryable=False)
     if exc.code == "ssrf_blocked":
         return StepError(
             "policy_violation",
@@ -222,6 +224,7 @@ def complete(
     policy: OutboundPolicy,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    should_stop: Callable[[], bool] | None = None,
 ) -> LlmResult:
     """Send the call; retry 429 and 5xx up to MAX_CALL_RETRIES times, waiting Retry-After (at most
     RETRY_AFTER_CAP_SECONDS) when the wait still leaves time before `deadline` (a time.monotonic() value).
@@ -241,6 +244,7 @@ def complete(
                 timeout=min(timeout_seconds, remaining),
                 policy=policy,
                 max_response_bytes=MAX_RESPONSE_BYTES,
+                should_stop=should_stop,  # a terminated run abandons the call
             )
         except OutboundError as exc:
             raise _outbound_error(exc) from None

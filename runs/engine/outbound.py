@@ -27,9 +27,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
+import httpcore
 import httpx
 
 from accounts.network import IPAddress, OutboundError, OutboundPolicy, Target, ip_literal, parse_url
+from runs.engine import slots
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def _dns_pool() -> concurrent.futures.ThreadPoolExecutor:
     if pool is None:
         _dns_pools.clear()
         pool = _dns_pools.setdefault(
-            pid, concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="baton-dns")
+            pid, concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="baton-dns")
         )
     return pool
 
@@ -90,12 +92,20 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _resolve(target: Target, resolver: Resolver, deadline: float) -> list[IPAddress]:
+def _resolve(target: Target, resolver: Resolver, deadline: float, call: _Call) -> list[IPAddress]:
     if target.ip is not None:
         return [target.ip]
     future = _dns_pool().submit(resolver, target.host, target.port)
     try:
-        answers = future.result(timeout=max(deadline - time.monotonic(), 0.001))
+        while True:  # in short waits, so that a stop signal is seen while the resolver hangs
+            left = deadline - time.monotonic()
+            try:
+                answers = future.result(timeout=max(min(left, GUARD_TICK_SECONDS), 0.001))
+                break
+            except concurrent.futures.TimeoutError:
+                if left <= GUARD_TICK_SECONDS:
+                    raise
+                call.raise_if_fired()
     except concurrent.futures.TimeoutError:
         raise OutboundError("timeout", f"Resolving {target.host} timed out.") from None
     except (OSError, UnicodeError) as exc:
@@ -160,12 +170,16 @@ def fetch(
     max_redirects: int = 5,
     verify: bool | ssl.SSLContext = True,
     resolver: Resolver = system_resolver,
+    should_stop: Callable[[], bool] | None = None,
 ) -> OutboundResponse:
     """Send one request under the policy and return the whole (size-capped) response.
 
-    `timeout` bounds everything (DNS, connects, every hop, reading the body). Raises OutboundError with
-    code invalid_url, ssrf_blocked, dns_failed, timeout, connection_failed, tls_error, response_too_large
-    or too_many_redirects. HTTP error statuses are returned, not raised.
+    `timeout` bounds everything (DNS, connects, every hop, reading the body). `should_stop` (a step's
+    terminate signal) abandons the call within GUARD_TICK_SECONDS once it returns True: its socket is shut
+    down and OutboundError `stopped` raised. Raises OutboundError with code invalid_url, ssrf_blocked,
+    dns_failed, timeout, connection_failed, tls_error, response_too_large, too_many_redirects or stopped.
+    HTTP error statuses are returned, not raised. In an I/O slot the thread's database connection is given
+    back while it waits (runs/engine/slots.py).
     """
     policy = policy if policy is not None else OutboundPolicy()
     started = time.monotonic()
@@ -206,46 +220,43 @@ def fetch(
         request_headers["authorization"] = f"Basic {token}"
     first_origin = target.origin
     redirects: list[str] = []
-
-    while True:
-        client, response = _send_hop(
-            method, target, request_headers, body, policy, resolver, deadline, verify, max_header_bytes
-        )
-        try:
-            location = response.headers.get("location")
-            if follow_redirects and response.status_code in REDIRECT_STATUSES and location:
-                if len(redirects) >= max_redirects:
-                    raise OutboundError(
-                        "too_many_redirects",
-                        f"Stopped after {max_redirects} redirects at {target.display()}.",
-                    )
-                next_target = parse_url(urljoin(target.url(), location))
-                next_target = replace(next_target, userinfo="")  # never send credentials a server handed us
-                status = response.status_code
-                if status == 303 or (status in (301, 302) and method == "POST"):
-                    method = "GET" if method != "HEAD" else "HEAD"
-                    body = None
-                    for name in ("content-type", "content-length", "transfer-encoding"):
-                        request_headers.pop(name, None)
-                if next_target.origin != first_origin:
-                    for name in SENSITIVE_HEADERS:
-                        request_headers.pop(name, None)
-                logger.debug("outbound redirect %s -> %s", target.display(), next_target.display())
-                redirects.append(next_target.url())
-                target = next_target
-                continue
-            data = _read_capped(response, max_response_bytes, deadline)
-            return OutboundResponse(
-                status_code=response.status_code,
-                headers=_flatten_headers(response.headers),
-                content=data,
-                url=target.url(),
-                elapsed_ms=int((time.monotonic() - started) * 1000),
-                redirects=tuple(redirects),
+    call = _Call(deadline, should_stop)
+    with slots.network_wait(), _guard().watching(call):
+        while True:
+            client, response = _send_hop(
+                method, target, request_headers, body, policy, resolver, call, verify, max_header_bytes
             )
-        finally:
-            response.close()
-            client.close()
+            try:
+                status, location = response.status_code, response.headers.get("location")
+                if not (follow_redirects and status in REDIRECT_STATUSES and location):
+                    return OutboundResponse(
+                        status_code=status,
+                        headers=_flatten_headers(response.headers),
+                        content=_read_capped(response, max_response_bytes, call),
+                        url=target.url(),
+                        elapsed_ms=int((time.monotonic() - started) * 1000),
+                        redirects=tuple(redirects),
+                    )
+            finally:
+                response.close()
+                client.close()
+            if len(redirects) >= max_redirects:
+                raise OutboundError(
+                    "too_many_redirects", f"Stopped after {max_redirects} redirects at {target.display()}."
+                )
+            next_target = parse_url(urljoin(target.url(), location))
+            next_target = replace(next_target, userinfo="")  # never send credentials a server handed us
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method = "GET" if method != "HEAD" else "HEAD"
+                body = None
+                for name in ("content-type", "content-length", "transfer-encoding"):
+                    request_headers.pop(name, None)
+            if next_target.origin != first_origin:
+                for name in SENSITIVE_HEADERS:
+                    request_headers.pop(name, None)
+            logger.debug("outbound redirect %s -> %s", target.display(), next_target.display())
+            redirects.append(next_target.url())
+            target = next_target
 
 
 def _send_hop(
@@ -255,11 +266,12 @@ def _send_hop(
     body: bytes | None,
     policy: OutboundPolicy,
     resolver: Resolver,
-    deadline: float,
+    call: _Call,
     verify: bool | ssl.SSLContext,
     max_header_bytes: int,
 ) -> tuple[httpx.HTTPTransport, httpx.Response]:
     """Check and send one hop to the pinned address; the returned response is open (stream)."""
+    deadline = call.deadline
     loopback_name = target.host is not None and (
         target.host == "localhost" or target.host.endswith(".localhost")
     )
@@ -269,7 +281,7 @@ def _send_hop(
             f"Refused to connect to {target.host}: it is a loopback name.",
             details={"host": target.host, "reason": "loopback"},
         )
-    addresses = _resolve(target, resolver, deadline)
+    addresses = _resolve(target, resolver, deadline, call)
     policy.check(target, addresses)
     hop_headers = httpx.Headers(headers)
     hop_headers["host"] = target.host_header
@@ -279,11 +291,14 @@ def _send_hop(
         extensions["sni_hostname"] = target.host
     last_error: Exception | None = None
     for ip in addresses:
+        call.raise_if_fired()
         left = _remaining(deadline, "connecting")
         # A transport (connection pool) per hop and address: a TLS connection verified for one host is never
         # reused for another. The transport is used directly, without httpx.Client, whose INFO log line
         # would carry the full URL (query strings hold tokens). trust_env: no proxies, no .netrc.
         client = httpx.HTTPTransport(verify=_ssl_context(verify), trust_env=False, retries=0)
+        # Its sockets are handed to the call, whose guard shuts them at the deadline or when told to stop.
+        client._pool._network_backend = _GuardedBackend(call)
         try:
             request = httpx.Request(
                 method,
@@ -301,9 +316,11 @@ def _send_hop(
             response.request = request
         except httpx.TimeoutException:
             client.close()
+            call.raise_if_fired()
             raise OutboundError("timeout", f"The request to {target.display()} timed out.") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             client.close()
+            call.raise_if_fired()
             if _is_tls_error(exc):
                 raise OutboundError(
                     "tls_error", f"TLS verification with {target.host or ip} failed: {exc}."
@@ -319,6 +336,7 @@ def _send_hop(
             raise OutboundError("invalid_request", f"The request is not valid HTTP: {exc}.") from None
         except httpx.HTTPError as exc:
             client.close()
+            call.raise_if_fired()
             last_error = exc
             break
         header_bytes = sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
@@ -334,28 +352,133 @@ def _send_hop(
     ) from None
 
 
-class _Watchdog:
-    """Shuts the response's socket down at the deadline (wakes a blocked read in another thread)."""
+# --- abandoning a call: its deadline, a stop signal ---------------------------------------------------
 
-    def __init__(self, response: httpx.Response, deadline: float):
-        self.fired = False
-        stream = response.extensions.get("network_stream")
-        self._socket = stream.get_extra_info("socket") if stream is not None else None
-        self._timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._fire)
-        self._timer.daemon = True
-        if self._socket is not None:
-            self._timer.start()
-
-    def _fire(self) -> None:
-        self.fired = True
-        with contextlib.suppress(OSError, ValueError):
-            socket.socket.shutdown(self._socket, socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
+GUARD_TICK_SECONDS = 0.05
 
 
-def _read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> bytes:
+def _shutdown(sock) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Call:
+    """One fetch in flight: the sockets it opened, its deadline and its stop signal. The guard thread shuts
+    its sockets down at the deadline or once `should_stop()` is true, which wakes a read blocked in the
+    calling thread (a server that sends a byte just before the deadline cannot double the total time)."""
+
+    def __init__(self, deadline: float, should_stop: Callable[[], bool] | None):
+        self.deadline = deadline
+        self.should_stop = should_stop
+        self.fired = ""  # "timeout" | "stopped"
+        self.sockets: list = []
+        self.lock = threading.Lock()
+
+    def add_socket(self, sock) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shutdown(sock)
+
+    def check(self, now: float) -> None:
+        if self.fired:
+            return
+        if self.should_stop is not None and self.should_stop():
+            self.fire("stopped")
+        elif now >= self.deadline:
+            self.fire("timeout")
+
+    def fire(self, reason: str) -> None:
+        with self.lock:
+            if self.fired:
+                return
+            self.fired = reason
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def stopped(self) -> bool:
+        if not self.fired and self.should_stop is not None and self.should_stop():
+            self.fire("stopped")
+        return self.fired == "stopped"
+
+    def raise_if_fired(self) -> None:
+        if self.stopped():
+            raise OutboundError("stopped", "The request was abandoned: the step was told to stop.")
+        if self.fired == "timeout":
+            raise OutboundError("timeout", "The request timed out.")
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore's network backend, handing every socket it connects to the call."""
+
+    def __init__(self, call: _Call):
+        self.call = call
+
+    def connect_tcp(self, *args, **kwargs):
+        stream = super().connect_tcp(*args, **kwargs)
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            self.call.add_socket(sock)
+        return stream
+
+
+class _Guard:
+    """One thread per process watching every call in flight (asleep while there is none)."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.calls: set[_Call] = set()
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, call: _Call):
+        with self.lock:
+            self.calls.add(call)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._loop, name="baton-outbound-guard", daemon=True)
+                self.thread.start()
+        self.wakeup.set()
+        try:
+            yield call
+        finally:
+            with self.lock:
+                self.calls.discard(call)
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                calls = list(self.calls)
+                if not calls:
+                    self.wakeup.clear()
+            if not calls:
+                self.wakeup.wait()
+                continue
+            now = time.monotonic()
+            for call in calls:
+                try:
+                    call.check(now)
+                except Exception:  # a broken stop signal must not stop the guard
+                    logger.warning("outbound guard: checking a call failed", exc_info=True)
+            time.sleep(GUARD_TICK_SECONDS)
+
+
+_guards: dict[int, _Guard] = {}
+
+
+def _guard() -> _Guard:
+    pid = os.getpid()  # a forked process makes its own (the thread does not survive a fork)
+    guard = _guards.get(pid)
+    if guard is None:
+        _guards.clear()
+        guard = _guards.setdefault(pid, _Guard())
+    return guard
+
+
+def _read_capped(response: httpx.Response, max_bytes: int, call: _Call) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise OutboundError(
@@ -363,22 +486,20 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> b
         )
     chunks: list[bytes] = []
     total = 0
-    # Each read may wait up to the time that was left when the hop started; the watchdog cuts the socket at
-    # the deadline itself, so a server that sends a byte just before it cannot double the total time.
-    watchdog = _Watchdog(response, deadline)
+    # Each read may wait up to the time that was left when the hop started; the guard cuts the socket at the
+    # deadline itself.
     try:
         for chunk in response.iter_raw():
             total += len(chunk)
             if total > max_bytes:
                 raise OutboundError("response_too_large", f"The response is over the {max_bytes}-byte limit.")
             chunks.append(chunk)
-            _remaining(deadline, "reading the response")
+            call.raise_if_fired()
+            _remaining(call.deadline, "reading the response")
     except httpx.TimeoutException:
+        call.raise_if_fired()
         raise OutboundError("timeout", "The request timed out (reading the response).") from None
     except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
-        if watchdog.fired:
-            raise OutboundError("timeout", "The request timed out (reading the response).") from None
+        call.raise_if_fired()
         raise OutboundError("connection_failed", f"The connection broke while reading: {exc}.") from None
-    finally:
-        watchdog.cancel()
     return b"".join(chunks)

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from config import sql
+from runs.choices import StepStatus
 from runs.models import Run, RunEvent, StepRun
 from runs.notifications import note_events
 
@@ -41,6 +42,11 @@ _RUN_OF_STEP = "(SELECT {run} FROM {table} WHERE {id} = %s)".format(
     run=StepRun._meta.get_field("run").column, table=StepRun._meta.db_table, id=StepRun._meta.pk.column
 )
 _LOCK_RUN_OF_STEP = sql.Select(Run, None, "{pk} = " + _RUN_OF_STEP, for_update=True)
+# A step run by id in a given status (a claim's re-read); a leased one locked by its token (a record's).
+_STEP_IN_STATUS = sql.Select(StepRun, None, "{pk} = %s AND {status} = %s")
+_LOCK_LEASED_STEP = sql.Select(
+    StepRun, None, "{pk} = %s AND {status} = %s AND {lease_owner} = %s", for_update=True
+)
 _CLAIM_PEEK = sql.Select(StepRun, ("run_id", "status", "step_id", "type", "parent_id"), "{pk} = %s")
 _READ_ROWS_OF_STEP = sql.Select(
     StepRun,
@@ -129,3 +135,13 @@ def queue_rows(rows: list[StepRun]) -> list[str]:
     if rows:
         _QUEUE_ROWS.save_many(rows)
     return [row.id for row in rows]
+
+
+def read_step(step_run_id: str, status: str) -> StepRun | None:
+    """The step run when it has this status (else None)."""
+    return _STEP_IN_STATUS.first(step_run_id, status)
+
+
+def lock_leased_step(step_run_id: str, token: str) -> StepRun | None:
+    """The running step run still held with this lease token, locked (else None: it was reclaimed)."""
+    return _LOCK_LEASED_STEP.first(step_run_id, StepStatus.RUNNING, token)

@@ -447,6 +447,24 @@ def test_timeout_holds_when_a_byte_arrives_just_before_it(server):
     assert time.monotonic() - started < 1.2  # not 0.6 + a fresh 0.8 s read timeout
 
 
+@pytest.mark.parametrize("path", ["/slow", "/drip"])  # no header yet; a body trickling in
+def test_a_stop_signal_abandons_the_call_in_flight(server, path):
+    stop_at = time.monotonic() + 0.3
+    started = time.monotonic()
+    with pytest.raises(OutboundError) as caught:
+        fetch(
+            "GET", server.url(path), policy=LOCAL, timeout=20, should_stop=lambda: time.monotonic() > stop_at
+        )
+    assert caught.value.code == "stopped"
+    assert time.monotonic() - started < 1.5  # the guard's tick after the signal, not the server's seconds
+
+
+def test_a_call_told_to_stop_before_it_connects_is_not_sent(server):
+    with pytest.raises(OutboundError) as caught:
+        fetch("GET", server.url("/json"), policy=LOCAL, should_stop=lambda: True)
+    assert caught.value.code == "stopped"
+
+
 def test_connection_refused_and_dns_failure():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from accounts.crypto import DecryptionError
 from accounts.models import Agent, LlmProvider
 from accounts.selectors import default_llm_provider, provider_api_key
 from runs import quotas
-from runs.engine import llm
+from runs.engine import llm, slots
 from runs.engine.context import StepContext, StepError, StepOutcome
 from runs.engine.steps.http_request import outbound_policy
 from workflows.steps import StepType, check_json_schema, integer, object_schema, string, timeout_seconds
@@ -290,6 +290,7 @@ def execute(context: StepContext) -> StepOutcome:
             policy=policy,
             timeout_seconds=float(config.get("timeout_seconds") or llm.DEFAULT_TIMEOUT_SECONDS),
             sleep=lambda seconds: _wait(context, seconds),
+            should_stop=context.should_stop,
         )
         usage["prompt"] += result.prompt_tokens
         usage["completion"] += result.completion_tokens
@@ -333,6 +334,11 @@ def execute(context: StepContext) -> StepOutcome:
 def _wait(context: StepContext, seconds: float) -> None:
     """Sleep before an in-call retry, stopping at once when the run is terminated."""
     until = time.monotonic() + seconds
+    with slots.network_wait():  # an I/O slot gives its database connection back meanwhile
+        _sleep_until(context, until)
+
+
+def _sleep_until(context: StepContext, until: float) -> None:
     while (left := until - time.monotonic()) > 0:
         if context.should_stop():
             raise StepError(
@@ -370,5 +376,6 @@ STEP_TYPE = StepType(
     check=_check,
     literal_fields=frozenset({"output_schema"}),
     has_side_effects=True,
+    io_bound=True,
     execute=execute,
 )

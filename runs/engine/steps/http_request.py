@@ -65,6 +65,8 @@ def time_budget(context: StepContext, configured: float | None) -> float:
 def outbound_step_error(context: StepContext, exc: OutboundError) -> StepError:
     """An OutboundError as the step's error: `ssrf_blocked` is the policy's `policy_violation`."""
     details = {"outbound_code": exc.code, **exc.details}
+    if exc.code == "stopped":
+        return terminated(context)
     if exc.code == "ssrf_blocked":
         return StepError(
             "policy_violation",
@@ -78,6 +80,12 @@ def outbound_step_error(context: StepContext, exc: OutboundError) -> StepError:
         retryable=exc.code in RETRYABLE_OUTBOUND,
         details=details,
     )
+
+
+def terminated(context: StepContext) -> StepError:
+    """The attempt's error when the step was told to stop (its run terminated, or its lease lost)."""
+    message = f"Step '{context.step_id}' stopped: the run was terminated."
+    return StepError("terminated", message, retryable=False)
 
 
 def status_retryable(status: int) -> bool:
@@ -133,6 +141,7 @@ def execute(context: StepContext) -> StepOutcome:
             timeout=time_budget(context, config.get("timeout_seconds")),
             policy=outbound_policy(context),
             max_response_bytes=FETCH_MAX_BYTES,
+            should_stop=context.should_stop,  # a terminated run abandons the call
         )
     except OutboundError as exc:
         raise outbound_step_error(context, exc) from None
@@ -177,5 +186,6 @@ STEP_TYPE = StepType(
     check=_check,
     # GET and HEAD are read-only; the engine decides per method for dry runs.
     has_side_effects=True,
+    io_bound=True,
     execute=execute,
 )

@@ -51,6 +51,7 @@ def execute(context: StepContext) -> StepOutcome:
             timeout=time_budget(context, config.get("timeout_seconds")),
             policy=outbound_policy(context),
             max_response_bytes=FETCH_MAX_BYTES,
+            should_stop=context.should_stop,  # a terminated run abandons the call
         )
     except OutboundError as exc:
         raise outbound_step_error(context, exc) from None
@@ -79,5 +80,6 @@ STEP_TYPE = StepType(
         required=["url"],
     ),
     has_side_effects=True,
+    io_bound=True,
     execute=execute,
 )
