@@ -34,7 +34,7 @@ from runs.choices import RUN_ACTIVE, RunTrigger
 from runs.models import Run
 from runs.services import run_create
 from runs.services.batch import NewRun, runs_create_many
-from workflows import cron
+from workflows import cron, fastpaths
 from workflows.choices import FireOutcome, ScheduleCatchup, ScheduleOverlap, WorkflowStatus
 from workflows.models import Schedule, ScheduleFire, Workflow
 from workflows.schedules import SCHEDULES_CHANNEL
@@ -143,12 +143,29 @@ class _Batch:
         self.records: list[ScheduleFire] = []
         self.starts: list[tuple[Schedule, Workflow, datetime]] = []
         self.active: set[str] = set()  # the last runs still active, of the schedules whose overlap matters
+        self.timings: dict = {}
+        self.next_times: dict = {}
 
     def record(self, schedule: Schedule, moment: datetime, outcome: str, run_id: str = "", error=None):
         self.fired.add((schedule.pk, moment))
         self.records.append(
             ScheduleFire(schedule=schedule, fire_time=moment, outcome=outcome, run_id=run_id, error=error)
         )
+
+    def due_times(self, schedule: Schedule) -> tuple[list[datetime], list[datetime]]:
+        """`due_times`, computed once for the schedules of this pass that share their timing."""
+        key = (schedule.cron_expression, schedule.timezone, schedule.next_run_at, schedule.catchup,
+               schedule.catchup_window_seconds)  # fmt: skip
+        if key not in self.timings:
+            self.timings[key] = due_times(schedule, self.now)
+        on_time, missed = self.timings[key]
+        return list(on_time), list(missed)
+
+    def next_fire_time(self, schedule: Schedule) -> datetime | None:
+        key = (schedule.cron_expression, schedule.timezone)
+        if key not in self.next_times:
+            self.next_times[key] = cron.next_fire_time(schedule.cron_expression, schedule.timezone, self.now)
+        return self.next_times[key]
 
     def read_active(self, schedules: list[Schedule]) -> None:
         """Which of these schedules' last runs are still active (one query for the round)."""
@@ -200,9 +217,7 @@ class _Batch:
 
     def write(self, schedules: list[Schedule]) -> None:
         ScheduleFire.objects.bulk_create(self.records)
-        Schedule.objects.bulk_update(
-            schedules, ["enabled", "next_run_at", "last_run_at", "last_run_id", "last_error"]
-        )
+        fastpaths.save_fired_schedules(schedules)
 
 
 def fire_error(exc: ApplicationError, moment: datetime) -> dict:
@@ -242,8 +257,8 @@ def _due_locked(schedule: Schedule, batch: _Batch, now: datetime) -> tuple[list[
         schedule.enabled = False  # archiving disables a workflow's schedules (API.md)
         schedule.next_run_at = None
         return ["disabled"], []
-    on_time, missed = due_times(schedule, now)
-    schedule.next_run_at = cron.next_fire_time(schedule.cron_expression, schedule.timezone, now)
+    on_time, missed = batch.due_times(schedule)
+    schedule.next_run_at = batch.next_fire_time(schedule)
     if workflow.status == WorkflowStatus.PAUSED:
         return [FireOutcome.SKIPPED_PAUSED] * len(on_time), []  # fire times while paused are skipped
     return [], _selected(schedule, on_time, missed)

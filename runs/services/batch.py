@@ -127,6 +127,9 @@ def _create(items: list[NewRun], batch: list[tuple[int, str | None]], organizati
         work.emit(EventType.RUN_QUEUED, data={"workflow_version": item.version.number})
         works.append(work)
     runs = [work.run for work in works]
+    # Asked before the batch's own runs are written (they would count as queued): FIFO, the cap.
+    grouped = any(work.run.concurrency_key is not None for work in works)
+    at_once = organization is None or (not grouped and admission.admits_at_once(organization, len(works)))
     queued_events = [event for work in works for event in work.events]
     for work in works:
         work.events = []
@@ -137,8 +140,7 @@ def _create(items: list[NewRun], batch: list[tuple[int, str | None]], organizati
     ready: list[StepRun] = []
     alone: list[UnitOfWork] = []  # saved one by one: their start also finished them (or recorded more)
     admitted: list[UnitOfWork] = []  # to be started by admission (limits apply)
-    grouped = any(work.run.concurrency_key is not None for work in works)
-    if organization is None or (not grouped and admission.admits_at_once(organization, len(works))):
+    if at_once:
         # Every run starts now: the first advances are made here and written together (the runs' UPDATE,
         # the ready rows', the events') instead of one `UnitOfWork.save` per run.
         plain = []

@@ -1,6 +1,8 @@
 """Many runs created at once (runs/services/batch.py): the rows, events and audit records `run_create` writes
 for each run, the admission limits, the quota (exactly the runs left) and refused runs one by one."""
 
+import re
+
 import pytest
 
 from accounts.principal import SystemActor
@@ -158,3 +160,29 @@ def test_runs_of_two_organisations_are_refused(workflow, other_org, outsider):
     theirs = make_workflow(other_org, outsider)
     with pytest.raises(ValueError):
         runs_create_many([item(workflow, 1), item(theirs, 2)], trigger=RunTrigger.SCHEDULE)
+
+
+def _statements(workflow, count: int) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    items = [item(workflow, n) for n in range(count)]
+    with CaptureQueriesContext(connection) as captured:
+        runs = runs_create_many(items, trigger=RunTrigger.SCHEDULE)
+    assert {Run.objects.get(pk=run.pk).status for run in runs} == {"running"}
+    # Per run: the audit appends (pipelined on PostgreSQL) and the security policy's read at each run's
+    # start (runs/engine/secrets.py `run_limits`); every other statement is one per batch.
+    per_run = ("audit", "allow_script_steps")
+    return [
+        "SAVEPOINT" if sql.startswith(("SAVEPOINT", "RELEASE")) else sql.split("(")[0][:60]
+        for query in captured
+        for sql in [re.sub(r"^\d+ times: ", "", query["sql"])]
+        if not any(marker in query["sql"] for marker in per_run)
+    ]
+
+
+def test_the_statements_do_not_grow_with_the_batch(workflow, org):
+    org.max_concurrent_runs = None  # every run starts at once: its first advance is written with the batch
+    org.save(update_fields=["max_concurrent_runs"])
+    _statements(workflow, 1)  # the version's plan, read once per process
+    assert _statements(workflow, 2) == _statements(workflow, 12)
