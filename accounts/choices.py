@@ -39,9 +39,12 @@ ALL_SCOPES = [scope.value for scope in Scope]
 
 
 def plan_limits(plan: str) -> dict:
-    """Default limits of a plan; None means unlimited. Starter, Growth and Enterprise are for operators who
-    host Baton for others; Self-hosted (BATON_DEFAULT_PLAN's default) has no quota or rate limit, and caps
-    runs at once only when BATON_MAX_CONCURRENT_RUNS is set (docs/quotas.md "Plans")."""
+    """Default limits of a plan; None (or a limit the plan does not name) means unlimited. Starter, Growth
+    and Enterprise are for operators who host Baton for others; Self-hosted (BATON_DEFAULT_PLAN's default)
+    has no quota or rate limit, and caps runs at once only when BATON_MAX_CONCURRENT_RUNS is set
+    (docs/quotas.md "Plans"). The schedule limits (docs/schedules.md "Limits"): schedules per organisation
+    and per workflow, and the shortest interval between two fire times, never below
+    BATON_SCHEDULE_MIN_INTERVAL_SECONDS (the machine's own floor, whatever the plan)."""
     cap = settings.BATON_MAX_CONCURRENT_RUNS
     return {
         Plan.STARTER: {
@@ -50,6 +53,9 @@ def plan_limits(plan: str) -> dict:
             "monthly_run_limit": 1_000,
             "monthly_token_quota": 1_000_000,
             "max_concurrent_runs": cap,
+            "max_schedules": 20,
+            "max_schedules_per_workflow": 5,
+            "min_schedule_interval_seconds": 300,
         },
         Plan.GROWTH: {
             "rate_per_minute": 300,
@@ -57,6 +63,9 @@ def plan_limits(plan: str) -> dict:
             "monthly_run_limit": 50_000,
             "monthly_token_quota": 50_000_000,
             "max_concurrent_runs": cap,
+            "max_schedules": 500,
+            "max_schedules_per_workflow": 20,
+            "min_schedule_interval_seconds": 60,
         },
         Plan.ENTERPRISE: {
             "rate_per_minute": None,
@@ -64,6 +73,9 @@ def plan_limits(plan: str) -> dict:
             "monthly_run_limit": None,
             "monthly_token_quota": None,
             "max_concurrent_runs": cap,
+            "max_schedules": None,
+            "max_schedules_per_workflow": None,
+            "min_schedule_interval_seconds": None,
         },
         Plan.SELF_HOSTED: {
             "rate_per_minute": None,
@@ -71,6 +83,9 @@ def plan_limits(plan: str) -> dict:
             "monthly_run_limit": None,
             "monthly_token_quota": None,
             "max_concurrent_runs": settings.BATON_SELF_HOSTED_MAX_CONCURRENT_RUNS,
+            "max_schedules": None,
+            "max_schedules_per_workflow": None,
+            "min_schedule_interval_seconds": None,
         },
     }[Plan(plan)]
 
@@ -81,4 +96,7 @@ LIMIT_FIELDS = [
     "monthly_run_limit",
     "monthly_token_quota",
     "max_concurrent_runs",
+    "max_schedules",
+    "max_schedules_per_workflow",
+    "min_schedule_interval_seconds",
 ]

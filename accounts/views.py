@@ -374,6 +374,9 @@ def organization_settings(request):
         ("Runs per month", organization.monthly_run_limit),
         ("LLM tokens per month", organization.monthly_token_quota),
         ("Concurrent runs", organization.max_concurrent_runs),
+        ("Schedules", organization.max_schedules),
+        ("Schedules per workflow", organization.max_schedules_per_workflow),
+        ("Shortest schedule interval (s)", organization.min_schedule_interval_seconds),
     ]
     context = {
         "nav_active": "settings",

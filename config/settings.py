@@ -353,10 +353,9 @@ BATON_TRUSTED_PROXIES = env_int("BATON_TRUSTED_PROXIES", 0, minimum=0)
 # The address Baton is reached at from outside (https://baton.example.com): inbound webhook URLs shown to
 # admins and links in emails are built from it. Unset: the webhook URL is built from the request's host.
 BATON_PUBLIC_URL = (env_str("BATON_PUBLIC_URL") or "").rstrip("/")
-# Schedules (docs/schedules.md): plan limits, the shortest interval between two fire times, how much a
-# backfill may cover, and the longest the scheduler sleeps without a doorbell ring (a safety net).
-BATON_SCHEDULES_PER_WORKFLOW = env_int("BATON_SCHEDULES_PER_WORKFLOW", 20, minimum=1)
-BATON_SCHEDULES_PER_ORGANIZATION = env_int("BATON_SCHEDULES_PER_ORGANIZATION", 500, minimum=1)
+# Schedules (docs/schedules.md): the server's shortest interval between two fire times (plans may ask
+# more: accounts/choices.py), how much a backfill may cover, and the longest the scheduler sleeps without a
+# doorbell ring (a safety net).
 BATON_SCHEDULE_MIN_INTERVAL_SECONDS = env_int("BATON_SCHEDULE_MIN_INTERVAL_SECONDS", 60, minimum=60)
 BATON_SCHEDULE_BACKFILL_MAX_DAYS = env_int("BATON_SCHEDULE_BACKFILL_MAX_DAYS", 366, minimum=1)
 BATON_SCHEDULE_BACKFILL_MAX_FIRES = env_int("BATON_SCHEDULE_BACKFILL_MAX_FIRES", 1000, minimum=1)

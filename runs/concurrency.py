@@ -180,6 +180,33 @@ def select_admissions(organization: Organization, this_run: UnitOfWork | None = 
     return chosen
 
 
+def admits_at_once(organization: Organization, count: int) -> bool:
+    """Whether `count` new runs outside any workflow's concurrency group would all be admitted now: none of
+    the organisation's runs is queued (admission is FIFO) and its cap has room for them all. The caller
+    holds the organisation lock (runs/services/batch.py)."""
+    if _has_queued(organization.id):
+        return False
+    if organization.max_concurrent_runs is None:
+        return True
+    held = Run.objects.filter(
+        organization_id=organization.id,
+        status__in=ADMITTED,
+        started_at__isnull=False,
+        parent_step_run__isnull=True,
+    ).count()
+    return held + count <= organization.max_concurrent_runs
+
+
+def select_admissions_many(organization: Organization, these_runs: list[UnitOfWork]) -> list[UnitOfWork]:
+    """`select_admissions` for several runs this transaction created (runs/services/batch.py): those left
+    queued get one admission after the commit."""
+    this_transaction = {work.run.id: work for work in these_runs}
+    chosen = _select_admissions(organization, this_transaction)
+    if len([work for work in chosen if work.run.id in this_transaction]) < len(this_transaction):
+        request_admission(organization.id)
+    return chosen
+
+
 def _select_admissions(
     organization: Organization, this_transaction: dict[str, UnitOfWork]
 ) -> list[UnitOfWork]:

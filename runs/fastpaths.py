@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from django.db.models import Exists, F, OuterRef
 
+from audit.services import audit_record
 from config import sql
-from runs.models import Run, StepRun
+from runs.models import Run, RunEvent, StepRun
 from workflows.models import Workflow
 
 _INSERT_RUN = sql.Insert(Run)
@@ -48,3 +49,39 @@ def run_for_detail(organization_id: str, run_id: str) -> Run | None:
 def top_level_steps(run_id: str) -> list[StepRun]:
     """The run's top-level step rows, by `queued_at` then id."""
     return _TOP_LEVEL_STEPS.all(run_id)
+
+
+# Many runs created at once (runs/services/batch.py): their rows, first events and audit appends.
+_INSERT_EVENTS = sql.Insert(RunEvent, ("run", "seq", "type", "step_id", "data", "created_at"))
+
+
+def insert_runs(runs: list[Run], step_rows: list[StepRun], events: list[tuple]) -> None:
+    """Insert new runs, their step rows and their first events (rows of `UnitOfWork.events`), one
+    statement per table (as `bulk_create` would)."""
+    _INSERT_RUN.add(runs)
+    _INSERT_STEPS.add(step_rows)
+    if events:
+        _INSERT_EVENTS.add_values(events)
+
+
+# What a run's first advance changes on its row, unless the advance also finished it (runs/engine/advance.py
+# `ready_rows`: the status, the start, the deadline, the events' numbering); tests/runs/test_batch.py checks
+# that the rows written are the ones `run_create` writes.
+_SAVE_STARTED_RUNS = sql.Update(Run, ("status", "started_at", "deadline_at", "event_seq"))
+
+
+def save_started_runs(runs: list[Run], events: list[tuple]) -> None:
+    """Write runs just started by their first advance (and not finished by it) and their new events (rows
+    of `UnitOfWork.events`), one statement each."""
+    if runs:
+        _SAVE_STARTED_RUNS.save_many(runs)
+    if events:
+        _INSERT_EVENTS.add_values(events)
+
+
+def audit_many(entries: list[dict]) -> None:
+    """`audit_record(**entry)` for each entry, in order; on PostgreSQL the appends are sent together and
+    waited for once."""
+    with sql.pipeline():
+        for entry in entries:
+            audit_record(**entry, defer=True)

@@ -83,6 +83,20 @@ def check_trigger_quota(organization, *, uses_agents: bool = True, now: datetime
         )
 
 
+def batch_fits(organization, count: int, *, uses_agents: bool, now: datetime | None = None) -> bool:
+    """Whether `count` more runs fit the organisation's monthly run limit, when none of them may call an
+    LLM under a token quota (one count; none when the limit is unlimited). Exact under the organisation's
+    row lock, as `check_trigger_quota`. A batch that does not fit is created one run at a time, each run
+    checked (runs/services/batch.py), so that exactly the runs left are created."""
+    if organization is None or (uses_agents and organization.monthly_token_quota is not None):
+        return False
+    if organization.monthly_run_limit is None:
+        return True
+    _period, start, end = usage_period(now)
+    used = Run.objects.filter(organization=organization, created_at__gte=start, created_at__lt=end).count()
+    return used + count <= organization.monthly_run_limit
+
+
 def _policy(organization_id: str) -> dict:
     from runs.engine import secrets as engine_secrets
 

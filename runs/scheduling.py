@@ -33,7 +33,8 @@ from config.errors import ApplicationError, Conflict, InvalidRequest, not_found
 from runs.choices import RUN_ACTIVE, RunTrigger
 from runs.models import Run
 from runs.services import run_create
-from workflows import cron
+from runs.services.batch import NewRun, runs_create_many
+from workflows import cron, fastpaths
 from workflows.choices import FireOutcome, ScheduleCatchup, ScheduleOverlap, WorkflowStatus
 from workflows.models import Schedule, ScheduleFire, Workflow
 from workflows.schedules import SCHEDULES_CHANNEL
@@ -45,9 +46,9 @@ logger = logging.getLogger("baton.scheduler")
 # A fire time less late than this is on time, not missed (API.md).
 GRACE = timedelta(seconds=60)
 BATCH = 200
-# Schedules fired in one transaction: one commit for many fires, while the organisation lock that every run
-# creation takes is held no longer than a moment.
-FIRE_CHUNK = 20
+# Schedules fired in one transaction: their runs are created together, one organisation lock and one insert
+# per table for all of an organisation's (runs/services/batch.py).
+FIRE_CHUNK = BATCH
 # How soon a scheduler looks again when a due schedule was locked by another one (it is being fired, or
 # its firer died and the database is about to release the lock).
 BUSY_RETRY_SECONDS = 0.1
@@ -67,12 +68,7 @@ def _start_run(
 ) -> Run:
     """A run of the published version (else the latest) with the schedule's input. `versions`: a cache of
     the versions read in this transaction."""
-    number = workflow.published_version or workflow.current_version
-    versions = {} if versions is None else versions
-    version = versions.get((workflow.pk, number))
-    if version is None:
-        spec = "published" if workflow.published_version else "latest"
-        version = versions[(workflow.pk, number)] = workflow_version_get(workflow=workflow, spec=spec)
+    version = _version(workflow, {} if versions is None else versions)
     metadata = {"schedule_id": schedule.id, "fire_time": _iso(fire_time)}
     if backfill:
         metadata["backfill"] = True
@@ -85,6 +81,17 @@ def _start_run(
         trigger=RunTrigger.SCHEDULE,
         audit_data={"schedule_id": schedule.id, "fire_time": metadata["fire_time"]},
     )
+
+
+def _version(workflow: Workflow, versions: dict):
+    """The version a scheduled run uses: the published one, else the latest (`versions`: those read in this
+    transaction)."""
+    number = workflow.published_version or workflow.current_version
+    version = versions.get((workflow.pk, number))
+    if version is None:
+        spec = "published" if workflow.published_version else "latest"
+        version = versions[(workflow.pk, number)] = workflow_version_get(workflow=workflow, spec=spec)
+    return version
 
 
 def _previous_active(schedule: Schedule) -> bool:
@@ -117,10 +124,12 @@ def _selected(schedule: Schedule, on_time: list[datetime], missed: list[datetime
 
 class _Batch:
     """What the fires of one transaction share: the workflows and versions read, the fire times already
-    recorded (read once for the batch: every writer of a schedule's record holds its row lock), and the
-    records and schedule changes written in one statement each at the end."""
+    recorded (read once for the batch: every writer of a schedule's record holds its row lock), the runs
+    to start (created together, runs/services/batch.py), and the records and schedule changes written in
+    one statement each at the end."""
 
     def __init__(self, schedules: list[Schedule], now: datetime):
+        self.now = now
         self.workflows: dict = {}
         self.versions: dict = {}
         oldest = (
@@ -132,21 +141,100 @@ class _Batch:
             ).values_list("schedule_id", "fire_time")
         )
         self.records: list[ScheduleFire] = []
+        self.starts: list[tuple[Schedule, Workflow, datetime]] = []
+        self.active: set[str] = set()  # the last runs still active, of the schedules whose overlap matters
+        self.timings: dict = {}
+        self.next_times: dict = {}
 
-    def record(self, schedule: Schedule, moment: datetime, outcome: str, run_id: str = "") -> None:
+    def record(self, schedule: Schedule, moment: datetime, outcome: str, run_id: str = "", error=None):
         self.fired.add((schedule.pk, moment))
-        self.records.append(ScheduleFire(schedule=schedule, fire_time=moment, outcome=outcome, run_id=run_id))
+        self.records.append(
+            ScheduleFire(schedule=schedule, fire_time=moment, outcome=outcome, run_id=run_id, error=error)
+        )
+
+    def due_times(self, schedule: Schedule) -> tuple[list[datetime], list[datetime]]:
+        """`due_times`, computed once for the schedules of this pass that share their timing."""
+        key = (schedule.cron_expression, schedule.timezone, schedule.next_run_at, schedule.catchup,
+               schedule.catchup_window_seconds)  # fmt: skip
+        if key not in self.timings:
+            self.timings[key] = due_times(schedule, self.now)
+        on_time, missed = self.timings[key]
+        return list(on_time), list(missed)
+
+    def next_fire_time(self, schedule: Schedule) -> datetime | None:
+        key = (schedule.cron_expression, schedule.timezone)
+        if key not in self.next_times:
+            self.next_times[key] = cron.next_fire_time(schedule.cron_expression, schedule.timezone, self.now)
+        return self.next_times[key]
+
+    def read_active(self, schedules: list[Schedule]) -> None:
+        """Which of these schedules' last runs are still active (one query for the round)."""
+        ids = [s.last_run_id for s in schedules if s.overlap != ScheduleOverlap.ALLOW and s.last_run_id]
+        self.active = set(Run.objects.filter(pk__in=ids, status__in=RUN_ACTIVE).values_list("pk", flat=True))
+
+    def start_all(self) -> list[str]:
+        """Create the runs of the fires decided so far, organisation by organisation (in the order of their
+        ids: the lock order between schedulers), and record each fire's outcome."""
+        by_organization: dict[str, list] = {}
+        for start in self.starts:
+            by_organization.setdefault(start[0].organization_id, []).append(start)
+        self.starts = []
+        outcomes = []
+        for organization_id in sorted(by_organization):
+            starts = by_organization[organization_id]
+            items = [self.new_run(schedule, workflow, moment) for schedule, workflow, moment in starts]
+            results = runs_create_many(items, trigger=RunTrigger.SCHEDULE)
+            for (schedule, _workflow, moment), result in zip(starts, results, strict=True):
+                outcomes.append(self.started(schedule, moment, result))
+        return outcomes
+
+    def new_run(self, schedule: Schedule, workflow: Workflow, moment: datetime) -> NewRun:
+        version = _version(workflow, self.versions)
+        metadata = {"schedule_id": schedule.id, "fire_time": _iso(moment)}
+        return NewRun(
+            workflow=workflow,
+            version=version,
+            actor=_actor(schedule),
+            input_data=dict(schedule.input_data or {}),
+            metadata=metadata,
+            audit_data=dict(metadata),
+        )
+
+    def started(self, schedule: Schedule, moment: datetime, result) -> str:
+        if isinstance(result, ApplicationError):
+            logger.warning(
+                "schedule %s could not start its run of %s: %s", schedule.id, _iso(moment), result.message
+            )
+            error = fire_error(result, moment)
+            self.record(schedule, moment, FireOutcome.FAILED, error=error)
+            schedule.last_error = error
+            return FireOutcome.FAILED
+        self.record(schedule, moment, FireOutcome.STARTED, result.id)
+        schedule.last_run_at = self.now
+        schedule.last_run_id = result.id
+        schedule.last_error = None
+        return FireOutcome.STARTED
 
     def write(self, schedules: list[Schedule]) -> None:
         ScheduleFire.objects.bulk_create(self.records)
-        Schedule.objects.bulk_update(schedules, ["enabled", "next_run_at", "last_run_at", "last_run_id"])
+        fastpaths.save_fired_schedules(schedules)
 
 
-def _fire_time(schedule: Schedule, workflow: Workflow, moment: datetime, now: datetime, batch: _Batch) -> str:
-    """Fire one time of a locked schedule; returns the FireOutcome (or "duplicate")."""
+def fire_error(exc: ApplicationError, moment: datetime) -> dict:
+    """What a failed fire records (ScheduleFire.error, Schedule.last_error): the error envelope's code,
+    message and details, and the fire time."""
+    error = {"code": exc.code, "message": exc.message, "fire_time": _iso(moment)}
+    if exc.details:
+        error["details"] = exc.details
+    return error
+
+
+def _decide(schedule: Schedule, workflow: Workflow, moment: datetime, batch: _Batch) -> str | None:
+    """What becomes of one fire time of a locked schedule: a FireOutcome (or "duplicate"), or None when its
+    run is to be started (`batch.starts`)."""
     if (schedule.pk, moment) in batch.fired:
         return "duplicate"  # fired already (a backfill, another scheduler before a restart)
-    if schedule.overlap != ScheduleOverlap.ALLOW and _previous_active(schedule):
+    if schedule.overlap != ScheduleOverlap.ALLOW and schedule.last_run_id in batch.active:
         if schedule.overlap == ScheduleOverlap.SKIP:
             return FireOutcome.SKIPPED_OVERLAP
         if ScheduleFire.objects.filter(schedule=schedule, outcome=FireOutcome.WAITING).exists():
@@ -154,24 +242,13 @@ def _fire_time(schedule: Schedule, workflow: Workflow, moment: datetime, now: da
         ScheduleFire.objects.create(schedule=schedule, fire_time=moment, outcome=FireOutcome.WAITING)
         batch.fired.add((schedule.pk, moment))
         return FireOutcome.WAITING
-    try:
-        # run_create has its own savepoint: a refused run leaves the fire recorded, as failed.
-        run = _start_run(schedule, workflow, moment, versions=batch.versions)
-    except ApplicationError as exc:
-        logger.warning(
-            "schedule %s could not start its run of %s: %s", schedule.id, _iso(moment), exc.message
-        )
-        batch.record(schedule, moment, FireOutcome.FAILED)
-        return FireOutcome.FAILED
-    batch.record(schedule, moment, FireOutcome.STARTED, run.id)
-    schedule.last_run_at = now
-    schedule.last_run_id = run.id
-    return FireOutcome.STARTED
+    batch.starts.append((schedule, workflow, moment))
+    return None
 
 
-def _fire_locked(schedule: Schedule, batch: _Batch, now: datetime) -> list[str]:
-    """Fire the due times of a schedule whose row this transaction holds locked (its changes are written by
-    the batch)."""
+def _due_locked(schedule: Schedule, batch: _Batch, now: datetime) -> tuple[list[str], list[datetime]]:
+    """(outcomes known already, fire times to fire in order) of a schedule whose row this transaction holds
+    locked; its next fire time moves on (its changes are written by the batch)."""
     workflow = batch.workflows.get(schedule.workflow_id)
     if workflow is None:
         workflow = batch.workflows[schedule.workflow_id] = Workflow.objects.get(pk=schedule.workflow_id)
@@ -179,22 +256,20 @@ def _fire_locked(schedule: Schedule, batch: _Batch, now: datetime) -> list[str]:
     if not schedule.enabled or workflow.status == WorkflowStatus.ARCHIVED:
         schedule.enabled = False  # archiving disables a workflow's schedules (API.md)
         schedule.next_run_at = None
-        return ["disabled"]
-    outcomes = []
-    on_time, missed = due_times(schedule, now)
+        return ["disabled"], []
+    on_time, missed = batch.due_times(schedule)
+    schedule.next_run_at = batch.next_fire_time(schedule)
     if workflow.status == WorkflowStatus.PAUSED:
-        outcomes = [FireOutcome.SKIPPED_PAUSED] * len(on_time)  # fire times while paused are skipped
-    else:
-        for moment in _selected(schedule, on_time, missed):
-            outcomes.append(_fire_time(schedule, workflow, moment, now, batch))
-    schedule.next_run_at = cron.next_fire_time(schedule.cron_expression, schedule.timezone, now)
-    return outcomes
+        return [FireOutcome.SKIPPED_PAUSED] * len(on_time), []  # fire times while paused are skipped
+    return [], _selected(schedule, on_time, missed)
 
 
 def schedules_fire(schedule_ids: list[str], *, now: datetime) -> list[str]:
     """Fire those of `schedule_ids` that are due at `now` and that no other scheduler holds, in one
-    transaction (one commit for many fires: they queue on their organisation's lock anyway); returns the
-    outcomes of their fire times, plus "busy" for each one due but held by another scheduler."""
+    transaction: their runs are created together (runs/services/batch.py: one organisation lock, one insert
+    per table), in rounds when a schedule catches up several fire times (the n-th fire time of each schedule
+    in round n, so its overlap policy sees the run of the one before); returns the outcomes of their fire
+    times, plus "busy" for each one due but held by another scheduler."""
     with transaction.atomic():
         locked = list(
             Schedule.objects.select_for_update(skip_locked=True, of=("self",))
@@ -204,8 +279,20 @@ def schedules_fire(schedule_ids: list[str], *, now: datetime) -> list[str]:
         )
         outcomes: list[str] = []
         batch = _Batch(locked, now)
+        due: list[tuple[Schedule, list[datetime]]] = []
         for schedule in locked:
-            outcomes += _fire_locked(schedule, batch, now)
+            known, moments = _due_locked(schedule, batch, now)
+            outcomes += known
+            if moments:
+                due.append((schedule, moments))
+        for round_ in range(max((len(moments) for _s, moments in due), default=0)):
+            this_round = [(schedule, moments[round_]) for schedule, moments in due if round_ < len(moments)]
+            batch.read_active([schedule for schedule, _moment in this_round])
+            for schedule, moment in this_round:
+                outcome = _decide(schedule, batch.workflows[schedule.workflow_id], moment, batch)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            outcomes += batch.start_all()
         batch.write(locked)
     if len(locked) < len(schedule_ids):
         held = set(schedule_ids) - {schedule.pk for schedule in locked}

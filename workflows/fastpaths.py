@@ -4,7 +4,7 @@ runs them. Each returns what its ORM form would; tests/workflows/test_fastpaths.
 from __future__ import annotations
 
 from config import sql
-from workflows.models import Workflow, WorkflowVersion
+from workflows.models import Schedule, Workflow, WorkflowVersion
 
 _WORKFLOW_BY_ID = sql.Prepared(
     Workflow, lambda org, ref: Workflow.objects.filter(organization_id=org, pk=ref), arity=2
@@ -28,3 +28,13 @@ def workflow_by_slug(organization_id: str, slug: str) -> Workflow | None:
 def version_by_number(workflow_id: str, number: int) -> WorkflowVersion | None:
     """The workflow's version `number`, or None."""
     return _VERSION.first(workflow_id, number)
+
+
+# What a fire pass changes on its schedules (runs/scheduling.py): one statement for all of them.
+_SAVE_FIRED = sql.Update(Schedule, ("enabled", "next_run_at", "last_run_at", "last_run_id", "last_error"))
+
+
+def save_fired_schedules(schedules: list[Schedule]) -> None:
+    """Save what a fire pass changed on these schedules (as `bulk_update` of those fields would)."""
+    if schedules:
+        _SAVE_FIRED.save_many(schedules)

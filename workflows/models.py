@@ -211,6 +211,9 @@ class Schedule(models.Model):
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_id = models.CharField(max_length=40, blank=True, default="")
+    # The last fire time that could not start its run ({"code", "message", "details"?, "fire_time"}, as
+    # ScheduleFire.error); cleared by the next run started.
+    last_error = models.JSONField(null=True, blank=True)
     created_by = models.CharField(max_length=40, blank=True, default="")
     created_at = models.DateTimeField(default=_now)
     updated_at = models.DateTimeField(default=_now)
@@ -247,6 +250,8 @@ class ScheduleFire(models.Model):
     outcome = models.CharField(max_length=16, choices=FireOutcome.choices)
     run_id = models.CharField(max_length=40, blank=True, default="")
     backfill = models.BooleanField(default=False)
+    # Why the run could not be created (outcome `failed`): {"code", "message", "details"?, "fire_time"}.
+    error = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -7,13 +7,17 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from jsonschema import Draft202012Validator
 
+from accounts.models import Organization
 from audit.services import audit_record
 from config import doorbell
-from config.errors import Conflict, InvalidRequest, not_found
+from config.errors import Conflict, InvalidRequest, QuotaExceeded, not_found
 from workflows import cron
 from workflows.choices import ScheduleCatchup, ScheduleOverlap, WorkflowStatus
+from workflows.definition import input_schema
 from workflows.models import Schedule, Workflow
+from workflows.selectors import workflow_version_get
 
 # The doorbell channel the scheduler loops listen on (runs/scheduling.py).
 SCHEDULES_CHANNEL = "schedules"
@@ -68,16 +72,50 @@ def clean_schedule(values: dict, *, now) -> dict:
     return cleaned
 
 
-def _check_timing(schedule: Schedule, now) -> None:
-    minimum = settings.BATON_SCHEDULE_MIN_INTERVAL_SECONDS
+def _check_timing(schedule: Schedule, now, organization) -> None:
+    """Fire times at least the minimum interval apart: the plan's `min_schedule_interval_seconds`, never
+    below BATON_SCHEDULE_MIN_INTERVAL_SECONDS (the server's floor, unlimited plans included)."""
+    floor = settings.BATON_SCHEDULE_MIN_INTERVAL_SECONDS
+    plan = organization.min_schedule_interval_seconds or 0
+    minimum = max(floor, plan)
     shortest = cron.shortest_interval(schedule.cron_expression, schedule.timezone, now)
     if shortest is None:
         raise _field_error("cron_expression", "The cron expression never fires.")
     if shortest < minimum:
+        whose = "the organisation's plan allows" if plan > floor else "this server allows"
         raise _field_error(
             "cron_expression",
-            f"The schedule fires {int(shortest)} s apart at times; the minimum interval is {minimum} s.",
+            f"The schedule fires {int(shortest)} s apart at times; {whose} fire times at least {minimum} s "
+            "apart.",
         )
+
+
+def _check_input(schedule: Schedule, workflow: Workflow) -> None:
+    """The schedule's input against the input schema of the version its runs use (the published one, else
+    the latest): a mismatch → 400 invalid_request naming the first problem, each one in `details.fields`
+    (`input_data.<path>`). The schema may change afterwards: the fire then fails and says why
+    (runs/scheduling.py `fire_error`)."""
+    spec = "published" if workflow.published_version else "latest"
+    version = workflow_version_get(workflow=workflow, spec=spec)
+    validator = Draft202012Validator(input_schema(version.definition))
+    problems = sorted(validator.iter_errors(schedule.input_data), key=lambda e: list(e.absolute_path))
+    if not problems:
+        return
+    fields: dict[str, list[str]] = {}
+    for problem in problems:
+        at = ["input_data", *map(str, problem.absolute_path)]
+        if problem.validator == "required" and isinstance(problem.instance, dict):
+            for name in [n for n in problem.validator_value if n not in problem.instance]:
+                fields.setdefault(".".join([*at, name]), []).append("This field is required.")
+        else:
+            fields.setdefault(".".join(at), []).append(problem.message)
+    where, messages = next(iter(fields.items()))
+    raise InvalidRequest(
+        "invalid_request",
+        f"input_data does not match the input schema of workflow {workflow.id} (version {version.number}): "
+        f"{where}: {messages[0]}",
+        details={"fields": fields},
+    )
 
 
 def next_run_at(schedule: Schedule, *, now) -> object:
@@ -87,18 +125,26 @@ def next_run_at(schedule: Schedule, *, now) -> object:
     return cron.next_fire_time(schedule.cron_expression, schedule.timezone, now)
 
 
-def _check_limits(workflow: Workflow) -> None:
-    per_workflow = settings.BATON_SCHEDULES_PER_WORKFLOW
-    per_org = settings.BATON_SCHEDULES_PER_ORGANIZATION
-    if Schedule.objects.filter(workflow=workflow).count() >= per_workflow:
-        raise Conflict(
-            "schedule_limit_reached",
-            f"Workflow {workflow.id} already has {per_workflow} schedules (the limit).",
-        )
-    if Schedule.objects.filter(organization_id=workflow.organization_id).count() >= per_org:
-        raise Conflict(
-            "schedule_limit_reached", f"The organisation already has {per_org} schedules (the limit)."
-        )
+def _check_limits(workflow: Workflow, organization) -> None:
+    """The plan's schedule limits (null = unlimited): over one → 402 quota_exceeded naming it. Exact: the
+    caller holds the organisation's row lock."""
+    limits = (
+        ("max_schedules_per_workflow", organization.max_schedules_per_workflow, f"Workflow {workflow.id}",
+         Schedule.objects.filter(workflow=workflow)),
+        ("max_schedules", organization.max_schedules, "The organisation",
+         Schedule.objects.filter(organization_id=organization.pk)),
+    )  # fmt: skip
+    for name, limit, who, schedules in limits:
+        if limit is None:
+            continue
+        used = schedules.count()
+        if used >= limit:
+            raise QuotaExceeded(
+                "quota_exceeded",
+                f"{who} already has {used} schedules, its plan's limit ({name} {limit}): delete one or "
+                "raise the limit.",
+                details={"quota": name, "limit": limit, "used": used},
+            )
 
 
 def _audit_data(schedule: Schedule) -> dict:
@@ -113,23 +159,25 @@ def _audit_data(schedule: Schedule) -> dict:
 @transaction.atomic
 def schedule_create(*, workflow: Workflow, actor, values: dict) -> Schedule:
     """A new schedule of `workflow` with its first `next_run_at`. An archived workflow → 404; over the
-    schedule limits → 409 schedule_limit_reached; a bad field → 400 invalid_request. Audited."""
+    plan's schedule limits → 402 quota_exceeded; a bad field, fire times closer than the minimum interval or
+    an input the workflow's input schema refuses → 400 invalid_request. Audited."""
     now = timezone.now()
     if workflow.status == WorkflowStatus.ARCHIVED:
         raise not_found("workflow", workflow.id)
     if "cron_expression" not in values:
         raise _field_error("cron_expression", "This field is required.")
     cleaned = clean_schedule({"timezone": "UTC", **values}, now=now)
-    # The workflow's row lock serializes concurrent creations, so the limits hold.
-    Workflow.objects.select_for_update().filter(pk=workflow.pk).values_list("pk", flat=True).first()
-    _check_limits(workflow)
+    # The organisation's row lock serializes concurrent creations, so the limits hold.
+    organization = Organization.objects.select_for_update(no_key=True).get(pk=workflow.organization_id)
+    _check_limits(workflow, organization)
     schedule = Schedule(
         organization_id=workflow.organization_id,
         workflow=workflow,
         created_by=actor.actor_id,
         **{name: cleaned[name] for name in FIELDS if name in cleaned},
     )
-    _check_timing(schedule, now)
+    _check_timing(schedule, now, organization)
+    _check_input(schedule, workflow)
     schedule.next_run_at = next_run_at(schedule, now=now)
     schedule.created_at = schedule.updated_at = now
     schedule.save(force_insert=True)
@@ -147,10 +195,16 @@ def schedule_create(*, workflow: Workflow, actor, values: dict) -> Schedule:
 @transaction.atomic
 def schedule_update(*, schedule: Schedule, actor, changes: dict) -> Schedule:
     """Change a schedule's fields; its next fire time is computed anew from now when its timing or
-    `enabled` changes. Enabling a schedule of an archived workflow → 409 workflow_archived. Audited."""
+    `enabled` changes. The input is checked against the workflow's input schema when it changes or the
+    schedule is enabled again (400 invalid_request). Enabling a schedule of an archived workflow → 409
+    workflow_archived. Audited."""
     now = timezone.now()
     cleaned = clean_schedule(changes, now=now)
-    locked = Schedule.objects.select_for_update(of=("self",)).select_related("workflow").get(pk=schedule.pk)
+    locked = (
+        Schedule.objects.select_for_update(of=("self",))
+        .select_related("workflow", "organization")
+        .get(pk=schedule.pk)
+    )
     if cleaned.get("enabled") and locked.workflow.status == WorkflowStatus.ARCHIVED:
         raise Conflict(
             "workflow_archived", f"Workflow {locked.workflow_id} is archived: its schedules stay disabled."
@@ -161,7 +215,9 @@ def schedule_update(*, schedule: Schedule, actor, changes: dict) -> Schedule:
     for name, value in changed.items():
         setattr(locked, name, value)
     if changed.keys() & {"cron_expression", "timezone"}:
-        _check_timing(locked, now)
+        _check_timing(locked, now, locked.organization)
+    if "input_data" in changed or (changed.get("enabled") and locked.enabled):
+        _check_input(locked, locked.workflow)  # a schedule enabled again is checked against today's schema
     if changed.keys() & {"cron_expression", "timezone", "enabled"}:
         locked.next_run_at = next_run_at(locked, now=now)
     if changed:

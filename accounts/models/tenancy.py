@@ -62,6 +62,9 @@ class Organization(models.Model):
     monthly_run_limit = models.PositiveIntegerField(null=True, blank=True)
     monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True)
     max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True)
+    max_schedules = models.PositiveIntegerField(null=True, blank=True)
+    max_schedules_per_workflow = models.PositiveIntegerField(null=True, blank=True)
+    min_schedule_interval_seconds = models.PositiveIntegerField(null=True, blank=True)
     retention_days = models.PositiveIntegerField(default=90)
     # Its owners, admins and members (who may decide approvals) must have two-factor sign-in to use the
     # dashboard (docs/authentication.md).

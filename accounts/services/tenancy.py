@@ -209,8 +209,9 @@ def organization_update(
         org.name = name
     if plan is not None and plan != org.plan:
         org.plan = plan
-        for field, value in plan_limits(plan).items():
-            setattr(org, field, value)
+        defaults = plan_limits(plan)
+        for field in LIMIT_FIELDS:  # a limit the plan does not name is unlimited
+            setattr(org, field, defaults.get(field))
     for field, value in (limits or {}).items():
         if field not in LIMIT_FIELDS:
             raise InvalidRequest("invalid_request", f"Unknown limit '{field}'.")

@@ -57,6 +57,8 @@ def test_the_loop_wakes_on_a_change_and_fires_within_a_second(transactional_db, 
     comes 2 s after the schedule is created; it sleeps the long safety-net sleep until the doorbell rings."""
     settings.BATON_SCHEDULER_MAX_SLEEP_SECONDS = 60
     settings.BATON_ENGINE_DISPATCH = "manual"
+    org.min_schedule_interval_seconds = None  # an unlimited plan: the server's 60 s floor applies
+    org.save(update_fields=["min_schedule_interval_seconds"])
     workflow = make_workflow(org, owner)
     real_now = timezone.now()
     boundary = (real_now + timedelta(minutes=2)).replace(second=0, microsecond=0)

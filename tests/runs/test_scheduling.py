@@ -175,11 +175,26 @@ def test_archived_workflow_disables_its_schedule_when_met(workflow, actor):
     assert schedule.enabled is False and schedule.next_run_at is None and runs_of(schedule) == []
 
 
-def test_a_refused_run_is_recorded_once_and_not_retried(workflow, actor):
-    schedule = make_schedule(workflow, actor, input_data={})  # `who` is required by the input schema
+def test_a_refused_run_is_recorded_once_with_its_reason_and_not_retried(workflow, actor, org, owner):
+    from tests.workflows.support.helpers import definition
+    from workflows.services import workflow_update
+
+    schedule = make_schedule(workflow, actor, input_data={"who": "cron"})
+    changed = definition()  # the workflow's schema changes after the schedule was made
+    changed["inputs"]["required"] = ["who", "count"]
+    workflow_update(workflow=workflow, actor=actor, definition=changed)
     assert schedule_fire(schedule.id, now=T0) == [FireOutcome.FAILED]
-    assert ScheduleFire.objects.get(schedule=schedule).outcome == FireOutcome.FAILED
-    assert Schedule.objects.get(pk=schedule.pk).next_run_at == T0 + timedelta(minutes=5)
+    fire = ScheduleFire.objects.get(schedule=schedule)
+    assert fire.outcome == FireOutcome.FAILED and fire.run_id == ""
+    assert fire.error["code"] == "invalid_input" and fire.error["fire_time"] == "2026-03-02T14:00:00Z"
+    assert "count" in fire.error["details"]["errors"][0]
+    schedule.refresh_from_db()
+    assert schedule.last_error == fire.error
+    assert schedule.next_run_at == T0 + timedelta(minutes=5)
+    workflow_update(workflow=workflow, actor=actor, definition=definition())  # fixed: the next fire starts
+    assert schedule_fire(schedule.id, now=T0 + timedelta(minutes=5)) == [FireOutcome.STARTED]
+    schedule.refresh_from_db()
+    assert schedule.last_error is None and schedule.last_run_id == runs_of(schedule)[0].id
 
 
 def test_published_version_is_used(workflow, actor):

@@ -34,3 +34,30 @@ def test_version_by_number_reads_what_the_queryset_reads(workflow):
     orm = WorkflowVersion.objects.get(workflow=workflow, number=1)
     assert _values(fastpaths.version_by_number(workflow.pk, 1)) == _values(orm)
     assert fastpaths.version_by_number(workflow.pk, 2) is None
+
+
+def test_save_fired_schedules_writes_what_bulk_update_writes(workflow):
+    from datetime import UTC, datetime
+
+    from workflows.models import Schedule
+
+    fields = ["enabled", "next_run_at", "last_run_at", "last_run_id", "last_error"]
+    schedules = [
+        Schedule.objects.create(
+            organization_id=workflow.organization_id, workflow=workflow, cron_expression="0 * * * *"
+        )
+        for _ in range(4)
+    ]
+    at = datetime(2026, 3, 2, 14, 0, 0, 123456, tzinfo=UTC)
+    changes = [
+        {"enabled": False, "next_run_at": None, "last_error": {"code": "invalid_input", "message": "é ✓"}},
+        {"next_run_at": at, "last_run_at": at, "last_run_id": "run_1", "last_error": None},
+    ]
+    for schedule, change in zip(schedules, changes * 2, strict=True):
+        for name, value in change.items():
+            setattr(schedule, name, value)
+    fastpaths.save_fired_schedules(schedules[:2])
+    Schedule.objects.bulk_update(schedules[2:], fields)
+    stored = {s.pk: [getattr(s, name) for name in fields] for s in Schedule.objects.all()}
+    assert stored[schedules[0].pk] == stored[schedules[2].pk]
+    assert stored[schedules[1].pk] == stored[schedules[3].pk] == [True, at, at, "run_1", None]

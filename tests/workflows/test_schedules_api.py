@@ -72,27 +72,92 @@ def test_invalid_fields_answer_the_envelope_with_a_sentence(api_key_client, work
     assert says in error["message"] + " ".join(error["details"]["fields"][field])
 
 
-def test_minimum_interval_is_a_setting(api_key_client, workflow, settings):
-    settings.BATON_SCHEDULE_MIN_INTERVAL_SECONDS = 300
+def test_minimum_interval_is_the_plans_never_below_the_servers(api_key_client, workflow, org, settings):
+    settings.BATON_SCHEDULE_MIN_INTERVAL_SECONDS = 120
+    assert org.min_schedule_interval_seconds == 300  # the starter plan's
     response = create(api_key_client, workflow, cron_expression="*/2 * * * *")
     assert response.status_code == 400
-    assert "minimum interval is 300 s" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and "cron_expression" in error["details"]["fields"]
+    assert "plan allows fire times at least 300 s apart" in error["message"]
     assert create(api_key_client, workflow, cron_expression="*/5 * * * *").status_code == 201
+    org.min_schedule_interval_seconds = None  # unlimited: the server's floor still holds
+    org.save(update_fields=["min_schedule_interval_seconds"])
+    response = create(api_key_client, workflow, cron_expression="* * * * *")
+    assert "this server allows fire times at least 120 s apart" in response.json()["error"]["message"]
+    assert create(api_key_client, workflow, cron_expression="*/2 * * * *").status_code == 201
 
 
-def test_limits_per_workflow_and_per_organisation(api_key_client, workflow, org, owner, settings):
+def test_plan_limits_per_workflow_and_per_organisation(api_key_client, workflow, org, owner):
     from tests.workflows.support.helpers import make_workflow
 
-    settings.BATON_SCHEDULES_PER_WORKFLOW = 2
-    settings.BATON_SCHEDULES_PER_ORGANIZATION = 3
+    org.max_schedules_per_workflow, org.max_schedules = 2, 3
+    org.save(update_fields=["max_schedules_per_workflow", "max_schedules"])
     assert create(api_key_client, workflow).status_code == 201
     assert create(api_key_client, workflow).status_code == 201
     third = create(api_key_client, workflow)
-    assert third.status_code == 409 and third.json()["error"]["code"] == "schedule_limit_reached"
+    assert third.status_code == 402
+    error = third.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert error["details"] == {"quota": "max_schedules_per_workflow", "limit": 2, "used": 2}
+    assert error["message"].startswith(f"Workflow {workflow.id} already has 2 schedules")
     other = make_workflow(org, owner, name="Other")
     assert create(api_key_client, other).status_code == 201
     over = create(api_key_client, other)
-    assert over.status_code == 409 and "organisation" in over.json()["error"]["message"]
+    assert over.status_code == 402 and over.json()["error"]["details"]["quota"] == "max_schedules"
+    assert over.json()["error"]["message"].startswith("The organisation already has 3 schedules")
+    org.max_schedules = org.max_schedules_per_workflow = None  # unlimited (the enterprise plan)
+    org.save(update_fields=["max_schedules_per_workflow", "max_schedules"])
+    assert create(api_key_client, workflow).status_code == 201
+
+
+def test_plans_carry_the_schedule_limits(jwt_client, org):
+    response = jwt_client.patch("/api/v1/organization", {"plan": "growth"}, format="json")
+    assert response.status_code == 200, response.content
+    limits = response.json()["limits"]
+    assert (limits["max_schedules"], limits["max_schedules_per_workflow"]) == (500, 20)
+    assert limits["min_schedule_interval_seconds"] == 60
+    response = jwt_client.patch("/api/v1/organization", {"plan": "enterprise"}, format="json")
+    limits = response.json()["limits"]
+    assert [limits[name] for name in ("max_schedules", "max_schedules_per_workflow",
+                                      "min_schedule_interval_seconds")] == [None, None, None]  # fmt: skip
+    response = jwt_client.patch("/api/v1/organization", {"limits": {"max_schedules": 7}}, format="json")
+    assert response.json()["limits"]["max_schedules"] == 7
+
+
+def test_the_input_is_checked_against_the_workflows_schema(api_key_client, workflow):
+    response = create(api_key_client, workflow, input_data={"who": 3, "extra": True})
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith(
+        f"input_data does not match the input schema of workflow {workflow.id}"
+    )
+    assert "input_data.who" in error["details"]["fields"]
+    missing = create(api_key_client, workflow, input_data={})
+    assert missing.json()["error"]["details"]["fields"] == {"input_data.who": ["This field is required."]}
+    schedule_id = create(api_key_client, workflow).json()["schedule_id"]
+    patch = api_key_client.patch(f"/api/v1/schedules/{schedule_id}", {"input_data": {}}, format="json")
+    assert patch.status_code == 400 and "input_data.who" in patch.json()["error"]["details"]["fields"]
+    assert Schedule.objects.get(pk=schedule_id).input_data == {"who": "x"}
+
+
+def test_a_schedule_enabled_again_is_checked_against_todays_schema(api_key_client, workflow, org, owner):
+    from tests.workflows.support.helpers import definition, owner_actor
+    from workflows.services import workflow_update
+
+    schedule_id = create(api_key_client, workflow, enabled=False).json()["schedule_id"]
+    changed = definition()
+    changed["inputs"]["properties"]["count"] = {"type": "integer"}
+    changed["inputs"]["required"] = ["who", "count"]
+    workflow_update(workflow=workflow, actor=owner_actor(org, owner), definition=changed)
+    unrelated = api_key_client.patch(f"/api/v1/schedules/{schedule_id}", {"overlap": "allow"}, format="json")
+    assert unrelated.status_code == 200
+    enable = api_key_client.patch(f"/api/v1/schedules/{schedule_id}", {"enabled": True}, format="json")
+    assert enable.status_code == 400
+    assert enable.json()["error"]["details"]["fields"] == {"input_data.count": ["This field is required."]}
+    fixed = {"enabled": True, "input_data": {"who": "x", "count": 2}}
+    assert api_key_client.patch(f"/api/v1/schedules/{schedule_id}", fixed, format="json").status_code == 200
 
 
 def test_list_get_patch_delete(api_key_client, workflow, org):

@@ -26,13 +26,18 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
     schedule_id = serializers.CharField(source="id")
     input_data = serializers.JSONField()
+    last_error = serializers.JSONField(
+        allow_null=True,
+        help_text="Why the last fire time could not start its run (`code`, `message`, `details`?, "
+        "`fire_time`), e.g. an input the workflow's schema no longer accepts; null once a run starts.",
+    )
 
     class Meta:
         model = Schedule
         fields = [
             "id", "schedule_id", "workflow_id", "cron_expression", "timezone", "input_data", "enabled",
             "catchup", "catchup_window_seconds", "overlap", "next_run_at", "last_run_at", "last_run_id",
-            "created_by", "created_at", "updated_at",
+            "last_error", "created_by", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -102,8 +107,12 @@ def _body(serializer_class, request) -> dict:
 
 SCHEDULE_404 = {404: error_response("schedule_not_found")}
 WRITE_ERRORS = {
-    400: error_response("invalid_request: a bad cron expression, time zone or field (a sentence says which)"),
-    409: error_response("schedule_limit_reached / workflow_archived"),
+    400: error_response(
+        "invalid_request: a bad cron expression, time zone or field, fire times closer than the minimum "
+        "interval, or an input the workflow's input schema refuses (a sentence says which)"
+    ),
+    402: error_response("quota_exceeded: the plan's max_schedules or max_schedules_per_workflow"),
+    409: error_response("workflow_archived"),
 }
 LIST_PARAMS = [
     OpenApiParameter("workflow", OpenApiTypes.STR, description="Only this workflow's schedules (id)."),

@@ -24,6 +24,11 @@ class LimitsSerializer(serializers.Serializer):
     monthly_run_limit = serializers.IntegerField(allow_null=True)
     monthly_token_quota = serializers.IntegerField(allow_null=True)
     max_concurrent_runs = serializers.IntegerField(allow_null=True)
+    max_schedules = serializers.IntegerField(allow_null=True, help_text="Schedules in the organisation.")
+    max_schedules_per_workflow = serializers.IntegerField(allow_null=True)
+    min_schedule_interval_seconds = serializers.IntegerField(
+        allow_null=True, help_text="Never below the server's BATON_SCHEDULE_MIN_INTERVAL_SECONDS."
+    )
 
 
 class OrganizationSerializer(serializers.ModelSerializer):

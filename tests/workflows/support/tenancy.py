@@ -37,7 +37,9 @@ def _schedule(org, owner):
 
     workflow = make_workflow(org, owner)
     schedule = schedule_create(
-        workflow=workflow, actor=owner_actor(org, owner), values={"cron_expression": "@daily"}
+        workflow=workflow,
+        actor=owner_actor(org, owner),
+        values={"cron_expression": "@daily", "input_data": {"who": "x"}},
     )
     return {"schedule_id": schedule.id}
 
