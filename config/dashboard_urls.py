@@ -8,6 +8,7 @@ from accounts.choices import Role
 from accounts.dashboard import dashboard_page
 from audit import views as audit_views
 from runs.views import approvals, overview, runs, workflows
+from workflows import settings_views as workflow_pages
 from workflows import views as workflows_views
 
 # Names are namespaced (`dashboard:run-detail`): the API's router uses the same resource names.
@@ -38,6 +39,16 @@ urlpatterns = [
     path("workflows/<str:ref>/edit/", workflows_views.workflow_edit, name="workflow-edit"),
     path("workflows/<str:ref>/run/", workflows.workflow_run, name="workflow-run"),
     path("workflows/<str:ref>/action/", workflows_views.workflow_action, name="workflow-action"),
+    path("workflows/<str:ref>/versions/", workflow_pages.workflow_diff, name="workflow-diff"),
+    path("workflows/<str:ref>/settings/", workflow_pages.workflow_settings, name="workflow-settings"),
+    path(
+        "workflows/<str:ref>/webhook/rotate/",
+        workflow_pages.workflow_webhook_rotate,
+        name="workflow-webhook-rotate",
+    ),
+    path("workflows/<str:ref>/schedules/", workflow_pages.workflow_schedules, name="workflow-schedules"),
+    path("schedules/<str:schedule_id>/toggle/", workflow_pages.schedule_toggle, name="schedule-toggle"),
+    path("schedules/<str:schedule_id>/delete/", workflow_pages.schedule_remove, name="schedule-delete"),
     path("runs/", runs.run_list, name="run-list"),
     path("runs/bulk/", runs.run_bulk_view, name="run-bulk"),
     path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),

@@ -11,6 +11,7 @@ from tests.conftest import key_for
 from tests.dashboard.support.helpers import actor, make_workflow, signed_in
 from tests.factories import add_member
 from workflows.models import WorkflowTemplate
+from workflows.schedules import schedule_create
 
 # Path parameter -> how to make an object of `org` for it (returns the value to put in the path).
 OBJECTS = {
@@ -22,6 +23,13 @@ OBJECTS = {
     ),
     "key_id": lambda org, owner: _key(org, owner),
     "user_id": lambda org, owner: add_member(org, "member").id,
+    "schedule_id": lambda org, owner: (
+        schedule_create(
+            workflow=make_workflow(org, owner, name="Theirs scheduled"),
+            actor=actor(org, owner),
+            values={"cron_expression": "@daily"},
+        ).id
+    ),
     "template_id": lambda org, owner: (
         WorkflowTemplate.objects.create(
             organization=org, name="Theirs", definition={"name": "T", "steps": [{"id": "a", "type": "end"}]}
