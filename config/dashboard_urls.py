@@ -3,11 +3,12 @@ import every layer: it is the composition root)."""
 
 from django.urls import path
 
+from accounts import settings_views
 from accounts import views as accounts_views
 from accounts.choices import Role
 from accounts.dashboard import dashboard_page
 from audit import views as audit_views
-from runs.views import approvals, overview, runs, workflows
+from runs.views import approvals, overview, runs, usage, workflows
 from workflows import settings_views as workflow_pages
 from workflows import views as workflows_views
 
@@ -65,7 +66,14 @@ urlpatterns = [
     path("settings/members/", accounts_views.member_list, name="member-list"),
     path("settings/members/<str:user_id>/role/", accounts_views.member_role, name="member-role"),
     path("settings/members/<str:user_id>/remove/", accounts_views.member_remove, name="member-remove"),
+    *settings_views.collection_urls(path),  # LLM providers, agents, secrets
+    path("settings/security/", settings_views.security_settings, name="settings-security"),
+    path("settings/security/rotate/", settings_views.signing_secret_rotate, name="signing-secret-rotate"),
+    path("settings/usage/", usage.usage, name="settings-usage"),
     # The audit app sits below accounts: its access rule is applied here.
     path("audit/", dashboard_page(role=Role.ADMIN)(audit_views.audit_log), name="audit-log"),
     path("audit/verify/", dashboard_page(role=Role.ADMIN)(audit_views.audit_verify), name="audit-verify"),
+    path(
+        "audit/<str:event_id>/", dashboard_page(role=Role.ADMIN)(audit_views.audit_event), name="audit-event"
+    ),
 ]

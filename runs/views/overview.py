@@ -21,7 +21,7 @@ STATUS_ORDER = [
 ]
 
 
-def _meter(used: int, limit: int | None) -> dict:
+def meter(used: int, limit: int | None) -> dict:
     percent = min(100, round(100 * used / limit)) if limit else None
     return {"used": used, "limit": limit, "percent": percent}
 
@@ -56,7 +56,7 @@ def overview(request):
         "waiting": awaiting_person(principal=request.principal, limit=50)[:5],
         "failures": recent_runs(organization=organization, statuses=[RunStatus.FAILED]),
         "usage": usage,
-        "run_meter": _meter(usage["runs"]["used"], usage["runs"]["limit"]),
-        "token_meter": _meter(usage["tokens"]["used"], usage["tokens"]["limit"]),
+        "run_meter": meter(usage["runs"]["used"], usage["runs"]["limit"]),
+        "token_meter": meter(usage["tokens"]["used"], usage["tokens"]["limit"]),
     }
     return render(request, "dashboard/overview.html", context)

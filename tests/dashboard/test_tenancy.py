@@ -5,6 +5,9 @@ route's parameter needs an entry in OBJECTS, so no route can skip this check."""
 
 import pytest
 
+from accounts.models import Agent, LlmProvider
+from accounts.services import secret_create
+from audit.models import AuditEvent
 from config import dashboard_urls
 from runs.services import run_create
 from tests.conftest import key_for
@@ -30,6 +33,16 @@ OBJECTS = {
             values={"cron_expression": "@daily"},
         ).id
     ),
+    "provider_id": lambda org, owner: (
+        LlmProvider.objects.create(organization=org, name="Theirs", kind="openai", default_model="m").id
+    ),
+    "agent_id": lambda org, owner: Agent.objects.create(organization=org, name="Theirs").id,
+    "secret_id": lambda org, owner: (
+        secret_create(
+            organization=org, actor=actor(org, owner), name="THEIRS", value="a-long-secret-value"
+        ).id
+    ),
+    "event_id": lambda org, owner: AuditEvent.objects.filter(organization=org).latest("seq").id,
     "template_id": lambda org, owner: (
         WorkflowTemplate.objects.create(
             organization=org, name="Theirs", definition={"name": "T", "steps": [{"id": "a", "type": "end"}]}
