@@ -34,6 +34,7 @@ BENCHMARKS = {
     "idle": "bench.idle_bench",
     "schedules": "bench.schedules_bench",
     "checks": "bench.checks_bench",
+    "dashboard": "bench.dashboard_bench",
 }
 
 

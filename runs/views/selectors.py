@@ -16,6 +16,15 @@ from runs.services import is_approver
 from workflows.models import Workflow
 
 PERSON_WAITS = (RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_INPUT)
+# What the inbox, the overview and the navigation badge read of a waiting run and step (the rest, such as
+# inputs and results, can be large JSON that every page would otherwise decode for the badge).
+WAITING_RUN_FIELDS = (
+    "id", "organization", "workflow", "status", "env", "pause_signal", "created_at", "triggered_by",
+    "workflow__id", "workflow__name", "workflow__slug",
+)  # fmt: skip
+WAITING_STEP_FIELDS = (
+    "id", "run", "parent", "step_id", "name", "type", "status", "input_data", "state", "queued_at",
+)  # fmt: skip
 INBOX_MAX = 200
 
 
@@ -75,23 +84,42 @@ class Waiting:
         return (self.step.input_data or {}).get("schema") if self.step is not None else None
 
 
+def _newest_waiting(organization, limit: int) -> list[Run]:
+    """The newest `limit` runs waiting for a person: one query per status, each an index range of
+    (organization, status, created_at) however many runs the organisation has (a single `status IN`
+    query walks the organisation's runs by creation time instead), merged here."""
+    runs = []
+    for status in PERSON_WAITS:
+        runs += (
+            Run.objects.filter(organization=organization, status=status)
+            .select_related("workflow")
+            .only(*WAITING_RUN_FIELDS)
+            .order_by("-created_at", "-id")[:limit]
+        )
+    runs.sort(key=lambda run: (run.created_at, run.id), reverse=True)
+    return runs[:limit]
+
+
 def awaiting_person(*, principal, limit: int = INBOX_MAX) -> list[Waiting]:
     """What the person may decide or answer, newest run first: approval steps whose approvers include
-    them, environment gates, and input requests (members and up). Two queries."""
+    them, environment gates, and input requests (members and up). Three queries."""
     if not principal.has_role("member"):  # viewers decide nothing
         return []
-    runs = list(
-        Run.objects.filter(organization=principal.organization, status__in=PERSON_WAITS)
-        .select_related("workflow")
-        .order_by("-created_at", "-id")[:limit]
-    )
+    runs = _newest_waiting(principal.organization, limit)
     if not runs:
         return []
-    steps = StepRun.objects.filter(
-        run_id__in=[run.id for run in runs],
-        parent__isnull=True,
-        status__in=[StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT],
-    ).order_by("queued_at", "id")
+    # Loop iterations (`parent` set) are left out here, not in SQL: `parent_id IS NULL` would lead SQLite
+    # to walk the parent index over every top-level step of every run instead of these runs' steps.
+    steps = [
+        step
+        for step in StepRun.objects.filter(
+            run_id__in=[run.id for run in runs],
+            status__in=[StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT],
+        )
+        .only(*WAITING_STEP_FIELDS)
+        .order_by("queued_at", "id")
+        if step.parent_id is None
+    ]
     by_run: dict[str, list[StepRun]] = {}
     for step in steps:
         by_run.setdefault(step.run_id, []).append(step)
