@@ -10,8 +10,17 @@ from django import forms
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
+from audit.chain import event_body, link_matches
 from audit.checkpoints import public_keys, signature_holds
-from audit.selectors import LogFilters, audit_chain_verify, audit_last_checkpoint, audit_log_page
+from audit.selectors import (
+    LogFilters,
+    audit_chain_verify,
+    audit_events,
+    audit_last_checkpoint,
+    audit_log_page,
+)
+from audit.services import event_as_dict
+from config.errors import not_found
 
 PAGE_SIZE = 50
 
@@ -80,3 +89,27 @@ def audit_verify(request):
     result = audit_chain_verify(organization=request.principal.organization)
     template = "audit/_verify.html" if request.headers.get("HX-Request") else "audit/verify.html"
     return render(request, template, {"result": result, "nav_active": "audit"})
+
+
+def audit_event(request, event_id: str):
+    """One event in full (the export's shape), whether its hash matches its content and the previous
+    hash it names, and links to its neighbours in the chain. Another organisation's event is a 404."""
+    organization = request.principal.organization
+    event = audit_events(organization=organization).filter(pk=event_id).first()
+    if event is None:
+        raise not_found("event", event_id)
+    document = event_as_dict(event)
+    neighbours = dict(
+        audit_events(organization=organization)
+        .filter(seq__in=[event.seq - 1, event.seq + 1])
+        .values_list("seq", "id")
+    )
+    context = {
+        "nav_active": "audit",
+        "event": event,
+        "document": document,
+        "link_holds": link_matches(event.prev_hash, event_body(document), event.hash),
+        "previous_id": neighbours.get(event.seq - 1),
+        "next_id": neighbours.get(event.seq + 1),
+    }
+    return render(request, "audit/event.html", context)

@@ -35,6 +35,7 @@ BENCHMARKS = {
     "schedules": "bench.schedules_bench",
     "checks": "bench.checks_bench",
     "io": "bench.io_bench",
+    "dashboard": "bench.dashboard_bench",
 }
 
 

@@ -3,11 +3,13 @@ import every layer: it is the composition root)."""
 
 from django.urls import path
 
+from accounts import settings_views
 from accounts import views as accounts_views
 from accounts.choices import Role
 from accounts.dashboard import dashboard_page
 from audit import views as audit_views
-from runs.views import approvals, notifications, overview, runs, workflows
+from runs.views import approvals, notifications, overview, runs, usage, workflows
+from workflows import settings_views as workflow_pages
 from workflows import views as workflows_views
 
 # Names are namespaced (`dashboard:run-detail`): the API's router uses the same resource names.
@@ -46,6 +48,16 @@ urlpatterns = [
         notifications.workflow_notifications,
         name="workflow-notifications",
     ),
+    path("workflows/<str:ref>/versions/", workflow_pages.workflow_diff, name="workflow-diff"),
+    path("workflows/<str:ref>/settings/", workflow_pages.workflow_settings, name="workflow-settings"),
+    path(
+        "workflows/<str:ref>/webhook/rotate/",
+        workflow_pages.workflow_webhook_rotate,
+        name="workflow-webhook-rotate",
+    ),
+    path("workflows/<str:ref>/schedules/", workflow_pages.workflow_schedules, name="workflow-schedules"),
+    path("schedules/<str:schedule_id>/toggle/", workflow_pages.schedule_toggle, name="schedule-toggle"),
+    path("schedules/<str:schedule_id>/delete/", workflow_pages.schedule_remove, name="schedule-delete"),
     path("runs/", runs.run_list, name="run-list"),
     path("runs/bulk/", runs.run_bulk_view, name="run-bulk"),
     path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),
@@ -62,7 +74,14 @@ urlpatterns = [
     path("settings/members/", accounts_views.member_list, name="member-list"),
     path("settings/members/<str:user_id>/role/", accounts_views.member_role, name="member-role"),
     path("settings/members/<str:user_id>/remove/", accounts_views.member_remove, name="member-remove"),
+    *settings_views.collection_urls(path),  # LLM providers, agents, secrets
+    path("settings/security/", settings_views.security_settings, name="settings-security"),
+    path("settings/security/rotate/", settings_views.signing_secret_rotate, name="signing-secret-rotate"),
+    path("settings/usage/", usage.usage, name="settings-usage"),
     # The audit app sits below accounts: its access rule is applied here.
     path("audit/", dashboard_page(role=Role.ADMIN)(audit_views.audit_log), name="audit-log"),
     path("audit/verify/", dashboard_page(role=Role.ADMIN)(audit_views.audit_verify), name="audit-verify"),
+    path(
+        "audit/<str:event_id>/", dashboard_page(role=Role.ADMIN)(audit_views.audit_event), name="audit-event"
+    ),
 ]

@@ -1,6 +1,7 @@
 """Differences between two workflow definitions: an RFC 6902 patch and a one-line human summary."""
 
 import copy
+import difflib
 import json
 
 import jsonpatch
@@ -89,3 +90,41 @@ def definition_summary(old: dict, new: dict) -> str:
         parts.append("changed the definition")
     summary = ", ".join(parts)
     return summary[0].upper() + summary[1:]
+
+
+MAX_DIFF_LINES = 2000
+
+
+def canonical_lines(definition) -> list[str]:
+    """A definition as canonical pretty JSON (keys sorted, two-space indent), one string per line."""
+    return json.dumps(definition, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+
+def definition_line_diff(
+    old, new, *, context: int = 3, limit: int = MAX_DIFF_LINES
+) -> tuple[list[dict], bool]:
+    """A line diff of two definitions' canonical JSON for people to read: rows `{"kind": "hunk" | "same" |
+    "added" | "removed", "old": line number or None, "new": line number or None, "text"}` with `context`
+    unchanged lines around each change, at most `limit` rows; the flag says whether rows were left off."""
+    a, b = canonical_lines(old), canonical_lines(new)
+    rows: list[dict] = []
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    for group in matcher.get_grouped_opcodes(context):
+        first = group[0]
+        rows.append({"kind": "hunk", "old": first[1] + 1, "new": first[3] + 1, "text": ""})
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                rows.extend(
+                    {"kind": "same", "old": i + 1, "new": j + 1, "text": a[i]}
+                    for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
+                )
+                continue
+            if tag in ("replace", "delete"):
+                rows.extend(
+                    {"kind": "removed", "old": i + 1, "new": None, "text": a[i]} for i in range(i1, i2)
+                )
+            if tag in ("replace", "insert"):
+                rows.extend({"kind": "added", "old": None, "new": j + 1, "text": b[j]} for j in range(j1, j2))
+        if len(rows) > limit:
+            return rows[:limit], True
+    return rows, False

@@ -7,7 +7,7 @@ from accounts.dashboard import dashboard_page
 from accounts.models import Membership
 from runs.choices import RunStatus
 from runs.quotas import usage_for
-from runs.views.selectors import awaiting_person, last_day, recent_runs, runs_by_status_since
+from runs.views.selectors import awaiting_person_preview, last_day, recent_runs, runs_by_status_since
 
 STATUS_ORDER = [
     RunStatus.COMPLETED,
@@ -21,7 +21,7 @@ STATUS_ORDER = [
 ]
 
 
-def _meter(used: int, limit: int | None) -> dict:
+def meter(used: int, limit: int | None) -> dict:
     percent = min(100, round(100 * used / limit)) if limit else None
     return {"used": used, "limit": limit, "percent": percent}
 
@@ -53,10 +53,10 @@ def overview(request):
         .order_by("organization__name"),
         "total": total,
         "segments": segments,
-        "waiting": awaiting_person(principal=request.principal, limit=50)[:5],
+        "waiting": awaiting_person_preview(principal=request.principal),
         "failures": recent_runs(organization=organization, statuses=[RunStatus.FAILED]),
         "usage": usage,
-        "run_meter": _meter(usage["runs"]["used"], usage["runs"]["limit"]),
-        "token_meter": _meter(usage["tokens"]["used"], usage["tokens"]["limit"]),
+        "run_meter": meter(usage["runs"]["used"], usage["runs"]["limit"]),
+        "token_meter": meter(usage["tokens"]["used"], usage["tokens"]["limit"]),
     }
     return render(request, "dashboard/overview.html", context)

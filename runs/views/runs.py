@@ -41,6 +41,8 @@ PAGE_SIZE = 50
 BULK_MAX = PAGE_SIZE  # a page's worth: the form lists one page of runs
 RESUMABLE_STATUSES = (RunStatus.PAUSED, RunStatus.FAILED, RunStatus.CANCELLED)
 EVENTS_SHOWN = 200
+# The list's columns: a run's JSON (inputs, results, errors, metadata) is not decoded for a list page.
+LIST_FIELDS = ("id", "organization", "workflow", "status", "trigger", "env", "created_at")
 
 
 DATE = forms.DateInput(attrs={"type": "date"})
@@ -92,7 +94,9 @@ def run_list(request):
     """The organisation's runs, newest first, filtered like GET /runs; 50 a page, `cursor` for the next."""
     form = RunFilterForm(request.GET or None)
     filters = form.filters() if form.is_bound and form.is_valid() else None
-    queryset = selectors.run_list(organization=request.principal.organization, filters=filters)
+    queryset = selectors.run_list(organization=request.principal.organization, filters=filters).only(
+        *LIST_FIELDS
+    )
     rows = list(after_cursor(queryset, request.GET.get("cursor", ""))[: PAGE_SIZE + 1])
     page, more = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
     query = request.GET.copy()

@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,15 @@ from runs.services import is_approver
 from workflows.models import Workflow
 
 PERSON_WAITS = (RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_INPUT)
+# What the inbox, the overview and the navigation badge read of a waiting run and step (the rest, such as
+# inputs and results, can be large JSON that every page would otherwise decode for the badge).
+WAITING_RUN_FIELDS = (
+    "id", "organization", "workflow", "status", "env", "pause_signal", "created_at", "triggered_by",
+    "workflow__id", "workflow__name", "workflow__slug",
+)  # fmt: skip
+WAITING_STEP_FIELDS = (
+    "id", "run", "parent", "step_id", "name", "type", "status", "input_data", "state", "queued_at",
+)  # fmt: skip
 INBOX_MAX = 200
 
 
@@ -75,26 +85,56 @@ class Waiting:
         return (self.step.input_data or {}).get("schema") if self.step is not None else None
 
 
-def awaiting_person(*, principal, limit: int = INBOX_MAX) -> list[Waiting]:
-    """What the person may decide or answer, newest run first: approval steps whose approvers include
-    them, environment gates, and input requests (members and up). Two queries."""
-    if not principal.has_role("member"):  # viewers decide nothing
-        return []
-    runs = list(
-        Run.objects.filter(organization=principal.organization, status__in=PERSON_WAITS)
-        .select_related("workflow")
-        .order_by("-created_at", "-id")[:limit]
-    )
-    if not runs:
-        return []
-    steps = StepRun.objects.filter(
+# The badge's light rows: the same attributes the checks below read, without model instances.
+RunRow = namedtuple("RunRow", "id status pause_signal created_at")
+StepRow = namedtuple("StepRow", "id run_id parent_id step_id status input_data state queued_at")
+
+
+def _newest_waiting(organization, limit: int, *, rows: bool = False) -> list:
+    """The newest `limit` runs waiting for a person: one query per status, each an index range of
+    (organization, status, created_at) however many runs the organisation has (a single `status IN`
+    query walks the organisation's runs by creation time instead), merged here. `rows`: RunRow tuples."""
+    runs: list = []
+    for status in PERSON_WAITS:
+        queryset = Run.objects.filter(organization=organization, status=status).order_by("-created_at", "-id")
+        if rows:
+            runs += (RunRow(*row) for row in queryset.values_list(*RunRow._fields)[:limit])
+        else:
+            runs += queryset.select_related("workflow").only(*WAITING_RUN_FIELDS)[:limit]
+    runs.sort(key=lambda run: (run.created_at, run.id), reverse=True)
+    return runs[:limit]
+
+
+def _waiting_steps(runs, *, rows: bool = False) -> dict[str, list]:
+    """{run id: its top-level steps waiting for a person}. Loop iterations (`parent` set) are left out
+    here, not in SQL: `parent_id IS NULL` would lead SQLite to walk the parent index over every top-level
+    step of every run instead of these runs' steps."""
+    queryset = StepRun.objects.filter(
         run_id__in=[run.id for run in runs],
-        parent__isnull=True,
         status__in=[StepStatus.AWAITING_APPROVAL, StepStatus.AWAITING_INPUT],
     ).order_by("queued_at", "id")
-    by_run: dict[str, list[StepRun]] = {}
+    steps = (
+        (StepRow(*row) for row in queryset.values_list(*StepRow._fields))
+        if rows
+        else queryset.only(*WAITING_STEP_FIELDS)
+    )
+    by_run: dict[str, list] = {}
     for step in steps:
-        by_run.setdefault(step.run_id, []).append(step)
+        if step.parent_id is None:
+            by_run.setdefault(step.run_id, []).append(step)
+    return by_run
+
+
+def awaiting_person(*, principal, limit: int = INBOX_MAX, rows: bool = False) -> list[Waiting]:
+    """What the person may decide or answer, newest run first: approval steps whose approvers include
+    them, environment gates, and input requests (members and up). Three queries. `rows`: light tuples
+    instead of model instances (enough to count them)."""
+    if not principal.has_role("member"):  # viewers decide nothing
+        return []
+    runs = _newest_waiting(principal.organization, limit, rows=rows)
+    if not runs:
+        return []
+    by_run = _waiting_steps(runs, rows=rows)
     items = []
     for run in runs:
         waiting = by_run.get(run.id, [])
@@ -112,8 +152,21 @@ def awaiting_person(*, principal, limit: int = INBOX_MAX) -> list[Waiting]:
     return items
 
 
+def awaiting_person_preview(*, principal, count: int = 5, limit: int = 50) -> list[Waiting]:
+    """The first `count` of awaiting_person (read as light rows), their runs loaded with the workflow's
+    name for display: one query more, whatever `limit` is."""
+    items = awaiting_person(principal=principal, limit=limit, rows=True)[:count]
+    if items:
+        loaded = Run.objects.select_related("workflow").only(*WAITING_RUN_FIELDS)
+        runs = loaded.in_bulk([item.run.id for item in items])
+        for item in items:
+            item.run = runs[item.run.id]
+    return items
+
+
 def awaiting_person_count(*, principal) -> int:
-    return len(awaiting_person(principal=principal))
+    """The navigation badge (every page): awaiting_person's count, read as light rows."""
+    return len(awaiting_person(principal=principal, rows=True))
 
 
 # Keyset pagination over (created_at, id), newest first: a page costs the same at any depth.

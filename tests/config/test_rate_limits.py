@@ -37,10 +37,23 @@ def test_authenticated_response_carries_rate_limit_headers(api_key_client):
     assert reset_in[0] == "reset" and 0 <= int(reset_in[1]) <= 60
 
 
-def test_jwt_and_session_count_against_the_same_organisation(api_key_client, jwt_client, session_client):
+def test_keys_and_jwt_count_against_the_same_organisation_but_a_session_does_not(
+    api_key_client, jwt_client, session_client
+):
     assert api_key_client.get("/api/v1/_test/whoami")["X-RateLimit-Remaining"] == "59"
     assert jwt_client.get("/api/v1/_test/whoami")["X-RateLimit-Remaining"] == "58"
-    assert session_client.get("/api/v1/_test/whoami")["X-RateLimit-Remaining"] == "57"
+    # A dashboard session is limited per session (BATON_DASHBOARD_REQUESTS_PER_MINUTE), not here.
+    response = session_client.get("/api/v1/_test/whoami")
+    assert response.status_code == 200 and "X-RateLimit-Remaining" not in response
+    assert jwt_client.get("/api/v1/_test/whoami")["X-RateLimit-Remaining"] == "57"
+
+
+def test_a_session_over_its_own_limit_is_refused(session_client, settings):
+    settings.BATON_DASHBOARD_REQUESTS_PER_MINUTE = 10
+    codes = [session_client.get("/api/v1/_test/whoami").status_code for _ in range(11)]
+    assert codes == [200] * 10 + [429]
+    response = session_client.get("/api/v1/_test/whoami")
+    assert response.json()["error"]["code"] == "rate_limited" and int(response["Retry-After"]) >= 1
 
 
 def test_organisations_are_counted_separately(api_key_client, outsider_key_client):

@@ -5,12 +5,16 @@ route's parameter needs an entry in OBJECTS, so no route can skip this check."""
 
 import pytest
 
+from accounts.models import Agent, LlmProvider
+from accounts.services import secret_create
+from audit.models import AuditEvent
 from config import dashboard_urls
 from runs.services import run_create
 from tests.conftest import key_for
 from tests.dashboard.support.helpers import actor, make_workflow, signed_in
 from tests.factories import add_member
 from workflows.models import WorkflowTemplate
+from workflows.schedules import schedule_create
 
 # Path parameter -> how to make an object of `org` for it (returns the value to put in the path).
 OBJECTS = {
@@ -22,6 +26,23 @@ OBJECTS = {
     ),
     "key_id": lambda org, owner: _key(org, owner),
     "user_id": lambda org, owner: add_member(org, "member").id,
+    "schedule_id": lambda org, owner: (
+        schedule_create(
+            workflow=make_workflow(org, owner, name="Theirs scheduled"),
+            actor=actor(org, owner),
+            values={"cron_expression": "@daily"},
+        ).id
+    ),
+    "provider_id": lambda org, owner: (
+        LlmProvider.objects.create(organization=org, name="Theirs", kind="openai", default_model="m").id
+    ),
+    "agent_id": lambda org, owner: Agent.objects.create(organization=org, name="Theirs").id,
+    "secret_id": lambda org, owner: (
+        secret_create(
+            organization=org, actor=actor(org, owner), name="THEIRS", value="a-long-secret-value"
+        ).id
+    ),
+    "event_id": lambda org, owner: AuditEvent.objects.filter(organization=org).latest("seq").id,
     "template_id": lambda org, owner: (
         WorkflowTemplate.objects.create(
             organization=org, name="Theirs", definition={"name": "T", "steps": [{"id": "a", "type": "end"}]}
