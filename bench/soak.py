@@ -113,7 +113,7 @@ class Chaos:
     """SIGKILLs a random process of the clusters every 1–3 s (and, one time in `whole_every`, a whole
     cluster, started again at once) until stopped."""
 
-    def __init__(self, clusters, rng: random.Random, whole_every: int = 8):
+    def __init__(self, clusters, rng: random.Random, whole_every: int = 20):
         self.clusters, self.rng, self.whole_every = clusters, rng, whole_every
         self.stop = threading.Event()
         self.kills = Counter()
@@ -151,7 +151,8 @@ class Chaos:
 
     def halt(self):
         self.stop.set()
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 class Triggers:
@@ -332,8 +333,14 @@ def soak(options) -> dict:
         for sender in senders:
             sender.join()
         triggered_in = time.monotonic() - started
+        # The kills go on until every run is terminal or for --chaos-seconds; then the rest may finish.
+        chaos_until = started + options.chaos_seconds
         deadline = time.monotonic() + options.timeout
-        while _terminal_count(triggers.accepted.values()) < len(triggers.accepted):
+        active_when_kills_stopped = 0
+        while (terminal := _terminal_count(triggers.accepted.values())) < len(triggers.accepted):
+            if not chaos.stop.is_set() and time.monotonic() > chaos_until:
+                chaos.halt()
+                active_when_kills_stopped = len(triggers.accepted) - terminal
             if time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -356,6 +363,7 @@ def soak(options) -> dict:
             "runs_requested": options.runs, "triggers_failed": triggers.failed,
             "trigger_retries": dict(triggers.retries), "kills": {**dict(chaos.kills), "web": web_kills},
             "seconds_triggering": round(triggered_in, 1), "seconds_until_all_terminal": round(finished_in, 1),
+            "runs_active_when_kills_stopped": active_when_kills_stopped,
         })  # fmt: skip
         report["targets_met"] = bool(
             report["runs_accepted"] == options.runs and not report["not_terminal"]
@@ -393,7 +401,8 @@ def render(report: dict) -> str:
         f"`fetch_retry` second attempts: {report['fetch_retry_second_attempts']}",
         f"- event logs with gaps: {len(report['event_log_gaps'])}; audit verify (full): {report['audit']}",
         f"- {report['seconds_triggering']} s triggering, {report['seconds_until_all_terminal']} s until "
-        f"every run was terminal; targets met: {report['targets_met']}",
+        f"every run was terminal ({report['runs_active_when_kills_stopped']} runs still active when the "
+        f"kills stopped); targets met: {report['targets_met']}",
     ]
     return "\n".join(lines)
 
@@ -412,7 +421,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--give-up", type=float, default=120, help="seconds a trigger is retried (default 120)"
     )
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every run to end")
+    parser.add_argument(
+        "--chaos-seconds", type=float, default=300, help="longest the kills go on (default 300)"
+    )
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every run to end")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     options = parser.parse_args(argv)

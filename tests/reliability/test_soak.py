@@ -10,7 +10,18 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(300)]
 
 
 def test_crash_soak_loses_nothing_and_runs_no_step_twice():
-    report = run_program("bench/soak.py", "--runs", "24", "--rate", "3", "--timeout", "150", timeout=280)
+    report = run_program(
+        "bench/soak.py",
+        "--runs",
+        "24",
+        "--rate",
+        "3",
+        "--chaos-seconds",
+        "90",
+        "--timeout",
+        "150",
+        timeout=280,
+    )
     assert report["runs_accepted"] == report["runs_in_database"] == 24, report
     assert report["not_terminal"] == [], report
     assert report["no_retry_steps_with_two_attempts"] == [], report
