@@ -268,6 +268,14 @@ def check(org, run_ids: dict[str, str], effects: Counter, audit: dict) -> dict:
     for run_id, seq in RunEvent.objects.filter(run__organization=org).values_list("run_id", "seq"):
         seqs.setdefault(run_id, []).append(seq)
     gaps = sorted(rid for rid, numbers in seqs.items() if sorted(numbers) != list(range(1, len(numbers) + 1)))
+    from config.models import IdempotencyRecord
+
+    stuck = [
+        f"{key} reserved {created:%H:%M:%S.%f}"
+        for key, created in IdempotencyRecord.objects.filter(organization=org, in_progress=True).values_list(
+            "key", "created_at"
+        )
+    ]
     return {
         "runs_in_database": len(runs),
         "runs_accepted": len(accepted),
@@ -282,6 +290,7 @@ def check(org, run_ids: dict[str, str], effects: Counter, audit: dict) -> dict:
         "retry_side_effects_beyond_attempts": retry_over,
         "fetch_retry_second_attempts": sum(1 for count in retry_attempts.values() if count > 1),
         "event_log_gaps": gaps,
+        "idempotency_keys_left_in_progress": stuck,
         "audit": audit,
     }
 
