@@ -50,8 +50,8 @@ PG_TEST_WORKERS ?= 0
 test-sqlite: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test-postgres: install  # the browser tests run in the SQLite pass only
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser"
+test-postgres: install  # the browser, soak and load tests run in the SQLite pass only
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser and not soak"
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -66,6 +66,15 @@ screenshots: install browser-deps ## the dashboard pictures in docs/screenshots 
 
 bench: install ## benchmarks (not part of the test run); prints a table
 	$(PY) bench/run.py
+
+# docs/reliability.md: the crash soak and the load test, on SQLite, then on PostgreSQL + Redis when reachable
+# (a database `<PG_URL's name>_soak` / `_load` created and dropped on that server). Options: ARGS="--runs 50".
+.PHONY: soak load
+soak load: install system-deps
+	$(PY) bench/$@.py $(ARGS)
+	@if $(PY) bench/services_up.py "$(PG_URL)" "$(REDIS_TEST_URL)"; then \
+	  DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) bench/$@.py $(ARGS); \
+	else echo "PostgreSQL or Redis not reachable: the PostgreSQL run of $@ skipped"; fi
 
 clean:
 	rm -rf $(VENV) .uv var/test-*

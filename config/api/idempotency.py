@@ -6,14 +6,22 @@
         @idempotent
         def create(self, request): ...
 
-With an `Idempotency-Key` header (1-255 printable ASCII characters) the first request reserves the key
-for the organisation with a committed insert (the unique constraint on (organization, key) picks one
-winner among concurrent requests in any number of processes). Its successful response (< 400) is
-stored and replayed for 24 h (BATON_IDEMPOTENCY_TTL) to requests with the same key and the same
-fingerprint (method, path, canonical body), with `Idempotent-Replayed: true`. A different fingerprint
-→ 422 idempotency_key_reused; the first request still running → 409 idempotency_request_in_progress.
-A handler that raises or answers >= 400 releases the key, so the client may fix and retry with it.
-Without the header the handler runs as usual."""
+With an `Idempotency-Key` header (1-255 printable ASCII characters) the request runs in one transaction
+that reserves the key for the organisation (an insert: the unique constraint on (organization, key) picks
+one winner among concurrent requests in any number of processes; on PostgreSQL a concurrent request with
+the same key waits for the winner's commit, then replays it), runs the handler and stores its successful
+response (< 400), replayed for 24 h (BATON_IDEMPOTENCY_TTL) to requests with the same key and the same
+fingerprint (method, path, canonical body), with `Idempotent-Replayed: true`. What the handler created and
+the stored response commit together: a process killed in between leaves neither, so a retry with the key
+runs the handler afresh (a committed reservation, as before, answered 409 for 5 minutes, then ran the handler
+again next to the run it had already created: the crash soak, docs/reliability.md). A different fingerprint
+→ 422 idempotency_key_reused; a reservation in progress (left by a handler that continues after its commit,
+below) → 409 idempotency_request_in_progress. A handler that raises or answers >= 400 releases the key, so
+the client may fix and retry with it. Without the header the handler runs as usual.
+
+A handler that must wait after its commit (the trigger's `wait`) returns a response with an
+`idempotency_continue` attribute: a callable run after the commit that returns the final response. The
+response stored for replay is the one before the wait."""
 
 import functools
 import hashlib
@@ -24,7 +32,7 @@ from datetime import timedelta
 
 import rfc8785
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -161,6 +169,30 @@ def _maybe_prune() -> None:
         _prune_lock.release()
 
 
+def _complete(view, response, organization_id: str, key: str, fingerprint: str) -> None:
+    """Store a successful response for replay, or release the key (an error, a response not replayable)."""
+    try:
+        if response.status_code >= 400:
+            raise ValueError("errors are not replayed")
+        body = _response_body(response)
+    except ValueError:
+        _release(organization_id, key, fingerprint)
+        return
+    # Secrets shown once (a new API key) are never stored: a replay answers them as null.
+    for field in getattr(view, "idempotency_replay_omit", ()):
+        if isinstance(body, dict) and field in body:
+            body[field] = None
+    IdempotencyRecord.objects.filter(
+        organization_id=organization_id, key=key, fingerprint=fingerprint, in_progress=True
+    ).update(in_progress=False, response_status=response.status_code, response_body=body)
+
+
+def continued(response):
+    """The final response of a handler that continues after its commit (`idempotency_continue`)."""
+    follow = getattr(response, "idempotency_continue", None)
+    return follow() if follow is not None else response
+
+
 def idempotent(handler):
     """Decorate a creating POST handler `(self, request, *args, **kwargs)` (viewset `create` or an
     `@action`). Keys are scoped to request.auth.organization; on a request without an organisation
@@ -171,7 +203,7 @@ def idempotent(handler):
         key = request.headers.get(HEADER)
         organization = getattr(request.auth, "organization", None)
         if key is None or organization is None:  # keys are per organisation: none without one
-            return handler(self, request, *args, **kwargs)
+            return continued(handler(self, request, *args, **kwargs))
         if not _valid_key(key):
             raise InvalidRequest(
                 "invalid_request",
@@ -181,32 +213,15 @@ def idempotent(handler):
         organization_id = organization.pk
         fingerprint = request_fingerprint(request)
         _maybe_prune()
-        record = _claim(organization_id, key, fingerprint)
-        if record is not None:
-            return Response(
-                record.response_body, status=record.response_status, headers={REPLAYED_HEADER: "true"}
-            )
-        try:
+        with transaction.atomic():
+            record = _claim(organization_id, key, fingerprint)
+            if record is not None:
+                return Response(
+                    record.response_body, status=record.response_status, headers={REPLAYED_HEADER: "true"}
+                )
             response = handler(self, request, *args, **kwargs)
-        except BaseException:
-            _release(organization_id, key, fingerprint)
-            raise
-        if response.status_code >= 400:
-            _release(organization_id, key, fingerprint)
-            return response
-        try:
-            body = _response_body(response)
-        except ValueError:
-            _release(organization_id, key, fingerprint)
-            return response
-        # Secrets shown once (a new API key) are never stored: a replay answers them as null.
-        for field in getattr(self, "idempotency_replay_omit", ()):
-            if isinstance(body, dict) and field in body:
-                body[field] = None
-        IdempotencyRecord.objects.filter(
-            organization_id=organization_id, key=key, fingerprint=fingerprint, in_progress=True
-        ).update(in_progress=False, response_status=response.status_code, response_body=body)
-        return response
+            _complete(self, response, organization_id, key, fingerprint)
+        return continued(response)
 
     wrapper.idempotent = True
     return wrapper

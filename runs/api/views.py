@@ -285,13 +285,18 @@ class WorkflowRunViewSet(RunListMixin, OrganizationViewSet):
             dry_run=options["dry_run"],
             model=options["model"],
         )
-        code = http.HTTP_202_ACCEPTED
-        if options.get("wait") and _wait_until_terminal(run.pk, options["wait"]):
-            code = http.HTTP_200_OK
-        # Without `wait`, the run as its creation left it, not read back (2 of a trigger's ~12 queries).
-        body = None if options.get("wait") else created_run_detail(run)
-        if body is None:
-            body = self.run_detail(run)
+        # The run as its creation left it, not read back (2 of a trigger's ~12 queries).
+        body = created_run_detail(run) or self.run_detail(run)
+        accepted = Response(
+            {"run_id": run.pk, "status": body["status"], "run": body}, status=http.HTTP_202_ACCEPTED
+        )
+        if options.get("wait"):  # after the commit (@idempotent): the run cannot start before it
+            accepted.idempotency_continue = lambda: self._waited(run, options["wait"])
+        return accepted
+
+    def _waited(self, run, seconds: float) -> Response:
+        code = http.HTTP_200_OK if _wait_until_terminal(run.pk, seconds) else http.HTTP_202_ACCEPTED
+        body = self.run_detail(run)
         return Response({"run_id": run.pk, "status": body["status"], "run": body}, status=code)
 
     def _parse_trigger(self, request):

@@ -186,3 +186,15 @@ def _fingerprint_of(client, body) -> str:
     Project.objects.all().delete()
     record.delete()
     return record.fingerprint
+
+
+def test_what_the_handler_created_commits_with_the_stored_answer(api_key_client, org):
+    """A handler that dies after its write leaves nothing (the reservation, the object and the answer are one
+    transaction), so the retry with the key creates the object once (the crash soak's web kill)."""
+    crashed = post(api_key_client, {"name": "Alpha"}, HTTP_X_TEST_CRASH="after-create")
+    assert crashed.status_code == 500
+    assert not Project.objects.filter(organization=org).exists()
+    assert not IdempotencyRecord.objects.filter(key="key-1").exists()
+    retried = post(api_key_client, {"name": "Alpha"})
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried
+    assert list(Project.objects.filter(organization=org).values_list("name", flat=True)) == ["Alpha"]

@@ -114,6 +114,8 @@ class ProjectCreateView(APIView):
         if name == "refuse":
             return Response({"error": {"code": "conflict", "message": "Refused."}}, status=409)
         project = Project.objects.create(organization=request.auth.organization, name=name)
+        if request.headers.get("X-Test-Crash") == "after-create":  # dies after its write, before its answer
+            raise RuntimeError("crashed after creating")
         return Response({"id": project.pk, "name": project.name}, status=201)
 
 
