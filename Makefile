@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-sqlite test-postgres lint format bench screenshots browser-deps system-deps clean
+.PHONY: install run test test-sqlite test-postgres lint format bench screenshots browser-deps system-deps clean fuzz
 
 .uv/bin/uv:
 	$(PYTHON) -m venv .uv
@@ -50,8 +50,8 @@ PG_TEST_WORKERS ?= 0
 test-sqlite: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test-postgres: install  # the browser tests run in the SQLite pass only
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser"
+test-postgres: install  # the browser and heavy tests run in the SQLite pass only
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser and not heavy"
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -66,6 +66,9 @@ screenshots: install browser-deps ## the dashboard pictures in docs/screenshots 
 
 bench: install ## benchmarks (not part of the test run); prints a table
 	$(PY) bench/run.py
+
+fuzz: install ## contract fuzzing of a served Baton with schemathesis, every phase (options: ARGS="--max-examples 500")
+	$(PY) bench/fuzz.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .uv var/test-*
