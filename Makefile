@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-sqlite test-postgres lint format bench screenshots browser-deps system-deps clean
+.PHONY: install run test test-sqlite test-postgres lint format bench screenshots browser-deps system-deps clean fuzz
 
 .uv/bin/uv:
 	$(PYTHON) -m venv .uv
@@ -50,8 +50,8 @@ PG_TEST_WORKERS ?= 0
 test-sqlite: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-test-postgres: install  # the browser, soak and load tests run in the SQLite pass only
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser and not soak"
+test-postgres: install  # the browser, soak/load and heavy (contract fuzzing) tests run in the SQLite pass only
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser and not soak and not heavy"
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -75,6 +75,8 @@ soak load: install system-deps
 	@if $(PY) bench/services_up.py "$(PG_URL)" "$(REDIS_TEST_URL)"; then \
 	  DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) bench/$@.py $(ARGS); \
 	else echo "PostgreSQL or Redis not reachable: the PostgreSQL run of $@ skipped"; fi
+fuzz: install ## contract fuzzing of a served Baton with schemathesis, every phase (options: ARGS="--max-examples 500")
+	$(PY) bench/fuzz.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .uv var/test-*

@@ -3,6 +3,7 @@
     python bench/run.py                  # every benchmark
     python bench/run.py audit --events 20000
     python bench/run.py checks           # the speed and query-plan checks (no cluster: seconds)
+    DATABASE_URL=postgres://… python bench/run.py scale --scale-runs 1000000   # list/detail/prune at scale
 
 Each benchmark is a module with `run(options) -> list[Row]`, listed in BENCHMARKS. The harness sets up
 its own database before Django starts: a fresh SQLite file in a temporary directory by default, or,
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "checks": "bench.checks_bench",
     "io": "bench.io_bench",
     "dashboard": "bench.dashboard_bench",
+    "scale": "bench.scale_bench",  # PostgreSQL: 1M runs / 5M steps (docs/reliability.md)
 }
 
 

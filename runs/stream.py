@@ -195,6 +195,9 @@ class EventStream:
             await asyncio.sleep(self.poll)
 
 
+# parse_last_event_id: a non-negative integer of at most 10 digits.
+_SEQ_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 9_999_999_999}
+
 STREAM_DESCRIPTION = """Server-Sent Events (`text/event-stream`). Without `Last-Event-ID` the first event is
 `snapshot` (`data`: the run object, `id`: the run's last event sequence number), then every later event;
 with `Last-Event-ID: N` (or `?last_event_id=N`) every event with sequence > N (0 = the whole history), no
@@ -221,13 +224,13 @@ class RunStreamView(APIView):
         parameters=[
             OpenApiParameter(
                 "Last-Event-ID",
-                OpenApiTypes.INT,
+                _SEQ_SCHEMA,
                 OpenApiParameter.HEADER,
                 description="Resume after this event sequence number (what EventSource sends on reconnect).",
             ),
             OpenApiParameter(
                 "last_event_id",
-                OpenApiTypes.INT,
+                _SEQ_SCHEMA,
                 description="The same, for clients that cannot set headers; the header wins over it.",
             ),
         ],

@@ -1,6 +1,7 @@
 """Shapes of the audit endpoints. Events are built by `audit.services.event_as_dict` (the hashed
 shape); these serializers describe them for the OpenAPI schema and check the query parameters."""
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from audit.api.cursor import decode_cursor
@@ -63,6 +64,7 @@ class AuditEventSerializer(serializers.Serializer):
     hash = serializers.CharField()
 
 
+@extend_schema_serializer(many=False)  # the list action answers one page object, not an array of them
 class AuditLogPageSerializer(serializers.Serializer):
     events = AuditEventSerializer(many=True)
     next_cursor = serializers.CharField(allow_null=True)

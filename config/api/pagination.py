@@ -1,11 +1,40 @@
-"""limit/offset pagination with `total`, strict about out-of-range values (400, never clamped)."""
+"""limit/offset pagination with `total`, strict about out-of-range values (400, never clamped).
 
+`total` is exact up to EXACT_TOTAL_LIMIT matches (API.md "Pagination"); beyond that, on PostgreSQL, it is
+the planner's estimate of the count (never below EXACT_TOTAL_LIMIT + 1) and the page carries
+`"total_estimated": true`, so a list of millions of runs does not count them all on every page.
+Elsewhere (SQLite, the embedded setup) the count stays exact."""
+
+import json
 from collections import OrderedDict
 
+from django.db import connections
+from django.db.models import QuerySet
 from rest_framework import pagination
 from rest_framework.response import Response
 
 from config.api.parsing import parse_bounded_int
+
+EXACT_TOTAL_LIMIT = 10_000
+
+
+def bounded_count(queryset) -> tuple[int, bool]:
+    """(total, estimated): the exact count up to EXACT_TOTAL_LIMIT, else PostgreSQL's estimate."""
+    if not isinstance(queryset, QuerySet):
+        return len(queryset), False
+    keys = queryset.order_by().values("pk")
+    counted = keys[: EXACT_TOTAL_LIMIT + 1].count()
+    if counted <= EXACT_TOTAL_LIMIT:
+        return counted, False
+    connection = connections[queryset.db]
+    if connection.vendor != "postgresql":
+        return keys.count(), False
+    sql, params = keys.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return max(EXACT_TOTAL_LIMIT + 1, int(plan[0]["Plan"]["Plan Rows"])), True
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
@@ -22,21 +51,17 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             request.query_params, "limit", self.default_limit, minimum=1, maximum=max_limit
         )
         self.offset = parse_bounded_int(request.query_params, "offset", 0, minimum=0, maximum=self.max_offset)
-        self.count = self.get_count(queryset)
+        self.count, self.estimated = bounded_count(queryset)
         self.request = request
         return list(queryset[self.offset : self.offset + self.limit])
 
     def get_paginated_response(self, data):
-        return Response(
-            OrderedDict(
-                [
-                    (self.results_key, data),
-                    ("total", self.count),
-                    ("limit", self.limit),
-                    ("offset", self.offset),
-                ]
-            )
+        body = OrderedDict(
+            [(self.results_key, data), ("total", self.count), ("limit", self.limit), ("offset", self.offset)]
         )
+        if getattr(self, "estimated", False):
+            body["total_estimated"] = True
+        return Response(body)
 
     def get_paginated_response_schema(self, schema):
         # The schema generator sets `results_key` from the view (config.api.schema.AutoSchema).
@@ -49,6 +74,12 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
                 "total": {"type": "integer", "example": 42},
                 "limit": {"type": "integer", "example": 20},
                 "offset": {"type": "integer", "example": 0},
+                "total_estimated": {
+                    "type": "boolean",
+                    "enum": [True],
+                    "description": f"Present (true) when `total` is the database's estimate: beyond "
+                    f"{EXACT_TOTAL_LIMIT:,} matches.",
+                },
             },
         }
 

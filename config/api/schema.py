@@ -7,11 +7,13 @@ Views add operation-specific errors with
 the conventional ones (below) are added to whatever a view declares."""
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.plumbing import get_doc
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers
 
 from config.api.permissions import PUBLIC, declared_access
+from config.api.serializers import StrictSerializer
 
 
 class ErrorBodySerializer(serializers.Serializer):
@@ -64,6 +66,9 @@ _RATE_HEADERS = [
 ]
 
 
+# config.api.idempotency._valid_key: 1 to 255 printable ASCII characters.
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]{1,255}$"}
+
 # Rate-limit headers are documented on success responses and 429 (they are on every authenticated
 # response; repeating them under every error code would only bloat the document).
 _RATE_HEADER_CODES = [200, 201, 202, 204, 429]
@@ -78,6 +83,37 @@ class AutoSchema(SpectacularAutoSchema):
         handler = getattr(self.view, action, None) if action else None
         handler = handler or getattr(self.view, self.method.lower(), None)
         return bool(getattr(handler, "idempotent", False))
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        # A StrictSerializer refuses fields it does not know (400): say so, so clients and fuzzers
+        # do not send extras the server will refuse.
+        kind = serializer if isinstance(serializer, type) else type(serializer)
+        if direction == "request" and issubclass(kind, StrictSerializer):
+            schema["additionalProperties"] = False
+        if schema.get("description") == get_doc(StrictSerializer):
+            del schema["description"]  # the base class's docstring is no serializer's description
+        return schema
+
+    def _insert_field_validators(self, field, schema):
+        super()._insert_field_validators(field, schema)
+        # DRF refuses an empty list when allow_empty=False; drf-spectacular does not say so.
+        refuses_empty = isinstance(field, serializers.ListField) and not field.allow_empty
+        if refuses_empty and schema.get("type") == "array":
+            schema["minItems"] = max(schema.get("minItems", 0), 1)
+
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        # drf-spectacular reads a PATCH body as DRF's partial=True would (every field optional); our views
+        # read a StrictSerializer as declared (config.api.serializers.validated, never partial), so its
+        # required fields are required on PATCH as well.
+        kind = serializer if isinstance(serializer, type) else type(serializer)
+        if self.method != "PATCH" or not issubclass(kind, StrictSerializer):
+            return super()._get_request_for_media_type(serializer, direction)
+        self.method = "POST"
+        try:
+            return super()._get_request_for_media_type(serializer, direction)
+        finally:
+            self.method = "PATCH"
 
     def get_auth(self):
         if self._is_public():
@@ -157,7 +193,7 @@ class AutoSchema(SpectacularAutoSchema):
             params += [
                 OpenApiParameter(
                     "Idempotency-Key",
-                    OpenApiTypes.STR,
+                    IDEMPOTENCY_KEY_SCHEMA,
                     OpenApiParameter.HEADER,
                     description="Up to 255 printable ASCII characters. The same key and body within 24 h "
                     "replays the first response instead of creating again.",

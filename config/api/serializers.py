@@ -6,6 +6,7 @@ import json
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from config.api.parsing import parse_instant
 
@@ -17,14 +18,82 @@ def validated(serializer_class, data, **kwargs) -> dict:
     return serializer.validated_data
 
 
+def _type_error(field, value) -> str | None:
+    """The error of a JSON value of the wrong type for `field` (DRF would coerce it: 12345 into "12345",
+    "7" into 7, "yes" into True), or None."""
+    if value is None:
+        return None  # allow_null decides
+    if isinstance(field, serializers.BooleanField):
+        ok = isinstance(value, bool)
+    elif isinstance(field, serializers.IntegerField):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(field, serializers.FloatField):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(field, serializers.DecimalField):  # a decimal may be a JSON number or its text ("0.2")
+        ok = isinstance(value, int | float | str) and not isinstance(value, bool)
+    elif isinstance(field, serializers.MultipleChoiceField):
+        return None
+    elif isinstance(field, serializers.ChoiceField):
+        if isinstance(value, str) or not all(isinstance(key, str) for key in field.choices):
+            return None
+        return "Not a valid string."
+    elif isinstance(field, serializers.CharField):
+        ok = isinstance(value, str)
+    elif isinstance(field, serializers.ListField) and isinstance(value, list):
+        errors = [_type_error(field.child, item) for item in value]
+        return next((error for error in errors if error), None)
+    else:
+        return None
+    if ok:
+        return None
+    return field.error_messages.get("invalid", "Incorrect type.").format(input=value, format="")
+
+
+@extend_schema_field(
+    {"description": "Read-only: accepted and ignored, so the body a GET returned can be sent back."}
+)
+class IgnoredField(serializers.Field):
+    """A read-only field of the resource's GET representation, accepted in a PUT body and dropped."""
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, allow_null=True, **kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        raise SkipField
+
+    def to_representation(self, value):
+        return value
+
+
 class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know (400), so a typo is an error rather than silently ignored."""
+    """Refuses fields it does not know (400), so a typo is an error rather than silently ignored, and
+    values of the wrong JSON type (a number for a string, a string for a number or a boolean).
+
+    `ignored_fields` names the read-only fields of the resource's GET body that a PUT accepts and
+    ignores (a client may send back what it read)."""
+
+    ignored_fields: tuple[str, ...] = ()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name in self.ignored_fields:
+            fields.setdefault(name, IgnoredField())
+        return fields
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            # A JSON body (a dict, not a QueryDict of query parameters or a form) is typed.
+            if type(data) is dict and not self.context.get("multipart"):
+                wrong = {
+                    name: [error]
+                    for name, value in data.items()
+                    if (error := _type_error(self.fields[name], value))
+                }
+                if wrong:
+                    raise serializers.ValidationError(wrong)
         return super().to_internal_value(data)
 
 
@@ -60,7 +129,18 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-@extend_schema_field({"type": "string", "example": "2026-11-22T05:00:00Z"})
+# What config.api.parsing.parse_instant reads: an ISO 8601 date-time or date, or Unix seconds.
+INSTANT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+        {"type": "string", "pattern": r"^-?[0-9]{1,11}(\.[0-9]{1,6})?$", "description": "Unix seconds"},
+    ],
+    "example": "2026-11-22T05:00:00Z",
+}
+
+
+@extend_schema_field(INSTANT_SCHEMA)
 class InstantField(serializers.Field):
     """An instant as ISO 8601 or Unix seconds (config.api.parsing.parse_instant)."""
 

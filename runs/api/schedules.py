@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import RUNS_WRITE
+from config.api.idempotency import idempotent
 from config.api.schema import error_response
 from runs.scheduling import schedule_backfill
 from workflows.selectors import schedule_get
@@ -53,6 +54,7 @@ class ScheduleBackfillView(APIView):
             422: error_response("invalid_input"),
         },
     )
+    @idempotent
     def post(self, request, schedule_id: str):
         schedule = schedule_get(organization=request.auth.organization, schedule_id=schedule_id)
         serializer = BackfillSerializer(data=request.data)

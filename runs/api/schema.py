@@ -3,11 +3,18 @@ viewset, applied as its class decorator. The list filters are runs/filtersets.py
 described here by hand (`metadata.<key>` is a family of parameters no filterset field describes)."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 
 from config.api.schema import error_response
+from config.api.serializers import INSTANT_SCHEMA
 from runs.api import serializers as s
 from runs.choices import RunStatus
+from runs.filtersets import METADATA_MAX_VALUE_LENGTH
 
 STATUS_PARAM = OpenApiParameter(
     "status", OpenApiTypes.STR, many=True, enum=RunStatus.values, description="Repeatable: any of these."
@@ -17,13 +24,23 @@ FILTER_PARAMS = [
     OpenApiParameter("trigger", OpenApiTypes.STR, description="api, webhook, schedule, manual, rerun, …"),
     OpenApiParameter("env", OpenApiTypes.STR),
     OpenApiParameter("version", OpenApiTypes.INT, description="Workflow version number."),
-    OpenApiParameter("created_after", OpenApiTypes.STR, description="ISO 8601 or Unix seconds (inclusive)."),
-    OpenApiParameter("created_before", OpenApiTypes.STR, description="ISO 8601 or Unix seconds (exclusive)."),
+    OpenApiParameter("created_after", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (inclusive)."),
+    OpenApiParameter("created_before", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (exclusive)."),
+    # A family of parameters, `metadata.<key>=<value>`: a free-form object whose properties are the
+    # query parameters themselves (style form, explode). OpenAPI 3.0 has no propertyNames: the names'
+    # pattern is the extension `x-propertyNames` (bench/fuzz_hooks.py hands it to the fuzzer as is).
     OpenApiParameter(
-        "metadata.<key>",
-        OpenApiTypes.STR,
-        description="Runs whose metadata has this key with this value (several: all must match). "
-        "`42`/`true` also match the number/boolean.",
+        "metadata",
+        {
+            "type": "object",
+            "x-propertyNames": {"pattern": r"^metadata\.[A-Za-z0-9_.:\-]{1,64}$"},
+            "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE_LENGTH},
+        },
+        style="form",
+        explode=True,
+        description="`metadata.<key>=<value>` parameters (key: 1-64 of `A-Za-z0-9_.:-`; value: at most "
+        f"{METADATA_MAX_VALUE_LENGTH} characters): runs whose metadata has this key with this value "
+        "(several: all must match). `42`/`true` also match the number/boolean.",
     ),
 ]
 WORKFLOW_PARAM = OpenApiParameter("workflow", OpenApiTypes.STR, description="Workflow id or slug.")
@@ -172,7 +189,9 @@ _RUNS = extend_schema_view(
         description="`ids` (at most 500) or `filter` (the filters of GET /runs). `matched`: runs found; "
         "`affected`: runs asked to stop; `remaining`: active runs left (a call acts on at most 1,000 runs "
         "and about 10 seconds: repeat it while `remaining` is above 0).",
-        request=s.BulkSerializer,
+        request=PolymorphicProxySerializer(
+            "BulkCancel", [s.BulkIdsSerializer, s.BulkFilterSerializer], resource_type_field_name=None
+        ),
         responses={200: s.BulkResultSerializer},
     ),
     bulk_delete=extend_schema(
@@ -180,7 +199,11 @@ _RUNS = extend_schema_view(
         description="`ids` (at most 500) or `filter` (the filters of GET /runs). Active runs are skipped: "
         "`matched` counts them, `affected` does not. A call deletes at most 1,000 runs and works about "
         "10 seconds; `remaining` says how many finished runs are left for the next call.",
-        request=s.BulkDeleteSerializer,
+        request=PolymorphicProxySerializer(
+            "BulkDelete",
+            [s.BulkDeleteIdsSerializer, s.BulkDeleteFilterSerializer],
+            resource_type_field_name=None,
+        ),
         responses={200: s.BulkResultSerializer},
     ),
     file=extend_schema(

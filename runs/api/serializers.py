@@ -6,7 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api.serializers import JsonObjectField, StrictBooleanField, StrictSerializer
+from config.api.serializers import INSTANT_SCHEMA, JsonObjectField, StrictBooleanField, StrictSerializer
 from config.errors import InvalidRequest
 from runs import selectors
 from runs.api.representation import duration_ms, run_data, run_detail, token_counts
@@ -392,25 +392,38 @@ class RerunSerializer(StrictSerializer):
     from_step = serializers.CharField(
         required=False, max_length=64, default="start", help_text="`start` (default), `failed` or a step id."
     )
-    version = serializers.CharField(
+    version = serializers.ChoiceField(
+        choices=["pinned", "latest", "published"],
         required=False,
-        max_length=20,
         default="pinned",
+        error_messages={"invalid_choice": "Must be pinned, latest or published."},
         help_text="`pinned` (default), `latest` or `published`.",
     )
 
-    def validate_version(self, value):
-        if value not in ("pinned", "latest", "published"):
-            raise serializers.ValidationError("Must be pinned, latest or published.")
-        return value
+
+_STATUS = {"type": "string", "enum": RunStatus.values}
 
 
 @extend_schema_field(
     {
         "type": "object",
         "description": "The filters of GET /runs: workflow, status (string or list), trigger, env, version, "
-        "created_after, created_before, and `metadata` as an object (or `metadata.<key>` entries).",
-        "additionalProperties": True,
+        "created_after, created_before, and `metadata` as an object (`metadata.<key>` entries also work).",
+        "properties": {
+            "workflow": {"type": "string", "minLength": 1, "maxLength": 100},
+            "status": {"anyOf": [_STATUS, {"type": "array", "items": _STATUS, "minItems": 1}]},
+            "trigger": {"type": "string", "enum": RunTrigger.values},
+            "env": {"type": "string", "maxLength": 100},
+            "version": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647},
+            "created_after": INSTANT_SCHEMA,
+            "created_before": INSTANT_SCHEMA,
+            "metadata": {
+                "type": "object",
+                "x-propertyNames": {"pattern": METADATA_KEY.pattern},
+                "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE_LENGTH},
+            },
+        },
+        "additionalProperties": False,
     }
 )
 class FilterField(serializers.Field):
@@ -443,6 +456,27 @@ class BulkSerializer(StrictSerializer):
 
 
 class BulkDeleteSerializer(BulkSerializer):
+    reason = None
+
+
+# The OpenAPI shapes of the bulk bodies: `ids` or `filter`, one of the two (BulkSerializer.validate).
+class BulkIdsSerializer(BulkSerializer):
+    filter = None
+    ids = BulkSerializer._declared_fields["ids"].__class__(
+        child=serializers.CharField(max_length=40), max_length=BULK_MAX_IDS, allow_empty=False
+    )
+
+
+class BulkFilterSerializer(BulkSerializer):
+    ids = None
+    filter = FilterField()
+
+
+class BulkDeleteIdsSerializer(BulkIdsSerializer):
+    reason = None
+
+
+class BulkDeleteFilterSerializer(BulkFilterSerializer):
     reason = None
 
 

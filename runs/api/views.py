@@ -8,6 +8,7 @@ import time
 from django.http import FileResponse
 from rest_framework import status as http
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -202,6 +203,7 @@ class RunViewSet(RunListMixin, DestroyMixin, OrganizationViewSet):
         return self._answer(run, done=run.is_terminal)
 
     @action(detail=True, methods=["post"])
+    @idempotent  # creates a run
     def rerun(self, request, run_id=None):
         data = self.validated_input()
         run = services.run_rerun(
@@ -259,6 +261,7 @@ class WorkflowRunViewSet(RunListMixin, OrganizationViewSet):
 
     results_key = "runs"
     filterset_class = WorkflowRunFilterSet
+    parser_classes = [JSONParser, MultiPartParser]  # the trigger's `attachment` upload
     access = {"trigger": RUNS_WRITE, "list": RUNS_READ}
 
     def _workflow(self):

@@ -4,7 +4,7 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 
-from config.api.schema import resource_schema
+from config.api.schema import error_response, resource_schema
 from workflows.api import serializers as s
 
 VERSION_PARAM = OpenApiParameter(
@@ -65,7 +65,9 @@ WORKFLOWS = extend_schema_view(
         responses={200: s.ValidationResultSerializer, 400: OpenApiResponse(description="invalid_request")},
     ),
     versions=extend_schema(
-        summary="List versions, newest first", responses={200: s.WorkflowVersionSerializer(many=True)}
+        summary="List versions, newest first",
+        filters=False,  # limit and offset only: the workflow list's filters do not apply
+        responses={200: s.WorkflowVersionSerializer(many=True)},
     ),
     version_detail=extend_schema(
         summary="One version with its definition",
@@ -105,7 +107,10 @@ WORKFLOWS = extend_schema_view(
 TEMPLATES = extend_schema_view(
     list=extend_schema(summary="List templates (built-in and the organisation's own)"),
     retrieve=extend_schema(summary="One template with its definition", responses=s.TemplateDetailSerializer),
-    destroy=extend_schema(summary="Delete an organisation template", responses={204: None}),
+    destroy=extend_schema(
+        summary="Delete an organisation template",
+        responses={204: None, 409: error_response("template_builtin: built-in templates cannot be deleted")},
+    ),
     install=extend_schema(
         summary="Install a template as a new draft workflow",
         request=s.TemplateInstallSerializer,

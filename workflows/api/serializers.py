@@ -215,8 +215,13 @@ class ProjectSerializer(serializers.ModelSerializer):
 # -------------------------------------------------------------------------------------------- input
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True, "description": "A definition."})
+class DefinitionField(serializers.JSONField):
+    """A workflow definition: a JSON object, checked by the services (422 invalid_definition)."""
+
+
 class WorkflowCreateSerializer(StrictSerializer):
-    definition = serializers.JSONField()
+    definition = DefinitionField()
     trigger_type = serializers.ChoiceField(choices=TriggerType.choices, required=False)
     tags = serializers.ListField(
         child=serializers.CharField(trim_whitespace=False, allow_blank=True), required=False
@@ -232,7 +237,13 @@ class WorkflowCreateSerializer(StrictSerializer):
 
 
 class WorkflowUpdateSerializer(StrictSerializer):
-    definition = serializers.JSONField()
+    """A new version. The other fields of the GET body are accepted and ignored (a client may PUT back
+    what it read); metadata is changed with PATCH."""
+
+    ignored_fields = tuple(
+        name for name in WorkflowDetailSerializer.Meta.fields if name not in ("definition", "change_summary")
+    )
+    definition = DefinitionField()
     change_summary = serializers.CharField(
         allow_blank=True, required=False, max_length=MAX_CHANGE_SUMMARY_LENGTH
     )
@@ -260,7 +271,7 @@ class WorkflowStatusSerializer(StrictSerializer):
 
 
 class WorkflowValidateSerializer(StrictSerializer):
-    definition = serializers.JSONField()
+    definition = DefinitionField()
 
 
 class PublishSerializer(StrictSerializer):

@@ -47,7 +47,6 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
         get=selectors.workflow_get,
         destroy=services.workflow_archive,
     )
-    results_key = "workflows"
     serializer_class = s.WorkflowSerializer
     filterset_class = WorkflowFilterSet
     input_serializers = {
@@ -70,6 +69,10 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
         # Owner-only, checked after the lookup so another organisation's workflow is a 404, not a 403.
         "permanent": WORKFLOWS_WRITE,
     }
+
+    @property
+    def results_key(self) -> str:  # read by the paginator and the schema generator
+        return "versions" if getattr(self, "action", None) == "versions" else "workflows"
 
     def render(self, instance, *, many: bool = False):
         """A page of workflows (metadata only), or one workflow at its latest version."""
@@ -146,7 +149,6 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
     @action(detail=True, methods=["get"])
     def versions(self, request, ref=None):
         workflow = self.get_object()
-        self.results_key = "versions"
         page = self.paginate_queryset(selectors.workflow_versions(workflow=workflow))
         context = {"published_version": workflow.published_version}
         return self.get_paginated_response(s.WorkflowVersionSerializer(page, many=True, context=context).data)
@@ -181,6 +183,7 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
         )
 
     @action(detail=True, methods=["post"])
+    @idempotent  # creates a version
     def rollback(self, request, ref=None):
         workflow = self.get_object()
         data = self.validated_input()

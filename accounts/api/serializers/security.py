@@ -84,7 +84,13 @@ class AllowlistField(_UniqueListField):
         return item.strip()
 
 
-@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_REDACT_PATTERNS})
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": 500},
+        "maxItems": MAX_REDACT_PATTERNS,
+    }
+)
 class RedactPatternsField(_UniqueListField):
     what, noun, max_items = "regular expressions", "patterns", MAX_REDACT_PATTERNS
 
@@ -149,7 +155,10 @@ class SecurityPolicySerializer(serializers.Serializer):
 
 
 class SecurityPolicyUpdateSerializer(StrictSerializer):
-    """Every field is optional: fields left out keep their current values."""
+    """Every field is optional: fields left out keep their current values. `updated_at` and
+    `updated_by` (the GET body's read-only fields) are accepted and ignored."""
+
+    ignored_fields = ("updated_at", "updated_by")
 
     allow_script_steps = StrictBooleanField(required=False, help_text=POLICY_HELP["allow_script_steps"])
     block_private_networks = StrictBooleanField(
@@ -201,8 +210,13 @@ VALUE_HELP = (
 )
 
 
+@extend_schema_field({"type": "string", "pattern": SECRET_NAME_PATTERN, "maxLength": 64})
+class SecretNameField(StrictCharField):
+    """A secret's name (the service checks the pattern; the schema states it)."""
+
+
 class SecretCreateSerializer(StrictSerializer):
-    name = StrictCharField(max_length=64, help_text=NAME_HELP)
+    name = SecretNameField(max_length=64, help_text=NAME_HELP)
     value = StrictCharField(
         write_only=True, trim_whitespace=False, max_length=SECRET_VALUE_MAX_BYTES, help_text=VALUE_HELP
     )
@@ -210,7 +224,7 @@ class SecretCreateSerializer(StrictSerializer):
 
 
 class SecretUpdateSerializer(StrictSerializer):
-    name = StrictCharField(max_length=64, required=False, help_text=NAME_HELP)
+    name = SecretNameField(max_length=64, required=False, help_text=NAME_HELP)
     value = StrictCharField(
         write_only=True,
         required=False,

@@ -46,7 +46,7 @@ class SigningSecretRotateView(APIView):
     access = {"post": ADMIN}
 
     def post(self, request):
-        data = validated(s.SigningSecretRotateSerializer, request.data if request.data else {})
+        data = validated(s.SigningSecretRotateSerializer, request.data)  # no body: {}
         row = services.signing_secret_rotate(
             organization=request.auth.organization, actor=request.auth, grace_seconds=data["grace_seconds"]
         )

@@ -6,6 +6,7 @@ from django.urls import include, path
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -27,6 +28,7 @@ class EchoView(APIView):
 
     access = {"post": PUBLIC, "get": PUBLIC}
     serializer_class = EchoSerializer
+    parser_classes = [JSONParser, MultiPartParser]  # its 413 rows send a form, as an upload would
 
     def get(self, request):
         return Response({"ok": True})
