@@ -4,7 +4,7 @@ sentinel starts another; now and then a whole cluster, which the harness starts 
 process twice. Then it checks what the database, the side-effect server and the audit chain say.
 
     python bench/soak.py                       # 200 runs; SQLite, or PostgreSQL + Redis with DATABASE_URL
-    python bench/soak.py --runs 24 --json      # the short version the test suite runs
+    python bench/soak.py --runs 16 --json      # the short version the test suite runs
 
 The workflow (`soak_definition`): `fetch` (http_request POST to a server on 127.0.0.1, no retry policy),
 `fetch_retry` (the same with `retry.max_attempts` 3), `compute` (a python script), `pause` (wait 1 s),
