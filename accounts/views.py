@@ -46,6 +46,7 @@ from accounts.twofactor import (
     two_factor_enabled,
     two_factor_required,
 )
+from config import ratelimit
 from config.errors import ApplicationError, RateLimited, Unauthorized
 
 
@@ -460,8 +461,13 @@ def two_factor_off(request):
         messages.error(request, "Give your password and a code to turn two-factor sign-in off.")
         return redirect("dashboard:profile")
     try:
+        # Guessing the password and a code here is limited like signing in (per IP and per account).
+        ratelimit.login_check(request, request.user.email)
         two_factor_disable(user=request.user, **form.cleaned_data)
+    except RateLimited as exc:
+        messages.error(request, exc.message)
     except ApplicationError as exc:
+        ratelimit.login_failed(request, request.user.email)
         messages.error(request, exc.message)
     else:
         messages.success(request, "Two-factor sign-in is off.")

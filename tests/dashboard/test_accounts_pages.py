@@ -224,3 +224,15 @@ def test_invited_user_without_password_cannot_enrol_or_sign_in(org, admin):
     assert not User.objects.get(email="new@acme.test").has_usable_password()
     _, response = sign_in("new@acme.test", "anything at all")
     assert response.status_code == 400
+
+
+def test_turning_off_is_limited_like_signing_in(org, owner, settings):
+    settings.BATON_LOGIN_LIMIT_PER_ACCOUNT = 2
+    client = signed_in(owner, org)
+    enrol(client, owner)
+    for _ in range(3):
+        client.post("/profile/two-factor/disable/", {"password": "wrong", "code": "123456"})
+    response = client.post(
+        "/profile/two-factor/disable/", {"password": PASSWORD, "code": code_for(owner, 1)}, follow=True
+    )
+    assert "Too many" in response.content.decode() and TwoFactor.objects.filter(user=owner).exists()
