@@ -225,7 +225,8 @@ def _fork_map(function, items: list) -> list:
             os.close(writer)
             children.append((pid, reader))
         results = [function(items[0])]
-        for _, reader in children:
+        for index, (pid, reader) in enumerate(children):
+            children[index] = (pid, None)
             with os.fdopen(reader, "rb") as pipe:
                 payload = pipe.read()
             if not payload:
@@ -236,7 +237,9 @@ def _fork_map(function, items: list) -> list:
             results.append(value)
         return results
     finally:
-        for pid, _ in children:
+        for pid, reader in children:
+            if reader is not None:  # unread (this process failed): the child's write fails and it exits
+                os.close(reader)
             os.waitpid(pid, 0)
 
 
