@@ -225,7 +225,8 @@ def _fork_map(function, items: list) -> list:
             os.close(writer)
             children.append((pid, reader))
         results = [function(items[0])]
-        for _, reader in children:
+        for index, (pid, reader) in enumerate(children):
+            children[index] = (pid, None)
             with os.fdopen(reader, "rb") as pipe:
                 payload = pipe.read()
             if not payload:
@@ -236,7 +237,9 @@ def _fork_map(function, items: list) -> list:
             results.append(value)
         return results
     finally:
-        for pid, _ in children:
+        for pid, reader in children:
+            if reader is not None:  # unread (this process failed): the child's write fails and it exits
+                os.close(reader)
             os.waitpid(pid, 0)
 
 
@@ -301,8 +304,9 @@ def _first_pass(spans, keys, expected_head) -> ExportReport | None:
         return None
     checkpoints = [record for part in parts for record in part["checkpoints"]]
     holds = {cp["line"]: signature_holds(cp, keys) for cp in checkpoints} if keys is not None else {}
-    signed_upto = max((cp.get("seq") for cp in checkpoints if holds.get(cp["line"]) is True), default=0)
-    if not isinstance(signed_upto, int) or max(part["raw_max"] for part in parts) > signed_upto:
+    signed = [cp.get("seq") for cp in checkpoints if holds.get(cp["line"]) is True]
+    signed_upto = max((seq for seq in signed if type(seq) is int), default=0)
+    if max(part["raw_max"] for part in parts) > signed_upto:
         return None
     result, hashes, organization = _stitch(parts, expected_head)
     for part in parts:  # the event before a checkpoint line that begins the next slice

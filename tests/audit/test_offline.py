@@ -160,3 +160,20 @@ def test_lines_in_another_layout_are_parsed_and_still_verify(processes):
     lines[6] = b"  " + orjson.dumps({**_body(6), **{k: v for k, v in orjson.loads(lines[6]).items()}})
     report = verify_export(b"\n".join(lines), keys=KEYS, processes=processes)
     assert report.valid and report.result.checked == COUNT
+
+
+def _work(item):
+    if item == "raise here":
+        raise ValueError("the parent's slice failed")
+    return "x" * 1_000_000  # more than a pipe holds: the child blocks until it is read, or the pipe closes
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_slice_neither_hangs_nor_hides_the_failure():
+    from audit.offline import _fork_map
+
+    assert _fork_map(_work, ["a", "b", "c"]) == ["x" * 1_000_000] * 3
+    with pytest.raises(ValueError, match="parent's slice"):
+        _fork_map(_work, ["raise here", "b"])  # the child's big answer is never read
+    with pytest.raises(RuntimeError, match="a verifying process failed: ValueError"):
+        _fork_map(_work, ["a", "raise here"])
