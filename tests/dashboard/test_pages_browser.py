@@ -81,7 +81,8 @@ def test_every_new_page_has_no_serious_accessibility_violation(browser, live_ser
     sign_in(page, live_server.url, owner.email)
     pages = [
         f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/versions/",
-        f"/workflows/{workflow.id}/schedules/", f"/workflows/{workflow.id}/settings/", "/audit/", "/settings/llm-providers/",
+        f"/workflows/{workflow.id}/schedules/", f"/workflows/{workflow.id}/settings/", "/audit/",
+        "/settings/llm-providers/",
         f"/settings/llm-providers/{provider.id}/", "/settings/agents/", "/settings/secrets/",
         "/settings/security/", "/settings/usage/", f"/audit/{event.id}/",
     ]  # fmt: skip
