@@ -2,6 +2,9 @@
 Playwright): create a schedule from its form and pause it, read a version diff; axe-core on every page
 of this slice (0 serious or critical violations, also at phone width) and no CSP violation."""
 
+import os
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
@@ -87,11 +90,16 @@ def test_every_new_page_has_no_serious_accessibility_violation(browser, live_ser
         "/settings/security/", "/settings/usage/", f"/audit/{event.id}/",
     ]  # fmt: skip
     found = {}
+    shots = os.environ.get("BATON_SCREENSHOTS")  # `make screenshots`: the pictures in docs/dashboard.md
+    screenshots = {f"/workflows/{workflow.id}/versions/": "versions.png",
+                   f"/workflows/{workflow.id}/schedules/": "schedules.png"}  # fmt: skip
     for path in pages:
         page.goto(f"{live_server.url}{path}")
         violations = serious_violations(page)
         if violations:
             found[path] = violations
+        if shots and path in screenshots:
+            page.screenshot(path=str(Path(shots) / screenshots[path]), full_page=True)
     page.set_viewport_size({"width": 375, "height": 740})
     for path in (f"/workflows/{workflow.id}/schedules/", f"/workflows/{workflow.id}/versions/"):
         page.goto(f"{live_server.url}{path}")
