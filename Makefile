@@ -62,7 +62,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 screenshots: install browser-deps ## the dashboard pictures in docs/screenshots (from the browser tests)
-	BATON_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/dashboard/test_dashboard_browser.py -k accessibility
+	BATON_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/dashboard/test_dashboard_browser.py tests/dashboard/test_pages_browser.py -k "accessibility or new_page"
 
 bench: install ## benchmarks (not part of the test run); prints a table
 	$(PY) bench/run.py

@@ -7,6 +7,7 @@ templates; no network), `--dash-requests` times after a warm-up; per request the
 process. Target: p95 ≤ 50 ms per page. The workflow list (200 rows) is measured too, without a target.
 """
 
+import sys
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -108,6 +109,11 @@ def _populate(org, actor, workflows: int, runs: int):
             for n in range(5)
         ]  # fmt: skip
         StepRun.objects.bulk_create(steps, batch_size=1000)
+    from django.db import connection
+
+    if connection.vendor == "postgresql":  # as autovacuum would have by now on a live database
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
     detail.refresh_from_db()
     return detail
 
@@ -121,11 +127,17 @@ def _measure(client, url: str, requests: int) -> tuple[list[float], list[float],
     statements = []
 
     def count(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            statements.append((time.perf_counter() - start, sql))
 
     with connection.execute_wrapper(count):
         client.get(url)
+    slowest = sorted(statements, reverse=True)[:2]
+    for seconds, sql in slowest:  # where a slow page spends its database time (stderr: not in the table)
+        print(f"  {url}: {seconds * 1000:.1f} ms {sql[:160]}", file=sys.stderr)
     walls, cpus = [], []
     for _ in range(requests):
         start, start_cpu = time.perf_counter(), time.process_time()

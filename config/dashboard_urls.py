@@ -62,6 +62,7 @@ urlpatterns = [
     path("runs/bulk/", runs.run_bulk_view, name="run-bulk"),
     path("runs/<str:run_id>/", runs.run_detail, name="run-detail"),
     path("runs/<str:run_id>/live/", runs.run_live, name="run-live"),
+    path("runs/<str:run_id>/steps/<str:step_id>/<str:part>/", runs.run_step_data, name="run-step-data"),
     path("runs/<str:run_id>/control/", runs.run_control_view, name="run-control"),
     path("runs/<str:run_id>/rerun/", runs.run_rerun_view, name="run-rerun"),
     path("runs/<str:run_id>/delete/", runs.run_delete_view, name="run-delete"),

@@ -29,19 +29,26 @@ def when(moment, empty="—"):
 
 
 @register.simple_tag
-def json_block(value, limit=JSON_PREVIEW_CHARS):
-    """A value as indented JSON in <pre>, cut at `limit` characters with a note saying how much is left."""
+def json_block(value, limit=JSON_PREVIEW_CHARS, download=""):
+    """A value as indented JSON in <pre>, cut at `limit` characters with a note saying how much is left
+    (and a link to `download`, when given, for the whole value)."""
     if value is None:
         return mark_safe('<p class="muted">None</p>')
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
     if len(text) <= limit:
         return format_html('<pre class="json">{}</pre>', text)
-    return format_html(
-        '<pre class="json">{}</pre><p class="muted">Truncated: {} of {} characters shown.</p>',
+    note = format_html(
+        '<pre class="json">{}</pre><p class="muted">Truncated: {} of {} characters shown.',
         text[:limit],
         limit,
         len(text),
     )
+    link = (
+        format_html(' <a href="{}" download>Download the whole value (JSON)</a>', download)
+        if download
+        else ""
+    )
+    return format_html("{}{}</p>", note, link)
 
 
 @register.simple_tag

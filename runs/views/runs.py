@@ -3,21 +3,23 @@
 The detail's live region (`run_live`) is what the browser reloads on each event of the run's SSE stream
 (/api/v1/runs/{id}/stream, with the session cookie), so the page is always the server's rendering."""
 
+import json
 from datetime import UTC, datetime, time
 
 from django import forms
 from django.contrib import messages
-from django.http import QueryDict
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from accounts.dashboard import application_error_page, dashboard_page
-from config.errors import ApplicationError
+from config.errors import ApplicationError, not_found
 from runs import selectors
 from runs.choices import RunStatus, RunTrigger, StepStatus
 from runs.filtersets import RunFilterSet
-from runs.models import Run, RunEvent
+from runs.models import Run, RunEvent, RunFile, StepRun
 from runs.services import (
     run_cancel,
     run_collect_inputs,
@@ -130,6 +132,9 @@ def _detail_context(request, run_id: str) -> dict:
         if run.has_children
         else []
     )
+    files = list(
+        RunFile.objects.filter(run=run).only("id", "name", "size", "content_type").order_by("created_at")
+    )
     can_write = principal.has_role("member")
     waiting = []
     for step in steps:
@@ -153,6 +158,7 @@ def _detail_context(request, run_id: str) -> dict:
         "events": events,
         "timeline": timeline(steps),
         "children": children,
+        "files": files,
         "events_truncated": run.event_seq > len(events),
         "waiting": waiting,
         "gate": gate and can_write,
@@ -172,6 +178,28 @@ def run_detail(request, run_id: str):
     """A run with its steps (input, output, error), event log and DAG coloured by step status, kept live
     by dashboard.js over the run's SSE stream; the actions the person's role allows."""
     return render(request, "runs/detail.html", _detail_context(request, run_id))
+
+
+STEP_PARTS = {"input": "input_data", "output": "output_data"}
+
+
+@dashboard_page()
+def run_step_data(request, run_id: str, step_id: str, part: str):
+    """A step's whole input or output as a JSON download (the page shows the first 4,000 characters).
+    Stored traces already have secret values replaced by ***."""
+    run = selectors.run_get(organization=request.principal.organization, run_id=run_id)
+    step = (
+        StepRun.objects.filter(run=run, step_id=step_id[:64], parent__isnull=True)
+        .only(STEP_PARTS.get(part, "id"))
+        .first()
+    )
+    if step is None or part not in STEP_PARTS:
+        return application_error_page(request, not_found("step", step_id[:64]))
+    body = json.dumps(getattr(step, STEP_PARTS[part]), indent=2, ensure_ascii=False, default=str)
+    response = HttpResponse(body, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{run.id}-{slugify(step_id)[:64]}-{part}.json"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @dashboard_page()

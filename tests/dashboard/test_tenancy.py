@@ -43,6 +43,9 @@ OBJECTS = {
         ).id
     ),
     "event_id": lambda org, owner: AuditEvent.objects.filter(organization=org).latest("seq").id,
+    # A step id names a step of the run in the path, not an object of its own: the run is the other org's.
+    "step_id": lambda org, owner: "greet",
+    "part": lambda org, owner: "input",
     "template_id": lambda org, owner: (
         WorkflowTemplate.objects.create(
             organization=org, name="Theirs", definition={"name": "T", "steps": [{"id": "a", "type": "end"}]}
