@@ -1,10 +1,11 @@
 """Schedules firing (docs/schedules.md): each fire time of each enabled schedule starts exactly one run,
 however many worker processes fire at once and even when one dies mid-fire.
 
-- A fire locks its schedule row (`FOR UPDATE SKIP LOCKED` on PostgreSQL: another scheduler moves on to the
-  next schedule; SQLite serializes writers), re-checks that it is still due, records the fire time in
-  ScheduleFire (unique (schedule, fire_time)) and creates the run, all in one transaction. A process killed
-  mid-fire rolls back whole, and the schedule is still due for the next scheduler.
+- A fire pass locks the due schedule rows of one organisation (`FOR UPDATE SKIP LOCKED` on PostgreSQL:
+  another scheduler moves on to other rows; SQLite serializes writers), re-checks that each is still due,
+  creates their runs together (runs/services/batch.py) and records the fire times in ScheduleFire (unique
+  (schedule, fire_time)), all in one transaction. A process killed mid-fire rolls back whole, and the
+  schedules are still due for the next scheduler.
 - The scheduler loop (one thread per django-q2 worker process, beside the reconciler) sleeps until the
   earliest `next_run_at` and is woken by the doorbell (config/doorbell.py) when a schedule changes: no
   polling of the database while nothing is due.
