@@ -1,10 +1,11 @@
 """Schedules firing (docs/schedules.md): each fire time of each enabled schedule starts exactly one run,
 however many worker processes fire at once and even when one dies mid-fire.
 
-- A fire locks its schedule row (`FOR UPDATE SKIP LOCKED` on PostgreSQL: another scheduler moves on to the
-  next schedule; SQLite serializes writers), re-checks that it is still due, records the fire time in
-  ScheduleFire (unique (schedule, fire_time)) and creates the run, all in one transaction. A process killed
-  mid-fire rolls back whole, and the schedule is still due for the next scheduler.
+- A fire pass locks the due schedule rows of one organisation (`FOR UPDATE SKIP LOCKED` on PostgreSQL:
+  another scheduler moves on to other rows; SQLite serializes writers), re-checks that each is still due,
+  creates their runs together (runs/services/batch.py) and records the fire times in ScheduleFire (unique
+  (schedule, fire_time)), all in one transaction. A process killed mid-fire rolls back whole, and the
+  schedules are still due for the next scheduler.
 - The scheduler loop (one thread per django-q2 worker process, beside the reconciler) sleeps until the
   earliest `next_run_at` and is woken by the doorbell (config/doorbell.py) when a schedule changes: no
   polling of the database while nothing is due.
@@ -307,15 +308,25 @@ def schedule_fire(schedule_id: str, *, now: datetime) -> list[str]:
 
 
 def schedules_fire_due(*, now: datetime | None = None) -> Counter:
-    """Fire every schedule due at `now`, FIRE_CHUNK per transaction; counts the outcomes ("busy": due but
-    held by another scheduler). A chunk that fails is fired again one schedule per transaction, so one
+    """Fire every schedule due at `now`: one transaction per organisation (up to FIRE_CHUNK of its schedules),
+    so that schedulers woken together fire different organisations in parallel (each skips the schedules
+    another holds) instead of queueing on each other's organisation locks; counts the outcomes ("busy": due
+    but held by another scheduler). A chunk that fails is fired again one schedule per transaction, so one
     schedule that cannot fire does not hold the others back."""
     now = now or timezone.now()
-    ids = list(Schedule.objects.filter(next_run_at__lte=now).values_list("pk", flat=True)[:BATCH])
-    random.shuffle(ids)  # schedulers woken together start at different rows
+    by_organization: dict[str, list[str]] = {}
+    for pk, organization_id in Schedule.objects.filter(next_run_at__lte=now).values_list(
+        "pk", "organization_id"
+    )[:BATCH]:
+        by_organization.setdefault(organization_id, []).append(pk)
+    chunks = [
+        ids[start : start + FIRE_CHUNK]
+        for ids in by_organization.values()
+        for start in range(0, len(ids), FIRE_CHUNK)
+    ]
+    random.shuffle(chunks)  # schedulers woken together start at different organisations
     counts: Counter = Counter()
-    for start in range(0, len(ids), FIRE_CHUNK):
-        chunk = ids[start : start + FIRE_CHUNK]
+    for chunk in chunks:
         try:
             counts.update(schedules_fire(chunk, now=now))
             continue

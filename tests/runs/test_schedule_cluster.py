@@ -10,11 +10,13 @@ from django.db import connection
 from django.utils import timezone
 
 from runs.models import Run
+from tests.factories import make_org
 from tests.runs.support.kill_harness import Cluster, cluster_env, in_flight, slow_inserts, wait_for
 from tests.workflows.support.helpers import make_workflow
 from workflows.models import Schedule, ScheduleFire
 
 SCHEDULES = 40
+ORGANIZATIONS = 4
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,14 +38,18 @@ def clusters(transactional_db, tmp_path):
 
 
 def test_two_clusters_and_a_kill_mid_fire_start_each_fire_time_once(clusters, org, owner):
-    workflow = make_workflow(org, owner)
+    # Four organisations: a pass fires one organisation per transaction, so one commits while another is
+    # still in flight when the kill lands.
+    organizations = [org, *(make_org(name=f"Org {n}", owner=owner) for n in range(ORGANIZATIONS - 1))]
+    workflows = [make_workflow(organization, owner) for organization in organizations]
     fire_time = timezone.now().replace(second=0, microsecond=0)  # a fire time of `* * * * *`, just past
     Schedule.objects.bulk_create(
         Schedule(
-            organization=org, workflow=workflow, cron_expression="* * * * *", input_data={"who": "cluster"},
-            catchup="all", catchup_window_seconds=3600, overlap="allow", next_run_at=fire_time,
+            organization_id=workflow.organization_id, workflow=workflow, cron_expression="* * * * *",
+            input_data={"who": "cluster"}, catchup="all", catchup_window_seconds=3600, overlap="allow",
+            next_run_at=fire_time,
         )
-        for _ in range(SCHEDULES)
+        for workflow in (workflows[n % ORGANIZATIONS] for n in range(SCHEDULES))
     )  # fmt: skip
     first, second = clusters
     with slow_inserts("workflows_schedulefire", 0.25):
@@ -74,10 +80,10 @@ def test_two_clusters_and_a_kill_mid_fire_start_each_fire_time_once(clusters, or
     assert {schedule_id for schedule_id, at, _ in fires if at == fire_time} == set(
         Schedule.objects.values_list("pk", flat=True)
     )
-    runs = list(Run.objects.filter(workflow=workflow).values_list("id", "metadata"))
+    runs = list(Run.objects.filter(workflow__in=workflows).values_list("id", "metadata"))
     per_fire = Counter((metadata["schedule_id"], metadata["fire_time"]) for _, metadata in runs)
     assert per_fire and max(per_fire.values()) == 1, per_fire.most_common(3)
     assert {run_id for run_id, _ in runs} == {run_id for _, _, run_id in fires if run_id}
-    assert all(run.trigger == "schedule" for run in Run.objects.filter(workflow=workflow))
+    assert all(run.trigger == "schedule" for run in Run.objects.filter(workflow__in=workflows))
     # The survivor keeps firing: every schedule's next fire time is in the future or just being fired.
     assert Schedule.objects.filter(next_run_at__lt=timezone.now() - timedelta(seconds=30)).count() == 0
