@@ -78,7 +78,7 @@ def _hand_to_slot(claimed: Claimed, deadline: float) -> bool:
     (and continues into the next step while that is I/O-bound too); False: execute it here."""
     slots_ = slots.current()
     step_run = claimed[1]
-    if slots_ is None or slots_.draining or not _is_io_bound(step_run.type):
+    if slots_ is None or slots_.draining or not _is_io_bound(step_run.type) or _not_queued():
         return False
     # The heartbeat starts now: the step is ours from the claim on, even while it waits for a free slot.
     watch = _watch(claimed)
@@ -95,6 +95,11 @@ def _hand_to_slot(claimed: Claimed, deadline: float) -> bool:
         return True
     monitor.unwatch(watch)
     return False
+
+
+def _not_queued() -> bool:
+    """Steps dispatched inline or by hand (tests) are executed where they are, never in slots."""
+    return settings.BATON_ENGINE_DISPATCH != "queue"
 
 
 def _watch(claimed: Claimed) -> monitor.Watch:

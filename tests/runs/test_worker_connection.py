@@ -19,9 +19,10 @@ pytestmark = [
 @pytest.fixture
 def worker_settings(monkeypatch):
     """The connection settings a worker process gets at spawn (without its reconciler and scheduler
-    threads, which would outlive the test's database)."""
+    threads, which would outlive the test's database, nor its I/O slots)."""
     monkeypatch.setattr("runs.engine.reconciler.start_reconciler_thread", lambda: None)
     monkeypatch.setattr("runs.scheduling.start_scheduler_thread", lambda: None)
+    monkeypatch.setattr("runs.engine.slots.enable", lambda: None)  # nor its I/O slots and SIGTERM handler
     saved = dict(connection.settings_dict)
     _start_reconciler(sender=None)
     assert connection.settings_dict["CONN_HEALTH_CHECKS"] is False
