@@ -16,7 +16,6 @@ request (utime + stime of the server's process tree from /proc, over the measure
 reported next to it. Every answer must have the expected status.
 """
 
-import argparse
 import asyncio
 import importlib.util
 import json
@@ -60,9 +59,8 @@ def add_arguments(parser):
     group.add_argument("--api-generator", choices=["auto", "wrk", "asyncio"], default="auto")
     group.add_argument(
         "--api-with-workers",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also measure the deployed server with a qcluster running (default on)",
+        default="serve",
+        help="servers to measure again with a qcluster executing the runs (default serve; empty: none)",
     )
 
 
@@ -292,6 +290,10 @@ def measure_server(server: Server, request: Request, options, kind: str) -> Meas
     before = server.cpu()
     load = generate(kind, server.port, request, options.api_seconds, options.api_connections)
     cpu = server.cpu() - before
+    if not load.requests:
+        raise RuntimeError(
+            f"{server.name} {request.method} {request.path}: no answer in {options.api_seconds} s"
+        )
     if load.bad:
         raise RuntimeError(f"{server.name} {request.method} {request.path}: {load.bad} unexpected answers")
     return Measure(load.rate, cpu / load.requests * 1000, load.generator_cpu / load.requests * 1000)
@@ -459,7 +461,12 @@ def run(options) -> list[Row]:
             continue
         names = list(requests) if name == "serve" else [n for n in requests if n != "bare-post"]
         with Server(name, workers) as server:
-            results[name] = {n: measure_server(server, requests[n], options, kind) for n in names}
+            results[name] = {}
+            for n in names:
+                try:
+                    results[name][n] = measure_server(server, requests[n], options, kind)
+                except RuntimeError as exc:  # keep the other measurements
+                    rows.append(Row("api", f"{labels[n]} — {name}", "failed", "", str(exc)[:200], False))
         what = "`serve` as deployed" if name == "serve" else f"{name}: {SERVERS[name][1]}"
         for n, m in results[name].items():
             cpu_target, rate_target = TARGETS.get(n, (None, None)) if name == "serve" else (None, None)
@@ -473,17 +480,24 @@ def run(options) -> list[Row]:
                 f"{workers} web process(es), {conns} connections; generator ({kind}) {m.generator_ms:.2f} ms "
                 "CPU/request", met,
             ))  # fmt: skip
-    if len(results) > 1:
-        best = min((n for n in results if n != "serve"), key=lambda n: results[n]["django"].cpu_ms)
+    if len([n for n in results if n != "serve" and "django" in results[n]]):
+        measured = [n for n in results if n != "serve" and "django" in results[n]]
+        best = min(measured, key=lambda n: results[n]["django"].cpu_ms)
         floor = results[best]["django"]
         rows.append(Row("api", "cheapest server for the bare Django view", best, "",
                         f"{floor.cpu_ms:.2f} ms CPU, {floor.rate:,.0f} req/s"))  # fmt: skip
-    if options.api_with_workers:
-        with Cluster(workers=2), Server("serve", workers) as server:
+    for name in options.api_with_workers.split(",") if options.api_with_workers else ():
+        with Cluster(workers=2), Server(name, workers) as server:
             for n in ("trigger", "detail"):
-                m = measure_server(server, requests[n], options, kind)
+                try:
+                    m = measure_server(server, requests[n], options, kind)
+                except RuntimeError as exc:
+                    rows.append(
+                        Row("api", f"{labels[n]} — {name} with workers", "failed", "", str(exc)[:200])
+                    )
+                    continue
                 rows.append(Row(
-                    "api", f"{labels[n]} — `serve`, qcluster (2 workers) executing the runs",
+                    "api", f"{labels[n]} — {name}, a qcluster (2 workers) executing the runs",
                     f"{m.cpu_ms:.2f} ms CPU, {m.rate:,.0f} req/s", "",
                     "web processes' CPU only; the workers share the cores",
                 ))  # fmt: skip

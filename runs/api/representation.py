@@ -21,11 +21,12 @@ from runs.choices import STEP_IN_FLIGHT
 from runs.models import Run, StepRun
 
 
-def _datetime(value) -> str | None:
-    """DRF's DateTimeField output: DATETIME_FORMAT in the current time zone."""
+def _datetime(value, zone) -> str | None:
+    """DRF's DateTimeField output: DATETIME_FORMAT in `zone`, the current time zone (looked up once per
+    object by the callers: the lookup costs more than the formatting)."""
     if not value:
         return None
-    return value.astimezone(timezone.get_current_timezone()).strftime(api_settings.DATETIME_FORMAT)
+    return value.astimezone(zone).strftime(api_settings.DATETIME_FORMAT)
 
 
 def duration_ms(started, completed) -> int | None:  # also the serializers' (runs/api/serializers.py)
@@ -62,7 +63,7 @@ def _attempt(entry: Mapping) -> dict:
     }
 
 
-def _step_common(row: StepRun) -> dict:
+def _step_common(row: StepRun, zone) -> dict:
     return {
         "type": row.type,
         "status": row.status,
@@ -72,30 +73,33 @@ def _step_common(row: StepRun) -> dict:
         "output_data": row.output_data,
         "error": row.error,
         "skip_reason": row.skip_reason or None,
-        "started_at": _datetime(row.started_at),
-        "completed_at": _datetime(row.completed_at),
+        "started_at": _datetime(row.started_at, zone),
+        "completed_at": _datetime(row.completed_at, zone),
         "duration_ms": duration_ms(row.started_at, row.completed_at),
         "tokens": token_counts(row.tokens),
         "cost_usd": float(row.cost_usd),
     }
 
 
-def iteration_data(row: StepRun) -> dict:
+def iteration_data(row: StepRun, zone=None) -> dict:
     """StepIterationSerializer's output."""
-    return {"id": row.id, "iteration": row.iteration, **_step_common(row)}
+    zone = zone or timezone.get_current_timezone()
+    return {"id": row.id, "iteration": row.iteration, **_step_common(row, zone)}
 
 
-def step_data(row: StepRun, found: selectors.RunSteps) -> dict:
+def step_data(row: StepRun, found: selectors.RunSteps, zone=None) -> dict:
     """StepSerializer's output; loop steps carry their iteration count and first iterations."""
-    data = {"id": row.id, **_step_common(row), "step_id": row.step_id, "name": row.name}
+    zone = zone or timezone.get_current_timezone()
+    data = {"id": row.id, **_step_common(row, zone), "step_id": row.step_id, "name": row.name}
     if row.type == "loop":
         data["iteration_count"] = found.iteration_counts.get(row.id, 0)
-        data["iterations"] = [iteration_data(child) for child in found.iterations.get(row.id, [])]
+        data["iterations"] = [iteration_data(child, zone) for child in found.iterations.get(row.id, [])]
     return data
 
 
-def run_data(run: Run, current_step_ids: list[str]) -> dict:
+def run_data(run: Run, current_step_ids: list[str], zone=None) -> dict:
     """RunSerializer's output (a run in lists)."""
+    zone = zone or timezone.get_current_timezone()
     return {
         "id": run.id,
         "workflow_id": run.workflow_id,
@@ -116,9 +120,9 @@ def run_data(run: Run, current_step_ids: list[str]) -> dict:
         "triggered_by": (
             {"type": run.triggered_by_type or "system", "id": run.triggered_by} if run.triggered_by else None
         ),
-        "created_at": _datetime(run.created_at),
-        "started_at": _datetime(run.started_at),
-        "completed_at": _datetime(run.completed_at),
+        "created_at": _datetime(run.created_at, zone),
+        "started_at": _datetime(run.started_at, zone),
+        "completed_at": _datetime(run.completed_at, zone),
         "duration_ms": duration_ms(run.started_at, run.completed_at),
         "total_tokens": run.total_tokens,
         "cost_usd": float(run.cost_usd),
@@ -137,9 +141,10 @@ def run_detail(run: Run, found: selectors.RunSteps | None = None) -> dict:
     if getattr(run, "has_children", True):  # annotated by run_get(for_detail=True)
         children = Run.objects.filter(parent_run_id=run.id).order_by("created_at", "id")
         child_run_ids = list(children.values_list("id", flat=True)[:1000])  # at most 1,000 (API.md)
+    zone = timezone.get_current_timezone()
     return {
-        **run_data(run, current),
-        "steps": [step_data(row, found) for row in found.steps],
+        **run_data(run, current, zone),
+        "steps": [step_data(row, found, zone) for row in found.steps],
         "child_run_ids": child_run_ids,
     }
 

@@ -3,6 +3,7 @@ output serializers give the run object: lists without `steps`, the detail with t
 
 from __future__ import annotations
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -180,7 +181,8 @@ def run_list_data(runs: list[Run]) -> list[dict]:
     """List entries for a page of runs from selectors.run_list (one more query for current steps), written
     by runs/api/representation.py: RunSerializer's output, faster."""
     current = selectors.current_step_ids([run.id for run in runs])
-    return [run_data(run, current.get(run.id, [])) for run in runs]
+    zone = timezone.get_current_timezone()
+    return [run_data(run, current.get(run.id, []), zone) for run in runs]
 
 
 def run_detail_data(run: Run) -> dict:
