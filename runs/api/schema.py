@@ -13,7 +13,7 @@ from drf_spectacular.utils import (
 from config.api.schema import error_response
 from config.api.serializers import INSTANT_SCHEMA
 from runs.api import serializers as s
-from runs.choices import RunStatus
+from runs.choices import RunStatus, RunTrigger
 from runs.filtersets import METADATA_MAX_VALUE_LENGTH
 
 STATUS_PARAM = OpenApiParameter(
@@ -21,7 +21,9 @@ STATUS_PARAM = OpenApiParameter(
 )
 FILTER_PARAMS = [
     STATUS_PARAM,
-    OpenApiParameter("trigger", OpenApiTypes.STR, description="api, webhook, schedule, manual, rerun, …"),
+    OpenApiParameter(
+        "trigger", OpenApiTypes.STR, enum=RunTrigger.values, description="How the runs started."
+    ),
     OpenApiParameter("env", OpenApiTypes.STR),
     OpenApiParameter("version", OpenApiTypes.INT, description="Workflow version number."),
     OpenApiParameter("created_after", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (inclusive)."),

@@ -270,8 +270,18 @@ class WorkflowStatusSerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=WorkflowStatus.choices)
 
 
+@extend_schema_field(
+    {
+        "anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean")],
+        "description": "Any JSON value but null: the answer says what is wrong with it.",
+    }
+)
+class AnyDefinitionField(serializers.JSONField):
+    """POST /workflows/validate reads any JSON value and reports (200) why it is not a definition."""
+
+
 class WorkflowValidateSerializer(StrictSerializer):
-    definition = DefinitionField()
+    definition = AnyDefinitionField()
 
 
 class PublishSerializer(StrictSerializer):
