@@ -98,8 +98,6 @@ def schemathesis_command(url: str, key: str, options, report_dir: Path) -> list[
         "junit,ndjson",
         "--report-dir",
         str(report_dir),
-        "--generation-database",
-        "none",
         "--no-color",
         "--suppress-health-check",
         "all",
@@ -112,7 +110,9 @@ def schemathesis_command(url: str, key: str, options, report_dir: Path) -> list[
     if options.seed is not None:
         command += ["--seed", str(options.seed)]
     if options.derandomize:
-        command.append("--generation-deterministic")
+        command.append("--generation-deterministic")  # implies no example database
+    else:
+        command += ["--generation-database", "none"]  # no state carried from one run to the next
     if options.max_time:
         command += ["--max-time", str(options.max_time)]
     for pattern in options.exclude_path_regex or []:

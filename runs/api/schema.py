@@ -24,7 +24,7 @@ FILTER_PARAMS = [
     OpenApiParameter(
         "trigger", OpenApiTypes.STR, enum=RunTrigger.values, description="How the runs started."
     ),
-    OpenApiParameter("env", OpenApiTypes.STR),
+    OpenApiParameter("env", {"type": "string", "minLength": 1, "maxLength": 100}),
     OpenApiParameter("version", OpenApiTypes.INT, description="Workflow version number."),
     OpenApiParameter("created_after", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (inclusive)."),
     OpenApiParameter("created_before", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (exclusive)."),
@@ -45,7 +45,9 @@ FILTER_PARAMS = [
         "(several: all must match). `42`/`true` also match the number/boolean.",
     ),
 ]
-WORKFLOW_PARAM = OpenApiParameter("workflow", OpenApiTypes.STR, description="Workflow id or slug.")
+WORKFLOW_PARAM = OpenApiParameter(
+    "workflow", {"type": "string", "minLength": 1, "maxLength": 100}, description="Workflow id or slug."
+)
 AFTER_SEQ_PARAM = OpenApiParameter("after_seq", OpenApiTypes.INT, description="Only events after this seq.")
 RUN_404 = {404: error_response("run_not_found")}
 LIST_ERRORS = {400: error_response("invalid_request: an unknown filter, a repeated one or a bad value")}

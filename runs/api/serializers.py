@@ -424,7 +424,13 @@ _STATUS = {"type": "string", "enum": RunStatus.values}
             "metadata": {
                 "type": "object",
                 "x-propertyNames": {"pattern": METADATA_KEY.pattern},
-                "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE_LENGTH},
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "string", "maxLength": METADATA_MAX_VALUE_LENGTH},
+                        {"type": "number"},
+                        {"type": "boolean"},
+                    ]
+                },
             },
         },
         "additionalProperties": False,
