@@ -25,7 +25,11 @@ FILTER_PARAMS = [
         "trigger", OpenApiTypes.STR, enum=RunTrigger.values, description="How the runs started."
     ),
     OpenApiParameter("env", {"type": "string", "minLength": 1, "maxLength": 100}),
-    OpenApiParameter("version", OpenApiTypes.INT, description="Workflow version number."),
+    OpenApiParameter(
+        "version",
+        {"type": "integer", "minimum": 1, "maximum": 2_147_483_647},
+        description="Workflow version number.",
+    ),
     OpenApiParameter("created_after", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (inclusive)."),
     OpenApiParameter("created_before", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (exclusive)."),
     # A family of parameters, `metadata.<key>=<value>`: a free-form object whose properties are the

@@ -419,8 +419,9 @@ _STATUS = {"type": "string", "enum": RunStatus.values}
             "trigger": {"type": "string", "enum": RunTrigger.values, "nullable": True},
             "env": {"type": "string", "minLength": 1, "maxLength": 100, "nullable": True},
             "version": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647, "nullable": True},
-            "created_after": {**INSTANT_SCHEMA, "nullable": True},
-            "created_before": {**INSTANT_SCHEMA, "nullable": True},
+            # In a JSON body Unix seconds may also be a number.
+            "created_after": {"anyOf": [*INSTANT_SCHEMA["anyOf"], {"type": "number"}], "nullable": True},
+            "created_before": {"anyOf": [*INSTANT_SCHEMA["anyOf"], {"type": "number"}], "nullable": True},
             "metadata": {
                 "type": "object",
                 "x-propertyNames": {"pattern": METADATA_KEY.pattern},

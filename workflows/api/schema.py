@@ -78,11 +78,13 @@ WORKFLOWS = extend_schema_view(
         parameters=[
             OpenApiParameter(
                 "v1",
-                {"type": "string", "minLength": 1},
+                {"type": "string", "pattern": "^(latest|published|[1-9][0-9]{0,8})$"},
                 required=True,
                 description="Version number, `latest` or `published`.",
             ),
-            OpenApiParameter("v2", {"type": "string", "minLength": 1}, required=True),
+            OpenApiParameter(
+                "v2", {"type": "string", "pattern": "^(latest|published|[1-9][0-9]{0,8})$"}, required=True
+            ),
         ],
         responses={200: s.DiffSerializer, **ERRORS},
     ),
