@@ -98,8 +98,6 @@ def schemathesis_command(url: str, key: str, options, report_dir: Path) -> list[
         "junit,ndjson",
         "--report-dir",
         str(report_dir),
-        "--generation-database",
-        "none",
         "--no-color",
         "--suppress-health-check",
         "all",
@@ -112,9 +110,15 @@ def schemathesis_command(url: str, key: str, options, report_dir: Path) -> list[
     if options.seed is not None:
         command += ["--seed", str(options.seed)]
     if options.derandomize:
-        command.append("--generation-deterministic")
+        command.append("--generation-deterministic")  # implies no example database
+    else:
+        command += ["--generation-database", "none"]  # no state carried from one run to the next
     if options.max_time:
         command += ["--max-time", str(options.max_time)]
+    if options.baseline:
+        command += ["--baseline", str(Path(options.baseline).resolve())]
+        if options.baseline_update:
+            command.append("--baseline-update")
     for pattern in options.exclude_path_regex or []:
         command += ["--exclude-path-regex", pattern]
     for pattern in options.include_path_regex or []:
@@ -186,6 +190,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-log", default="", help="copy the server's output to this file")
     parser.add_argument("--exclude-path-regex", action="append")
     parser.add_argument("--include-path-regex", action="append")
+    parser.add_argument(
+        "--baseline", default="", help="schemathesis baseline: failures accepted (known, open)"
+    )
+    parser.add_argument("--baseline-update", action="store_true", help="record this run's failures in it")
     return parser
 
 

@@ -1,11 +1,11 @@
 """Shapes of the audit endpoints. Events are built by `audit.services.event_as_dict` (the hashed
 shape); these serializers describe them for the OpenAPI schema and check the query parameters."""
 
-from drf_spectacular.utils import extend_schema_serializer
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from audit.api.cursor import decode_cursor
-from config.api.serializers import InstantField
+from config.api.serializers import INSTANT_QUERY_SCHEMA, InstantField
 
 
 class CursorField(serializers.CharField):
@@ -13,11 +13,16 @@ class CursorField(serializers.CharField):
         return decode_cursor(super().to_internal_value(data))
 
 
+@extend_schema_field(INSTANT_QUERY_SCHEMA)
+class QueryInstantField(InstantField):
+    """since / until as query parameters: empty is no filter."""
+
+
 class AuditLogQuerySerializer(serializers.Serializer):
-    since = InstantField(
+    since = QueryInstantField(
         required=False, help_text="Events at or after this instant (ISO 8601 or Unix seconds)."
     )
-    until = InstantField(required=False, help_text="Events before this instant (exclusive).")
+    until = QueryInstantField(required=False, help_text="Events before this instant (exclusive).")
     actor = serializers.CharField(
         required=False, max_length=64, help_text="Actor id (usr_…, key_… or system)."
     )

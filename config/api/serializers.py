@@ -140,6 +140,13 @@ INSTANT_SCHEMA = {
 }
 
 
+# A query parameter: empty as well (no filter).
+INSTANT_QUERY_SCHEMA = {
+    **INSTANT_SCHEMA,
+    "anyOf": [*INSTANT_SCHEMA["anyOf"], {"type": "string", "maxLength": 0}],
+}
+
+
 @extend_schema_field(INSTANT_SCHEMA)
 class InstantField(serializers.Field):
     """An instant as ISO 8601 or Unix seconds (config.api.parsing.parse_instant)."""

@@ -13,7 +13,7 @@ from drf_spectacular.utils import (
 from config.api.schema import error_response
 from config.api.serializers import INSTANT_SCHEMA
 from runs.api import serializers as s
-from runs.choices import RunStatus
+from runs.choices import RunStatus, RunTrigger
 from runs.filtersets import METADATA_MAX_VALUE_LENGTH
 
 STATUS_PARAM = OpenApiParameter(
@@ -21,9 +21,15 @@ STATUS_PARAM = OpenApiParameter(
 )
 FILTER_PARAMS = [
     STATUS_PARAM,
-    OpenApiParameter("trigger", OpenApiTypes.STR, description="api, webhook, schedule, manual, rerun, …"),
-    OpenApiParameter("env", OpenApiTypes.STR),
-    OpenApiParameter("version", OpenApiTypes.INT, description="Workflow version number."),
+    OpenApiParameter(
+        "trigger", OpenApiTypes.STR, enum=RunTrigger.values, description="How the runs started."
+    ),
+    OpenApiParameter("env", {"type": "string", "minLength": 1, "maxLength": 100}),
+    OpenApiParameter(
+        "version",
+        {"type": "integer", "minimum": 1, "maximum": 2_147_483_647},
+        description="Workflow version number.",
+    ),
     OpenApiParameter("created_after", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (inclusive)."),
     OpenApiParameter("created_before", INSTANT_SCHEMA, description="ISO 8601 or Unix seconds (exclusive)."),
     # A family of parameters, `metadata.<key>=<value>`: a free-form object whose properties are the
@@ -43,7 +49,9 @@ FILTER_PARAMS = [
         "(several: all must match). `42`/`true` also match the number/boolean.",
     ),
 ]
-WORKFLOW_PARAM = OpenApiParameter("workflow", OpenApiTypes.STR, description="Workflow id or slug.")
+WORKFLOW_PARAM = OpenApiParameter(
+    "workflow", {"type": "string", "minLength": 1, "maxLength": 100}, description="Workflow id or slug."
+)
 AFTER_SEQ_PARAM = OpenApiParameter("after_seq", OpenApiTypes.INT, description="Only events after this seq.")
 RUN_404 = {404: error_response("run_not_found")}
 LIST_ERRORS = {400: error_response("invalid_request: an unknown filter, a repeated one or a bad value")}

@@ -412,17 +412,28 @@ _STATUS = {"type": "string", "enum": RunStatus.values}
         "description": "The filters of GET /runs: workflow, status (string or list), trigger, env, version, "
         "created_after, created_before, and `metadata` as an object (`metadata.<key>` entries also work).",
         "properties": {
-            "workflow": {"type": "string", "minLength": 1, "maxLength": 100},
-            "status": {"anyOf": [_STATUS, {"type": "array", "items": _STATUS, "minItems": 1}]},
-            "trigger": {"type": "string", "enum": RunTrigger.values},
-            "env": {"type": "string", "maxLength": 100},
-            "version": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647},
-            "created_after": INSTANT_SCHEMA,
-            "created_before": INSTANT_SCHEMA,
+            # null: the filter is not applied.
+            "workflow": {"type": "string", "minLength": 1, "maxLength": 100, "nullable": True},
+            "status": {
+                "anyOf": [_STATUS, {"type": "array", "items": _STATUS, "minItems": 1}],
+                "nullable": True,
+            },
+            "trigger": {"type": "string", "enum": RunTrigger.values, "nullable": True},
+            "env": {"type": "string", "minLength": 1, "maxLength": 100, "nullable": True},
+            "version": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647, "nullable": True},
+            # In a JSON body Unix seconds may also be a number.
+            "created_after": {"anyOf": [*INSTANT_SCHEMA["anyOf"], {"type": "number"}], "nullable": True},
+            "created_before": {"anyOf": [*INSTANT_SCHEMA["anyOf"], {"type": "number"}], "nullable": True},
             "metadata": {
                 "type": "object",
                 "x-propertyNames": {"pattern": METADATA_KEY.pattern},
-                "additionalProperties": {"type": "string", "maxLength": METADATA_MAX_VALUE_LENGTH},
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "string", "maxLength": METADATA_MAX_VALUE_LENGTH},
+                        {"type": "number"},
+                        {"type": "boolean"},
+                    ]
+                },
             },
         },
         "additionalProperties": False,

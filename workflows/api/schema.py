@@ -77,9 +77,14 @@ WORKFLOWS = extend_schema_view(
         summary="Diff two versions",
         parameters=[
             OpenApiParameter(
-                "v1", OpenApiTypes.STR, required=True, description="Version number, `latest` or `published`."
+                "v1",
+                {"type": "string", "pattern": "^(latest|published|[1-9][0-9]{0,8})$"},
+                required=True,
+                description="Version number, `latest` or `published`.",
             ),
-            OpenApiParameter("v2", OpenApiTypes.STR, required=True),
+            OpenApiParameter(
+                "v2", {"type": "string", "pattern": "^(latest|published|[1-9][0-9]{0,8})$"}, required=True
+            ),
         ],
         responses={200: s.DiffSerializer, **ERRORS},
     ),

@@ -15,7 +15,7 @@ from workflows.choices import (
 )
 from workflows.definition import input_schema
 from workflows.models import Project, Workflow, WorkflowTemplate, WorkflowVersion
-from workflows.services import CREATE_STATUSES
+from workflows.services import CREATE_STATUSES, MAX_RETENTION_DAYS
 
 
 class ProjectRefSerializer(serializers.Serializer):
@@ -215,6 +215,11 @@ class ProjectSerializer(serializers.ModelSerializer):
 # -------------------------------------------------------------------------------------------- input
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_RETENTION_DAYS, "nullable": True})
+class RetentionDaysField(serializers.IntegerField):
+    """Days a finished run is kept (workflows.services.clean_retention_days checks the range)."""
+
+
 @extend_schema_field({"type": "object", "additionalProperties": True, "description": "A definition."})
 class DefinitionField(serializers.JSONField):
     """A workflow definition: a JSON object, checked by the services (422 invalid_definition)."""
@@ -229,7 +234,7 @@ class WorkflowCreateSerializer(StrictSerializer):
     project = serializers.CharField(allow_null=True, allow_blank=True, required=False, max_length=40)
     status = serializers.ChoiceField(choices=[(s.value, s.label) for s in CREATE_STATUSES], required=False)
     concurrency = serializers.JSONField(allow_null=True, required=False)
-    retention_days = serializers.IntegerField(allow_null=True, required=False)
+    retention_days = RetentionDaysField(allow_null=True, required=False)
     webhook_enabled = serializers.BooleanField(required=False)
     change_summary = serializers.CharField(
         allow_blank=True, required=False, max_length=MAX_CHANGE_SUMMARY_LENGTH
@@ -262,7 +267,7 @@ class WorkflowMetadataSerializer(StrictSerializer):
     )
     project = serializers.CharField(allow_null=True, allow_blank=True, required=False, max_length=40)
     concurrency = serializers.JSONField(allow_null=True, required=False)
-    retention_days = serializers.IntegerField(allow_null=True, required=False)
+    retention_days = RetentionDaysField(allow_null=True, required=False)
     webhook_enabled = serializers.BooleanField(required=False)
 
 
@@ -270,8 +275,18 @@ class WorkflowStatusSerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=WorkflowStatus.choices)
 
 
+@extend_schema_field(
+    {
+        "anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean")],
+        "description": "Any JSON value but null: the answer says what is wrong with it.",
+    }
+)
+class AnyDefinitionField(serializers.JSONField):
+    """POST /workflows/validate reads any JSON value and reports (200) why it is not a definition."""
+
+
 class WorkflowValidateSerializer(StrictSerializer):
-    definition = DefinitionField()
+    definition = AnyDefinitionField()
 
 
 class PublishSerializer(StrictSerializer):

@@ -105,7 +105,13 @@ class RedactPatternsField(_UniqueListField):
             raise serializers.ValidationError(errors)
 
 
-@extend_schema_field({"type": "array", "items": {"type": "string"}, "maxItems": MAX_APPROVAL_ENVS})
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "pattern": ENV_NAME_RE.pattern},
+        "maxItems": MAX_APPROVAL_ENVS,
+    }
+)
 class EnvListField(_UniqueListField):
     what, noun, max_items = "environment names", "environments", MAX_APPROVAL_ENVS
 
@@ -215,9 +221,16 @@ class SecretNameField(StrictCharField):
     """A secret's name (the service checks the pattern; the schema states it)."""
 
 
+@extend_schema_field(
+    {"type": "string", "minLength": MIN_REDACT_LENGTH, "maxLength": SECRET_VALUE_MAX_BYTES, "writeOnly": True}
+)
+class SecretValueField(StrictCharField):
+    """A secret's value (the service checks its length: shorter values could not be redacted)."""
+
+
 class SecretCreateSerializer(StrictSerializer):
     name = SecretNameField(max_length=64, help_text=NAME_HELP)
-    value = StrictCharField(
+    value = SecretValueField(
         write_only=True, trim_whitespace=False, max_length=SECRET_VALUE_MAX_BYTES, help_text=VALUE_HELP
     )
     description = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
@@ -225,7 +238,7 @@ class SecretCreateSerializer(StrictSerializer):
 
 class SecretUpdateSerializer(StrictSerializer):
     name = SecretNameField(max_length=64, required=False, help_text=NAME_HELP)
-    value = StrictCharField(
+    value = SecretValueField(
         write_only=True,
         required=False,
         trim_whitespace=False,
