@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0004_run_list_filter_indexes'),
-        ('runs', '0004_workflow_subscription'),
+        ("runs", "0004_run_list_filter_indexes"),
+        ("runs", "0004_workflow_subscription"),
     ]
 
-    operations = [
-    ]
+    operations = []
