@@ -1,7 +1,6 @@
 """Settings → usage: this month's runs, LLM tokens and cost against the plan's limits (runs/quotas.py's
 usage_for, as GET /usage), the runs executing now against the concurrency cap, and the schedules."""
 
-from django.conf import settings
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -32,7 +31,7 @@ def usage(request):
             "Schedules",
             meter(
                 Schedule.objects.filter(organization=organization).count(),
-                settings.BATON_SCHEDULES_PER_ORGANIZATION,
+                organization.max_schedules,
             ),
         ),
     ]

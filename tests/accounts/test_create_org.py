@@ -34,7 +34,16 @@ def test_json_output_shape(db):
     result = json.loads(out)
     assert set(result) == {"organization", "owner", "api_key"}
     org = result["organization"]
-    assert set(org) == {"id", "name", "plan", "limits", "retention_days", "created_at"}
+    assert set(org) == {
+        "id",
+        "name",
+        "plan",
+        "limits",
+        "retention_days",
+        "require_two_factor",
+        "notification_webhook_set",
+        "created_at",
+    }
     assert (org["name"], org["plan"], org["limits"]) == ("Initech", "growth", plan_limits("growth"))
     assert set(result["owner"]) == {"id", "email", "name"} and result["owner"]["email"] == "bill@initech.test"
     key = ApiKey.objects.get(organization_id=org["id"])

@@ -95,11 +95,14 @@ REVIEWED_EQUALITIES = {
     ("accounts/services/security.py", '(description or "") != secret.description'): "its description",
     ("config/settings.py", '_entry == "secret_key"'): "a setting's keyword, compared with a constant",
     ("audit/management/commands/audit_verify.py", 'report.signatures == "verified"'): "a status word",
+    ("accounts/settings_views.py", 'key == "api_key"'): "a form field's name, compared with a constant",
 }
 
 # The places that do compare secrets, each with hmac.compare_digest.
 CONSTANT_TIME_SITES = {
     "accounts/keys.py": 1,  # an API key's checksum (before the lookup by its HMAC, an indexed equality)
+    "accounts/twofactor.py": 2,  # a TOTP code, and a recovery code's digest
+    "config/metrics.py": 1,  # the /metrics bearer token
     "runs/engine/signing.py": 1,  # X-Baton-Signature, every v1= candidate
     "workflows/webhooks.py": 3,  # the webhook token, X-Baton-Signature and GitHub's X-Hub-Signature-256
 }

@@ -112,7 +112,10 @@ CREATE_BODIES = {
     "/api/v1/workflows": lambda org, owner, kw: {"definition": definition("Created")},
     "/api/v1/workflows/{ref}/clone": lambda org, owner, kw: {"name": "Clone"},
     "/api/v1/workflows/{ref}/save-as-template": lambda org, owner, kw: {"name": "Saved"},
-    "/api/v1/workflows/{ref}/schedules": lambda org, owner, kw: {"cron_expression": "@hourly"},
+    "/api/v1/workflows/{ref}/schedules": lambda org, owner, kw: {
+        "cron_expression": "@hourly",
+        "input_data": {"who": "round trip"},
+    },
     "/api/v1/workflows/{ref}/rollback": lambda org, owner, kw: {"version": 1},
     "/api/v1/workflows/{ref}/run": lambda org, owner, kw: {"input_data": {"who": "Ada"}},
     "/api/v1/runs/{run_id}/rerun": lambda org, owner, kw: {},

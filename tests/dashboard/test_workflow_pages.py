@@ -183,19 +183,20 @@ def test_schedule_errors_are_shown_next_to_their_fields(org, owner, member, sett
     assert "JSON" in error_of({"cron_expression": "0 9 * * *", "input_data": "{nope"}, "input_data")
     assert "object" in error_of({"cron_expression": "0 9 * * *", "input_data": "[1]"}, "input_data")
     settings.BATON_SCHEDULE_MIN_INTERVAL_SECONDS = 3600
-    assert "minimum interval" in error_of({"cron_expression": "*/5 * * * *"}, "cron_expression")
+    assert "at least 3600 s apart" in error_of({"cron_expression": "*/5 * * * *"}, "cron_expression")
     assert not Schedule.objects.exists()
 
 
-def test_schedule_limit_is_the_services(org, owner, member, settings):
-    settings.BATON_SCHEDULES_PER_WORKFLOW = 1
+def test_schedule_limit_is_the_services(org, owner, member):
+    org.max_schedules_per_workflow = 1
+    org.save(update_fields=["max_schedules_per_workflow"])
     workflow = make_workflow(org, owner)
     client = signed_in(member, org)
     url = f"/workflows/{workflow.id}/schedules/"
     data = SCHEDULE
     assert client.post(url, data).status_code == 302
     response = client.post(url, data)
-    assert response.status_code == 409 and "the limit" in response.content.decode()
+    assert response.status_code == 402 and "limit" in response.content.decode()
 
 
 def test_viewer_reads_schedules_but_cannot_change_them(org, owner, viewer):
