@@ -42,16 +42,18 @@ test: install system-deps ## the whole suite on SQLite, then on PostgreSQL + Red
 
 # The SQLite pass runs on TEST_WORKERS processes (pytest-xdist; "auto": one a core), each with its own test
 # database file; tests marked xdist_group run on one worker (--dist loadgroup). The PostgreSQL + Redis pass
-# runs on PG_TEST_WORKERS (default 0: in this process): its workers would share django-q2's Redis queue,
-# and one worker's queue tests would see the other's messages. 0 runs everything in this process.
+# runs on PG_TEST_WORKERS, each with its own PostgreSQL test database and its own Redis database (counting
+# down from REDIS_TEST_URL's; config/settings.py). Both print the slowest tests (PYTEST_DURATIONS).
 TEST_WORKERS ?= auto
-PG_TEST_WORKERS ?= 0
+PG_TEST_WORKERS ?= 2
+PYTEST_DURATIONS ?= 15
 
 test-sqlite: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=$(PYTEST_DURATIONS)
 
 test-postgres: install  # the browser, soak/load and heavy (contract fuzzing) tests run in the SQLite pass only
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) -m "not browser and not soak and not heavy"
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -n $(PG_TEST_WORKERS) --dist loadgroup --durations=$(PYTEST_DURATIONS) \
+	  -m "not browser and not soak and not heavy"
 
 lint: install
 	$(VENV)/bin/ruff check .

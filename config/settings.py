@@ -8,6 +8,7 @@ switch to PostgreSQL and Redis. BATON_ENV=production fails closed.
 import base64
 import contextlib
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -219,6 +220,11 @@ if env_str("BATON_TEST_DB_NAME"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Under pytest-xdist each test process ("gw0", "gw1", ...) takes its own Redis database, counting down from
+# the one REDIS_URL names, so their django-q2 queues, caches and rate-limit counters stay apart.
+if REDIS_URL and re.fullmatch(r"gw\d+", env_str("PYTEST_XDIST_WORKER") or ""):
+    _redis_base, _redis_db = re.fullmatch(r"(.*?)(?:/(\d+))?/?", REDIS_URL).groups()
+    REDIS_URL = f"{_redis_base}/{(int(_redis_db or 0) - int(env_str('PYTEST_XDIST_WORKER')[2:])) % 16}"
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
