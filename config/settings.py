@@ -221,10 +221,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 # Under pytest-xdist each test process ("gw0", "gw1", ...) takes its own Redis database, counting down from
-# the one REDIS_URL names, so their django-q2 queues, caches and rate-limit counters stay apart.
-if REDIS_URL and re.fullmatch(r"gw\d+", env_str("PYTEST_XDIST_WORKER") or ""):
+# the one REDIS_URL names, so their django-q2 queues, caches and rate-limit counters stay apart. The worker's
+# name is set by pytest-xdist; it is not a setting.
+_xdist_worker = os.getenv("PYTEST_XDIST_WORKER", "")
+if REDIS_URL and re.fullmatch(r"gw\d+", _xdist_worker):
     _redis_base, _redis_db = re.fullmatch(r"(.*?)(?:/(\d+))?/?", REDIS_URL).groups()
-    REDIS_URL = f"{_redis_base}/{(int(_redis_db or 0) - int(env_str('PYTEST_XDIST_WORKER')[2:])) % 16}"
+    REDIS_URL = f"{_redis_base}/{(int(_redis_db or 0) - int(_xdist_worker[2:])) % 16}"
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
