@@ -136,13 +136,13 @@ def _provider_apply(provider: LlmProvider, values: dict) -> dict:
     """Check and set `values` on `provider` (unsaved): the one validation path of create and update.
     Returns the audit's changes; the API key is said to change, never what it is."""
     changes: dict = {}
+    values = dict(values)
+    if "api_key" in values:
+        encrypted, last4 = _encrypt(values.pop("api_key") or "")
+        if provider.api_key_set or encrypted:
+            changes["api_key"] = {"changed": True, "set": bool(encrypted)}
+        provider.api_key_encrypted, provider.api_key_last4 = encrypted, last4
     for field, value in values.items():
-        if field == "api_key":
-            encrypted, last4 = _encrypt(value or "")
-            if provider.api_key_set or encrypted:
-                changes["api_key"] = {"changed": True, "set": bool(encrypted)}
-            provider.api_key_encrypted, provider.api_key_last4 = encrypted, last4
-            continue
         value = _PROVIDER_NORMALIZERS.get(field, lambda v: v)(value)
         old = getattr(provider, field)
         if old == value:
