@@ -22,6 +22,7 @@ def _followers(workflow) -> set:
 
 def test_settings_page_loads_the_subscribers_section(org, owner, followed):
     page = signed_in(owner, org).get(f"/workflows/{followed.id}/settings/").content.decode()
+    assert f"<title>Settings of {followed.name} · Baton</title>" in page
     assert f'hx-get="/workflows/{followed.id}/subscribers/"' in page
     assert f'href="/workflows/{followed.id}/subscribers/"' in page  # without JavaScript: a page of its own
 
