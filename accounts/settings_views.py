@@ -92,7 +92,7 @@ class ModelPricesField(forms.CharField):
         if isinstance(value, dict):
             return "\n".join(
                 " ".join([model, *(_price_text(entry.get(key)) for key in ("input", "output"))])
-                for model, entry in value.items()
+                for model, entry in sorted(value.items())
             )
         return value
 
