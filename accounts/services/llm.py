@@ -122,6 +122,28 @@ def _saved(obj, kind: str) -> None:
         raise _name_taken(kind, obj.name) from None
 
 
+def _audit(kind: str, verb: str, *, organization, actor, object_id: str, data: dict) -> None:
+    audit_record(
+        organization=organization, event=f"{kind}.{verb}", actor=actor, target=(kind, object_id), data=data
+    )
+
+
+def _create_saved(obj, kind: str, actor, summary):
+    """Save the new `obj` and audit `<kind>.created` with `summary(obj)`; returns `obj`."""
+    _saved(obj, kind)
+    _audit(kind, "created", organization=obj.organization, actor=actor, object_id=obj.id, data=summary(obj))
+    return obj
+
+
+def _update_saved(obj, kind: str, changes: dict, actor):
+    """Save `obj` and audit `<kind>.updated` when anything changed; returns `obj`."""
+    if changes:
+        _saved(obj, kind)
+        _audit(kind, "updated", organization=obj.organization, actor=actor, object_id=obj.id,
+               data={"name": obj.name, "changes": changes})  # fmt: skip
+    return obj
+
+
 # --- providers -----------------------------------------------------------------------------------
 
 _PROVIDER_NORMALIZERS = {
@@ -182,15 +204,7 @@ def llm_provider_create(
             "model_prices": model_prices,
         },
     )
-    _saved(provider, "llm_provider")
-    audit_record(
-        organization=organization,
-        event="llm_provider.created",
-        actor=actor,
-        target=("llm_provider", provider.id),
-        data=_provider_summary(provider),
-    )
-    return provider
+    return _create_saved(provider, "llm_provider", actor, _provider_summary)
 
 
 PROVIDER_FIELDS = (
@@ -213,17 +227,7 @@ def llm_provider_update(*, provider: LlmProvider, actor, **fields) -> LlmProvide
     if unknown:
         raise InvalidRequest("invalid_request", f"Unknown provider field(s): {', '.join(sorted(unknown))}.")
     provider = LlmProvider.objects.select_for_update().get(pk=provider.pk)
-    changes = _provider_apply(provider, fields)
-    if changes:
-        _saved(provider, "llm_provider")
-        audit_record(
-            organization=provider.organization,
-            event="llm_provider.updated",
-            actor=actor,
-            target=("llm_provider", provider.id),
-            data={"name": provider.name, "changes": changes},
-        )
-    return provider
+    return _update_saved(provider, "llm_provider", _provider_apply(provider, fields), actor)
 
 
 @transaction.atomic
@@ -239,12 +243,8 @@ def llm_provider_delete(*, provider: LlmProvider, actor) -> None:
         )
     organization, summary, provider_id = provider.organization, _provider_summary(provider), provider.id
     provider.delete()
-    audit_record(
-        organization=organization,
-        event="llm_provider.deleted",
-        actor=actor,
-        target=("llm_provider", provider_id),
-        data=summary,
+    _audit(
+        "llm_provider", "deleted", organization=organization, actor=actor, object_id=provider_id, data=summary
     )
 
 
@@ -337,15 +337,7 @@ def agent_create(
             "description": description,
         },
     )
-    _saved(agent, "agent")
-    audit_record(
-        organization=organization,
-        event="agent.created",
-        actor=actor,
-        target=("agent", agent.id),
-        data=_agent_summary(agent),
-    )
-    return agent
+    return _create_saved(agent, "agent", actor, _agent_summary)
 
 
 @transaction.atomic
@@ -353,17 +345,7 @@ def agent_update(*, agent: Agent, actor, **fields) -> Agent:
     """Change the given fields (`provider_id` None = the organisation's first provider). A built-in agent
     may be tuned (model, provider, prompt, sampling, description) but keeps its name (409 agent_builtin)."""
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    changes = _agent_apply(agent, fields)
-    if changes:
-        _saved(agent, "agent")
-        audit_record(
-            organization=agent.organization,
-            event="agent.updated",
-            actor=actor,
-            target=("agent", agent.id),
-            data={"name": agent.name, "changes": changes},
-        )
-    return agent
+    return _update_saved(agent, "agent", _agent_apply(agent, fields), actor)
 
 
 @transaction.atomic
@@ -372,10 +354,4 @@ def agent_delete(*, agent: Agent, actor) -> None:
         raise Conflict("agent_builtin", f"'{agent.name}' is a built-in agent and cannot be deleted.")
     organization, summary, agent_id = agent.organization, _agent_summary(agent), agent.id
     agent.delete()
-    audit_record(
-        organization=organization,
-        event="agent.deleted",
-        actor=actor,
-        target=("agent", agent_id),
-        data=summary,
-    )
+    _audit("agent", "deleted", organization=organization, actor=actor, object_id=agent_id, data=summary)
