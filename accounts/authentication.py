@@ -13,8 +13,29 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from accounts import fastpaths, keys
 from accounts.models import ApiKey, Membership
 from accounts.principal import Principal
+from accounts.twofactor import two_factor_enabled, two_factor_required
+from config.errors import Forbidden
 
 ORG_CLAIM = "org"
+
+
+class TwoFactorRequired(Forbidden, PermissionDenied):
+    """403 `two_factor_required`: the envelope's code (an ApplicationError) raised where DRF expects an
+    APIException, so the refused request is left unauthenticated like any other authentication failure."""
+
+    default_code = "two_factor_required"
+
+
+def person_principal(user, membership: Membership) -> Principal:
+    """A person's Principal in `membership`'s organisation; refused (403 two_factor_required) while the
+    organisation requires two-factor sign-in of their role and they have not turned it on."""
+    if two_factor_required(membership) and not two_factor_enabled(user):
+        raise TwoFactorRequired(
+            "two_factor_required",
+            f"{membership.organization.name} requires two-factor sign-in of your role: turn it on in "
+            "your dashboard profile (/profile/two-factor/), then sign in again.",
+        )
+    return Principal(organization=membership.organization, user=user, role=membership.role)
 
 
 class KeyUser:
@@ -87,7 +108,7 @@ class OrgJWTAuthentication(JWTAuthentication):
         )
         if membership is None:
             raise AuthenticationFailed("The token's organisation membership no longer exists.")
-        return user, Principal(organization=membership.organization, user=user, role=membership.role)
+        return user, person_principal(user, membership)
 
     def get_user(self, validated_token):
         try:
@@ -117,7 +138,7 @@ class OrgSessionAuthentication(SessionAuthentication):
         membership = session_membership(request._request, user)
         if membership is None:
             return None
-        return user, Principal(organization=membership.organization, user=user, role=membership.role)
+        return user, person_principal(user, membership)
 
     def enforce_csrf(self, request):
         def dummy_get_response(request):

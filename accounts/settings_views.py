@@ -71,6 +71,56 @@ def _json(value):
 # --- the forms (HTML only: the API's serializers judge) ----------------------------------------------
 
 
+class ModelPricesField(forms.CharField):
+    """Per-model prices as lines of `model input output` (USD per million tokens; `-` falls back to the
+    provider's price), read into the API's {model: {"input", "output"}} for its serializer and service."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "class": "code", "spellcheck": "false"})
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 40_000)
+        kwargs.setdefault("label", "Per-model prices")
+        kwargs.setdefault(
+            "help_text",
+            "One model a line: name, input price, output price (USD per million tokens), e.g. "
+            '"gpt-4o-mini 0.15 0.6"; "-" keeps the provider\'s price. They override the prices above.',
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return "\n".join(
+                " ".join([model, *(_price_text(entry.get(key)) for key in ("input", "output"))])
+                for model, entry in sorted(value.items())
+            )
+        return value
+
+    def clean(self, value):
+        prices: dict = {}
+        for number, line in enumerate((super().clean(value) or "").splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3:
+                raise forms.ValidationError(f"Line {number}: write a model name and two prices.")
+            model, *texts = parts
+            entry = {}
+            for key, text in zip(("input", "output"), texts, strict=True):
+                if text == "-":
+                    continue
+                try:
+                    entry[key] = float(Decimal(text))
+                except ArithmeticError:
+                    raise forms.ValidationError(f"Line {number}: {text} is not a number.") from None
+            prices[model] = entry
+        return prices
+
+
+def _price_text(value) -> str:
+    return "-" if value is None else format(Decimal(str(value)).normalize(), "f")
+
+
 class ProviderForm(forms.Form):
     name = forms.CharField(max_length=100)
     kind = forms.ChoiceField(
@@ -90,6 +140,7 @@ class ProviderForm(forms.Form):
     default_model = forms.CharField(max_length=200, label="Default model")
     input_price_per_million = forms.DecimalField(**PRICE, label="Input price (USD per million tokens)")
     output_price_per_million = forms.DecimalField(**PRICE, label="Output price (USD per million tokens)")
+    model_prices = ModelPricesField()
 
 
 class ProviderEditForm(ProviderForm):
@@ -180,7 +231,8 @@ class Collection:
 
 def _provider_data(cleaned: dict, *, creating: bool) -> dict:
     data = {key: _json(value) for key, value in cleaned.items() if key != "remove_key"}
-    data = {key: value for key, value in data.items() if value not in (None, "") or key == "api_key"}
+    keep = ("api_key", "model_prices")
+    data = {key: value for key, value in data.items() if value not in (None, "") or key in keep}
     if not creating:
         if cleaned.get("remove_key"):
             data["api_key"] = None
@@ -230,6 +282,7 @@ COLLECTIONS = {
             "default_model": p.default_model,
             "input_price_per_million": p.input_price_per_million,
             "output_price_per_million": p.output_price_per_million,
+            "model_prices": p.model_prices,
         },
         empty="No LLM provider yet: add one so agent steps can call a model.",
     ),

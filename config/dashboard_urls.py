@@ -48,6 +48,12 @@ urlpatterns = [
         notifications.workflow_notifications,
         name="workflow-notifications",
     ),
+    path("workflows/<str:ref>/subscribers/", notifications.workflow_subscribers, name="workflow-subscribers"),
+    path(
+        "workflows/<str:ref>/subscribers/<str:user_id>/remove/",
+        notifications.workflow_subscriber_remove,
+        name="workflow-subscriber-remove",
+    ),
     path("workflows/<str:ref>/versions/", workflow_pages.workflow_diff, name="workflow-diff"),
     path("workflows/<str:ref>/settings/", workflow_pages.workflow_settings, name="workflow-settings"),
     path(

@@ -2,9 +2,10 @@
 page after `make run` shows Baton at work: two workflows installed from the built-in templates and runs
 executed by the real engine (docs/operations.md "First run").
 
-Every template ships steps that call other services, which a fresh install may not reach (offline, or
-blocked by the SSRF rules), so the runs stop where no network is needed: a production deployment whose
-approval was rejected (finished) and one waiting for the owner's approval (the inbox's first item)."""
+A fresh install may reach no other service (offline, or blocked by the SSRF rules), so the runs are of the
+decision template, which calls none: a request the owner approved (completed), one approved by its
+threshold without asking anyone (completed), and one waiting for the owner's approval (the inbox's first
+item, which completes when approved). The uptime check is installed to be run by hand."""
 
 from contextlib import contextmanager
 
@@ -20,18 +21,18 @@ from workflows.choices import WorkflowStatus
 from workflows.selectors import template_get
 from workflows.services import template_install, workflow_set_status
 
-DEPLOY_TEMPLATE = "tpl_approval_gated_deploy"
+DECISION_TEMPLATE = "tpl_decision_record"
 UPTIME_TEMPLATE = "tpl_uptime_check"
+AUTO_APPROVE_BELOW = 500
 
 
-def _deploy_input(version: str, changelog: str) -> dict:
+def _request(title: str, amount: int, details: str) -> dict:
     return {
-        "service": "checkout",
-        "version": version,
-        "environment": "production",
-        "deploy_webhook_url": "https://deploy.example.com/hooks/checkout",
-        "health_url": "https://checkout.example.com/healthz",
-        "changelog": changelog,
+        "title": title,
+        "details": details,
+        "requested_by": "ada@example.com",
+        "amount": amount,
+        "auto_approve_below": AUTO_APPROVE_BELOW,
     }
 
 
@@ -48,39 +49,37 @@ def _engine_in_this_process():
 
 
 def demo_content_create(*, organization: Organization, owner: User) -> list[Run]:
-    """Install the deployment (with its approval step) and uptime-check templates as active workflows, and
-    run the deployment twice: one rejected by `owner` (finished), one waiting for their approval. Call it
-    in or out of a transaction. Returns the two runs."""
+    """Install the decision (with its approval step) and uptime-check templates as active workflows, and
+    run the decision three times: approved by `owner`, approved by its threshold, and waiting for the
+    owner's approval. Call it in or out of a transaction. Returns the three runs, oldest first."""
     actor = Principal(organization=organization, user=owner, role="owner")
     workflows = {}
-    for template_id in (DEPLOY_TEMPLATE, UPTIME_TEMPLATE):
+    for template_id in (DECISION_TEMPLATE, UPTIME_TEMPLATE):
         template = template_get(organization=organization, template_id=template_id)
         workflow = template_install(template=template, organization=organization, actor=actor)
         workflows[template_id] = workflow_set_status(
             workflow=workflow, actor=actor, status=WorkflowStatus.ACTIVE
         )
-    deploy = workflows[DEPLOY_TEMPLATE]
+    decision = workflows[DECISION_TEMPLATE]
+    requests = [
+        _request("Renew the error-tracking plan", 2400, "Yearly plan; the price is unchanged."),
+        _request("Buy a USB-C hub for the front desk", 45, "The old one is broken."),
+        _request("Buy a second build server", 4200, "The build queue waits 20 minutes at peak."),
+    ]
+    runs = []
     with _engine_in_this_process():
-        # Triggered by the system (as a release pipeline would), so the owner may decide them.
-        rejected = run_trigger(
-            workflow=deploy,
-            actor=SYSTEM,
-            input_data=_deploy_input("2.4.0", "Moves payments to the new provider."),
-            trigger=RunTrigger.MANUAL,
-        )
-        drain()
+        for input_data in requests:
+            # Triggered by the system (as a form or a chat command would), so the owner may decide them.
+            run = run_trigger(
+                workflow=decision, actor=SYSTEM, input_data=input_data, trigger=RunTrigger.MANUAL
+            )
+            drain()
+            runs.append(run)
         run_decide(
-            run=Run.objects.get(pk=rejected.pk),
+            run=Run.objects.get(pk=runs[0].pk),
             actor=actor,
-            approved=False,
-            note="Not during the end-of-month freeze.",
+            approved=True,
+            note="Within this year's tooling budget.",
         )
         drain()
-        waiting = run_trigger(
-            workflow=deploy,
-            actor=SYSTEM,
-            input_data=_deploy_input("2.4.1", "Fixes the rounding of refunds."),
-            trigger=RunTrigger.MANUAL,
-        )
-        drain()
-    return [Run.objects.get(pk=rejected.pk), Run.objects.get(pk=waiting.pk)]
+    return [Run.objects.get(pk=run.pk) for run in runs]

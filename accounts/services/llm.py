@@ -16,7 +16,6 @@ DEFAULT_BASE_URLS = {
 }
 # A key shorter than this shows no last4: four characters of a short key give too much of it away.
 LAST4_MIN_KEY_LENGTH = 16
-_UNSET = object()
 
 
 def _field_error(field: str, message: str) -> InvalidRequest:
@@ -63,11 +62,40 @@ def _prices(value) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.000001"))
 
 
-def _model_prices(value: dict | None) -> dict:
-    return {
-        model: {key: float(_prices(price)) for key, price in entry.items()}
-        for model, entry in (value or {}).items()
-    }
+MODEL_PRICES_MAX = 200
+MODEL_NAME_MAX = 200
+PRICE_MAX = 999_999
+
+
+def _is_price(value) -> bool:
+    number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    return number and 0 <= value <= PRICE_MAX
+
+
+def model_prices_normalize(value) -> dict:
+    """{model: {"input"?, "output"?}} checked (at most 200 models, names of 1 to 200 characters, prices
+    between 0 and 999,999 USD per million tokens) and rounded to six decimals. InvalidRequest naming each
+    bad model under `details.fields.model_prices`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _field_error("model_prices", 'Must be an object of {model: {"input", "output"}}.')
+    if len(value) > MODEL_PRICES_MAX:
+        raise _field_error("model_prices", f"At most {MODEL_PRICES_MAX} models.")
+    errors, prices = {}, {}
+    for model, entry in value.items():
+        if not isinstance(model, str) or not 0 < len(model) <= MODEL_NAME_MAX:
+            errors[str(model)[:MODEL_NAME_MAX]] = [f"A model name is 1 to {MODEL_NAME_MAX} characters."]
+        elif not isinstance(entry, dict) or not entry or set(entry) - {"input", "output"}:
+            errors[model] = ['Must be {"input": number, "output": number} (either may be left out).']
+        elif bad := [key for key, price in entry.items() if not _is_price(price)]:
+            errors[model] = [f"{', '.join(bad)} must be a number between 0 and {PRICE_MAX}."]
+        else:
+            prices[model] = {key: float(_prices(price)) for key, price in entry.items()}
+    if errors:
+        message = "; ".join(f"{model}: {texts[0]}" for model, texts in errors.items())
+        raise InvalidRequest("invalid_request", message, details={"fields": {"model_prices": errors}})
+    return prices
 
 
 def _provider_summary(provider: LlmProvider) -> dict:
@@ -80,7 +108,73 @@ def _provider_summary(provider: LlmProvider) -> dict:
     }
 
 
+def _name_free(model, kind: str, organization_id, name: str) -> None:
+    if model.objects.filter(organization_id=organization_id, name=name).exists():
+        raise _name_taken(kind, name)
+
+
+def _saved(obj, kind: str) -> None:
+    """Save `obj`; a name taken meanwhile (the unique constraint) is the same 409 as the check before."""
+    try:
+        with transaction.atomic():
+            obj.save()
+    except IntegrityError:
+        raise _name_taken(kind, obj.name) from None
+
+
+def _audit(kind: str, verb: str, *, organization, actor, object_id: str, data: dict) -> None:
+    audit_record(
+        organization=organization, event=f"{kind}.{verb}", actor=actor, target=(kind, object_id), data=data
+    )
+
+
+def _create_saved(obj, kind: str, actor, summary):
+    """Save the new `obj` and audit `<kind>.created` with `summary(obj)`; returns `obj`."""
+    _saved(obj, kind)
+    _audit(kind, "created", organization=obj.organization, actor=actor, object_id=obj.id, data=summary(obj))
+    return obj
+
+
+def _update_saved(obj, kind: str, changes: dict, actor):
+    """Save `obj` and audit `<kind>.updated` when anything changed; returns `obj`."""
+    if changes:
+        _saved(obj, kind)
+        _audit(kind, "updated", organization=obj.organization, actor=actor, object_id=obj.id,
+               data={"name": obj.name, "changes": changes})  # fmt: skip
+    return obj
+
+
 # --- providers -----------------------------------------------------------------------------------
+
+_PROVIDER_NORMALIZERS = {
+    "base_url": normalize_base_url,
+    "input_price_per_million": _prices,
+    "output_price_per_million": _prices,
+    "model_prices": model_prices_normalize,
+}
+
+
+def _provider_apply(provider: LlmProvider, values: dict) -> dict:
+    """Check and set `values` on `provider` (unsaved): the one validation path of create and update.
+    Returns the audit's changes; the API key is said to change, never what it is."""
+    changes: dict = {}
+    values = dict(values)
+    if "api_key" in values:
+        encrypted, last4 = _encrypt(values.pop("api_key") or "")
+        if provider.api_key_set or encrypted:
+            changes["api_key"] = {"changed": True, "set": bool(encrypted)}
+        provider.api_key_encrypted, provider.api_key_last4 = encrypted, last4
+    for field, value in values.items():
+        value = _PROVIDER_NORMALIZERS.get(field, lambda v: v)(value)
+        old = getattr(provider, field)
+        if old == value:
+            continue
+        if field == "name":
+            _name_free(LlmProvider, "llm_provider", provider.organization_id, value)
+        as_json = float if isinstance(value, Decimal) else (lambda v: v)
+        changes[field] = {"from": as_json(old), "to": as_json(value)}
+        setattr(provider, field, value)
+    return changes
 
 
 @transaction.atomic
@@ -97,98 +191,43 @@ def llm_provider_create(
     output_price_per_million=0,
     model_prices: dict | None = None,
 ) -> LlmProvider:
-    base_url = normalize_base_url(base_url) if base_url else DEFAULT_BASE_URLS[LlmProviderKind(kind)]
-    if LlmProvider.objects.filter(organization=organization, name=name).exists():
-        raise _name_taken("llm_provider", name)
-    encrypted, last4 = _encrypt(api_key)
-    try:
-        with transaction.atomic():
-            provider = LlmProvider.objects.create(
-                organization=organization,
-                name=name,
-                kind=kind,
-                base_url=base_url,
-                api_key_encrypted=encrypted,
-                api_key_last4=last4,
-                default_model=default_model,
-                input_price_per_million=_prices(input_price_per_million),
-                output_price_per_million=_prices(output_price_per_million),
-                model_prices=_model_prices(model_prices),
-            )
-    except IntegrityError:
-        raise _name_taken("llm_provider", name) from None
-    audit_record(
-        organization=organization,
-        event="llm_provider.created",
-        actor=actor,
-        target=("llm_provider", provider.id),
-        data=_provider_summary(provider),
+    provider = LlmProvider(organization=organization, kind=kind, base_url="", default_model="")
+    _provider_apply(
+        provider,
+        {
+            "name": name,
+            "default_model": default_model,
+            "base_url": base_url or DEFAULT_BASE_URLS[LlmProviderKind(kind)],
+            "api_key": api_key,
+            "input_price_per_million": input_price_per_million,
+            "output_price_per_million": output_price_per_million,
+            "model_prices": model_prices,
+        },
     )
-    return provider
+    return _create_saved(provider, "llm_provider", actor, _provider_summary)
+
+
+PROVIDER_FIELDS = (
+    "name",
+    "kind",
+    "base_url",
+    "api_key",
+    "default_model",
+    "input_price_per_million",
+    "output_price_per_million",
+    "model_prices",
+)
 
 
 @transaction.atomic
-def llm_provider_update(
-    *,
-    provider: LlmProvider,
-    actor,
-    name=_UNSET,
-    kind=_UNSET,
-    base_url=_UNSET,
-    api_key=_UNSET,
-    default_model=_UNSET,
-    input_price_per_million=_UNSET,
-    output_price_per_million=_UNSET,
-    model_prices=_UNSET,
-) -> LlmProvider:
-    """Change what is given. `api_key`: a new key replaces the old one, "" or None removes it. The audit
-    event says the key changed, never what it is."""
+def llm_provider_update(*, provider: LlmProvider, actor, **fields) -> LlmProvider:
+    """Change the given fields (PROVIDER_FIELDS). `api_key`: a new key replaces the old one, "" or None
+    removes it. The audit event says the key changed, never what it is."""
+    unknown = set(fields) - set(PROVIDER_FIELDS)
+    if unknown:
+        raise InvalidRequest("invalid_request", f"Unknown provider field(s): {', '.join(sorted(unknown))}.")
     provider = LlmProvider.objects.select_for_update().get(pk=provider.pk)
-    changes: dict = {}
-
-    def change(field, value):
-        old = getattr(provider, field)
-        if old != value:
-            as_json = (lambda v: float(v)) if isinstance(value, Decimal) else (lambda v: v)
-            changes[field] = {"from": as_json(old), "to": as_json(value)}
-            setattr(provider, field, value)
-
-    if name is not _UNSET and name != provider.name:
-        if LlmProvider.objects.filter(organization_id=provider.organization_id, name=name).exists():
-            raise _name_taken("llm_provider", name)
-        change("name", name)
-    if kind is not _UNSET:
-        change("kind", kind)
-    if base_url is not _UNSET:
-        change("base_url", normalize_base_url(base_url))
-    if default_model is not _UNSET:
-        change("default_model", default_model)
-    if input_price_per_million is not _UNSET:
-        change("input_price_per_million", _prices(input_price_per_million))
-    if output_price_per_million is not _UNSET:
-        change("output_price_per_million", _prices(output_price_per_million))
-    if model_prices is not _UNSET:
-        change("model_prices", _model_prices(model_prices))
-    if api_key is not _UNSET:
-        encrypted, last4 = _encrypt(api_key or "")
-        had_key = provider.api_key_set
-        provider.api_key_encrypted, provider.api_key_last4 = encrypted, last4
-        if had_key or encrypted:
-            changes["api_key"] = {"changed": True, "set": bool(encrypted)}
-    if changes:
-        try:
-            with transaction.atomic():
-                provider.save()
-        except IntegrityError:
-            raise _name_taken("llm_provider", provider.name) from None
-        audit_record(
-            organization=provider.organization,
-            event="llm_provider.updated",
-            actor=actor,
-            target=("llm_provider", provider.id),
-            data={"name": provider.name, "changes": changes},
-        )
-    return provider
+    return _update_saved(provider, "llm_provider", _provider_apply(provider, fields), actor)
 
 
 @transaction.atomic
@@ -204,12 +243,8 @@ def llm_provider_delete(*, provider: LlmProvider, actor) -> None:
         )
     organization, summary, provider_id = provider.organization, _provider_summary(provider), provider.id
     provider.delete()
-    audit_record(
-        organization=organization,
-        event="llm_provider.deleted",
-        actor=actor,
-        target=("llm_provider", provider_id),
-        data=summary,
+    _audit(
+        "llm_provider", "deleted", organization=organization, actor=actor, object_id=provider_id, data=summary
     )
 
 
@@ -229,10 +264,10 @@ def agents_seed_builtin(organization) -> list[Agent]:
     return Agent.objects.bulk_create(created)
 
 
-def _agent_provider(organization, provider_id):
+def _agent_provider(organization_id, provider_id):
     if provider_id is None:
         return None
-    provider = LlmProvider.objects.filter(organization=organization, pk=provider_id).first()
+    provider = LlmProvider.objects.filter(organization_id=organization_id, pk=provider_id).first()
     if provider is None:
         raise _field_error("provider_id", f"LLM provider {provider_id} was not found.")
     return provider
@@ -240,6 +275,40 @@ def _agent_provider(organization, provider_id):
 
 def _agent_summary(agent: Agent) -> dict:
     return {"name": agent.name, "kind": agent.kind, "model": agent.model, "provider_id": agent.provider_id}
+
+
+AGENT_FIELDS = ("name", "model", "system_prompt", "temperature", "max_tokens", "description")
+
+
+def _agent_apply(agent: Agent, values: dict) -> dict:
+    """Check and set `values` on `agent` (unsaved): the one validation path of create and update. Returns
+    the audit's changes (a prompt's change is said with its new length: prompts can be long)."""
+    unknown = set(values) - {*AGENT_FIELDS, "provider_id"}
+    if unknown:
+        raise InvalidRequest("invalid_request", f"Unknown agent field(s): {', '.join(sorted(unknown))}.")
+    changes: dict = {}
+    for field, value in values.items():
+        old = agent.provider_id if field == "provider_id" else getattr(agent, field)
+        if old == value:
+            continue
+        if field == "provider_id":
+            provider = _agent_provider(agent.organization_id, value)
+            changes[field] = {"from": old, "to": provider.id if provider else None}
+            agent.provider = provider
+            continue
+        if field == "name":
+            if agent.kind == AgentKind.BUILT_IN:
+                raise Conflict(
+                    "agent_builtin", "A built-in agent cannot be renamed; create a custom agent instead."
+                )
+            _name_free(Agent, "agent", agent.organization_id, value)
+        changes[field] = (
+            {"changed": True, "length": len(value)}
+            if field == "system_prompt"
+            else {"from": old, "to": value}
+        )
+        setattr(agent, field, value)
+    return changes
 
 
 @transaction.atomic
@@ -255,35 +324,20 @@ def agent_create(
     max_tokens: int | None = None,
     description: str = "",
 ) -> Agent:
-    provider = _agent_provider(organization, provider_id)
-    if Agent.objects.filter(organization=organization, name=name).exists():
-        raise _name_taken("agent", name)
-    try:
-        with transaction.atomic():
-            agent = Agent.objects.create(
-                organization=organization,
-                name=name,
-                kind=AgentKind.CUSTOM,
-                model=model,
-                provider=provider,
-                system_prompt=system_prompt,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                description=description,
-            )
-    except IntegrityError:
-        raise _name_taken("agent", name) from None
-    audit_record(
-        organization=organization,
-        event="agent.created",
-        actor=actor,
-        target=("agent", agent.id),
-        data=_agent_summary(agent),
+    agent = Agent(organization=organization, kind=AgentKind.CUSTOM, name="")
+    _agent_apply(
+        agent,
+        {
+            "provider_id": provider_id,
+            "name": name,
+            "model": model,
+            "system_prompt": system_prompt,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "description": description,
+        },
     )
-    return agent
-
-
-AGENT_FIELDS = ("name", "model", "system_prompt", "temperature", "max_tokens", "description")
+    return _create_saved(agent, "agent", actor, _agent_summary)
 
 
 @transaction.atomic
@@ -291,44 +345,7 @@ def agent_update(*, agent: Agent, actor, **fields) -> Agent:
     """Change the given fields (`provider_id` None = the organisation's first provider). A built-in agent
     may be tuned (model, provider, prompt, sampling, description) but keeps its name (409 agent_builtin)."""
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    unknown = set(fields) - {*AGENT_FIELDS, "provider_id"}
-    if unknown:
-        raise InvalidRequest("invalid_request", f"Unknown agent field(s): {', '.join(sorted(unknown))}.")
-    changes: dict = {}
-    if "name" in fields and fields["name"] != agent.name:
-        if agent.kind == AgentKind.BUILT_IN:
-            raise Conflict(
-                "agent_builtin", "A built-in agent cannot be renamed; create a custom agent instead."
-            )
-        if Agent.objects.filter(organization_id=agent.organization_id, name=fields["name"]).exists():
-            raise _name_taken("agent", fields["name"])
-    for field in AGENT_FIELDS:
-        if field in fields and fields[field] != getattr(agent, field):
-            # Prompts can be long: the audit event says that one changed, and its new length.
-            changes[field] = (
-                {"changed": True, "length": len(fields[field])}
-                if field == "system_prompt"
-                else {"from": getattr(agent, field), "to": fields[field]}
-            )
-            setattr(agent, field, fields[field])
-    if "provider_id" in fields and fields["provider_id"] != agent.provider_id:
-        provider = _agent_provider(agent.organization, fields["provider_id"])
-        changes["provider_id"] = {"from": agent.provider_id, "to": provider.id if provider else None}
-        agent.provider = provider
-    if changes:
-        try:
-            with transaction.atomic():
-                agent.save()
-        except IntegrityError:
-            raise _name_taken("agent", agent.name) from None
-        audit_record(
-            organization=agent.organization,
-            event="agent.updated",
-            actor=actor,
-            target=("agent", agent.id),
-            data={"name": agent.name, "changes": changes},
-        )
-    return agent
+    return _update_saved(agent, "agent", _agent_apply(agent, fields), actor)
 
 
 @transaction.atomic
@@ -337,10 +354,4 @@ def agent_delete(*, agent: Agent, actor) -> None:
         raise Conflict("agent_builtin", f"'{agent.name}' is a built-in agent and cannot be deleted.")
     organization, summary, agent_id = agent.organization, _agent_summary(agent), agent.id
     agent.delete()
-    audit_record(
-        organization=organization,
-        event="agent.deleted",
-        actor=actor,
-        target=("agent", agent_id),
-        data=summary,
-    )
+    _audit("agent", "deleted", organization=organization, actor=actor, object_id=agent_id, data=summary)

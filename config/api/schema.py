@@ -47,7 +47,8 @@ def error_response(description: str) -> OpenApiResponse:
 ERROR_DESCRIPTIONS = {
     400: "`invalid_request`: malformed JSON, invalid or missing fields (`details.fields`) or query values.",
     401: "`unauthorized`: missing, malformed, unknown, expired or revoked credentials.",
-    403: "`forbidden` (role) or `insufficient_scope` (API key scope).",
+    403: "`forbidden` (role), `insufficient_scope` (API key scope) or `two_factor_required` (a person's "
+    "session or JWT while the organisation requires two-factor sign-in and they have not turned it on).",
     404: "`not_found` or `<type>_not_found`: absent, or in another organisation.",
     409: "`conflict` or a specific state conflict; `idempotency_request_in_progress`.",
     413: "`payload_too_large`: the body is over the size limit.",

@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from accounts.dashboard import dashboard_page
 from config.errors import ApplicationError
 from runs.services import run_trigger
-from runs.views.selectors import workflows_with_last_run
+from runs.views.selectors import last_runs_attach, workflows_listed
 from workflows.choices import WorkflowStatus
 from workflows.definition import input_schema
 from workflows.forms import SchemaForm
@@ -25,10 +25,9 @@ def workflow_list(request):
     status = status if status in WorkflowStatus.values else ""
     tag = request.GET.get("tag", "").strip()[:50]
     workflows = list(
-        workflows_with_last_run(organization=organization, search=search, status=status, tag=tag)[
-            : PAGE_SIZE + 1
-        ]
+        workflows_listed(organization=organization, search=search, status=status, tag=tag)[: PAGE_SIZE + 1]
     )
+    last_runs_attach(workflows[:PAGE_SIZE])
     tags = (
         WorkflowTag.objects.filter(workflow__organization=organization)
         .order_by("name")

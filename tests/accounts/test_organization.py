@@ -143,7 +143,10 @@ def test_usage_period_is_the_utc_calendar_month(org):
     assert usage_for(org, datetime(2026, 3, 2, tzinfo=UTC))["period"] == "2026-03"
 
 
-def test_admin_requires_two_factor_and_sets_the_webhook_write_only(admin_client, org):
+def test_admin_requires_two_factor_and_sets_the_webhook_write_only(admin_client, org, admin):
+    from tests.accounts.test_two_factor_api import turn_on
+
+    turn_on(admin)  # else the requirement refuses the admin's own token from the next call on
     url = "https://hooks.example.com/services/T0/B0/secret"
     response = admin_client.patch(
         ORG, {"require_two_factor": True, "notification_webhook_url": url}, format="json"

@@ -95,7 +95,6 @@ REVIEWED_EQUALITIES = {
     ("accounts/services/security.py", '(description or "") != secret.description'): "its description",
     ("config/settings.py", '_entry == "secret_key"'): "a setting's keyword, compared with a constant",
     ("audit/management/commands/audit_verify.py", 'report.signatures == "verified"'): "a status word",
-    ("accounts/settings_views.py", 'key == "api_key"'): "a form field's name, compared with a constant",
 }
 
 # The places that do compare secrets, each with hmac.compare_digest.

@@ -115,6 +115,33 @@ def test_workflow_list_filters_and_shows_the_last_run(owner_client, org, owner):
     assert "No workflow matches these filters" in body
 
 
+def test_workflow_list_shows_each_workflows_newest_run(owner_client, org, owner):
+    from datetime import timedelta
+
+    from runs.views.selectors import last_runs_attach, workflows_listed
+
+    principal = actor(org, owner)
+    flows = [make_workflow(org, owner, name=f"Flow {i}") for i in range(3)]
+    older = run_create(workflow=flows[0], actor=principal, input_data={})
+    newest = run_create(workflow=flows[0], actor=principal, input_data={})
+    Run.objects.filter(pk=older.pk).update(created_at=newest.created_at - timedelta(hours=1))
+    Run.objects.filter(pk=newest.pk).update(status="failed")
+    other = run_create(workflow=flows[1], actor=principal, input_data={})
+    Run.objects.filter(pk=other.pk).update(status="completed")
+    listed = last_runs_attach(list(workflows_listed(organization=org)))
+    assert [(w.name, w.last_run_id, w.last_run_status) for w in listed] == [
+        ("Flow 0", newest.id, "failed"),
+        ("Flow 1", other.id, "completed"),
+        ("Flow 2", None, None),
+    ]
+    body = owner_client.get("/workflows/").content.decode()
+    assert f"/runs/{newest.id}/" in body and f"/runs/{older.id}/" not in body
+    # The newest run deleted: the one before it is the last run.
+    Run.objects.filter(pk=newest.pk).delete()
+    assert last_runs_attach([flows[0]])[0].last_run_id == older.id
+    assert last_runs_attach([]) == []
+
+
 def test_workflow_list_empty_state(owner_client):
     assert "No workflows yet" in owner_client.get("/workflows/").content.decode()
 

@@ -10,9 +10,11 @@ from playwright.sync_api import expect
 
 from accounts.models import LlmProvider
 from audit.models import AuditEvent
+from runs.models import WorkflowSubscription
 from tests.dashboard.support.axe import serious_violations
 from tests.dashboard.support.helpers import GREET_STEPS, actor, make_workflow
 from tests.dashboard.test_dashboard_browser import csp_errors, sign_in  # noqa: F401  (fixture)
+from tests.factories import add_member
 from workflows.models import Schedule
 from workflows.services import workflow_update
 
@@ -76,7 +78,12 @@ def test_every_new_page_has_no_serious_accessibility_violation(browser, live_ser
 
     workflow = _two_versions(org, owner)
     schedule_create(workflow=workflow, actor=actor(org, owner), values={"cron_expression": "0 9 * * *"})
-    provider = LlmProvider.objects.create(organization=org, name="Main", kind="openai", default_model="m")
+    provider = LlmProvider.objects.create(
+        organization=org, name="Main", kind="openai", default_model="m",
+        model_prices={"gpt-4o-mini": {"input": 0.15, "output": 0.6}},
+    )  # fmt: skip
+    follower = add_member(org, "member")
+    WorkflowSubscription.objects.create(workflow=workflow, user=follower)
     event = AuditEvent.objects.filter(organization=org).latest("seq")
     context = browser.new_context(bypass_csp=True, viewport={"width": 1200, "height": 800})
     page = context.new_page()
@@ -85,7 +92,7 @@ def test_every_new_page_has_no_serious_accessibility_violation(browser, live_ser
     pages = [
         f"/workflows/{workflow.id}/", f"/workflows/{workflow.id}/versions/",
         f"/workflows/{workflow.id}/schedules/", f"/workflows/{workflow.id}/settings/", "/audit/",
-        "/settings/llm-providers/",
+        f"/workflows/{workflow.id}/subscribers/", "/settings/llm-providers/",
         f"/settings/llm-providers/{provider.id}/", "/settings/agents/", "/settings/secrets/",
         "/settings/security/", "/settings/usage/", f"/audit/{event.id}/",
     ]  # fmt: skip
@@ -107,5 +114,16 @@ def test_every_new_page_has_no_serious_accessibility_violation(browser, live_ser
         if violations:
             found[f"{path} (phone)"] = violations
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 375, path
+    # The settings page loads its subscribers (htmx); removing one swaps the section, CSRF and all.
+    page.set_viewport_size({"width": 1200, "height": 800})
+    page.goto(f"{live_server.url}/workflows/{workflow.id}/settings/")
+    section = page.get_by_test_id("workflow-subscribers")
+    expect(section).to_contain_text(follower.email)
+    violations = serious_violations(page)
+    if violations:
+        found["settings with subscribers"] = violations
+    section.get_by_test_id("remove-subscriber").click()
+    expect(section).to_contain_text("Nobody is told by email")
+    assert not WorkflowSubscription.objects.filter(workflow=workflow).exists()
     context.close()
     assert found == {}

@@ -88,6 +88,57 @@ def test_llm_provider_errors_next_to_fields(org, admin):
     )
 
 
+def test_llm_provider_model_prices_set_edited_and_cleared_from_the_page(org, admin):
+    client = signed_in(admin, org)
+    base = {"name": "Main", "kind": "openai", "default_model": "gpt-4o"}
+    lines = "gpt-4o-mini 0.15 0.6\n\n  o1  15 -\n"
+    assert client.post("/settings/llm-providers/", {**base, "model_prices": lines}).status_code == 302
+    provider = LlmProvider.objects.get()
+    assert provider.model_prices == {"gpt-4o-mini": {"input": 0.15, "output": 0.6}, "o1": {"input": 15.0}}
+    listing = client.get("/settings/llm-providers/").content.decode()
+    assert "<code>gpt-4o-mini</code>: $0.15 / $0.6" in listing and "<code>o1</code>: $15.0 / —" in listing
+    edit = client.get(f"/settings/llm-providers/{provider.id}/").content.decode()
+    assert "gpt-4o-mini 0.15 0.6\no1 15 -</textarea>" in edit
+    edited = {**base, "base_url": provider.base_url, "model_prices": "gpt-4o-mini 0.2 0.8"}
+    assert client.post(f"/settings/llm-providers/{provider.id}/", edited).status_code == 302
+    provider.refresh_from_db()
+    assert provider.model_prices == {"gpt-4o-mini": {"input": 0.2, "output": 0.8}}
+    event = AuditEvent.objects.filter(event="llm_provider.updated").latest("seq")
+    assert event.data["changes"]["model_prices"]["to"] == {"gpt-4o-mini": {"input": 0.2, "output": 0.8}}
+    cleared = {**edited, "model_prices": ""}
+    assert client.post(f"/settings/llm-providers/{provider.id}/", cleared).status_code == 302
+    provider.refresh_from_db()
+    assert provider.model_prices == {}
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ("gpt-4o 0.15", "Line 1: write a model name and two prices."),
+        ("gpt-4o 0.15 cheap", "Line 1: cheap is not a number."),
+        ("gpt-4o 0.15 1000000", "output must be a number between 0 and 999999"),  # the service's rule
+        ("gpt-4o - -", "either may be left out"),
+        ("x" * 201 + " 1 1", "A model name is 1 to 200 characters."),
+    ],
+)
+def test_llm_provider_model_prices_refused_next_to_the_field(org, admin, lines, error):
+    client = signed_in(admin, org)
+    body = {"name": "Main", "kind": "openai", "default_model": "m", "model_prices": lines}
+    response = client.post("/settings/llm-providers/", body)
+    assert response.status_code == 400
+    assert error in _error_next_to(response.content.decode(), "model_prices")
+    assert not LlmProvider.objects.exists()
+
+
+def test_llm_provider_model_prices_same_rule_for_api_and_page(org, admin):
+    from accounts.services import llm
+
+    with pytest.raises(Exception) as refused:
+        llm.model_prices_normalize({"m": {"input": -1}})
+    problems = refused.value.details["fields"]["model_prices"]
+    assert problems == {"m": ["input must be a number between 0 and 999999."]}
+
+
 def test_agents_created_edited_and_the_provider_in_use_stays(org, admin):
     client = signed_in(admin, org)
     provider = LlmProvider.objects.create(organization=org, name="P", kind="openai", default_model="m")

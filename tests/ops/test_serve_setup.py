@@ -3,6 +3,7 @@
 from django.contrib.auth import authenticate
 
 from accounts.models import Membership, Organization
+from accounts.principal import Principal
 from audit.models import AuditEvent
 from config.management.commands.serve import create_demo_organization, load_builtin_templates
 
@@ -57,17 +58,40 @@ def test_demo_organisation_comes_with_workflows_and_runs_the_engine_executed(db,
     created = create_demo_organization()
     assert settings.BATON_ENGINE_DISPATCH == "queue"
     workflows = Workflow.objects.filter(organization=created.organization)
-    assert sorted(w.name for w in workflows) == ["Approval-gated deployment", "Batch uptime check"]
+    assert sorted(w.name for w in workflows) == ["Approve and record a decision", "Batch uptime check"]
     assert {w.status for w in workflows} == {"active"}
-    rejected, waiting = Run.objects.filter(organization=created.organization).order_by("created_at")
-    assert rejected.status == RunStatus.FAILED and rejected.completed_at is not None
-    steps = dict(StepRun.objects.filter(run=rejected, parent__isnull=True).values_list("step_id", "status"))
-    assert steps["prepare"] == StepStatus.COMPLETED and steps["approve"] == StepStatus.FAILED
+    approved, below, waiting = Run.objects.filter(organization=created.organization).order_by("created_at")
+    owner = Membership.objects.get(organization=created.organization).user
+    assert approved.status == RunStatus.COMPLETED and approved.completed_at is not None
+    assert approved.result["approved"] is True and approved.result["decided_by"] == owner.id
+    assert approved.result["note"] == "Within this year's tooling budget."
+    steps = dict(StepRun.objects.filter(run=approved, parent__isnull=True).values_list("step_id", "status"))
+    assert steps == {
+        "request": StepStatus.COMPLETED,
+        "needs_approval": StepStatus.COMPLETED,
+        "approve": StepStatus.COMPLETED,
+        "below_threshold": StepStatus.SKIPPED,
+        "record": StepStatus.COMPLETED,
+    }
+    # Below the threshold: approved by the condition's other branch, nobody asked.
+    assert below.status == RunStatus.COMPLETED and below.result["decided_by"] == "threshold"
+    steps = dict(StepRun.objects.filter(run=below, parent__isnull=True).values_list("step_id", "status"))
+    assert steps["approve"] == StepStatus.SKIPPED and steps["below_threshold"] == StepStatus.COMPLETED
     assert waiting.status == RunStatus.AWAITING_APPROVAL
-    assert AuditEvent.objects.filter(organization=created.organization, event="run.rejected").exists()
+    assert AuditEvent.objects.filter(organization=created.organization, event="run.approved").exists()
     # The owner finds the waiting run in their inbox and may decide it (it was triggered by the system).
     from tests.dashboard.support.helpers import signed_in
 
-    owner = Membership.objects.get(organization=created.organization).user
     inbox = signed_in(owner, created.organization).get("/approvals/").content.decode()
     assert waiting.id in inbox
+    # Approved, the waiting request completes too: nothing in the template needs the network.
+    from runs.demo import _engine_in_this_process
+    from runs.engine.dispatch import drain
+    from runs.services import run_decide
+
+    with _engine_in_this_process():
+        run_decide(run=waiting, actor=Principal(organization=created.organization, user=owner, role="owner"),
+                   approved=True, note="")  # fmt: skip
+        drain()
+    waiting.refresh_from_db()
+    assert waiting.status == RunStatus.COMPLETED and waiting.result["title"] == "Buy a second build server"

@@ -62,6 +62,13 @@ SAMPLE_INPUTS = {
         "context": "Plans can be changed at any time; the difference is prorated.",
         "reply_webhook_url": "https://support.example.com/hooks/reply",
     },
+    "tpl_decision_record": {
+        "title": "Buy a second build server",
+        "details": "The queue waits 20 minutes at peak.",
+        "requested_by": "ada@example.com",
+        "amount": 4200,
+        "auto_approve_below": 500,
+    },
     "tpl_uptime_check": {
         "urls": ["https://a.example.com", "https://b.example.com"],
         "alert_webhook_url": "https://hooks.example.com/alerts",
@@ -117,7 +124,8 @@ def fake_output(template_id, step_id, step_type, config):
     if step_type == "input":
         return sample_from_schema(config.get("schema", {"type": "object"}))
     if step_type == "approval":
-        return {"approved": True, "decisions": []}
+        decision = {"by": "usr_test", "approved": True, "note": "", "at": "2026-03-01T09:05:00Z"}
+        return {"approved": True, "decisions": [decision]}
     if step_type == "wait":
         return {"waited_seconds": 60}
     return None
@@ -170,7 +178,7 @@ def test_builtin_template_renders_with_a_sample_input(stem):
     context = {
         "inputs": inputs,
         "steps": {},
-        "run": {"id": "run_test", "workflow_id": "wf_test"},
+        "run": {"id": "run_test", "workflow_id": "wf_test", "created_at": "2026-03-01T09:00:00Z"},
         "secrets": {
             "METRICS_API_TOKEN": "s",
             "TICKETS_API_TOKEN": "s",

@@ -5,10 +5,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Agent, LlmProvider, LlmProviderKind
+from accounts.services.llm import model_prices_normalize
 from config.api.serializers import StrictSerializer
+from config.errors import ApplicationError
 
 PRICE = {"max_digits": 12, "decimal_places": 6, "min_value": 0, "coerce_to_string": False}
-MODEL_PRICES_MAX = 200
 
 
 @extend_schema_field(
@@ -29,33 +30,12 @@ MODEL_PRICES_MAX = 200
 class ModelPricesField(serializers.Field):
     """{model: {"input"?, "output"?}}: non-negative numbers; a missing one falls back to the provider's."""
 
-    default_error_messages = {"not_object": "Must be an object of {{model: {{input, output}}}}."}
-
     def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            self.fail("not_object")
-        if len(data) > MODEL_PRICES_MAX:
-            raise serializers.ValidationError(f"At most {MODEL_PRICES_MAX} models.")
-        errors, prices = {}, {}
-        for model, entry in data.items():
-            if not isinstance(model, str) or not 0 < len(model) <= 200:
-                errors[str(model)[:200]] = ["A model name is 1 to 200 characters."]
-                continue
-            if not isinstance(entry, dict) or not entry or set(entry) - {"input", "output"}:
-                errors[model] = ['Must be {"input": number, "output": number} (either may be left out).']
-                continue
-            bad = [
-                key
-                for key, value in entry.items()
-                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 999_999
-            ]
-            if bad:
-                errors[model] = [f"{', '.join(bad)} must be a number between 0 and 999999."]
-                continue
-            prices[model] = dict(entry)
-        if errors:
-            raise serializers.ValidationError(errors)
-        return prices
+        try:
+            return model_prices_normalize(data)
+        except ApplicationError as exc:
+            fields = (exc.details or {}).get("fields", {}).get("model_prices")
+            raise serializers.ValidationError(fields if isinstance(fields, dict) else exc.message) from None
 
     def to_representation(self, value):
         return value
