@@ -31,14 +31,17 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def check_trigger_quota(organization, *, uses_agents: bool = True, now: datetime | None = None) -> None:
+def check_trigger_quota(
+    organization, *, uses_agents: bool = True, now: datetime | None = None, created: int = 0
+) -> None:
     """Raise QuotaExceeded("quota_exceeded") when the organisation may not start another run this month:
     its runs reached `monthly_run_limit`, or — when the run may call an LLM (`uses_agents`) — its tokens
     reached `monthly_token_quota` (null = unlimited). One aggregate query (a count when tokens need no
     check), none when both are unlimited.
 
     Exact only under the organisation's row lock (runs.concurrency.lock_organization), as run_create calls
-    it; elsewhere it is an early, best-effort answer."""
+    it; elsewhere it is an early, best-effort answer. `created`: runs this transaction already inserted
+    (counted by the query, not against the limit)."""
     if organization is None:
         return
     run_limit = organization.monthly_run_limit
@@ -55,6 +58,7 @@ def check_trigger_quota(organization, *, uses_agents: bool = True, now: datetime
         )
     else:
         runs, tokens, _cost = run_totals(organization=organization, start=start, end=end)
+    runs -= created
     if run_limit is not None and runs >= run_limit:
         raise QuotaExceeded(
             "quota_exceeded",
