@@ -31,10 +31,10 @@ def _key_with_organization(vendor: str):
                 converters.append((index, found, column))
         sides.append((tuple(field.attname for field in fields), converters))
         columns += [f"{alias}.{quote(field.column)}" for field in fields]
+    owner = quote(ApiKey._meta.get_field("organization").column)
     statement = (
         f"SELECT {', '.join(columns)} FROM {quote(ApiKey._meta.db_table)} k "
-        f"JOIN {quote(Organization._meta.db_table)} o "
-        f"ON o.{quote(Organization._meta.pk.column)} = k.{quote(ApiKey._meta.get_field('organization').column)} "
+        f"JOIN {quote(Organization._meta.db_table)} o ON o.{quote(Organization._meta.pk.column)} = k.{owner} "
         f"WHERE k.{quote(ApiKey._meta.get_field('key_hash').column)} = %s LIMIT 1"
     )
     return statement, sides

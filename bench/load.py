@@ -174,9 +174,14 @@ class LockWaits:
     (the organisation row, the audit chain's head, a run, a workflow, …), as the mean number waiting per
     sample: which locks the requests queue on (docs/performance.md "Triggers under load")."""
 
-    KINDS = (("audit_auditchainhead", "audit chain head"), ("accounts_organization", "organisation row"),
-             ("workflows_workflow", "workflow row"), ("runs_steprun", "step run rows"), ("runs_run", "run rows"),
-             ("django_q", "queue"))  # fmt: skip
+    KINDS = (
+        ("audit_auditchainhead", "audit chain head"),
+        ("accounts_organization", "organisation row"),
+        ("workflows_workflow", "workflow row"),
+        ("runs_steprun", "step run rows"),
+        ("runs_run", "run rows"),
+        ("django_q", "queue"),
+    )
 
     def __init__(self):
         import threading

@@ -3,8 +3,8 @@
 - `check_trigger_quota`: a trigger is refused with 402 `quota_exceeded` when the organisation's runs this
   month reached `monthly_run_limit`, or (for a workflow with agent steps) its tokens this month reached
   `monthly_token_quota`. `run_create` calls it under the organisation's row lock, which every run creation
-  takes first: the run count read there is exact, so N simultaneous triggers with L runs left create
-  exactly L runs (on SQLite the IMMEDIATE transaction serializes writers the same way).
+  takes when a limit applies: the run count read there is exact, so N simultaneous triggers with L runs left
+  create exactly L runs (on SQLite the IMMEDIATE transaction serializes writers the same way).
 - `call_max_tokens`: before each LLM call of an `agent_task` step, the organisation's monthly token quota
   and the security policy's `max_tokens_per_run` are checked; the call fails with `token_quota_exceeded` /
   `token_limit_exceeded` (not retryable) when one is used up, else its `max_tokens` is clipped to what is

@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import ADMIN, ANY_MEMBER, WORKFLOWS_WRITE
-from config.api.idempotency import idempotent
 from config import sql
+from config.api.idempotency import idempotent
 from config.api.permissions import PUBLIC
 from config.errors import Conflict
 from config.urls import handler400, handler403, handler404, handler500  # noqa: F401  (used by Django)
