@@ -206,7 +206,8 @@ def run_create(
 def _counted(workflow: Workflow, agents: bool) -> bool:
     """Whether creating a run of `workflow` counts runs under the organisation's lock: it has a cap on runs at
     once or a monthly run limit, or a token quota and agent steps. Read from the organisation as the caller
-    has it (the request's authentication read it moments before), else from the database."""
+    has it (the request's authentication read it moments before); when the caller has not loaded it, the
+    lock is taken and the limits are read under it."""
     organization = workflow.organization if Workflow.organization.is_cached(workflow) else None
     if organization is None or organization.pk != workflow.organization_id:
         return True
