@@ -169,6 +169,50 @@ class Load:
                 "stream_events": self.stream_events, "seconds": round(elapsed, 1)}  # fmt: skip
 
 
+class LockWaits:
+    """PostgreSQL: every 100 ms, the server's backends waiting for a lock, by what their statement locks
+    (the organisation row, the audit chain's head, a run, a workflow, …), as the mean number waiting per
+    sample: which locks the requests queue on (docs/performance.md "Triggers under load")."""
+
+    KINDS = (
+        ("audit_auditchainhead", "audit chain head"),
+        ("accounts_organization", "organisation row"),
+        ("workflows_workflow", "workflow row"),
+        ("runs_steprun", "step run rows"),
+        ("runs_run", "run rows"),
+        ("django_q", "queue"),
+    )
+
+    def __init__(self):
+        import threading
+
+        self.samples = 0
+        self.waiting: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stop.wait(0.1):
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                    rows = cursor.fetchall()
+                self.samples += 1
+                for (query,) in rows:
+                    kind = next((name for table, name in self.KINDS if table in query), query[:60])
+                    self.waiting[kind] += 1
+        finally:
+            connection.close()
+
+    def report(self) -> dict:
+        return {kind: round(count / max(self.samples, 1), 2) for kind, count in self.waiting.most_common()}
+
+
 def run_load(options) -> dict:
     import httpx
 
@@ -187,8 +231,15 @@ def run_load(options) -> dict:
                              json={"definition": load_definition()}, timeout=30)  # fmt: skip
         created.raise_for_status()
         load = Load(serve.base_url, key, created.json()["id"], options)
+        waits = LockWaits() if stack.backend == "postgresql" else None
+        if waits is not None:
+            waits.thread.start()
         elapsed = asyncio.run(load.run())
         report = load.report(elapsed)
+        if waits is not None:
+            waits.stop.set()
+            waits.thread.join()
+            report["lock_waits"] = waits.report()
         serve.stop()
         log = (Path(stack.scratch) / "serve.log").read_text(errors="replace")
         report["server_log_locked"] = log.count(LOCKED)
@@ -223,6 +274,9 @@ def render(report: dict, options) -> str:
         f"{report.get('server_log_locked', '?')} 'database is locked', "
         f"{report.get('server_log_tracebacks', '?')} tracebacks; {report['stream_events']} stream events",
     ]
+    if "lock_waits" in report:
+        waits = ", ".join(f"{kind} {mean}" for kind, mean in report["lock_waits"].items()) or "none"
+        lines.append(f"Backends waiting for a lock (mean per 100 ms sample): {waits}")
     return "\n".join(lines)
 
 

@@ -83,7 +83,8 @@ def pipeline(*, commit: bool = False):
     slices). Django's own commit, when the atomic block exits, then finds nothing to commit; its
     `on_commit` callbacks run then, as usual. The checks run after the commit: only rows the transaction
     holds locked may be checked. Nested in a savepoint or another atomic block (a test's, say), or off
-    PostgreSQL, the commit is left to the atomic block as usual."""
+    PostgreSQL, the commit is left to the atomic block as usual; so it is inside `commit_held()` (an
+    outermost block that writes more after its callee's last work: the stored answer of `@idempotent`)."""
     db = connections[DEFAULT_DB_ALIAS]
     if not _postgresql(db) or getattr(_local, "checks", None) is not None:
         yield
@@ -94,12 +95,23 @@ def pipeline(*, commit: bool = False):
     try:
         with db.wrap_database_errors, db.connection.pipeline():
             yield
-            if commit and _outermost(db):
+            if commit and not getattr(_local, "held", 0) and _outermost(db):
                 db.connection.commit()  # queued with the statements, then one wait for everything
     finally:
         _local.checks = None
     for check in checks:
         check()
+
+
+@contextmanager
+def commit_held():
+    """An outermost atomic block whose callees' committing pipelines must not commit it: it has more to
+    write after them, which commits with their work or not at all (`@idempotent`'s stored answer)."""
+    _local.held = getattr(_local, "held", 0) + 1
+    try:
+        yield
+    finally:
+        _local.held -= 1
 
 
 def _outermost(db) -> bool:

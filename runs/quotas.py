@@ -3,8 +3,8 @@
 - `check_trigger_quota`: a trigger is refused with 402 `quota_exceeded` when the organisation's runs this
   month reached `monthly_run_limit`, or (for a workflow with agent steps) its tokens this month reached
   `monthly_token_quota`. `run_create` calls it under the organisation's row lock, which every run creation
-  takes first: the run count read there is exact, so N simultaneous triggers with L runs left create
-  exactly L runs (on SQLite the IMMEDIATE transaction serializes writers the same way).
+  takes when a limit applies: the run count read there is exact, so N simultaneous triggers with L runs left
+  create exactly L runs (on SQLite the IMMEDIATE transaction serializes writers the same way).
 - `call_max_tokens`: before each LLM call of an `agent_task` step, the organisation's monthly token quota
   and the security policy's `max_tokens_per_run` are checked; the call fails with `token_quota_exceeded` /
   `token_limit_exceeded` (not retryable) when one is used up, else its `max_tokens` is clipped to what is
@@ -31,14 +31,17 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def check_trigger_quota(organization, *, uses_agents: bool = True, now: datetime | None = None) -> None:
+def check_trigger_quota(
+    organization, *, uses_agents: bool = True, now: datetime | None = None, created: int = 0
+) -> None:
     """Raise QuotaExceeded("quota_exceeded") when the organisation may not start another run this month:
     its runs reached `monthly_run_limit`, or — when the run may call an LLM (`uses_agents`) — its tokens
     reached `monthly_token_quota` (null = unlimited). One aggregate query (a count when tokens need no
     check), none when both are unlimited.
 
     Exact only under the organisation's row lock (runs.concurrency.lock_organization), as run_create calls
-    it; elsewhere it is an early, best-effort answer."""
+    it; elsewhere it is an early, best-effort answer. `created`: runs this transaction already inserted
+    (counted by the query, not against the limit)."""
     if organization is None:
         return
     run_limit = organization.monthly_run_limit
@@ -55,6 +58,7 @@ def check_trigger_quota(organization, *, uses_agents: bool = True, now: datetime
         )
     else:
         runs, tokens, _cost = run_totals(organization=organization, start=start, end=end)
+    runs -= created
     if run_limit is not None and runs >= run_limit:
         raise QuotaExceeded(
             "quota_exceeded",

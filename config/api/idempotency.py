@@ -37,6 +37,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from config import sql
 from config.errors import Conflict, InvalidRequest, Unprocessable
 from config.models import IdempotencyRecord
 
@@ -213,7 +214,8 @@ def idempotent(handler):
         organization_id = organization.pk
         fingerprint = request_fingerprint(request)
         _maybe_prune()
-        with transaction.atomic():
+        # One transaction, committed here and only here (not by a committing pipeline of the handler's).
+        with transaction.atomic(), sql.commit_held():
             record = _claim(organization_id, key, fingerprint)
             if record is not None:
                 return Response(

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 
 from accounts.selectors import organization_has_llm_provider
 from audit.services import audit_record
+from config import sql
 from config.errors import Conflict, InvalidRequest, Unprocessable, not_found
 from config.ids import new_id
 from runs import concurrency as admission
@@ -83,9 +84,15 @@ def run_create(
     gate = environment_gate(
         workflow.organization_id, env, dry_run=dry_run, parent_step_run_id=parent_step_run_id
     )
-    organization = admission.lock_organization(workflow.organization_id)  # the first lock (lock order)
-    # Exact under that lock: every run creation takes it first (runs/quotas.py). 402 quota_exceeded.
-    quotas.check_trigger_quota(organization, uses_agents=uses_agents(definition.get("steps")))
+    agents = uses_agents(definition.get("steps"))
+    # The organisation's row lock serializes every decision that counts runs: the quota and the cap on runs
+    # at once (runs/quotas.py, runs/concurrency.py). A workflow's concurrency limit reads its group's runs
+    # under it before this run exists; otherwise it is taken after this run's rows are written, so that
+    # concurrent triggers hold it for less, and not at all when nothing needs counting (`_counted`).
+    organization = None
+    if limit:
+        organization = admission.lock_organization(workflow.organization_id)  # the first lock (lock order)
+        quotas.check_trigger_quota(organization, uses_agents=agents)  # exact under the lock; 402
     victims: list[str] = []
     if limit:
         active = list(
@@ -131,8 +138,14 @@ def run_create(
         for step in definition["steps"]
     ]
     fastpaths.insert_run(run, rows)
+    if not limit and _counted(workflow, agents):
+        # This run's rows take no lock another transaction waits for (its foreign keys' KEY SHARE locks
+        # do not conflict with the organisation lock's NO KEY UPDATE), and none of its runs sees them.
+        organization = admission.lock_organization(workflow.organization_id)
+        quotas.check_trigger_quota(  # exact under the lock; 402
+            organization, uses_agents=agents, now=run.created_at, created=1
+        )
     workflow.last_run_at = run.created_at
-    fastpaths.save_workflow_last_run(workflow)
     # Every run lock comes before the first audit append (lock order: organisation → runs → audit head).
     now = timezone.now()
     cancelled = []
@@ -148,30 +161,6 @@ def run_create(
         cancelled.append(victim)
     work = UnitOfWork(run)
     starting = [] if gate else admission.select_admissions(organization, work) if organization else [work]
-    audit_record(
-        organization=workflow.organization,
-        event="run.triggered",
-        actor=actor,
-        target=("run", run.id),
-        data={
-            "workflow_id": workflow.id,
-            "version": version.number,
-            "trigger": trigger,
-            "dry_run": dry_run,
-            **(audit_data or {}),
-        },
-        run_id=run.id,
-    )
-    for victim in cancelled:
-        audit_record(
-            organization=workflow.organization,
-            event="run.cancelled",
-            actor=actor,
-            target=("run", victim.id),
-            data={"reason": "concurrency_limit", "replaced_by": run.id},
-            note=f"Cancelled by {run.id}: the workflow's concurrency limit (on_limit: cancel_running).",
-            run_id=victim.id,
-        )
     if gate:
         gate_event(work, gate, workflow_version=version.number)
     else:
@@ -179,8 +168,54 @@ def run_create(
     if not any(started is work for started in starting):
         work.save()  # an admitted run is saved by start_admitted, its two events in one insert
     admission.start_admitted(starting, created_rows={run.id: {row.step_id: row for row in rows}})
+    # Last, the writes whose row locks every other trigger of this workflow (its `last_run_at`) or of this
+    # organisation (the audit chain's head) waits for: on PostgreSQL sent with the COMMIT, in one round trip,
+    # when this is the outermost transaction (config/sql.py `pipeline`).
+    with sql.pipeline(commit=True):
+        fastpaths.save_workflow_last_run(workflow)
+        audit_record(
+            organization=workflow.organization_id,
+            event="run.triggered",
+            actor=actor,
+            target=("run", run.id),
+            data={
+                "workflow_id": workflow.id,
+                "version": version.number,
+                "trigger": trigger,
+                "dry_run": dry_run,
+                **(audit_data or {}),
+            },
+            run_id=run.id,
+            defer=True,
+        )
+        for victim in cancelled:
+            audit_record(
+                organization=workflow.organization_id,
+                event="run.cancelled",
+                actor=actor,
+                target=("run", victim.id),
+                data={"reason": "concurrency_limit", "replaced_by": run.id},
+                note=f"Cancelled by {run.id}: the workflow's concurrency limit (on_limit: cancel_running).",
+                run_id=victim.id,
+                defer=True,
+            )
     run.created_steps = rows  # as the advance left them: the trigger's response is written from them
     return run
+
+
+def _counted(workflow: Workflow, agents: bool) -> bool:
+    """Whether creating a run of `workflow` counts runs under the organisation's lock: it has a cap on runs at
+    once or a monthly run limit, or a token quota and agent steps. Read from the organisation as the caller
+    has it (the request's authentication read it moments before); when the caller has not loaded it, the
+    lock is taken and the limits are read under it."""
+    organization = workflow.organization if Workflow.organization.is_cached(workflow) else None
+    if organization is None or organization.pk != workflow.organization_id:
+        return True
+    return (
+        organization.max_concurrent_runs is not None
+        or organization.monthly_run_limit is not None
+        or (agents and organization.monthly_token_quota is not None)
+    )
 
 
 def _reused(run: Run, step: dict, source: StepRun) -> StepRun:

@@ -198,3 +198,18 @@ def test_what_the_handler_created_commits_with_the_stored_answer(api_key_client,
     retried = post(api_key_client, {"name": "Alpha"})
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried
     assert list(Project.objects.filter(organization=org).values_list("name", flat=True)) == ["Alpha"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committing_pipeline_in_the_handler_leaves_the_commit_to_the_stored_answer(api_key_client, org):
+    """A handler whose last write is a committing pipeline (the engine's `work.save(last=True)`, run at the
+    idempotent block's depth) does not commit before the answer is stored: a crash after it leaves neither
+    the object nor a key stuck `in progress` (issue 22). Real transactions, so that a commit shows."""
+    api_key_client.raise_request_exception = False
+    crashed = post(api_key_client, {"name": "Alpha"}, HTTP_X_TEST_CRASH="after-committing-pipeline")
+    assert crashed.status_code == 500
+    assert not Project.objects.filter(organization=org).exists()
+    assert not IdempotencyRecord.objects.filter(key="key-1").exists()
+    retried = post(api_key_client, {"name": "Alpha"})
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried
+    assert IdempotencyRecord.objects.get(key="key-1").in_progress is False

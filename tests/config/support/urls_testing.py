@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import ADMIN, ANY_MEMBER, WORKFLOWS_WRITE
+from config import sql
 from config.api.idempotency import idempotent
 from config.api.permissions import PUBLIC
 from config.errors import Conflict
@@ -115,8 +116,13 @@ class ProjectCreateView(APIView):
             raise RuntimeError("handler crashed")
         if name == "refuse":
             return Response({"error": {"code": "conflict", "message": "Refused."}}, status=409)
-        project = Project.objects.create(organization=request.auth.organization, name=name)
-        if request.headers.get("X-Test-Crash") == "after-create":  # dies after its write, before its answer
+        crash = request.headers.get("X-Test-Crash")
+        if crash == "after-committing-pipeline":  # written as the engine's last save (`work.save(last=True)`)
+            with sql.pipeline(commit=True):
+                project = Project.objects.create(organization=request.auth.organization, name=name)
+        else:
+            project = Project.objects.create(organization=request.auth.organization, name=name)
+        if crash in ("after-create", "after-committing-pipeline"):  # dies after its write, before its answer
             raise RuntimeError("crashed after creating")
         return Response({"id": project.pk, "name": project.name}, status=201)
 

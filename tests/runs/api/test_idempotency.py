@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from accounts.principal import Principal
+from config.models import IdempotencyRecord
 from runs.models import Run
 from tests.config.test_idempotency_race import (  # noqa: F401  (server fixtures used by name)
     _baton_server,
@@ -101,3 +102,36 @@ def test_concurrent_identical_triggers_create_one_run_across_processes(baton_ser
         url, json={"input": {"who": "A"}}, headers={**auth, "Idempotency-Key": "race-processes"}
     )
     assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize("dispatch_mode", ["inline", "queue"])
+@pytest.mark.django_db(transaction=True)
+def test_a_trigger_killed_before_its_answer_is_stored_leaves_no_run(
+    api_key_client, workflow, settings, monkeypatch, dispatch_mode
+):
+    """The reservation, the run (and whatever the engine did in the trigger's transaction) and the stored
+    answer commit together: a process dying after the handler, before the answer is stored, leaves neither
+    the run nor a key stuck `in progress` (the crash soak's web kill, issue 22). Real transactions, so that
+    a commit inside the handler would show; the retry with the key then creates the run once."""
+    from config.api import idempotency
+
+    settings.BATON_ENGINE_DISPATCH = dispatch_mode
+    if dispatch_mode == "queue":
+        monkeypatch.setattr("runs.engine.dispatch.enqueue", lambda ids: None)  # no broker: nothing to deliver
+    stored = idempotency._complete
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("the web process is killed here")
+
+    monkeypatch.setattr(idempotency, "_complete", killed)
+    api_key_client.raise_request_exception = False
+    crashed = trigger(api_key_client, workflow, {"input_data": {"who": "A"}}, "k-killed")
+
+    assert crashed.status_code == 500
+    assert not Run.objects.exists()
+    assert not IdempotencyRecord.objects.filter(key="k-killed").exists()
+    monkeypatch.setattr(idempotency, "_complete", stored)
+    retried = trigger(api_key_client, workflow, {"input_data": {"who": "A"}}, "k-killed")
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    assert list(Run.objects.values_list("pk", flat=True)) == [retried.json()["run_id"]]
+    assert IdempotencyRecord.objects.get(key="k-killed").in_progress is False
