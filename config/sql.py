@@ -384,6 +384,25 @@ class Select:
         found = self.all(*params)
         return found[0] if found else None
 
+    def instance(self, raw):
+        """The instance of one row of `Pending.raw()` (its values converted as `rows` converts them)."""
+        db = connections[DEFAULT_DB_ALIAS]
+        converters = self._compiled(db.vendor)[1]
+        return self.model.from_db(DEFAULT_DB_ALIAS, self.names, _convert(raw, converters, db))
+
+
+def _convert(row, converters, db):
+    """A fetched row with the fields' and the backend's converters applied."""
+    if not converters:
+        return row
+    row = list(row)
+    for index, found, column in converters:
+        value = row[index]
+        for converter in found:
+            value = converter(value, column, db)
+        row[index] = value
+    return row
+
 
 class Pending:
     """The rows of a `Select.send`, read (and converted) on demand."""
@@ -391,22 +410,18 @@ class Pending:
     def __init__(self, select: Select, db, cursor, converters):
         self.select, self.db, self.cursor, self.converters = select, db, cursor, converters
 
+    def raw(self) -> list[tuple]:
+        """The rows as the driver returns them, unconverted: cheap to compare with an earlier read of the
+        same statement (`Select.instance` converts one when it is needed)."""
+        with self.cursor as cursor, self.db.wrap_database_errors:
+            return cursor.fetchall()
+
     def rows(self) -> list[tuple | list]:
-        db = self.db
-        with self.cursor as cursor, db.wrap_database_errors:
-            fetched = cursor.fetchall()
+        fetched = self.raw()
         if not self.converters:
             return fetched
-        result = []
-        for row in fetched:
-            row = list(row)
-            for index, found, column in self.converters:
-                value = row[index]
-                for converter in found:
-                    value = converter(value, column, db)
-                row[index] = value
-            result.append(row)
-        return result
+        db, converters = self.db, self.converters
+        return [_convert(row, converters, db) for row in fetched]
 
     def values(self) -> list[dict]:
         names = self.select.names
