@@ -467,13 +467,15 @@ class Update:
         sql, fields = self._compiled(db.vendor)
         with _cursor(db) as cursor:
             cursor.execute(sql, [*self._values(fields, instance, db), *(params or (instance.pk,))])
-        if self.must_exist:
+            if self.must_exist:
 
-            def check(model=self.model.__name__, pk=instance.pk):
-                if cursor.rowcount != 1:
-                    raise DatabaseError(f"{model} {pk}: no row was updated")
+                def check(model=self.model.__name__, pk=instance.pk):
+                    if cursor.rowcount != 1:
+                        raise DatabaseError(f"{model} {pk}: no row was updated")
 
-            after_pipeline(check)  # in a pipeline, the row count is known once its results are in
+                # In a pipeline, the row count is known once its results are in; outside one, now (before
+                # the cursor closes: psycopg forgets it then).
+                after_pipeline(check)
 
     @cache  # noqa: B019
     def _compiled_document(self, vendor: str) -> str:

@@ -36,7 +36,7 @@ from runs.engine.unit_of_work import (
     UnitOfWork,
     claim_step,
     keep_rows,
-    lock_leased_step,
+    lock_for_record,
     lock_run,
     queue_rows,
     read_for_claim,
@@ -294,10 +294,9 @@ def _record(
     the advance reuses where they did not change meanwhile."""
     outcome, error, attempt = execution.outcome, execution.error, execution.attempt
     with transaction.atomic():
-        work = lock_run(claimed_by.run.id)
+        work, row = lock_for_record(claimed_by.run.id, step_run_id, attempt.token)
         work.carry(claimed_by)
         run = work.run
-        row = lock_leased_step(step_run_id, attempt.token)
         if row is None:
             logger.info("step run %s was reclaimed; its late result is discarded", step_run_id)
             return None

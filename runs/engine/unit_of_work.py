@@ -194,9 +194,18 @@ def read_step(step_run_id: str, status: str) -> StepRun | None:
     return _STEP_IN_STATUS.first(step_run_id, status)
 
 
-def lock_leased_step(step_run_id: str, token: str) -> StepRun | None:
-    """The running step run still held with this lease token, locked (else None: it was reclaimed)."""
-    return _LOCK_LEASED_STEP.first(step_run_id, StepStatus.RUNNING, token)
+def lock_for_record(run_id: str, step_run_id: str, token: str) -> tuple[UnitOfWork, StepRun | None]:
+    """The run, locked, in a new unit of work (Run.DoesNotExist when absent), and then the running step run
+    still held with this lease token, locked (else None: it was reclaimed). One round trip on PostgreSQL
+    (a pipeline; the server takes the locks in this order)."""
+    with sql.pipeline():
+        locked = _LOCK_RUN.send(run_id)
+        leased = _LOCK_LEASED_STEP.send(step_run_id, StepStatus.RUNNING, token)
+        run = locked.first()
+        row = leased.first()
+    if run is None:
+        raise Run.DoesNotExist(f"run {run_id} does not exist")
+    return UnitOfWork(run), row
 
 
 def claim_step(step_run_id: str, expected: str, token: str, lease_expires_at, now) -> bool:

@@ -237,3 +237,15 @@ def test_units_of_work_keep_their_own_pending_events(run, engine):
     assert mine == [("test_first", run.event_seq + 1), ("test_first", run.event_seq + 2)]
     assert theirs == [("test_second", other.event_seq + 1)]
     assert Run.objects.get(pk=run.pk).event_seq == run.event_seq + 2
+
+
+def test_lock_for_record_reads_the_run_and_the_leased_step(run):
+    step = StepRun.objects.get(run=run, step_id="b")
+    StepRun.objects.filter(pk=step.pk).update(status="running", lease_owner="host:1:abc")
+    with transaction.atomic():
+        work, row = unit_of_work.lock_for_record(run.pk, step.pk, "host:1:abc")
+        assert _values(work.run) == _values(Run.objects.get(pk=run.pk))
+        assert _values(row) == _values(StepRun.objects.get(pk=step.pk))
+        assert unit_of_work.lock_for_record(run.pk, step.pk, "host:1:other")[1] is None  # reclaimed
+        with pytest.raises(Run.DoesNotExist):
+            unit_of_work.lock_for_record("run_missing", step.pk, "host:1:abc")
