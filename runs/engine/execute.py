@@ -121,8 +121,8 @@ def claim(step_run_id: str, now) -> Claimed | None:
     """Claim a queued step for this worker (an instant one is executed here, in the claim's transaction);
     None for a duplicate or stale message, or when nothing is left to continue into."""
     with transaction.atomic():
-        # The run's rows are read with the lock in one round trip: wasted on a step that is not an instant
-        # top-level one, but cheaper than a round trip of their own for the instant steps.
+        # The run's rows are read with the lock in one round trip: an instant step's inputs and advance, a
+        # leased step's template variables, and what its record's advance reuses (`UnitOfWork.carry`).
         run, row, fetched = read_for_claim(step_run_id)
         if run is None or row is None or row["status"] != StepStatus.QUEUED:
             return None  # a duplicate or stale message: nothing to do
