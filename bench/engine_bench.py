@@ -14,11 +14,12 @@ from collections import Counter
 from django.conf import settings
 from django.db import connection
 
-from bench.cluster import Cluster, bench_organization, chain_definition, wait_terminal
+from bench.cluster import Cluster, bench_organization, chain_definition, cpu_seconds, wait_terminal
 from bench.common import Row
 
 TARGETS = {"sqlite": 0.8, "postgresql": 0.4}  # seconds, trigger to completion (issue #4)
 PICKUP_TARGET_MS = 20  # SQLite: the ORM broker woken by the doorbell (issue #20)
+LEASED_STEP_TARGET_MS = {"sqlite": 2.0, "postgresql": 3.0}  # orchestration of a leased step (issue #20)
 
 
 def add_arguments(parser):
@@ -55,6 +56,50 @@ def _inline_run(workflow, actor, n):
         return run_create(workflow=workflow, actor=actor, input_data={"n": n})
     finally:
         settings.BATON_ENGINE_DISPATCH = previous
+
+
+def _leased_step_cpu(workflow, actor, steps: int, runs: int) -> tuple[float, float, float]:
+    """(CPU ms, wall ms, PostgreSQL server CPU ms) per step of the chain with instant steps off, inline in
+    this process: every step claimed with a lease, executed, recorded and advanced in transactions of its
+    own, as a worker does. This process's CPU leaves out the trigger's (one per chain, measured apart);
+    the wall time and the server's CPU include it."""
+    from runs.engine.dispatch import MANUAL_QUEUE
+    from runs.models import Run, StepRun
+    from runs.services import run_create
+
+    previous, dispatch = settings.BATON_INSTANT_STEPS_MS, settings.BATON_ENGINE_DISPATCH
+    settings.BATON_INSTANT_STEPS_MS = 0
+    try:
+        _inline_run(workflow, actor, -1)  # warm-up
+        server = _server_pid()
+        server_cpu = cpu_seconds([server]) if server else 0.0
+        cpu, wall = time.process_time(), time.perf_counter()
+        for n in range(runs):
+            _inline_run(workflow, actor, n)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        server_cpu = (cpu_seconds([server]) - server_cpu) if server else 0.0
+        settings.BATON_ENGINE_DISPATCH = "manual"  # the trigger alone: run_create, nothing executed
+        trigger_cpu, ids = time.process_time(), []
+        for n in range(runs):
+            ids.append(run_create(workflow=workflow, actor=actor, input_data={"n": n}).id)
+        trigger_cpu = time.process_time() - trigger_cpu
+    finally:
+        settings.BATON_INSTANT_STEPS_MS, settings.BATON_ENGINE_DISPATCH = previous, dispatch
+        MANUAL_QUEUE.clear()
+    # Never to be executed (the cluster's reconciler would re-dispatch their queued first steps).
+    StepRun.objects.filter(run_id__in=ids).update(status="cancelled")
+    Run.objects.filter(pk__in=ids).update(status="cancelled")
+    per_step = (cpu - trigger_cpu) * 1000 / runs / steps
+    return per_step, wall * 1000 / runs / steps, server_cpu * 1000 / runs / steps
+
+
+def _server_pid() -> int | None:
+    """PostgreSQL: the server process of this connection (on this machine), whose CPU a step costs too."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 def run(options) -> list[Row]:
@@ -94,6 +139,8 @@ def run(options) -> list[Row]:
     last_wall = inline_times[-1]
     statements = sum(counter.statements.values())
     breakdown = ", ".join(f"{word} {count / steps:.1f}" for word, count in counter.statements.most_common(6))
+
+    leased_cpu, leased_wall, leased_server = _leased_step_cpu(workflow, actor, steps, options.chain_runs)
 
     # 2. Through a real cluster.
     walls, db_spans, pickups, executions = [], [], [], []
@@ -136,6 +183,13 @@ def run(options) -> list[Row]:
         Row("engine", f"{steps}-step chain, inline dispatch (one process)",
             f"median {inline_median * 1000:,.0f} ms, best {min(inline_times) * 1000:,.0f} ms", "",
             f"{inline_median * 1000 / steps:.1f} ms/step"),
+        Row("engine", f"leased step (instant steps off): CPU per step, inline ({backend.split(' +')[0]})",
+            f"{leased_cpu:.2f} ms", f"≤ {LEASED_STEP_TARGET_MS[vendor]:g} ms",
+            f"claim, handler, record, advance, commit; {options.chain_runs} chains of {steps}, this "
+            f"process's CPU (time.process_time) less the triggers'; wall {leased_wall:.2f} ms per step "
+            "with the trigger" + (f"; the PostgreSQL server's CPU {leased_server:.2f} ms per step (trigger "
+            "included)" if vendor == "postgresql" else ""),
+            leased_cpu <= LEASED_STEP_TARGET_MS[vendor]),
         Row("engine", "  SQL statements per step (inline run)", f"{statements / steps:.1f}", "",
             f"{statements} for the run incl. run_create; commits per step {counter.commits / steps:.2f}; "
             f"by kind per step: {breakdown}"),

@@ -100,9 +100,12 @@ def _round(org, workflow, actor, runs: int, cluster: Cluster, server: SlowServer
 
     def sample():
         nonlocal peak_rss, peak_connections
-        while not done.wait(0.25):
-            peak_rss = max(peak_rss, _rss_mb(pids))
-            peak_connections = max(peak_connections, _db_connections(pids, database))
+        try:
+            while not done.wait(0.25):
+                peak_rss = max(peak_rss, _rss_mb(pids))
+                peak_connections = max(peak_connections, _db_connections(pids, database))
+        finally:
+            connection.close()  # this thread's own (PostgreSQL: the bench database is dropped at the end)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

@@ -396,6 +396,25 @@ class Select:
         found = self.all(*params)
         return found[0] if found else None
 
+    def instance(self, raw):
+        """The instance of one row of `Pending.raw()` (its values converted as `rows` converts them)."""
+        db = connections[DEFAULT_DB_ALIAS]
+        converters = self._compiled(db.vendor)[1]
+        return self.model.from_db(DEFAULT_DB_ALIAS, self.names, _convert(raw, converters, db))
+
+
+def _convert(row, converters, db):
+    """A fetched row with the fields' and the backend's converters applied."""
+    if not converters:
+        return row
+    row = list(row)
+    for index, found, column in converters:
+        value = row[index]
+        for converter in found:
+            value = converter(value, column, db)
+        row[index] = value
+    return row
+
 
 class Pending:
     """The rows of a `Select.send`, read (and converted) on demand."""
@@ -403,22 +422,18 @@ class Pending:
     def __init__(self, select: Select, db, cursor, converters):
         self.select, self.db, self.cursor, self.converters = select, db, cursor, converters
 
+    def raw(self) -> list[tuple]:
+        """The rows as the driver returns them, unconverted: cheap to compare with an earlier read of the
+        same statement (`Select.instance` converts one when it is needed)."""
+        with self.cursor as cursor, self.db.wrap_database_errors:
+            return cursor.fetchall()
+
     def rows(self) -> list[tuple | list]:
-        db = self.db
-        with self.cursor as cursor, db.wrap_database_errors:
-            fetched = cursor.fetchall()
+        fetched = self.raw()
         if not self.converters:
             return fetched
-        result = []
-        for row in fetched:
-            row = list(row)
-            for index, found, column in self.converters:
-                value = row[index]
-                for converter in found:
-                    value = converter(value, column, db)
-                row[index] = value
-            result.append(row)
-        return result
+        db, converters = self.db, self.converters
+        return [_convert(row, converters, db) for row in fetched]
 
     def values(self) -> list[dict]:
         names = self.select.names
@@ -464,13 +479,15 @@ class Update:
         sql, fields = self._compiled(db.vendor)
         with _cursor(db) as cursor:
             cursor.execute(sql, [*self._values(fields, instance, db), *(params or (instance.pk,))])
-        if self.must_exist:
+            if self.must_exist:
 
-            def check(model=self.model.__name__, pk=instance.pk):
-                if cursor.rowcount != 1:
-                    raise DatabaseError(f"{model} {pk}: no row was updated")
+                def check(model=self.model.__name__, pk=instance.pk):
+                    if cursor.rowcount != 1:
+                        raise DatabaseError(f"{model} {pk}: no row was updated")
 
-            after_pipeline(check)  # in a pipeline, the row count is known once its results are in
+                # In a pipeline, the row count is known once its results are in; outside one, now (before
+                # the cursor closes: psycopg forgets it then).
+                after_pipeline(check)
 
     @cache  # noqa: B019
     def _compiled_document(self, vendor: str) -> str:

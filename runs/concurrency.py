@@ -290,10 +290,11 @@ def start_admitted(
 ) -> list[str]:
     """Start runs chosen by `select_admissions` (their first advance); returns their ids. `created_rows`:
     run id → its top-level step rows by step id, for a run created in this transaction (not read back)."""
+    ready: list[str] = []
     for work in works:
-        ready = advance_locked(work, admit=True, rows=(created_rows or {}).get(work.run.id))
+        ready += advance_locked(work, admit=True, rows=(created_rows or {}).get(work.run.id))
         work.save()
-        dispatch(ready)
+    dispatch(ready)  # one batch of messages for all of them, after the commit
     return [work.run.id for work in works]
 
 

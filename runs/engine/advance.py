@@ -27,7 +27,7 @@ from runs.engine.outcomes import (
 from runs.engine.plan import Plan, plan_for
 from runs.engine.resolve import template_error, variables_for
 from runs.engine.templating import evaluate_expression
-from runs.engine.unit_of_work import UnitOfWork, lock_run, queue_rows, read_top_level_rows
+from runs.engine.unit_of_work import UnitOfWork, current_rows, lock_run, queue_rows
 from runs.models import StepRun
 
 
@@ -81,9 +81,10 @@ def ready_rows(
             return []
 
     plan = plan_for(run)
-    # Every top-level row, once per advance, with only the columns deciding (and claiming) needs.
+    # Every top-level row, once per advance, with only the columns deciding (and claiming) needs; those
+    # unchanged since the unit of work last read them are not made again (`current_rows`).
     if rows is None:
-        rows = read_top_level_rows(run.id)
+        rows = current_rows(work)
     work.rows = rows
     if run.pause_requested_at is not None and any(row.status not in STEP_FINISHED for row in rows.values()):
         settle_pause(work)  # nothing new starts; paused once no step runs

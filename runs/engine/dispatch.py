@@ -116,8 +116,8 @@ def enqueue(step_run_ids: list[str]) -> None:
 
     queue = broker()
     # The ORM broker's messages are rows: many of them (an admission starting hundreds of runs) go in one
-    # write transaction instead of one each, every one of which waited for SQLite's write lock.
-    batch = transaction.atomic() if len(step_run_ids) > 1 and isinstance(queue, OrmBroker) else nullcontext()
+    # INSERT instead of one write each, every one of which waited for SQLite's write lock.
+    batch = queue.batch() if len(step_run_ids) > 1 and isinstance(queue, OrmBroker) else nullcontext()
     with batch:
         for step_run_id in step_run_ids:
             # Successful step tasks are not stored: the StepRun row is the record.

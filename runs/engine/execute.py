@@ -18,8 +18,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs.choices import EventType, StepStatus
@@ -36,7 +34,9 @@ from runs.engine.resolve import as_json, has_side_effects, resolve_config, varia
 from runs.engine.templating import render_value
 from runs.engine.unit_of_work import (
     UnitOfWork,
-    lock_leased_step,
+    claim_step,
+    keep_rows,
+    lock_for_record,
     lock_run,
     queue_rows,
     read_for_claim,
@@ -121,12 +121,13 @@ def claim(step_run_id: str, now) -> Claimed | None:
     """Claim a queued step for this worker (an instant one is executed here, in the claim's transaction);
     None for a duplicate or stale message, or when nothing is left to continue into."""
     with transaction.atomic():
-        # The run's rows are read with the lock in one round trip: wasted on a step that is not an instant
-        # top-level one, but cheaper than a round trip of their own for the instant steps.
-        run, row, rows = read_for_claim(step_run_id)
+        # The run's rows are read with the lock in one round trip: an instant step's inputs and advance, a
+        # leased step's template variables, and what its record's advance reuses (`UnitOfWork.carry`).
+        run, row, fetched = read_for_claim(step_run_id)
         if run is None or row is None or row["status"] != StepStatus.QUEUED:
             return None  # a duplicate or stale message: nothing to do
         work = UnitOfWork(run)
+        rows = keep_rows(work, fetched)  # also the variables of the step claimed (`work.rows`)
         instant = _is_instant(row["type"])
         if row["parent_id"] is not None:
             rows = None
@@ -179,18 +180,7 @@ def _claim_row(work: UnitOfWork, step_run: StepRun, now, expected: str) -> Claim
     continues straight into a step it just found ready (it is never stored as `queued` then)."""
     lease = lease_seconds(step_definition(plan_for(work.run), step_run)[1])
     token = f"{_HOST}:{uuid.uuid4().hex[:12]}"
-    changes = {"queued_at": now} if expected == StepStatus.PENDING else {}
-    claimed = StepRun.objects.filter(pk=step_run.id, status=expected).update(
-        status=StepStatus.RUNNING,
-        lease_owner=token,
-        lease_expires_at=now + timedelta(seconds=lease),
-        attempt=F("attempt") + 1,
-        started_at=Coalesce(F("started_at"), now),
-        dispatched_at=None,
-        wake_at=None,
-        **changes,
-    )
-    if not claimed:
+    if not claim_step(step_run.id, expected, token, now + timedelta(seconds=lease), now):
         return None
     step_run.status = StepStatus.RUNNING
     step_run.lease_owner = token
@@ -214,7 +204,7 @@ def _execute_claimed(
         execution = run_handler(run, step_run, work.rows, token, watch.should_stop)
     finally:
         monitor.unwatch(watch)
-    return _record(run.id, step_run.id, execution, may_continue, continue_into)
+    return _record(work, step_run.id, execution, may_continue, continue_into)
 
 
 def _never_stop() -> bool:
@@ -296,16 +286,17 @@ def run_handler(run: Run, step_run: StepRun, rows, token: str, should_stop=_neve
 
 
 def _record(
-    run_id, step_run_id, execution: Execution, may_continue=False, continue_into=None
+    claimed_by: UnitOfWork, step_run_id, execution: Execution, may_continue=False, continue_into=None
 ) -> Claimed | None:
     """Store the outcome of an attempt and advance. When exactly one step became ready (and `may_continue`),
     claim it in the same transaction and return it, saving this worker a queue round trip; instant steps
-    that became ready are executed here first."""
+    that became ready are executed here first. `claimed_by`: the unit of work of the claim, whose rows
+    the advance reuses where they did not change meanwhile."""
     outcome, error, attempt = execution.outcome, execution.error, execution.attempt
     with transaction.atomic():
-        work = lock_run(run_id)
+        work, row = lock_for_record(claimed_by.run.id, step_run_id, attempt.token)
+        work.carry(claimed_by)
         run = work.run
-        row = lock_leased_step(step_run_id, attempt.token)
         if row is None:
             logger.info("step run %s was reclaimed; its late result is discarded", step_run_id)
             return None

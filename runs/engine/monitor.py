@@ -12,7 +12,8 @@ While a handler runs (outside any transaction, see execute._execute_claimed) the
   handler's waiting loop checks it every 50 ms and kills the process group).
 
 Handlers never touch the database for this, and steps that finish within POLL_AFTER cost no query at all.
-The thread sleeps on an Event while nothing is watched, and closes its database connection when idle.
+While nothing is watched the thread looks again every IDLE_SECONDS (no database work), holding no
+database connection.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ logger = logging.getLogger("baton.engine")
 TICK_SECONDS = 0.1
 POLL_AFTER_SECONDS = 0.5
 POLL_INTERVAL_SECONDS = 0.5
+# How often the thread looks for watches while it has none. Waking it for each new watch cost a thread
+# switch per step, most of them for steps finished before it ran (docs/performance.md); a watch needs it
+# POLL_AFTER_SECONDS after its start at the earliest, and the leases' heartbeats much later.
+IDLE_SECONDS = POLL_AFTER_SECONDS
 
 
 @dataclass(eq=False)
@@ -60,16 +65,15 @@ class _Monitor:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.watches: dict[int, Watch] = {}
-        self.wakeup = threading.Event()
         self.thread: threading.Thread | None = None
 
     def add(self, watch: Watch) -> None:
+        # The thread is not woken: an idle one looks again within IDLE_SECONDS, before any watch needs it.
         with self.lock:
             self.watches[id(watch)] = watch
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self.loop, name="baton-step-monitor", daemon=True)
                 self.thread.start()
-        self.wakeup.set()
 
     def remove(self, watch: Watch) -> None:
         with self.lock:
@@ -80,13 +84,11 @@ class _Monitor:
         while True:
             with self.lock:
                 idle = not self.watches
-                if idle:
-                    self.wakeup.clear()
             if idle:
                 if connected:
                     connected = False
                     self._close()  # idle: hold no database connection
-                self.wakeup.wait()
+                time.sleep(IDLE_SECONDS)
                 continue
             time.sleep(TICK_SECONDS)
             with self.lock:  # the watches after the sleep: a finished step is not touched again

@@ -18,7 +18,7 @@ from runs.engine.dispatch import request_admission
 from runs.engine.plan import Plan
 from runs.engine.resolve import iso, variables_for
 from runs.engine.templating import render_value
-from runs.engine.unit_of_work import UnitOfWork
+from runs.engine.unit_of_work import UnitOfWork, save_step
 from runs.models import StepRun
 
 # Steps waiting for a person (approval, input): not started work either, so a run that ends cancels them.
@@ -102,7 +102,7 @@ def complete_step(
     if defer:
         work.unsaved_rows.append(row)
     else:
-        row.save()
+        save_step(row)
     work.emit(
         EventType.STEP_COMPLETED, row.step_id, event_data(row, attempt=row.attempt, duration_ms=duration_ms)
     )
@@ -114,7 +114,7 @@ def step_failed(work: UnitOfWork, row: StepRun, policy: dict, error: dict, now) 
     row.error = error
     row.completed_at = now
     row.wake_at = None
-    row.save()
+    save_step(row)
     work.emit(EventType.STEP_FAILED, row.step_id, event_data(row, attempt=row.attempt, error=error))
     if row.parent_id is None and policy.get("on_failure") != "continue":
         finish_run(work, RunStatus.FAILED, now=now, error=run_error(row))

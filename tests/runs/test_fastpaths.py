@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs import fastpaths
@@ -102,20 +103,47 @@ def test_top_level_steps_reads_what_the_queryset_reads(run):
     assert [_values(row) for row in fast] == [_values(row) for row in orm] and len(orm) == 2
 
 
-def test_read_top_level_rows_reads_what_the_queryset_reads(run):
-    rows = unit_of_work.read_top_level_rows(run.pk)
+def _advance_values(row) -> dict:
+    return {name: getattr(row, name) for name in unit_of_work.ADVANCE_FIELDS}
+
+
+def test_current_rows_reads_what_the_queryset_reads(run):
+    with transaction.atomic():
+        rows = unit_of_work.current_rows(unit_of_work.lock_run(run.pk))
     orm = {row.step_id: row for row in StepRun.objects.filter(run_id=run.pk, parent__isnull=True)}
     assert rows.keys() == orm.keys() == {"a", "b"}
     for step_id, row in rows.items():
-        assert {name: getattr(row, name) for name in unit_of_work.ADVANCE_FIELDS} == {
-            name: getattr(orm[step_id], name) for name in unit_of_work.ADVANCE_FIELDS
-        }
+        assert _advance_values(row) == _advance_values(orm[step_id])
+
+
+def test_current_rows_keeps_only_the_instances_of_unchanged_rows(run):
+    """A row another transaction changed since the earlier read is made anew, an unchanged one is kept, and
+    one this thread changed in hand (its status) is read again even when the stored row did not change."""
+    with transaction.atomic():
+        earlier = unit_of_work.lock_run(run.pk)
+        first = unit_of_work.current_rows(earlier)
+    StepRun.objects.filter(run=run, step_id="b").update(output_data={"changed": True}, attempts=[{"x": 1}])
+    with transaction.atomic():
+        work = unit_of_work.lock_run(run.pk)
+        work.carry(earlier)
+        rows = unit_of_work.current_rows(work)
+    assert rows["a"] is first["a"]
+    assert rows["b"] is not first["b"] and rows["b"].output_data == {"changed": True}
+    assert rows["b"].attempts == [{"x": 1}] and work.rows is rows
+    rows["a"].status = "running"  # changed in hand, never stored
+    with transaction.atomic():
+        again = unit_of_work.lock_run(run.pk)
+        again.carry(work)
+        reread = unit_of_work.current_rows(again)
+    assert reread["a"] is not rows["a"] and reread["a"].status == "completed"
+    assert reread["b"] is rows["b"]
 
 
 def test_read_for_claim_reads_the_run_the_step_and_the_rows(run):
     step = StepRun.objects.get(run=run, step_id="b")
     with transaction.atomic():
-        locked, peek, rows = unit_of_work.read_for_claim(step.pk)
+        locked, peek, fetched = unit_of_work.read_for_claim(step.pk)
+        rows = unit_of_work.keep_rows(UnitOfWork(locked), fetched)
     assert _values(locked) == _values(Run.objects.get(pk=run.pk))
     assert peek == {
         "id": step.pk,
@@ -126,8 +154,52 @@ def test_read_for_claim_reads_the_run_the_step_and_the_rows(run):
         "parent_id": None,
     }
     assert set(rows) == {"a", "b"} and rows["b"].pk == step.pk
+    assert _advance_values(rows["b"]) == _advance_values(step)
     with transaction.atomic():
-        assert unit_of_work.read_for_claim("sr_missing") == (None, None, {})
+        assert unit_of_work.read_for_claim("sr_missing") == (None, None, [])
+
+
+@pytest.mark.parametrize("expected", ["queued", "pending"])
+def test_claim_step_writes_what_the_orm_update_writes(run, expected):
+    now = timezone.now()
+    lease = now + timedelta(seconds=60)
+    fast, orm = (StepRun.objects.get(run=run, step_id=step_id) for step_id in "ab")
+    started = fast.started_at
+    StepRun.objects.filter(pk__in=[fast.pk, orm.pk]).update(
+        status=expected, dispatched_at=now, wake_at=now, started_at=None if expected == "pending" else started
+    )
+    assert unit_of_work.claim_step(fast.pk, expected, "host:1:abc", lease, now)
+    changes = {"queued_at": now} if expected == "pending" else {}
+    StepRun.objects.filter(pk=orm.pk, status=expected).update(
+        status="running", lease_owner="host:1:abc", lease_expires_at=lease, attempt=F("attempt") + 1,
+        started_at=Coalesce(F("started_at"), now), dispatched_at=None, wake_at=None, **changes,
+    )  # fmt: skip
+    fast, orm = StepRun.objects.get(pk=fast.pk), StepRun.objects.get(pk=orm.pk)
+    different = ("id", "step_id", "output_data", "input_data", "attempts", "completed_at", "queued_at")
+    assert _values(fast, *different) == _values(orm, *different)
+    assert fast.status == "running" and fast.attempt == 2
+    assert fast.started_at == (now if expected == "pending" else started)
+    if expected == "pending":
+        assert fast.queued_at == orm.queued_at == now
+    assert not unit_of_work.claim_step(fast.pk, expected, "host:1:def", lease, now)  # no longer `expected`
+
+
+def test_save_step_writes_what_save_writes(run):
+    fast, orm = (StepRun.objects.get(run=run, step_id=step_id) for step_id in "ab")
+    for row in (fast, orm):
+        row.status, row.output_data, row.error = "failed", None, {"code": "x", "message": "é"}
+        row.attempts, row.tokens, row.cost_usd = [*row.attempts, {"a": 1}], {"total": 3}, Decimal("0.5")
+        row.completed_at, row.lease_owner = timezone.now(), ""
+    unit_of_work.save_step(fast)
+    orm.save()
+    different = ("id", "step_id", "completed_at", "started_at", "queued_at", "input_data", "attempts")
+    stored_fast, stored_orm = StepRun.objects.get(pk=fast.pk), StepRun.objects.get(pk=orm.pk)
+    assert _values(stored_fast, *different) == _values(stored_orm, *different)
+    assert _values(stored_fast) == _values(fast)
+    partial = StepRun.objects.only("id", "status").get(pk=fast.pk)  # a partial row: the ORM's save
+    partial.status = "cancelled"
+    unit_of_work.save_step(partial)
+    assert StepRun.objects.get(pk=fast.pk).status == "cancelled"
 
 
 def test_lock_run_reads_the_run_as_the_orm_does(run):
@@ -165,3 +237,15 @@ def test_units_of_work_keep_their_own_pending_events(run, engine):
     assert mine == [("test_first", run.event_seq + 1), ("test_first", run.event_seq + 2)]
     assert theirs == [("test_second", other.event_seq + 1)]
     assert Run.objects.get(pk=run.pk).event_seq == run.event_seq + 2
+
+
+def test_lock_for_record_reads_the_run_and_the_leased_step(run):
+    step = StepRun.objects.get(run=run, step_id="b")
+    StepRun.objects.filter(pk=step.pk).update(status="running", lease_owner="host:1:abc")
+    with transaction.atomic():
+        work, row = unit_of_work.lock_for_record(run.pk, step.pk, "host:1:abc")
+        assert _values(work.run) == _values(Run.objects.get(pk=run.pk))
+        assert _values(row) == _values(StepRun.objects.get(pk=step.pk))
+        assert unit_of_work.lock_for_record(run.pk, step.pk, "host:1:other")[1] is None  # reclaimed
+        with pytest.raises(Run.DoesNotExist):
+            unit_of_work.lock_for_record("run_missing", step.pk, "host:1:abc")

@@ -29,6 +29,7 @@ def _age(run, seconds):
     )
 
 
+@pytest.mark.django_db  # making django-q2's ORM broker asks the connection for its autocommit
 def test_the_broker_is_made_once_per_process():
     assert dispatch.broker() is dispatch.broker()
 
