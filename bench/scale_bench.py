@@ -66,6 +66,29 @@ def _insert_select(model, overrides: dict[str, str], source: str, params: list) 
         cursor.execute(sql, values + params)
 
 
+def _drop_secondary_indexes(models) -> list[str]:
+    """Drops the tables' indexes other than their primary keys and constraints, and turns off the foreign
+    keys' triggers for this session (the generated rows are consistent by construction): millions of rows
+    go in several times faster, and each index is then built once, sorted. Returns the CREATE INDEX
+    statements that rebuild them."""
+    from django.db import connection
+
+    tables = [model._meta.db_table for model in models]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT i.indexname, i.indexdef FROM pg_indexes i
+               JOIN pg_class c ON c.relname = i.indexname
+               WHERE i.schemaname = current_schema() AND i.tablename = ANY(%s)
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)""",
+            [tables],
+        )
+        found = cursor.fetchall()
+        for name, _definition in found:
+            cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}")
+        cursor.execute("SET session_replication_role = replica")  # no foreign-key checks per row
+    return [definition for _name, definition in found]
+
+
 def _generate(org, workflows, versions, runs: int, steps: int, expired: int) -> float:
     """The runs and their steps; returns the seconds it took."""
     from django.db import connection
@@ -73,11 +96,14 @@ def _generate(org, workflows, versions, runs: int, steps: int, expired: int) -> 
     from runs.models import Run, StepRun
 
     started = time.perf_counter()
+    rebuild = _drop_secondary_indexes([Run, StepRun])
     workflow_ids = "ARRAY[" + ",".join(f"'{w.pk}'" for w in workflows) + "]"
     version_ids = "ARRAY[" + ",".join(str(int(v.pk)) for v in versions) + "]::bigint[]"
     hashes = "ARRAY[" + ",".join(f"'{v.content_hash}'" for v in versions) + "]"  # VERSIONS per workflow
+    # No `queued` runs: the first trigger's admission would start them all (the organisation has no limit
+    # on concurrent runs), not what this bench measures. `running` and `paused` ones stay as they are.
     statuses = (
-        "ARRAY['completed','completed','completed','failed','cancelled','completed','running','queued']"
+        "ARRAY['completed','completed','completed','failed','cancelled','completed','running','paused']"
     )
     triggers = "ARRAY['api','api','webhook','schedule','manual','api','rerun','api']"
     chunk = 200_000
@@ -123,6 +149,12 @@ def _generate(org, workflows, versions, runs: int, steps: int, expired: int) -> 
             f"generate_series(%s, %s) AS g(i) CROSS JOIN generate_series(0, {steps - 1}) AS s(n)",
             [first, last - 1],
         )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '512MB'")
+        for definition in rebuild:
+            cursor.execute(definition)
+        cursor.execute("RESET maintenance_work_mem")
+        cursor.execute("SET session_replication_role = DEFAULT")
     with connection.cursor() as cursor:  # as autovacuum would: statistics and the visibility map
         cursor.execute(f"VACUUM ANALYZE {run_table}")
         cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(StepRun._meta.db_table)}")
@@ -182,15 +214,13 @@ def _trigger_latencies(client, path: str, *, count: int = 0, until=None) -> list
 
 def run(options) -> list[Row]:
     from django.db import connection
-    from django.test import Client
 
     if connection.vendor != "postgresql":
         return [Row("scale", "skipped", "PostgreSQL only", "", "set DATABASE_URL (make bench on PostgreSQL)")]
 
     from accounts.choices import ALL_SCOPES
     from accounts.services import api_key_create
-    from bench.cluster import bench_organization, chain_definition, child_env
-    from runs.models import Run
+    from bench.cluster import bench_organization, chain_definition
     from workflows.models import WorkflowVersion
     from workflows.services import workflow_create, workflow_update
 
@@ -218,7 +248,18 @@ def run(options) -> list[Row]:
     generated = _generate(org, workflows, versions, runs, steps, expired)
     notes = f"{runs:,} runs, {runs * steps:,} steps generated in {generated:,.0f} s; load {_load()}"
     rows = [Row("scale", "fixture", f"{runs:,} runs / {runs * steps:,} steps", "", notes)]
+    return rows + measure(org, key, workflows, options)
 
+
+def measure(org, key: str, workflows: list, options) -> list[Row]:
+    """The list, detail and prune measurements on a generated fixture (the prune consumes it)."""
+    from django.test import Client
+
+    from bench.cluster import child_env
+    from runs.models import Run
+
+    steps, expired = options.scale_steps, min(options.scale_expired, options.scale_runs)
+    rows = []
     client = Client(SERVER_NAME="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {key}")
     samples = options.scale_samples
     target = workflows[3]
@@ -232,6 +273,7 @@ def run(options) -> list[Row]:
         "version=2": "/api/v1/runs?version=2",
         "created window (1 h)": f"/api/v1/runs?created_after={_ago(7200)}&created_before={_ago(3600)}",
         "metadata.customer": "/api/v1/runs?metadata.customer=c42",
+        "metadata.batch (1 % of runs)": "/api/v1/runs?metadata.batch=5",
         "metadata + status": "/api/v1/runs?metadata.customer=c42&status=completed",
         "workflow runs": f"/api/v1/workflows/{target.pk}/runs?status=failed",
         "offset 10,000": "/api/v1/runs?offset=10000",
@@ -245,7 +287,7 @@ def run(options) -> list[Row]:
         rows.append(
             Row("scale", f"GET /runs {name}", f"p50 {found['p50']:.1f} ms, p95 {found['p95']:.1f} ms", target,
                 f"total {body['total']:,}{estimated}; CPU {found['cpu']:.1f} ms (Python, median), "
-                f"database {found['db']:.1f} ms (EXPLAIN ANALYZE)",
+                f"database {found['db']:.1f} ms (EXPLAIN ANALYZE); load {_load()}",
                 met=found["p95"] <= LIST_TARGET_MS if target else None)
         )  # fmt: skip
     detail_ids = list(
@@ -262,25 +304,48 @@ def run(options) -> list[Row]:
     rows.append(
         Row("scale", "GET /runs/{id} (with its steps)", f"p50 {_ms(percentile(durations, 50)):.1f} ms, "
             f"p95 {p95:.1f} ms", f"p95 ≤ {DETAIL_TARGET_MS:.0f} ms",
-            f"{len(durations)} random runs; CPU {_ms(percentile(cpu, 50)):.1f} ms (Python, median)",
+            f"{len(durations)} random runs; CPU {_ms(percentile(cpu, 50)):.1f} ms (Python, median); "
+            f"load {_load()}",
             met=p95 <= DETAIL_TARGET_MS)
     )  # fmt: skip
     rows.append(_prune_under_triggers(client, workflows[0], expired, child_env))
     return rows
 
 
+# The prune's child process: Django starts (seconds of CPU on a loaded machine, which would slow the
+# triggers measured beside it), says so, and prunes when told to.
+PRUNE_CHILD = """
+import sys, django
+django.setup()
+from django.core.management import call_command
+print("ready", flush=True)
+sys.stdin.readline()
+call_command("prune_runs", "--batch", sys.argv[1])
+"""
+
+
 def _prune_under_triggers(client, workflow, expired: int, child_env) -> Row:
+    """Trigger p99 while `manage.py prune_runs` removes the expired runs, against its p99 idle: triggers
+    just before and just after the prune (the machine's own noise drifts over minutes)."""
+    from django.conf import settings
+
     from runs.models import Run
 
     path = f"/api/v1/workflows/{workflow.pk}/run"
-    idle = _trigger_latencies(client, path, count=200)
+    _trigger_latencies(client, path, count=20)  # warm-up: caches, the first admission
+    idle = _trigger_latencies(client, path, count=300)
+    prune = subprocess.Popen(
+        [sys.executable, "-c", PRUNE_CHILD, "500"], cwd=ROOT, env=child_env(), text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    ready = prune.stdout.readline().strip()
+    if ready != "ready":
+        raise RuntimeError(f"the prune's child process did not start: {ready} {prune.stdout.read()}")
     before = Run.objects.count()
     done = threading.Event()
-    prune = subprocess.Popen(
-        [sys.executable, "manage.py", "prune_runs", "--batch", "500"],
-        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
     started = time.perf_counter()
+    prune.stdin.write("go\n")
+    prune.stdin.flush()
     threading.Thread(target=lambda: (prune.wait(), done.set()), daemon=True).start()
     during = _trigger_latencies(client, path, until=done.is_set)
     prune_seconds = time.perf_counter() - started
@@ -288,13 +353,18 @@ def _prune_under_triggers(client, workflow, expired: int, child_env) -> Row:
     if prune.returncode != 0 or not output.endswith("run(s) deleted"):
         raise RuntimeError(f"prune_runs failed: {output}")
     removed = before + len(during) - Run.objects.count()
+    idle += _trigger_latencies(client, path, count=300)
     idle_p99, during_p99 = _ms(percentile(idle, 99)), _ms(percentile(during, 99))
+    idle_p50, during_p50 = _ms(percentile(idle, 50)), _ms(percentile(during, 50))
     ratio = during_p99 / idle_p99
     return Row(
         "scale", f"trigger p99 while pruning {removed:,} expired runs",
         f"{during_p99:.1f} ms vs {idle_p99:.1f} ms idle ({ratio:.2f}×)", f"≤ {PRUNE_RATIO_TARGET:.0f}×",
-        f"prune {prune_seconds:,.0f} s ({removed / prune_seconds:,.0f} runs/s); {len(during)} triggers "
-        f"during it, {len(idle)} idle; expected {expired:,}", met=ratio <= PRUNE_RATIO_TARGET,
+        f"p50 {during_p50:.1f} ms vs {idle_p50:.1f} ms idle; prune {prune_seconds:,.0f} s "
+        f"({removed / prune_seconds:,.0f} runs/s, batches of 500, "
+        f"BATON_RETENTION_PAUSE_PERCENT={settings.BATON_RETENTION_PAUSE_PERCENT}); {len(during)} triggers "
+        f"during it, {len(idle)} idle (before and after); expected {expired:,}; load {_load()}",
+        met=ratio <= PRUNE_RATIO_TARGET,
     )  # fmt: skip
 
 

@@ -337,6 +337,8 @@ BATON_SSE_POLL_MS = env_int("BATON_SSE_POLL_MS", 250, minimum=10)
 BATON_SSE_MAX_SECONDS = env_int("BATON_SSE_MAX_SECONDS", 3600, minimum=1)
 # Retention (runs/retention.py): how often the periodic prune may run, across all processes.
 BATON_RETENTION_INTERVAL_SECONDS = env_int("BATON_RETENTION_INTERVAL_SECONDS", 3600, minimum=1)
+# ... and how long it rests after each batch, in percent of the time the batch took (0: no rest).
+BATON_RETENTION_PAUSE_PERCENT = env_int("BATON_RETENTION_PAUSE_PERCENT", 100, minimum=0)
 # Deployment-wide exceptions to the outbound SSRF guard (hosts, *.domains, IPs, CIDRs; docs/security.md),
 # until each organisation's security policy carries its own http_allowlist.
 BATON_HTTP_ALLOWLIST = env_list("BATON_HTTP_ALLOWLIST")

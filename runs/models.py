@@ -21,8 +21,9 @@ class Run(models.Model):
     workflow = models.ForeignKey(
         "workflows.Workflow", on_delete=models.CASCADE, related_name="runs", db_index=False
     )
+    # No index of its own: run_version_org_created begins with it.
     workflow_version = models.ForeignKey(
-        "workflows.WorkflowVersion", on_delete=models.CASCADE, related_name="runs"
+        "workflows.WorkflowVersion", on_delete=models.CASCADE, related_name="runs", db_index=False
     )
     # The pinned version's content hash: with the version's pk it keys the engine's cache of prepared
     # definitions (a pk alone can be reused on SQLite after the newest row is deleted).
@@ -78,7 +79,18 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["organization", "-created_at"], name="run_org_created"),
             models.Index(fields=["organization", "status", "-created_at"], name="run_org_status"),
-            models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
+            # A workflow's runs (GET /runs?workflow=, GET /workflows/{ref}/runs) and a version's runs
+            # (?version=), newest first: with the organisation in the index, the page reads them in order
+            # and the bounded count (config/api/pagination.py) is an index-only scan, also with ?status=
+            # on a workflow's runs (status is carried in the index: PostgreSQL only; docs/reliability.md).
+            models.Index(
+                fields=["workflow", "organization", "-created_at"],
+                name="run_workflow_org_created",
+                include=["status"],
+            ),
+            models.Index(
+                fields=["workflow_version", "organization", "-created_at"], name="run_version_org_created"
+            ),
             models.Index(fields=["status", "deadline_at"], name="run_status_deadline"),
             # Concurrency limits: the active runs of a workflow's key (runs/concurrency.py).
             models.Index(fields=["workflow", "concurrency_key", "status"], name="run_wf_concurrency"),

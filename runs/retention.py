@@ -4,19 +4,24 @@ their steps, events and attachments (rows and stored bytes). The retention is th
 Active runs are never touched, nor is the audit log: each organisation's chain records one
 `runs.pruned` event per batch (system actor, the ids removed).
 
-`prune_expired_runs()` does the work in batches, each its own short transaction, so a large backlog never
-holds the write lock for long; `maybe_prune()` is the periodic hook (the reconciler loop calls it) and
+`prune_expired_runs()` does the work in batches, oldest runs first, each its own short transaction, and
+rests after each batch for BATON_RETENTION_PAUSE_PERCENT of the time the batch took (100: as long again),
+so a large backlog never holds locks for long nor takes the database and the CPU from triggers and steps
+(docs/reliability.md "Scale"); `maybe_prune()` is the periodic hook (the reconciler loop calls it) and
 runs the prune at most once per BATON_RETENTION_INTERVAL_SECONDS window across every process;
 `manage.py prune_runs [--dry-run]` runs it by hand. See docs/operations.md "Retention".
 
-Candidates are found with the runs' indexes: per organisation on (organization, status, created_at) and
-per workflow with an override on (workflow, created_at), using `created_at < cutoff` (a run cannot finish
-before it was created) to bound the scan, then `completed_at < cutoff`.
+Candidates are found with the runs' indexes, oldest first: per organisation on (organization, created_at)
+and per workflow with an override on (workflow, organization, created_at), using `created_at < cutoff` (a
+run cannot finish before it was created) to bound the scan, then `completed_at < cutoff`. Oldest first, a
+batch's rows sit together on the table's pages (runs and steps are written in time order), so a batch
+rewrites few pages and writes little WAL.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -58,11 +63,14 @@ class Scope:
             created_at__lt=cutoff,
             completed_at__lt=cutoff,
         )
-        if self.workflow_id is None:
-            queryset = queryset.filter(workflow__retention_days__isnull=True)
+        if self.workflow_id is None:  # not a join: the scan follows the runs' index in created_at order
+            overridden = Workflow.objects.filter(
+                organization_id=self.organization.pk, retention_days__isnull=False
+            ).values("id")
+            queryset = queryset.exclude(workflow_id__in=overridden)
         else:
             queryset = queryset.filter(workflow_id=self.workflow_id)
-        return queryset.order_by(), cutoff
+        return queryset.order_by("created_at"), cutoff
 
 
 def scopes() -> Iterator[Scope]:
@@ -89,13 +97,19 @@ def count_expired_runs(now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def prune_expired_runs(now: datetime | None = None, batch: int = 500) -> int:
-    """Delete every expired run (see the module docstring) in batches of `batch`; return how many went."""
+def prune_expired_runs(
+    now: datetime | None = None, batch: int = 500, pause_percent: int | None = None
+) -> int:
+    """Delete every expired run (see the module docstring) in batches of `batch`, resting `pause_percent`
+    (default BATON_RETENTION_PAUSE_PERCENT) of each batch's time after it; return how many went."""
     now = now or timezone.now()
+    if pause_percent is None:
+        pause_percent = settings.BATON_RETENTION_PAUSE_PERCENT
     total = 0
     for scope in scopes():
         queryset, cutoff = scope.candidates(now)
         while True:
+            started = time.monotonic()
             ids = list(queryset.values_list("id", flat=True)[:batch])
             if not ids:
                 break
@@ -103,6 +117,8 @@ def prune_expired_runs(now: datetime | None = None, batch: int = 500) -> int:
             total += deleted
             if deleted == 0:  # every candidate changed under us (resumed, pinned): leave them
                 break
+            if pause_percent:
+                time.sleep((time.monotonic() - started) * pause_percent / 100)
     if total:
         logger.info("Retention removed %d finished runs", total)
     return total
@@ -113,7 +129,17 @@ def _delete_batch(scope: Scope, ids: list[str], cutoff: datetime) -> int:
     their files' bytes are removed after the commit."""
     from runs.services import remove_files
 
-    with transaction.atomic():
+    connection = transaction.get_connection(router.db_for_write(Run))
+    with transaction.atomic(using=connection.alias):
+        if connection.vendor == "postgresql":
+            # The commit does not wait for its WAL to reach the disk (PostgreSQL flushes it within a
+            # fraction of a second, and before any later commit that depends on it, such as the next
+            # audit append): the audit chain's head, locked from the append to the commit, is released at
+            # once instead of after the flush of the whole batch's deletions, which held up every trigger
+            # of the organisation meanwhile. A crash may undo the last batches, deletions and audit
+            # events together (never one without the other); the next prune removes those runs again.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         # Re-checked under the run locks: a run resumed or pinned since the scan is not removed.
         ids = list(
             Run.objects.select_for_update()
@@ -123,16 +149,23 @@ def _delete_batch(scope: Scope, ids: list[str], cutoff: datetime) -> int:
         if not ids:
             return 0
         paths = list(RunFile.objects.filter(run_id__in=ids).values_list("storage_path", flat=True))
-        RunEvent.objects.filter(run_id__in=ids).delete()  # no dependents: one DELETE
-        RunFile.objects.filter(run_id__in=ids).delete()
-        # Step runs refer to themselves (loop iterations), so Django's collector would load every row to
-        # cascade; nothing else refers to them: delete iterations, then the steps, with one statement each.
-        using = router.db_for_write(StepRun)
-        StepRun.objects.filter(run_id__in=ids, parent__isnull=False)._raw_delete(using)
+        # One statement a table, without Django's collector (it would load every row to cascade): what
+        # refers to these runs and their steps is deleted first, or unlinked as on_delete=SET_NULL does.
+        using = connection.alias
+        RunEvent.objects.filter(run_id__in=ids)._raw_delete(using)
+        RunFile.objects.filter(run_id__in=ids)._raw_delete(using)
+        # Reruns of these runs and the sub-workflow runs their steps started (both name the run as their
+        # parent_run; a sub-workflow run also its step, parent_step_run) outlive them without the links.
+        outliving = Run.objects.filter(parent_run_id__in=ids).exclude(pk__in=ids)
+        outliving.update(parent_run=None, parent_step_run=None)
+        StepRun.objects.filter(run_id__in=ids, parent__isnull=False)._raw_delete(using)  # loop iterations
         StepRun.objects.filter(run_id__in=ids)._raw_delete(using)
-        # Reruns of these runs outlive them (their link is cleared, as on_delete=SET_NULL does).
-        Run.objects.filter(parent_run_id__in=ids).exclude(pk__in=ids).update(parent_run=None)
-        Run.objects.filter(pk__in=ids).delete()
+        Run.objects.filter(pk__in=ids)._raw_delete(using)
+        if connection.vendor == "postgresql":
+            # The foreign keys' checks of these deletions, deferred to the commit (thousands of index
+            # probes: 100-150 ms a batch of 500), run now (SET CONSTRAINTS ALL IMMEDIATE, then DEFERRED
+            # again), before the audit append locks the chain's head until the commit.
+            connection.check_constraints()
         audit_record(
             organization=scope.organization,
             event="runs.pruned",

@@ -9,7 +9,7 @@ import json
 from collections import OrderedDict
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
 from rest_framework import pagination
 from rest_framework.response import Response
 
@@ -22,11 +22,16 @@ def bounded_count(queryset) -> tuple[int, bool]:
     """(total, estimated): the exact count up to EXACT_TOTAL_LIMIT, else PostgreSQL's estimate."""
     if not isinstance(queryset, QuerySet):
         return len(queryset), False
-    keys = queryset.order_by().values("pk")
+    connection = connections[queryset.db]
+    if connection.vendor == "postgresql":
+        # Counted rows select no column (PostgreSQL allows an empty select list): the count reads only the
+        # index its filter uses (an index-only scan), where selecting the key would fetch each row.
+        keys = queryset.order_by().values(one=Value(1))
+    else:
+        keys = queryset.order_by().values("pk")  # SQLite refuses an empty select list
     counted = keys[: EXACT_TOTAL_LIMIT + 1].count()
     if counted <= EXACT_TOTAL_LIMIT:
         return counted, False
-    connection = connections[queryset.db]
     if connection.vendor != "postgresql":
         return keys.count(), False
     sql, params = keys.query.sql_with_params()

@@ -152,6 +152,52 @@ def test_batches_each_commit_on_their_own_and_reruns_lose_only_their_link(engine
     assert [event.data["count"] for event in batches] == [3, 3, 1]
 
 
+def test_oldest_runs_go_first_and_each_batch_is_followed_by_its_pause(engine, org, monkeypatch):
+    runs = finished_runs(engine, 5)
+    for days, run in zip((150, 110, 190, 130, 170), runs, strict=True):
+        age(run, days)
+    pauses = []
+    monkeypatch.setattr(retention.time, "sleep", pauses.append)
+
+    assert retention.prune_expired_runs(batch=2, pause_percent=100) == 5
+    batches = AuditEvent.objects.filter(organization=org, event="runs.pruned").order_by("seq")
+    oldest_first = [runs[2].pk, runs[4].pk, runs[0].pk, runs[3].pk, runs[1].pk]
+    assert [event.data["run_ids"] for event in batches] == [
+        sorted(oldest_first[:2]),
+        sorted(oldest_first[2:4]),
+        oldest_first[4:],
+    ]
+    assert len(pauses) == 3 and all(pause > 0 for pause in pauses)
+
+
+def test_no_pause_at_zero_percent_and_the_setting_is_the_default(engine, settings, monkeypatch):
+    pauses = []
+    monkeypatch.setattr(retention.time, "sleep", pauses.append)
+    for run in finished_runs(engine, 2):
+        age(run, 120)
+    assert retention.prune_expired_runs(batch=1, pause_percent=0) == 2
+    assert pauses == []
+
+    settings.BATON_RETENTION_PAUSE_PERCENT = 50
+    (run,) = finished_runs(engine, 1)
+    age(run, 120)
+    assert retention.prune_expired_runs(batch=1) == 1
+    assert len(pauses) == 1 and pauses[0] > 0
+
+
+def test_a_sub_workflow_run_outlives_its_pruned_parent_without_the_links(engine, org):
+    parent, child = finished_runs(engine, 2)
+    parent_step = StepRun.objects.filter(run=parent).first()
+    Run.objects.filter(pk=child.pk).update(parent_run=parent, parent_step_run=parent_step, pinned=True)
+    age(parent, 120)
+    age(child, 120)
+
+    assert retention.prune_expired_runs() == 1
+    child.refresh_from_db()
+    assert (child.parent_run_id, child.parent_step_run_id) == (None, None)
+    assert not StepRun.objects.filter(run_id=parent.pk).exists()
+
+
 def test_a_batch_deletes_with_a_fixed_number_of_queries(engine, django_assert_max_num_queries):
     steps = [transform(f"s{i}", "{{ 1 }}", depends_on=[f"s{i - 1}"] if i else None) for i in range(10)]
     steps[0].pop("depends_on", None)
