@@ -19,25 +19,28 @@ class QueryInstantField(InstantField):
 
 
 class AuditLogQuerySerializer(serializers.Serializer):
+    """An empty filter (`?actor=`) is no filter, as an empty query parameter is to every list."""
+
     since = QueryInstantField(
         required=False, help_text="Events at or after this instant (ISO 8601 or Unix seconds)."
     )
     until = QueryInstantField(required=False, help_text="Events before this instant (exclusive).")
     actor = serializers.CharField(
-        required=False, max_length=64, help_text="Actor id (usr_…, key_… or system)."
+        required=False, allow_blank=True, max_length=64, help_text="Actor id (usr_…, key_… or system)."
     )
     event = serializers.RegexField(
         r"^[a-z0-9_.]+(\.\*)?$",
         required=False,
+        allow_blank=True,
         max_length=64,
         help_text="Event name, exact (`api_key.created`) or a prefix ending in `.*` (`api_key.*`).",
     )
-    target = serializers.CharField(required=False, max_length=64, help_text="Target id.")
+    target = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text="Target id.")
     target_type = serializers.CharField(
-        required=False, max_length=32, help_text="Target type (e.g. `api_key`)."
+        required=False, allow_blank=True, max_length=32, help_text="Target type (e.g. `api_key`)."
     )
     limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=200)
-    cursor = CursorField(required=False, help_text="`next_cursor` of the previous page.")
+    cursor = CursorField(required=False, allow_blank=True, help_text="`next_cursor` of the previous page.")
 
     def validate(self, attrs):
         since, until = attrs.get("since"), attrs.get("until")

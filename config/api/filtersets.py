@@ -90,15 +90,19 @@ class ChoiceField(ChoicesField):
 
 
 class PositiveIntegerField(forms.Field):
+    """1 to 2³¹−1, the range every database's integer column holds (the schema's `maximum`)."""
+
+    maximum = 2_147_483_647
+
     def clean(self, value):
         if value is None:
             return None
         if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+            isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit())
         ):
             raise forms.ValidationError("Must be a positive integer.")
-        if int(value) < 1:
-            raise forms.ValidationError("Must be a positive integer.")
+        if not 1 <= int(value) <= self.maximum:
+            raise forms.ValidationError(f"Must be an integer from 1 to {self.maximum}.")
         return int(value)
 
 
