@@ -23,6 +23,9 @@ class StrictFilterSet(django_filters.FilterSet):
         """A filterset over a JSON object: a list value is the filter given several times. An object has
         no paginator, so `limit` and `offset` are unknown filters there."""
         lists = {key: list(value) if isinstance(value, list) else [value] for key, value in data.items()}
+        for key, values in lists.items():
+            if not values:  # would read as no filter: a bulk action would reach every run
+                raise invalid_parameter(key, "Must not be an empty list.")
         filterset = cls(MultiValueDict(lists), **kwargs)
         filterset.passthrough = ()
         return filterset

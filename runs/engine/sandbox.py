@@ -226,7 +226,12 @@ def _bwrap_works(user: SandboxUser | None) -> bool:
 def process_cap_enforced() -> bool:
     """Whether max_processes really holds here: RLIMIT_NPROC (a script not run as root) or a writable pids
     cgroup."""
-    return os.geteuid() != 0 or sandbox_user() is not None or _pids_cgroup_root() is not None
+    if os.geteuid() != 0 or _pids_cgroup_root() is not None:
+        return True
+    try:
+        return sandbox_user() is not None
+    except SandboxError:
+        return False
 
 
 def _pids_cgroup_root() -> str | None:
