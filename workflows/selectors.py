@@ -34,7 +34,7 @@ def parse_version_spec(raw, *, name: str = "version", default: str = "latest") -
     value = default if raw is None or raw == "" else str(raw).strip()
     if value in ("latest", "published"):
         return value
-    if value.isdigit() and int(value) >= 1:
+    if value.isascii() and value.isdigit() and int(value) >= 1:
         return int(value)
     raise InvalidRequest(
         "invalid_request",
