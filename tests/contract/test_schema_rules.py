@@ -55,3 +55,10 @@ def test_version_spec_is_read_as_its_schema_says(api_key_client, org, version, s
 @pytest.mark.parametrize(("value", "status"), [("TRUE", 200), (" no\n", 200), ("", 200), ("maybe", 400)])
 def test_is_builtin_is_read_as_its_schema_says(api_key_client, value, status):
     assert api_key_client.get("/api/v1/templates", {"is_builtin": value}).status_code == status
+
+
+@pytest.mark.parametrize("number", ["³", "0", "x"])
+def test_a_version_number_that_is_no_number_is_not_found(api_key_client, org, number):
+    workflow = WorkflowFactory(organization=org)
+    response = api_key_client.get(f"/api/v1/workflows/{workflow.id}/versions/{number}")
+    assert response.status_code == 404, response.content
