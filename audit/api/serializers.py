@@ -5,6 +5,8 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from audit.api.cursor import decode_cursor
+from config.api.parsing import strict_bool
+from config.api.schema import BOOLEAN_QUERY_SCHEMA
 from config.api.serializers import INSTANT_QUERY_SCHEMA, InstantField
 
 
@@ -106,10 +108,20 @@ class AuditVerifySerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field(BOOLEAN_QUERY_SCHEMA)
+class QueryBooleanField(serializers.Field):
+    """A boolean query parameter read by strict_bool: true/false/1/0/yes/no in any case; empty or blank is
+    the default, anything else a 400."""
+
+    def to_internal_value(self, data):
+        return strict_bool({self.field_name: str(data)}, self.field_name, self.default)
+
+    def to_representation(self, value):
+        return "true" if value else "false"  # as a query parameter (the schema's `default`)
+
+
 class AuditVerifyQuerySerializer(serializers.Serializer):
-    full = serializers.BooleanField(
-        default=False, help_text="Walk the whole chain, and check every signature."
-    )
+    full = QueryBooleanField(default=False, help_text="Walk the whole chain, and check every signature.")
 
 
 class AuditPublicKeySerializer(serializers.Serializer):

@@ -62,3 +62,8 @@ def test_a_version_number_that_is_no_number_is_not_found(api_key_client, org, nu
     workflow = WorkflowFactory(organization=org)
     response = api_key_client.get(f"/api/v1/workflows/{workflow.id}/versions/{number}")
     assert response.status_code == 404, response.content
+
+
+@pytest.mark.parametrize(("value", "status"), [("", 200), ("TRUE", 200), ("0", 200), ("on", 400), ("x", 400)])
+def test_audit_verify_full_is_read_as_its_schema_says(api_key_client, value, status):
+    assert api_key_client.get("/api/v1/audit/verify", {"full": value}).status_code == status
