@@ -1,9 +1,10 @@
-"""Backup and restore of a Baton: one .tar.gz with the SQLite database (the online backup API), the keys kept
-in the data directory, the audit checkpoint files and the uploaded files, and a manifest naming each member
-with its SHA-256. With PostgreSQL the archive holds everything but the database, which pg_dump takes.
+"""Backup and restore of a Baton: one .tar.gz with the database (SQLite's online backup API, or PostgreSQL's
+pg_dump), the keys kept in the data directory, the audit checkpoint files and the uploaded files, and a
+manifest naming each member with its SHA-256.
 
-Archive layout: database/baton.sqlite3, keys/<file in the data dir>, audit-checkpoints/<org>.jsonl,
-files/<org>/<file id>, manifest.json (last). docs/operations.md, "Backup and restore", is the operator's side.
+Archive layout: database/baton.sqlite3 or database/baton.pgdump (pg_dump's custom format), keys/<file in the
+data dir>, audit-checkpoints/<org>.jsonl, files/<org>/<file id>, manifest.json (last). docs/operations.md,
+"Backups", is the operator's side.
 """
 
 import base64
@@ -12,6 +13,7 @@ import io
 import os
 import shutil
 import sqlite3
+import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -21,9 +23,11 @@ from pathlib import Path, PurePosixPath
 import orjson
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 FORMAT, VERSION = "baton-backup", 1
 DATABASE_MEMBER = "database/baton.sqlite3"
+PG_DUMP_MEMBER = "database/baton.pgdump"
 # The data dir's key files, and the variable that replaces each (development generates the files; production
 # sets the variables). Encryption keys are only ever a variable (or derived from the secret key).
 KEY_FILES = {
@@ -49,16 +53,42 @@ class ArchiveCommand(BaseCommand):
 
     def handle(self, *args, file: str, force: bool, **options):
         try:
-            self.run(Path(file), force)
+            self.run(Path(file), force, **options)
         except (BackupError, OSError, tarfile.TarError, EOFError) as exc:
             raise CommandError(str(exc) or type(exc).__name__) from None
 
-    def run(self, file: Path, force: bool) -> None:
+    def run(self, file: Path, force: bool, **options) -> None:
         raise NotImplementedError
 
 
 def is_sqlite() -> bool:
     return "sqlite" in settings.DATABASES["default"]["ENGINE"]
+
+
+def _pg_environment() -> dict[str, str]:
+    """The environment pg_dump / pg_restore reach this Baton's database with (libpq's PG* variables)."""
+    database = settings.DATABASES["default"]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PG")}
+    for variable, key in (("PGHOST", "HOST"), ("PGPORT", "PORT"), ("PGUSER", "USER"),
+                          ("PGPASSWORD", "PASSWORD"), ("PGDATABASE", "NAME")):  # fmt: skip
+        if database.get(key):
+            env[variable] = str(database[key])
+    if sslmode := database.get("OPTIONS", {}).get("sslmode"):
+        env["PGSSLMODE"] = sslmode
+    return env
+
+
+def _pg_run(tool: str, *args: str) -> None:
+    """Run pg_dump / pg_restore (postgresql-client) on this Baton's database; BackupError if it fails."""
+    path = shutil.which(tool)
+    if path is None:
+        raise BackupError(
+            f"{tool} is not installed (Debian: apt-get install postgresql-client); or pass --no-database "
+            "and take the database yourself (docs/operations.md, 'Backups')."
+        )
+    done = subprocess.run([path, *args], env=_pg_environment(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BackupError(f"{tool} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
 
 
 def _fingerprint(value: str) -> str:
@@ -144,8 +174,9 @@ def _snapshot_sqlite(database: Path, target: Path, checkpoint_dir: Path) -> dict
     return checkpoints
 
 
-def backup(destination: Path, *, force: bool = False) -> BackupSummary:
-    """Write the archive to `destination`, atomically (a temporary file in its directory, renamed)."""
+def backup(destination: Path, *, force: bool = False, database: bool = True) -> BackupSummary:
+    """Write the archive to `destination`, atomically (a temporary file in its directory, renamed).
+    `database=False` (PostgreSQL only) leaves the database out: the operator takes it with pg_dump."""
     destination = destination.resolve()
     if destination.exists() and not force:
         raise BackupError(f"{destination} exists (use --force to replace it).")
@@ -158,6 +189,7 @@ def backup(destination: Path, *, force: bool = False) -> BackupSummary:
     fd, draft = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")  # mode 0600
     os.close(fd)
     database_copy = Path(draft + ".db")
+    postgresql = not is_sqlite()
     try:
         with tarfile.open(draft, "w:gz", compresslevel=6) as archive:
 
@@ -177,16 +209,22 @@ def backup(destination: Path, *, force: bool = False) -> BackupSummary:
                     archive.addfile(info, reader)
                 members.append({"name": name, "bytes": reader.size, "sha256": reader.sha256.hexdigest()})
 
-            if is_sqlite():
-                database = Path(settings.DATABASES["default"]["NAME"])
-                checkpoints = _snapshot_sqlite(database, database_copy, checkpoint_dir)
+            if not postgresql:
+                sqlite_path = Path(settings.DATABASES["default"]["NAME"])
+                checkpoints = _snapshot_sqlite(sqlite_path, database_copy, checkpoint_dir)
                 add(DATABASE_MEMBER, database_copy)
             else:
+                # The checkpoint files before the dump: a checkpoint is in the database before its line can
+                # be in a file, so every line read now has its row in the later dump.
                 checkpoints = {path: path.read_bytes() for path in _files_under(checkpoint_dir)}
-                warnings.append(
-                    "The database is PostgreSQL: it is not in the archive. Take it now with pg_dump "
-                    "(docs/operations.md, 'Backup and restore') and keep the dump with this archive."
-                )
+                if database:
+                    _pg_run("pg_dump", "--format=custom", "--no-owner", f"--file={database_copy}")
+                    add(PG_DUMP_MEMBER, database_copy)
+                else:
+                    warnings.append(
+                        "The database is PostgreSQL and --no-database was given: it is not in the archive. "
+                        "Take it now with pg_dump (docs/operations.md, 'Backups') and keep the dump with it."
+                    )
             for name in KEY_FILES:
                 if sources[name] == "data_dir" and (data_dir / name).is_file():
                     add(f"keys/{name}", data_dir / name)
@@ -208,7 +246,11 @@ def backup(destination: Path, *, force: bool = False) -> BackupSummary:
                 "format": FORMAT,
                 "version": VERSION,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "database": "sqlite" if is_sqlite() else "postgresql (not included: pg_dump)",
+                "database": "sqlite"
+                if not postgresql
+                else "postgresql (pg_dump, custom format)"
+                if database
+                else "postgresql (not included: pg_dump)",
                 "keys": {
                     name: {"source": source, "fingerprint": key_fingerprints()[name]}
                     for name, source in sources.items()
@@ -240,7 +282,7 @@ def _member_target(name: str) -> tuple[str, PurePosixPath]:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or not path.parts or name != path.as_posix():
         raise BackupError(f"Unsafe member name in the archive: {name!r}.")
-    if name in ("manifest.json", DATABASE_MEMBER):
+    if name in ("manifest.json", DATABASE_MEMBER, PG_DUMP_MEMBER):
         return name, path
     kind, rest = path.parts[0], PurePosixPath(*path.parts[1:]) if len(path.parts) > 1 else None
     if kind == "keys" and rest is not None and str(rest) in KEY_FILES:
@@ -250,13 +292,16 @@ def _member_target(name: str) -> tuple[str, PurePosixPath]:
     raise BackupError(f"Unexpected member in the archive: {name!r}.")
 
 
-def _in_use(checkpoint_dir: Path, media_root: Path) -> list[str]:
-    """What makes the target a live installation that a restore would overwrite."""
+def _in_use(checkpoint_dir: Path, media_root: Path, *, pg_database: bool) -> list[str]:
+    """What makes the target a live installation that a restore would overwrite (`pg_database`: the archive
+    holds a PostgreSQL dump, so the database must be empty too)."""
     found = []
     if is_sqlite():
         database = Path(settings.DATABASES["default"]["NAME"])
         if database.is_file() and database.stat().st_size > 0:
             found.append(f"the database {database}")
+    elif pg_database and connection.introspection.table_names():
+        found.append(f"tables in the database {settings.DATABASES['default']['NAME']}")
     if _files_under(checkpoint_dir):
         found.append(f"audit checkpoint files in {checkpoint_dir}")
     if _files_under(media_root):
@@ -292,6 +337,7 @@ def restore(source: Path, *, force: bool = False) -> tuple[dict, list[str]]:
         manifest = _checked_manifest(staging, found)
         notes = _check_keys(manifest)
         has_database = DATABASE_MEMBER in found
+        has_dump = PG_DUMP_MEMBER in found
         if has_database and not is_sqlite():
             raise BackupError(
                 "The archive holds a SQLite database but this Baton is configured for PostgreSQL "
@@ -299,20 +345,26 @@ def restore(source: Path, *, force: bool = False) -> tuple[dict, list[str]]:
             )
         if not has_database and is_sqlite():
             raise BackupError(
-                "The archive holds no database (it was taken from a PostgreSQL Baton): set "
-                "DATABASE_URL and pg_restore the dump taken with it."
+                "The archive holds no SQLite database (it was taken from a PostgreSQL Baton): set "
+                "DATABASE_URL to an empty PostgreSQL database and restore again."
             )
-        in_use = _in_use(checkpoint_dir, media_root)
+        in_use = _in_use(checkpoint_dir, media_root, pg_database=has_dump)
         if in_use and not force:
             raise BackupError(
                 f"The data directory is not empty ({'; '.join(in_use)}): restore into a fresh "
                 "one, or pass --force to replace what is there."
             )
+        if has_dump:
+            # One transaction: a dump that fails half-way leaves the database as it was.
+            clean = ["--clean", "--if-exists"] if in_use else []
+            name = settings.DATABASES["default"]["NAME"]
+            _pg_run("pg_restore", "--no-owner", "--exit-on-error", "--single-transaction", *clean,
+                    f"--dbname={name}", str(staging / PG_DUMP_MEMBER))  # fmt: skip
         _put_in_place(staging, manifest, data_dir, checkpoint_dir, media_root)
-        if not has_database:
+        if not has_database and not has_dump:
             notes.append(
                 "Now restore the database: pg_restore the dump taken with this archive "
-                "(docs/operations.md, 'Backup and restore')."
+                "(docs/operations.md, 'Backups')."
             )
         return manifest, notes
     finally:

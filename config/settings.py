@@ -27,7 +27,10 @@ TESTING = BATON_ENV == "test" or "pytest" in sys.modules
 
 _data_dir = env_str("BATON_DATA_DIR")
 DATA_DIR = Path(_data_dir).resolve() if _data_dir else BASE_DIR / "var"
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+# Only the server's user may enter it (keys, database, uploads): a root worker's scripts run as another user.
+if DATA_DIR.stat().st_uid == os.geteuid() and DATA_DIR.stat().st_mode & 0o077:
+    DATA_DIR.chmod(0o700)
 
 
 def _persisted_secret(filename: str, generate) -> str:
@@ -343,6 +346,8 @@ BATON_RETENTION_PAUSE_PERCENT = env_int("BATON_RETENTION_PAUSE_PERCENT", 100, mi
 # until each organisation's security policy carries its own http_allowlist.
 BATON_HTTP_ALLOWLIST = env_list("BATON_HTTP_ALLOWLIST")
 BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
+# Who a root worker's `script` steps run as (a user name or uid[:gid]; never root): docs/security.md.
+BATON_SANDBOX_USER = env_str("BATON_SANDBOX_USER", "nobody")
 # The web server (config/asgi_handler.py, docs/operations.md "The web server"): threads per web process that
 # run synchronous requests, and how long each keeps its database connections (0: a new one per request).
 BATON_WEB_THREADS = env_int("BATON_WEB_THREADS", 8, minimum=1)

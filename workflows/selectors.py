@@ -31,10 +31,10 @@ def workflow_get(*, organization: Organization, ref: str, project: bool = True) 
 
 def parse_version_spec(raw, *, name: str = "version", default: str = "latest") -> str | int:
     """`latest`, `published` or a positive integer; anything else is a 400."""
-    value = default if raw is None or raw == "" else str(raw).strip()
+    value = ("" if raw is None else str(raw).strip()) or default
     if value in ("latest", "published"):
         return value
-    if value.isdigit() and int(value) >= 1:
+    if value.isascii() and value.isdigit() and int(value) >= 1:
         return int(value)
     raise InvalidRequest(
         "invalid_request",

@@ -5,6 +5,8 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from audit.api.cursor import decode_cursor
+from config.api.parsing import strict_bool
+from config.api.schema import BOOLEAN_QUERY_SCHEMA
 from config.api.serializers import INSTANT_QUERY_SCHEMA, InstantField
 
 
@@ -19,25 +21,28 @@ class QueryInstantField(InstantField):
 
 
 class AuditLogQuerySerializer(serializers.Serializer):
+    """An empty filter (`?actor=`) is no filter, as an empty query parameter is to every list."""
+
     since = QueryInstantField(
         required=False, help_text="Events at or after this instant (ISO 8601 or Unix seconds)."
     )
     until = QueryInstantField(required=False, help_text="Events before this instant (exclusive).")
     actor = serializers.CharField(
-        required=False, max_length=64, help_text="Actor id (usr_…, key_… or system)."
+        required=False, allow_blank=True, max_length=64, help_text="Actor id (usr_…, key_… or system)."
     )
     event = serializers.RegexField(
         r"^[a-z0-9_.]+(\.\*)?$",
         required=False,
+        allow_blank=True,
         max_length=64,
         help_text="Event name, exact (`api_key.created`) or a prefix ending in `.*` (`api_key.*`).",
     )
-    target = serializers.CharField(required=False, max_length=64, help_text="Target id.")
+    target = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text="Target id.")
     target_type = serializers.CharField(
-        required=False, max_length=32, help_text="Target type (e.g. `api_key`)."
+        required=False, allow_blank=True, max_length=32, help_text="Target type (e.g. `api_key`)."
     )
     limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=200)
-    cursor = CursorField(required=False, help_text="`next_cursor` of the previous page.")
+    cursor = CursorField(required=False, allow_blank=True, help_text="`next_cursor` of the previous page.")
 
     def validate(self, attrs):
         since, until = attrs.get("since"), attrs.get("until")
@@ -103,10 +108,20 @@ class AuditVerifySerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field(BOOLEAN_QUERY_SCHEMA)
+class QueryBooleanField(serializers.Field):
+    """A boolean query parameter read by strict_bool: true/false/1/0/yes/no in any case; empty or blank is
+    the default, anything else a 400."""
+
+    def to_internal_value(self, data):
+        return strict_bool({self.field_name: str(data)}, self.field_name, self.default)
+
+    def to_representation(self, value):
+        return "true" if value else "false"  # as a query parameter (the schema's `default`)
+
+
 class AuditVerifyQuerySerializer(serializers.Serializer):
-    full = serializers.BooleanField(
-        default=False, help_text="Walk the whole chain, and check every signature."
-    )
+    full = QueryBooleanField(default=False, help_text="Walk the whole chain, and check every signature.")
 
 
 class AuditPublicKeySerializer(serializers.Serializer):

@@ -33,12 +33,12 @@ class AuditViewSet(OrganizationViewSet):
 
     def list(self, request):
         params = self.validated_input(AuditLogQuerySerializer, request.query_params)
-        filters = selectors.LogFilters(**{name: params.get(name) for name in _FILTERS})
+        filters = selectors.LogFilters(**{name: params.get(name) or None for name in _FILTERS})
         limit = params["limit"]
         rows = selectors.audit_log_page(
             organization=self.organization,
             filters=filters,
-            before_seq=params.get("cursor"),
+            before_seq=params.get("cursor") or None,
             limit=limit,
         )
         page = rows[:limit]

@@ -23,6 +23,9 @@ class StrictFilterSet(django_filters.FilterSet):
         """A filterset over a JSON object: a list value is the filter given several times. An object has
         no paginator, so `limit` and `offset` are unknown filters there."""
         lists = {key: list(value) if isinstance(value, list) else [value] for key, value in data.items()}
+        for key, values in lists.items():
+            if not values:  # would read as no filter: a bulk action would reach every run
+                raise invalid_parameter(key, "Must not be an empty list.")
         filterset = cls(MultiValueDict(lists), **kwargs)
         filterset.passthrough = ()
         return filterset
@@ -90,15 +93,19 @@ class ChoiceField(ChoicesField):
 
 
 class PositiveIntegerField(forms.Field):
+    """1 to 2³¹−1, the range every database's integer column holds (the schema's `maximum`)."""
+
+    maximum = 2_147_483_647
+
     def clean(self, value):
         if value is None:
             return None
         if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+            isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit())
         ):
             raise forms.ValidationError("Must be a positive integer.")
-        if int(value) < 1:
-            raise forms.ValidationError("Must be a positive integer.")
+        if not 1 <= int(value) <= self.maximum:
+            raise forms.ValidationError(f"Must be an integer from 1 to {self.maximum}.")
         return int(value)
 
 

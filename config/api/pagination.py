@@ -93,8 +93,9 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         limit = {"type": "integer", "minimum": 1, "maximum": max_limit, "default": self.default_limit}
         offset = {"type": "integer", "minimum": 0, "maximum": self.max_offset, "default": 0}
         return [
-            {"name": "limit", "required": False, "in": "query", "schema": limit,
+            # Empty (`?limit=`) is the default (config.api.parsing.parse_bounded_int).
+            {"name": "limit", "required": False, "in": "query", "schema": limit, "allowEmptyValue": True,
              "description": f"Page size: 1 to {max_limit} (default {self.default_limit}), else 400."},
-            {"name": "offset", "required": False, "in": "query", "schema": offset,
+            {"name": "offset", "required": False, "in": "query", "schema": offset, "allowEmptyValue": True,
              "description": "Number of items to skip."},
         ]  # fmt: skip

@@ -49,12 +49,12 @@ def parse_bounded_int(params: Mapping, name: str, default: int, *, minimum: int,
 
 def strict_bool(params: Mapping, name: str, default: bool = False) -> bool:
     """A boolean parameter: true/false/1/0/yes/no; anything else is a 400, never silently false."""
-    raw = params.get(name)
-    if raw is None or raw == "":
+    word = (params.get(name) or "").strip().lower()
+    if not word:
         return default
-    if raw.lower() in _TRUE:
+    if word in _TRUE:
         return True
-    if raw.lower() in _FALSE:
+    if word in _FALSE:
         return False
     raise invalid_parameter(name, "Must be true or false.", summary=f"'{name}' must be true or false.")
 

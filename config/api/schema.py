@@ -68,6 +68,18 @@ _RATE_HEADERS = [
 
 
 # config.api.idempotency._valid_key: 1 to 255 printable ASCII characters.
+# A boolean query parameter as config.api.parsing.strict_bool reads it (any case, blanks around it; empty or
+# blank: the default).
+BOOLEAN_QUERY_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|1|0)?\s*$",
+    "description": "true/false (also 1/0, yes/no, any case).",
+}
+# A workflow version as workflows.selectors.parse_version_spec reads it (empty or blank: the default).
+VERSION_SPEC_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*(latest|published|0*[1-9][0-9]*)?\s*$",
+}
 IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]{1,255}$"}
 
 # Rate-limit headers are documented on success responses and 429 (they are on every authenticated

@@ -418,7 +418,8 @@ _STATUS = {"type": "string", "enum": RunStatus.values}
                 "anyOf": [_STATUS, {"type": "array", "items": _STATUS, "minItems": 1}],
                 "nullable": True,
             },
-            "trigger": {"type": "string", "enum": RunTrigger.values, "nullable": True},
+            # OpenAPI 3.0: a nullable enum lists null among its values.
+            "trigger": {"type": "string", "enum": [*RunTrigger.values, None], "nullable": True},
             "env": {"type": "string", "minLength": 1, "maxLength": 100, "nullable": True},
             "version": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647, "nullable": True},
             # In a JSON body Unix seconds may also be a number.

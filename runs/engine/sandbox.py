@@ -2,9 +2,10 @@
 
 Every run gets a clean environment, a fresh temporary directory (its HOME and working directory, removed
 afterwards), resource limits (memory, CPU, processes, file size, no core dumps), its own session so the
-whole process group can be killed, capped output and a wall-clock timeout. Where bubblewrap works it also
-gets no network, a read-only system and its own PID namespace. `ScriptHandle.kill()` stops a running
-script from another thread (run termination).
+whole process group can be killed, capped output and a wall-clock timeout. A root worker runs the script as
+an unprivileged user (BATON_SANDBOX_USER, no supplementary groups) in a network namespace of its own. Where
+bubblewrap works it also gets a read-only system and its own PID namespace. `ScriptHandle.kill()` stops a
+running script from another thread (run termination).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import errno
 import functools
 import math
 import os
+import pwd
 import re
 import resource
 import selectors
@@ -29,6 +31,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from django.conf import settings
 
 LANGUAGES = ("python", "shell")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -91,11 +95,108 @@ def _libc():
 
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
+_CLONE_NEWNET = 0x40000000
+
+
+@dataclass(frozen=True)
+class SandboxUser:
+    """Who a root worker's scripts run as: an unprivileged uid and its primary gid, no other group."""
+
+    uid: int
+    gid: int
+
+
+def sandbox_user() -> SandboxUser | None:
+    """The user scripts run as when this worker is root (settings.BATON_SANDBOX_USER: a name or
+    `uid[:gid]`); None when the worker is not root (it cannot switch users, and needs not)."""
+    if os.geteuid() != 0:
+        return None
+    spec = str(getattr(settings, "BATON_SANDBOX_USER", "") or "nobody").strip()
+    try:
+        if spec.replace(":", "").isdigit():
+            uid_text, _, gid_text = spec.partition(":")
+            uid = int(uid_text)
+            gid = int(gid_text) if gid_text else _primary_gid(uid)
+        else:
+            entry = pwd.getpwnam(spec)
+            uid, gid = entry.pw_uid, entry.pw_gid
+    except (KeyError, ValueError):
+        raise SandboxError(
+            "sandbox_unavailable", f"BATON_SANDBOX_USER {spec!r} is not a user here."
+        ) from None
+    if uid == 0 or gid == 0:
+        raise SandboxError("sandbox_unavailable", "BATON_SANDBOX_USER must not be root or in root's group.")
+    return SandboxUser(uid, gid)
+
+
+def _primary_gid(uid: int) -> int:
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return uid
+
+
+def _usable_by(path: str, user: SandboxUser, need: int) -> bool:
+    """Whether `user` can reach `path` (x on every parent directory) and has `need` (rwx bits) on it."""
+    path = os.path.realpath(path)
+    parts = path.split(os.sep)
+    checks = [(os.sep.join(parts[:i]) or os.sep, 0o1) for i in range(1, len(parts))] + [(path, need)]
+    for candidate, bits in checks:
+        try:
+            info = os.stat(candidate)
+        except OSError:
+            return False
+        if info.st_uid == user.uid:
+            granted = (info.st_mode >> 6) & 0o7
+        elif info.st_gid == user.gid:
+            granted = (info.st_mode >> 3) & 0o7
+        else:
+            granted = info.st_mode & 0o7
+        if granted & bits != bits:
+            return False
+    return True
+
+
+def _python_for(user: SandboxUser | None) -> str:
+    """The interpreter a script runs with: the worker's own, or, when `user` cannot execute that one (a
+    Python under /root), the system's python3."""
+    own = os.path.realpath(sys.executable)
+    if user is None or _usable_by(own, user, 0o5):
+        return own
+    system = shutil.which("python3", path=DEFAULT_PATH)
+    if system and _usable_by(system, user, 0o5):
+        return os.path.realpath(system)
+    raise SandboxError(
+        "sandbox_unavailable", f"No Python interpreter the sandbox user (uid {user.uid}) may execute."
+    )
+
+
+def _unshare_network() -> None:
+    if _libc().unshare(_CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+
+
+@functools.cache
+def network_namespace_available() -> bool:
+    """True when a child may get a network namespace of its own (root, unless a container forbids it)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        probe = subprocess.run(["/bin/true"], preexec_fn=_unshare_network, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
 
 
 @functools.cache
 def bwrap_available() -> bool:
     """True when bubblewrap is installed and can create the namespaces we ask for on this host."""
+    return _bwrap_works(None)
+
+
+@functools.cache
+def _bwrap_works(user: SandboxUser | None) -> bool:
+    """Whether bubblewrap starts here, run by `user` (None: the worker itself)."""
     path = shutil.which("bwrap")
     if path is None:
         return False
@@ -115,6 +216,7 @@ def bwrap_available() -> bool:
             capture_output=True,
             timeout=10,
             env={"PATH": DEFAULT_PATH},
+            preexec_fn=_make_preexec({}, None, drop_caps=True, user=user) if user else None,
         )
     except (OSError, subprocess.SubprocessError):
         return False
@@ -122,8 +224,14 @@ def bwrap_available() -> bool:
 
 
 def process_cap_enforced() -> bool:
-    """Whether max_processes really holds here: RLIMIT_NPROC (not root) or a writable pids cgroup (root)."""
-    return os.geteuid() != 0 or _pids_cgroup_root() is not None
+    """Whether max_processes really holds here: RLIMIT_NPROC (a script not run as root) or a writable pids
+    cgroup."""
+    if os.geteuid() != 0 or _pids_cgroup_root() is not None:
+        return True
+    try:
+        return sandbox_user() is not None
+    except SandboxError:
+        return False
 
 
 def _pids_cgroup_root() -> str | None:
@@ -189,13 +297,15 @@ def _processes_of_uid(uid: int) -> int:
     return count
 
 
-def _python_roots() -> list[str]:
+def _python_roots(python: str) -> list[str]:
     # -S means only the base interpreter's standard library is needed, not the project's virtualenv.
-    roots = {sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    roots = {os.path.dirname(os.path.dirname(python))}
+    if python == os.path.realpath(sys.executable):
+        roots.add(sys.base_prefix)
     return sorted(r for r in roots if r and os.path.isdir(r))
 
 
-def _bwrap_argv(argv: list[str], workdir: str, *, network: bool, language: str) -> list[str]:
+def _bwrap_argv(argv: list[str], workdir: str, *, network: bool, language: str, as_root: bool) -> list[str]:
     args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     args += ["--unshare-cgroup-try"]
     if not network:
@@ -211,7 +321,7 @@ def _bwrap_argv(argv: list[str], workdir: str, *, network: bool, language: str) 
     if network:
         args += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
     if language == "python":
-        for root in _python_roots():
+        for root in _python_roots(argv[0]):
             args += ["--ro-bind", root, root]
     args += [
         "--proc",
@@ -226,26 +336,40 @@ def _bwrap_argv(argv: list[str], workdir: str, *, network: bool, language: str) 
         "--chdir",
         workdir,
     ]
-    if os.geteuid() == 0:
+    if as_root:
         args += ["--cap-drop", "ALL"]
     return [*args, "--", *argv]
 
 
-def _make_preexec(limits: dict[int, tuple[int, int]], cgroup_procs: str | None, drop_caps: bool):
-    libc = _libc() if drop_caps else None
+def _make_preexec(
+    limits: dict[int, tuple[int, int]],
+    cgroup_procs: str | None,
+    drop_caps: bool,
+    user: SandboxUser | None = None,
+    new_network: bool = False,
+):
+    libc = _libc() if drop_caps or user or new_network else None
 
     def preexec() -> None:
-        # Runs in the child between fork and exec: only system calls, no imports, no locks.
+        # Runs in the child between fork and exec: only system calls, no imports, no locks. The order
+        # matters: what needs root (the cgroup, the namespace, the bounding set) comes before the uid.
         if cgroup_procs is not None:
             with open(cgroup_procs, "w") as procs:
                 procs.write("0")
         for limit, values in limits.items():
             resource.setrlimit(limit, values)
-        if libc is not None:
-            # Root keeps uid 0 but loses every capability on exec: it cannot raise these limits again.
+        if new_network and libc.unshare(_CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+        if drop_caps:
+            # No capability survives exec: the script cannot raise these limits again.
             for cap in range(64):
                 if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == errno.EINVAL:
                     break
+        if user is not None:
+            os.setgroups([])
+            os.setresgid(user.gid, user.gid, user.gid)
+            os.setresuid(user.uid, user.uid, user.uid)
+        if libc is not None:
             libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
     return preexec
@@ -298,7 +422,8 @@ def run_script(
     """Run code to completion or until a limit; returns what it printed and how it ended.
 
     `use_bwrap=None` uses bubblewrap when it works here; True requires it (SandboxError otherwise); False
-    never uses it. Without bubblewrap `network` is not enforced (see docs/security.md).
+    never uses it. `network=False` is enforced by bubblewrap or, for a root worker, by a network namespace
+    of the script's own; otherwise not (see docs/security.md).
     """
     if language not in LANGUAGES:
         raise SandboxError("invalid_language", f"Unknown script language {language!r}; use python or shell.")
@@ -315,6 +440,13 @@ def run_script(
     handle = handle or ScriptHandle()
     started = time.monotonic()
     deadline = started + timeout_seconds
+    user = sandbox_user()
+    # bubblewrap started by the sandbox user needs unprivileged user namespaces; without them it runs as
+    # root, with every capability dropped, and its namespaces are the containment.
+    bwrap_user = user if use_bwrap and user is not None and _bwrap_works(user) else None
+    run_as = bwrap_user if use_bwrap else user
+    new_network = not network and not use_bwrap and user is not None and network_namespace_available()
+    python = _python_for(run_as) if language == "python" else None
 
     base = tempfile.mkdtemp(prefix="baton-script-")
     os.chmod(base, 0o700)
@@ -325,16 +457,25 @@ def run_script(
         if language == "python":
             script = os.path.join(base, "script.py")
             # -I: ignore PYTHON* variables and the user site; -S: no site-packages (standard library only).
-            argv = [os.path.realpath(sys.executable), "-I", "-S", script]
+            argv = [python, "-I", "-S", script]
         else:
             script = os.path.join(base, "script.sh")
             shell = shutil.which("bash", path=DEFAULT_PATH)
             argv = [shell, "--noprofile", "--norc", script] if shell else ["/bin/sh", script]
         with open(script, "w", encoding="utf-8") as source:
             source.write(code)
+        if run_as is not None:
+            for path in (base, workdir, script):
+                os.chown(path, run_as.uid, run_as.gid)
         if use_bwrap:
             # The script file lives beside the work directory; make it visible read-only inside.
-            argv = _bwrap_argv(argv, workdir, network=network, language=language)
+            argv = _bwrap_argv(
+                argv,
+                workdir,
+                network=network,
+                language=language,
+                as_root=os.geteuid() == 0 and run_as is None,
+            )
             argv[argv.index("--") : argv.index("--")] = ["--ro-bind", script, script]
 
         cpu = cpu_seconds if cpu_seconds is not None else timeout_seconds + 1
@@ -353,11 +494,15 @@ def run_script(
         if cgroup_root is not None:
             with contextlib.suppress(OSError):
                 cgroup = _PidsCgroup(cgroup_root, max_processes + (2 if use_bwrap else 0))
-        if not root:
-            nproc = _processes_of_uid(os.getuid()) + max_processes
+        if not root or run_as is not None:
+            nproc = _processes_of_uid(run_as.uid if run_as else os.getuid()) + max_processes
             limits[resource.RLIMIT_NPROC] = (nproc, nproc)
         preexec = _make_preexec(
-            limits, cgroup.procs_path if cgroup else None, drop_caps=root and not use_bwrap
+            limits,
+            cgroup.procs_path if cgroup else None,
+            drop_caps=root and not (use_bwrap and run_as is None),
+            user=run_as,
+            new_network=new_network,
         )
 
         try:

@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -148,22 +150,104 @@ def test_restore_refuses_keys_that_would_not_open_the_backups_data(source, tmp_p
     assert not (tmp_path / "fresh" / "baton.sqlite3").exists()
 
 
-@pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL"), reason="the PostgreSQL pass: the database is pg_dump's"
+# --- PostgreSQL: the database travels as pg_dump's custom format ------------------------------------------
+
+POSTGRES_PASS = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL"), reason="the PostgreSQL pass: pg_dump / pg_restore need its server"
 )
-def test_with_postgresql_the_archive_holds_all_but_the_database(tmp_path, settings, db):
-    from io import StringIO
 
-    from django.core.management import call_command
 
-    settings.MEDIA_ROOT = tmp_path / "files"
-    (tmp_path / "files" / "org_x").mkdir(parents=True)
-    (tmp_path / "files" / "org_x" / "file_1").write_bytes(b"upload")
-    out, err = StringIO(), StringIO()
-    call_command("backup", str(tmp_path / "baton.tar.gz"), stdout=out, stderr=err)
-    with tarfile.open(tmp_path / "baton.tar.gz") as tar:
+@contextmanager
+def scratch_databases(*suffixes: str):
+    """Fresh, empty databases `<test database>_restore_<suffix>` on the pass's server, dropped afterwards;
+    yields their URLs."""
+    import psycopg
+
+    url = urlsplit(os.environ["DATABASE_URL"])
+    base = os.environ.get("BATON_TEST_DB_NAME") or f"test_{url.path.lstrip('/')}"
+    names = [f"{base}_restore_{suffix}" for suffix in suffixes]
+    with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield [url._replace(path=f"/{name}").geturl() for name in names]
+        finally:
+            for name in names:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_tool(*args: str, url: str) -> None:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"{args[0]} on {urlsplit(url).path}: {done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def pg_source(tmp_path_factory):
+    """A PostgreSQL Baton seeded like `source`, backed up twice: by `manage.py backup` (pg_dump inside), and
+    the documented way by hand (`backup --no-database`, then pg_dump)."""
+    base = tmp_path_factory.mktemp("pg-backup")
+    data_dir = base / "source"
+    with scratch_databases("src") as (url,):
+        run(data_dir, "manage.py", "migrate", "-v0", DATABASE_URL=url)
+        seeded = run(data_dir, "-m", "tests.ops.backup_scenario", "seed", DATABASE_URL=url)
+        made = orjson.loads(seeded.stdout.splitlines()[-1])
+        archive = base / "baton.tar.gz"
+        assert "Backup written" in run(data_dir, "manage.py", "backup", str(archive), DATABASE_URL=url).stdout
+        files = base / "baton-files.tar.gz"
+        done = run(data_dir, "manage.py", "backup", str(files), "--no-database", DATABASE_URL=url)
+        assert "pg_dump" in done.stderr
+        dump = base / "baton.dump"
+        _pg_tool("pg_dump", "--format=custom", f"--file={dump}", url, url=url)
+        yield data_dir, made, archive, files, dump
+
+
+def _check_restored(fresh: Path, made: dict, url: str) -> None:
+    assert run(fresh, "manage.py", "migrate", "-v0", DATABASE_URL=url).returncode == 0
+    made_json = orjson.dumps(made).decode()
+    checked = run(fresh, "-m", "tests.ops.backup_scenario", "check", made_json, DATABASE_URL=url)
+    found = orjson.loads(checked.stdout.splitlines()[-1])
+    assert found["authenticated"] == 200
+    assert found["secret"] is True
+    assert found["download"] == [200, True]
+    assert found["verify"] == [True, True, made["checkpoint_seq"]]
+    assert found["offline"].startswith("OK:") and "signatures verified" in found["offline"]
+
+
+@POSTGRES_PASS
+def test_postgresql_backup_restores_into_a_fresh_database(pg_source, tmp_path):
+    data_dir, made, archive, _, _ = pg_source
+    with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         manifest = orjson.loads(tar.extractfile("manifest.json").read())
-    assert "database/baton.sqlite3" not in names and "files/org_x/file_1" in names
-    assert manifest["database"].startswith("postgresql")
-    assert "pg_dump" in err.getvalue()
+    assert {"database/baton.pgdump", "keys/secret_key", "keys/api_key_pepper", "keys/audit_signing_key",
+            f"files/{made['org_id']}/{made['file_id']}"} <= names  # fmt: skip
+    assert manifest["database"] == "postgresql (pg_dump, custom format)"
+
+    fresh = tmp_path / "restored"
+    with scratch_databases("dst") as (url,):
+        done = run(fresh, "manage.py", "restore", str(archive), DATABASE_URL=url)
+        assert "Restored the backup" in done.stdout
+        for name in ("secret_key", "api_key_pepper", "audit_signing_key"):
+            assert (fresh / name).read_bytes() == (data_dir / name).read_bytes()
+        _check_restored(fresh, made, url)
+        # Now in use: the database has tables, a second restore is refused unless forced.
+        again = run(fresh, "manage.py", "restore", str(archive), check=False, DATABASE_URL=url)
+        assert again.returncode == 1 and "tables in the database" in again.stderr, again.stderr
+        forced = run(fresh, "manage.py", "restore", str(archive), "--force", DATABASE_URL=url)
+        assert "Restored" in forced.stdout
+        _check_restored(fresh, made, url)
+
+
+@POSTGRES_PASS
+def test_postgresql_restore_by_the_documented_commands(pg_source, tmp_path):
+    """docs/operations.md "Backups": pg_restore the dump into an empty database, then `restore` the rest."""
+    _, made, _, files, dump = pg_source
+    with tarfile.open(files) as tar:
+        assert not [name for name in tar.getnames() if name.startswith("database/")]
+    fresh = tmp_path / "restored"
+    with scratch_databases("manual") as (url,):
+        _pg_tool("pg_restore", "--no-owner", f"--dbname={url}", str(dump), url=url)
+        done = run(fresh, "manage.py", "restore", str(files), DATABASE_URL=url)
+        assert "Now restore the database" in done.stdout
+        _check_restored(fresh, made, url)

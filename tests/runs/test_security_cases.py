@@ -7,10 +7,14 @@ SSRF: the victim is a real HTTP server on 127.0.0.2 (not allowlisted); the deplo
 query); nothing of Baton's is patched. Every case must leave the victim without a single request.
 """
 
+import json
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -18,6 +22,7 @@ from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings
 from dnslib import AAAA, QTYPE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 
@@ -209,13 +214,19 @@ def script(code: str, use_bwrap: bool, **limits) -> sandbox.ScriptResult:
                               **limits)  # fmt: skip
 
 
-# What a script tries, and how the attempt is reported on stdout: "refused …" when contained. Without
-# bubblewrap the sandbox has no namespaces: the script runs as the worker's user and reaches what that user
-# reaches (the documented caveat, docs/security.md "Caveats"), so there these cases are expected to get
-# through. Never `kill -1` here: outside a PID namespace, as root, it kills every process of the machine.
+# What a script tries, and how the attempt is reported on stdout: "refused …" when contained. A root worker
+# runs scripts as BATON_SANDBOX_USER in a network namespace of their own, bubblewrap adds its namespaces; a
+# worker that is not root and has no bubblewrap has neither, and its scripts reach what its user reaches (the
+# documented caveat, docs/security.md "Caveats"). Never `kill -1` or a process group here: if containment
+# failed, as root, it would kill every process of the machine.
 ESCAPES = {
-    "read-the-servers-files": (
+    "read-a-key-file": (
         "import pathlib\ntry:\n    print(pathlib.Path({secret!r}).read_text())\n"
+        "except OSError as e:\n    print('refused', e.errno)"
+    ),
+    "read-the-data-directory": (
+        "import os\ntry:\n    print(os.listdir({data_dir!r}))\n"
+        "    print(open({data_dir!r} + '/secret_key').read())\n"
         "except OSError as e:\n    print('refused', e.errno)"
     ),
     "read-another-process-environment": (
@@ -234,28 +245,66 @@ ESCAPES = {
 }
 
 
+def contained_here(use_bwrap: bool) -> bool:
+    return use_bwrap or os.geteuid() == 0
+
+
+@pytest.fixture
+def key_file():
+    """A 0600 key file of the worker's user in a directory anyone may enter: only its mode protects it."""
+    directory = tempfile.mkdtemp(prefix="baton-keys-")
+    os.chmod(directory, 0o755)
+    secret = os.path.join(directory, "secret_key")
+    with open(secret, "w") as file:
+        file.write("s3cr3t-key-material")
+    os.chmod(secret, 0o600)
+    yield secret
+    shutil.rmtree(directory)
+
+
 @pytest.mark.parametrize("case", list(ESCAPES))
-def test_sandbox_escapes(use_bwrap, case, tmp_path):
-    secret = tmp_path / "secret_key"
-    secret.write_text("s3cr3t-key-material")
-    secret.chmod(0o600)
+def test_sandbox_escapes(use_bwrap, case, key_file):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     with listener, bystander({**os.environ, "PLANTED_SECRET": "planted-value-123"}) as other:
-        code = ESCAPES[case].format(secret=str(secret), pid=other.pid, port=listener.getsockname()[1])
+        code = ESCAPES[case].format(secret=key_file, data_dir=str(settings.DATA_DIR), pid=other.pid,
+                                    port=listener.getsockname()[1])  # fmt: skip
         result = script(code, use_bwrap)
         time.sleep(0.2)
         bystander_alive = other.poll() is None
     contained = result.stdout.startswith("refused")
-    leaked = "s3cr3t" in result.stdout or "planted-value-123" in result.stdout or not bystander_alive
-    # Without bubblewrap the environment of the worker's other processes stays unreadable only for root (whose
-    # scripts lose every capability: /proc/<pid>/environ needs the target's capabilities).
-    exposed = not use_bwrap and (case != "read-another-process-environment" or os.geteuid() != 0)
-    if exposed:  # documented: no namespaces without bubblewrap, the worker's user's reach
-        assert not contained, f"{case} is contained without bubblewrap: update docs/security.md: {result}"
-    else:
+    leaked = (
+        "s3cr3t" in result.stdout or "planted-value-123" in result.stdout or "secret_key" in result.stdout
+        or not bystander_alive
+    )  # fmt: skip
+    if contained_here(use_bwrap):
         assert contained and not leaked, result
+    else:  # documented: a worker that is not root, without bubblewrap, lends its scripts its own reach
+        assert not contained, f"{case} is contained without bubblewrap: update docs/security.md: {result}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker switches its scripts to another user")
+def test_root_worker_runs_scripts_as_the_sandbox_user(use_bwrap):
+    user = sandbox.sandbox_user()
+    code = "import os, json\nprint(json.dumps([os.getuid(), os.getgid(), os.getgroups(), os.getcwd()]))"
+    result = script(code, use_bwrap)
+    uid, gid, groups, cwd = json.loads(result.stdout)
+    assert (uid, gid, groups) == (user.uid, user.gid, []), result
+    assert cwd.startswith(tempfile.gettempdir()) and os.path.basename(cwd) == "work", cwd
+
+
+def test_the_data_directory_is_the_servers_alone():
+    assert stat.S_IMODE(os.stat(settings.DATA_DIR).st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker switches its scripts to another user")
+@pytest.mark.parametrize("spec", ["root", "0", "65534:0", "no-such-user-here"])
+def test_the_sandbox_user_is_never_root(settings, spec):
+    settings.BATON_SANDBOX_USER = spec
+    with pytest.raises(sandbox.SandboxError) as refused:
+        sandbox.run_script("python", "print(1)", use_bwrap=False)
+    assert refused.value.code == "sandbox_unavailable"
 
 
 def test_sandbox_contains_a_fork_bomb(use_bwrap):

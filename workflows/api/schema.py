@@ -1,14 +1,13 @@
 """The OpenAPI description of the workflow, template and project endpoints, apart from the views: one
 `extend_schema_view` per viewset, applied as its class decorator."""
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 
-from config.api.schema import error_response, resource_schema
+from config.api.schema import BOOLEAN_QUERY_SCHEMA, VERSION_SPEC_SCHEMA, error_response, resource_schema
 from workflows.api import serializers as s
 
 VERSION_PARAM = OpenApiParameter(
-    "version", OpenApiTypes.STR, description="`latest` (default), `published` or a version number."
+    "version", VERSION_SPEC_SCHEMA, description="`latest` (default), `published` or a version number."
 )
 ERRORS = {
     400: OpenApiResponse(description="invalid_request"),
@@ -110,7 +109,10 @@ WORKFLOWS = extend_schema_view(
 )
 
 TEMPLATES = extend_schema_view(
-    list=extend_schema(summary="List templates (built-in and the organisation's own)"),
+    list=extend_schema(
+        summary="List templates (built-in and the organisation's own)",
+        parameters=[OpenApiParameter("is_builtin", BOOLEAN_QUERY_SCHEMA)],
+    ),
     retrieve=extend_schema(summary="One template with its definition", responses=s.TemplateDetailSerializer),
     destroy=extend_schema(
         summary="Delete an organisation template",

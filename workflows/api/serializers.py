@@ -8,8 +8,11 @@ from config.api.serializers import StrictSerializer
 from workflows.api.schedules import SchedulesField, hook_urls
 from workflows.choices import (
     MAX_CHANGE_SUMMARY_LENGTH,
+    MAX_CONCURRENCY_KEY_LENGTH,
+    MAX_CONCURRENCY_LIMIT,
     MAX_DESCRIPTION_LENGTH,
     MAX_NAME_LENGTH,
+    ConcurrencyPolicy,
     TriggerType,
     WorkflowStatus,
 )
@@ -220,6 +223,34 @@ class RetentionDaysField(serializers.IntegerField):
     """Days a finished run is kept (workflows.services.clean_retention_days checks the range)."""
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "description": "The per-workflow concurrency limit; null: none.",
+        "properties": {
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY_LIMIT},
+            # A template rendered per run; blank is refused.
+            "key": {
+                "type": "string",
+                "maxLength": MAX_CONCURRENCY_KEY_LENGTH,
+                "pattern": r"\S",
+                "nullable": True,
+            },
+            "on_limit": {
+                "type": "string",
+                "enum": ConcurrencyPolicy.values,
+                "default": ConcurrencyPolicy.QUEUE,
+            },
+        },
+        "required": ["limit"],
+        "additionalProperties": False,
+    }
+)
+class ConcurrencyField(serializers.JSONField):
+    """`{"limit", "key", "on_limit"}` or null, checked by workflows.services.clean_concurrency."""
+
+
 @extend_schema_field({"type": "object", "additionalProperties": True, "description": "A definition."})
 class DefinitionField(serializers.JSONField):
     """A workflow definition: a JSON object, checked by the services (422 invalid_definition)."""
@@ -233,7 +264,7 @@ class WorkflowCreateSerializer(StrictSerializer):
     )
     project = serializers.CharField(allow_null=True, allow_blank=True, required=False, max_length=40)
     status = serializers.ChoiceField(choices=[(s.value, s.label) for s in CREATE_STATUSES], required=False)
-    concurrency = serializers.JSONField(allow_null=True, required=False)
+    concurrency = ConcurrencyField(allow_null=True, required=False)
     retention_days = RetentionDaysField(allow_null=True, required=False)
     webhook_enabled = serializers.BooleanField(required=False)
     change_summary = serializers.CharField(
@@ -266,7 +297,7 @@ class WorkflowMetadataSerializer(StrictSerializer):
         child=serializers.CharField(trim_whitespace=False, allow_blank=True), required=False
     )
     project = serializers.CharField(allow_null=True, allow_blank=True, required=False, max_length=40)
-    concurrency = serializers.JSONField(allow_null=True, required=False)
+    concurrency = ConcurrencyField(allow_null=True, required=False)
     retention_days = RetentionDaysField(allow_null=True, required=False)
     webhook_enabled = serializers.BooleanField(required=False)
 

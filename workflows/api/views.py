@@ -230,7 +230,7 @@ class WorkflowViewSet(ListMixin, UpdateMixin, DestroyMixin, OrganizationViewSet)
 
 
 def _version_in_path(raw: str, workflow_id: str) -> int:
-    if raw.isdigit() and int(raw) >= 1:
+    if raw.isascii() and raw.isdigit() and int(raw) >= 1:
         return int(raw)
     raise NotFound("version_not_found", f"Workflow {workflow_id} has no version {raw}.")
 
