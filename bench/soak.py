@@ -283,6 +283,11 @@ def check(org, run_ids: dict[str, str], effects: Counter, audit: dict) -> dict:
         "statuses": dict(statuses),
         "failure_codes": dict(errors),
         "not_terminal": not_terminal,
+        "not_terminal_steps": {
+            rid: sorted(f"{step}{'' if parent is None else f'[{it}]'}={status}" for r, step, parent, it, _a, _b, status
+                        in steps if r == rid)
+            for rid in not_terminal[:5]
+        },  # fmt: skip
         "steps_checked": len(steps),
         "no_retry_steps_with_two_attempts": twice,
         "side_effects": sum(effects.values()),

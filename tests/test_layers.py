@@ -38,6 +38,8 @@ SQL_MODULES = {
     "accounts/fastpaths.py",  # the API key lookup of every key-authenticated request
     "audit/chain.py",  # the audit append (one statement on PostgreSQL)
     "audit/services.py",
+    "runs/services/trigger.py",  # the trigger's last writes sent with its COMMIT (a pipeline, no statement)
+    "config/api/idempotency.py",  # holds a committing pipeline's COMMIT until the stored answer (no statement)
 }
 
 
