@@ -113,7 +113,7 @@ def sandbox_user() -> SandboxUser | None:
         return None
     spec = str(getattr(settings, "BATON_SANDBOX_USER", "") or "nobody").strip()
     try:
-        if spec.replace(":", "").isdigit():
+        if re.fullmatch(r"[0-9]+(:[0-9]+)?", spec):
             uid_text, _, gid_text = spec.partition(":")
             uid = int(uid_text)
             gid = int(gid_text) if gid_text else _primary_gid(uid)

@@ -136,3 +136,11 @@ def test_a_refresh_token_from_before_the_requirement_is_refused(org, member):
     assert_two_factor_required(APIClient().post(REFRESH, {"refresh": refresh}, format="json"), org)
     turn_on(member)
     assert APIClient().post(REFRESH, {"refresh": refresh}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize("otp", ["³" * 6, "١٢٣٤٥٦"])
+def test_a_code_of_other_scripts_digits_is_a_wrong_code(owner, otp):
+    turn_on(owner)
+    response = sign_in(owner, otp=otp)
+    assert response.status_code == 401, response.content
+    assert response.json()["error"]["code"] == "invalid_code"
