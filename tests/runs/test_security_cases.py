@@ -316,7 +316,7 @@ def test_a_numeric_sandbox_user_is_ascii_digits(settings):
 
 
 def test_sandbox_contains_a_fork_bomb(use_bwrap):
-    if not sandbox.process_cap_enforced():
+    if not sandbox.process_cap_enforced(use_bwrap):
         pytest.skip(
             "no process cap here (root without a writable pids cgroup): a fork bomb could not be bounded"
         )
