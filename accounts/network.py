@@ -166,7 +166,7 @@ def parse_ipv4_host(host: str) -> ipaddress.IPv4Address | None:
     if parts[-1] == "" and len(parts) > 1:
         parts.pop()
     last = parts[-1]
-    if not (last and (last.isdigit() or re.fullmatch(r"0[xX][0-9a-fA-F]*", last))):
+    if not (last and ((last.isascii() and last.isdigit()) or re.fullmatch(r"0[xX][0-9a-fA-F]*", last))):
         return None
     if len(parts) > 4:
         raise ValueError(f"{host!r} is not a valid IPv4 address")
@@ -278,7 +278,7 @@ def parse_url(url: str) -> Target:
         elif not all(_HOST_LABEL.match(label) for label in host.split(".")) or len(host) > 253:
             raise invalid("bad host name")
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise invalid("bad port")
         port = int(port_text)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
@@ -80,7 +81,7 @@ def _accept_code(two_factor: TwoFactor, code: str, now: float | None = None) -> 
     code = (code or "").strip().replace(" ", "")
     if not code or len(code) > 32:
         return False
-    if code.isdigit() and len(code) == 6:
+    if code.isascii() and code.isdigit() and len(code) == 6:
         totp = _totp(decrypt(two_factor.secret_encrypted))
         current = int((time.time() if now is None else now) // STEP_SECONDS)
         for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
@@ -145,7 +146,7 @@ def two_factor_confirm(*, user: User, code: str) -> list[str]:
     two_factor = TwoFactor.objects.select_for_update().filter(user=user).first()
     if two_factor is None or two_factor.enabled:
         raise Conflict("no_enrolment", "There is no two-factor enrolment to confirm; start again.")
-    if not (code or "").strip().isdigit() or not _accept_code(two_factor, code):
+    if not re.fullmatch(r"[0-9]+", (code or "").strip()) or not _accept_code(two_factor, code):
         raise InvalidRequest("invalid_code", CODE_FAILED, details={"field": "code"})
     codes = _new_recovery_codes()
     two_factor.recovery_hashes = [_hash_recovery(c) for c in codes]

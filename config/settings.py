@@ -228,7 +228,7 @@ REDIS_URL = env_str("REDIS_URL")
 # name is set by pytest-xdist; it is not a setting.
 _xdist_worker = os.getenv("PYTEST_XDIST_WORKER", "")
 if REDIS_URL and re.fullmatch(r"gw\d+", _xdist_worker):
-    _redis_base, _redis_db = re.fullmatch(r"(.*?)(?:/(\d+))?/?", REDIS_URL).groups()
+    _redis_base, _redis_db = re.fullmatch(r"(.*?)(?:/([0-9]+))?/?", REDIS_URL).groups()
     REDIS_URL = f"{_redis_base}/{(int(_redis_db or 0) - int(_xdist_worker[2:])) % 16}"
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -83,7 +83,7 @@ def parse_last_event_id(request) -> int | None:
     if raw is None:
         return None
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 10:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
         raise InvalidRequest(
             "invalid_request",
             f"{source} must be a non-negative integer (an event's sequence number).",

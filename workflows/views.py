@@ -87,6 +87,11 @@ WORKFLOW_MESSAGES = {
 }
 
 
+def _number(text: str) -> int | None:
+    """A form's version number (ASCII digits only: `int()` would take other scripts' digits or raise)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 @require_POST
 @dashboard_page(role=Role.MEMBER)
 def workflow_action(request, ref: str):
@@ -102,7 +107,7 @@ def workflow_action(request, ref: str):
         workflow_delete_permanent(workflow=workflow, actor=actor)
         messages.success(request, f"Workflow {workflow.name} deleted.")
         return redirect("dashboard:workflow-list")
-    if action not in WORKFLOW_MESSAGES or (action == "rollback" and not version.isdigit()):
+    if action not in WORKFLOW_MESSAGES or (action == "rollback" and _number(version) is None):
         raise InvalidRequest("invalid_request", "Unknown action.")
     if action == "archive":
         workflow_archive(workflow=workflow, actor=actor)
@@ -112,9 +117,9 @@ def workflow_action(request, ref: str):
         status = WorkflowStatus.ACTIVE if action == "activate" else WorkflowStatus.PAUSED
         workflow_set_status(workflow=workflow, actor=actor, status=status)
     elif action == "publish":
-        workflow_publish(workflow=workflow, actor=actor, version=int(version) if version.isdigit() else None)
+        workflow_publish(workflow=workflow, actor=actor, version=_number(version))
     else:
-        workflow_rollback(workflow=workflow, actor=actor, version=int(version))
+        workflow_rollback(workflow=workflow, actor=actor, version=_number(version))
     messages.success(request, WORKFLOW_MESSAGES[action])
     return redirect("dashboard:workflow-detail", ref=workflow.id)
 
@@ -158,7 +163,7 @@ def workflow_edit(request, ref: str | None = None):
                     base = request.POST.get("base_version", "")
                     workflow, _ = workflow_update(
                         workflow=workflow, actor=actor, definition=definition, change_summary=summary,
-                        base_version=int(base) if base.isdigit() else None,
+                        base_version=_number(base),
                     )  # fmt: skip
             except ApplicationError as exc:
                 errors, status = (exc.details or {}).get("errors") or [exc.message], exc.status

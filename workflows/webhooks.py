@@ -76,7 +76,7 @@ def check_signature(workflow: Workflow, headers, body: bytes, *, now: float | No
             name, _, value = item.strip().partition("=")
             parts.setdefault(name, []).append(value)
         stamp = (parts.get("t") or [""])[0]
-        if not stamp.isdigit() or not parts.get("v1"):
+        if not stamp.isascii() or not stamp.isdigit() or not parts.get("v1"):
             raise InvalidSignature(message="X-Baton-Signature must look like t=<unix seconds>,v1=<hex>.")
         now = time.time() if now is None else now
         tolerance = settings.BATON_WEBHOOK_TOLERANCE_SECONDS

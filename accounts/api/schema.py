@@ -22,6 +22,9 @@ TOKEN = extend_schema_view(
             401: error_response(
                 "unauthorized: wrong email or password; otp_required, invalid_code: two-factor is on"
             ),
+            403: error_response(
+                "two_factor_required: the organisation requires two-factor sign-in of your role and it is off"
+            ),
             429: error_response("rate_limited: too many sign-in attempts"),
         },
         auth=[],
@@ -31,7 +34,13 @@ TOKEN_REFRESH = extend_schema_view(
     post=extend_schema(
         operation_id="auth_token_refresh",
         request=s.RefreshRequestSerializer,
-        responses={200: s.AccessTokenSerializer, 401: error_response("unauthorized")},
+        responses={
+            200: s.AccessTokenSerializer,
+            401: error_response("unauthorized"),
+            403: error_response(
+                "two_factor_required: the organisation requires two-factor sign-in of your role and it is off"
+            ),
+        },
         auth=[],
     )
 )

@@ -480,7 +480,7 @@ def _guard() -> _Guard:
 
 def _read_capped(response: httpx.Response, max_bytes: int, call: _Call) -> bytes:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise OutboundError(
             "response_too_large", f"The response is {declared} bytes, over the {max_bytes}-byte limit."
         )

@@ -113,7 +113,7 @@ def sandbox_user() -> SandboxUser | None:
         return None
     spec = str(getattr(settings, "BATON_SANDBOX_USER", "") or "nobody").strip()
     try:
-        if spec.replace(":", "").isdigit():
+        if re.fullmatch(r"[0-9]+(:[0-9]+)?", spec):
             uid_text, _, gid_text = spec.partition(":")
             uid = int(uid_text)
             gid = int(gid_text) if gid_text else _primary_gid(uid)
@@ -223,15 +223,31 @@ def _bwrap_works(user: SandboxUser | None) -> bool:
     return probe.returncode == 0
 
 
-def process_cap_enforced() -> bool:
-    """Whether max_processes really holds here: RLIMIT_NPROC (a script not run as root) or a writable pids
-    cgroup."""
-    if os.geteuid() != 0 or _pids_cgroup_root() is not None:
-        return True
+def _script_user(user: SandboxUser | None, use_bwrap: bool) -> SandboxUser | None:
+    """Who a root worker's script runs as: the sandbox user, except under bubblewrap when that user cannot
+    start it (no unprivileged user namespaces): bubblewrap then runs as root, every capability dropped."""
+    if use_bwrap:
+        return user if user is not None and _bwrap_works(user) else None
+    return user
+
+
+def process_caps(use_bwrap: bool | None = None) -> tuple[str, ...]:
+    """What holds max_processes for a script run here with `use_bwrap` (None: as run_script decides):
+    "RLIMIT_NPROC" (the script does not run as root) and/or "pids cgroup" (a root worker's per-run cgroup)."""
+    if os.geteuid() != 0:
+        return ("RLIMIT_NPROC",)
+    caps = ("pids cgroup",) if _pids_cgroup_root() is not None else ()
+    use_bwrap = bwrap_available() if use_bwrap is None else use_bwrap and bwrap_available()
     try:
-        return sandbox_user() is not None
+        user = sandbox_user()
     except SandboxError:
-        return False
+        return caps  # no script runs at all
+    return (*caps, "RLIMIT_NPROC") if _script_user(user, use_bwrap) is not None else caps
+
+
+def process_cap_enforced(use_bwrap: bool | None = None) -> bool:
+    """Whether max_processes really holds for a script run here with `use_bwrap` (see process_caps)."""
+    return bool(process_caps(use_bwrap))
 
 
 def _pids_cgroup_root() -> str | None:
@@ -441,10 +457,7 @@ def run_script(
     started = time.monotonic()
     deadline = started + timeout_seconds
     user = sandbox_user()
-    # bubblewrap started by the sandbox user needs unprivileged user namespaces; without them it runs as
-    # root, with every capability dropped, and its namespaces are the containment.
-    bwrap_user = user if use_bwrap and user is not None and _bwrap_works(user) else None
-    run_as = bwrap_user if use_bwrap else user
+    run_as = _script_user(user, use_bwrap)  # bubblewrap as root: its namespaces are the containment
     new_network = not network and not use_bwrap and user is not None and network_namespace_available()
     python = _python_for(run_as) if language == "python" else None
 

@@ -157,5 +157,11 @@ def test_admin_requires_two_factor_and_sets_the_webhook_write_only(admin_client,
     assert url not in response.content.decode() and url not in admin_client.get(ORG).content.decode()
     bad = admin_client.patch(ORG, {"notification_webhook_url": "file:///etc/passwd"}, format="json")
     assert bad.status_code == 400
+    for port in ("³", "١٢"):  # str.isdigit() says yes to both; int() refuses or reads them
+        url = f"https://hooks.example.com:{port}/x"
+        bad = admin_client.patch(ORG, {"notification_webhook_url": url}, format="json")
+        assert bad.status_code == 400, bad.content
+        error = bad.json()["error"]
+        assert error["code"] == "invalid_request" and "bad port" in error["message"]
     cleared = admin_client.patch(ORG, {"notification_webhook_url": ""}, format="json").json()
     assert cleared["notification_webhook_set"] is False

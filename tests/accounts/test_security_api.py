@@ -102,6 +102,7 @@ def test_put_changes_fields_and_audits_before_and_after(admin_client, org, admin
         ({"http_allowlist": ["not a host"]}, "http_allowlist"),
         ({"http_allowlist": ["0177.0.0.1"]}, "http_allowlist"),
         ({"http_allowlist": ["api.example.com:8443"]}, "http_allowlist"),
+        ({"http_allowlist": ["api.example.com:³"]}, "http_allowlist"),
         ({"http_allowlist": ["10.0.0.0/33"]}, "http_allowlist"),
         ({"http_allowlist": [""]}, "http_allowlist"),
         ({"http_allowlist": [f"h{i}.example.com" for i in range(101)]}, "http_allowlist"),

@@ -81,6 +81,9 @@ def test_enrol_shows_a_qr_code_and_the_secret_then_recovery_codes_once(org, owne
         "/profile/two-factor/", {"code": "000000" if code_for(owner) != "000000" else "111111"}
     )
     assert wrong.status_code == 400 and "not correct" in wrong.content.decode()
+    for digits in ("³" * 6, "١٢٣٤٥٦"):  # isdigit() yes; not a code
+        other = client.post("/profile/two-factor/", {"code": digits})
+        assert other.status_code == 400 and "not correct" in other.content.decode()
     codes = enrol(client, owner)
     assert len(codes) == 10 and len(set(codes)) == 10
     row.refresh_from_db()

@@ -680,6 +680,10 @@ def test_workflow_lifecycle_actions(org, owner, member, viewer):
     assert client.post(url, {"action": "publish"}).status_code == 302 and status().published_version == 2
     assert client.post(url, {"action": "rollback", "version": "1"}).status_code == 302
     assert status().current_version == 3
+    for digits in ("³", "١"):  # str.isdigit() says yes to both; int() refuses or reads them
+        assert client.post(url, {"action": "rollback", "version": digits}).status_code == 400
+        assert client.post(url, {"action": "publish", "version": digits}).status_code == 302
+    assert status().published_version == 3  # no number given: the latest
     assert client.post(url, {"action": "archive"}).status_code == 302 and status().status == "archived"
     assert client.post(url, {"action": "delete"}).status_code == 403  # owners only
     assert client.post(url, {"action": "explode"}).status_code == 400
@@ -718,6 +722,9 @@ def test_definition_editor_validates_and_saves_versions(org, owner, member, view
         edit, {"definition": json.dumps({**good, "description": "Third"}), "base_version": "1"}
     )
     assert stale.status_code == 409
+    third = {"definition": json.dumps({**good, "description": "Third"}), "base_version": "³"}
+    assert client.post(edit, third).status_code == 302  # not a number: no base, saved as the latest
+    assert workflow.versions.count() == 3
     invalid = client.post(edit, {"definition": '{"name": "x", "steps": []}', "base_version": "2"})
     assert invalid.status_code == 400 and "problem" in invalid.content.decode()
     assert signed_in(viewer, org).get(edit).status_code == 403

@@ -279,6 +279,16 @@ def test_429_http_date_retry_after(engine, fake, provider, org):
     assert fake.requests[1]["wall"] >= when.timestamp()  # not retried before the date the server gave
 
 
+def test_retry_after_is_ascii_digits_only(engine, fake, provider, org):
+    # Arabic-Indic "30" (sent as UTF-8): a Unicode \d and float() would read 30 s, over the step's deadline.
+    arabic_thirty = "٣٠".encode().decode("latin-1")  # the handler writes header values as Latin-1
+    fake.push(status=429, headers={"Retry-After": arabic_thirty}, body={"error": {"message": "slow down"}})
+    fake.push(content="ok")
+    run = engine.start([agent_step(agent_id=summarizer(org).id, goal="Go", timeout_seconds=5)])
+    assert run.status == "completed", run.error  # unreadable: retried after the default backoff
+    assert len(fake.requests) == 2
+
+
 def test_429_that_persists_fails_retryable_and_the_step_policy_applies(engine, fake, provider, org):
     for _ in range(3):
         fake.push(status=429, headers={"Retry-After": "0"}, body={"error": {"message": "quota"}})

@@ -145,6 +145,8 @@ def test_baton_signature_accepted_once_then_replay_409(client, hooked):
     [
         ("t=1,v1=abc", "stale"),
         ("v1=abc", "malformed"),
+        ("t=³,v1=abc", "a non-ASCII digit: isdigit() says yes, int() refuses"),
+        ("t=١٢,v1=abc", "Arabic-Indic digits, which int() would read"),
         (None, "wrong"),
         ("", "missing"),
     ],

@@ -14,6 +14,7 @@ from runs.engine.sandbox import (
     ScriptHandle,
     bwrap_available,
     process_cap_enforced,
+    process_caps,
     run_script,
 )
 
@@ -174,8 +175,9 @@ def test_huge_output_is_truncated_and_the_script_stopped(run, language, code):
     assert result.duration_ms < 5000
 
 
-@pytest.mark.skipif(not process_cap_enforced(), reason="running as root without a writable pids cgroup")
-def test_fork_bomb_is_contained(run):
+def test_fork_bomb_is_contained(run, request):
+    if not process_cap_enforced(use_bwrap=request.node.callspec.params["run"] == "bwrap"):
+        pytest.skip("no process cap for this mode here (a root script without a writable pids cgroup)")
     # Bounded twice: the process cap (pids cgroup for root, RLIMIT_NPROC otherwise) and a 3 s timeout.
     # The script sleeps rather than `wait`s: each bomb returns as soon as it has backgrounded its
     # children, so `wait` could end before the bomb reaches the cap; the group is killed at exit.
@@ -186,6 +188,14 @@ def test_fork_bomb_is_contained(run):
     assert "Resource temporarily unavailable" in result.stderr or "retry" in result.stderr
     assert result.duration_ms < 5000
     assert wait_until_gone(script_path) == []
+
+
+def test_the_process_cap_probe_answers_for_the_mode_a_script_runs_in(run, request):
+    # RLIMIT_NPROC holds only for a script that does not run as root: under bubblewrap that needs the sandbox
+    # user to start bubblewrap itself (else it runs as root), so the probe must follow the same decision.
+    uid, nproc = run("shell", "id -u; ulimit -u").stdout.split()
+    caps = process_caps(use_bwrap=request.node.callspec.params["run"] == "bwrap")
+    assert ("RLIMIT_NPROC" in caps) == (uid != "0" and nproc != "unlimited"), (caps, uid, nproc)
 
 
 def test_network_is_cut_under_bubblewrap():

@@ -307,8 +307,16 @@ def test_the_sandbox_user_is_never_root(settings, spec):
     assert refused.value.code == "sandbox_unavailable"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker switches its scripts to another user")
+def test_a_numeric_sandbox_user_is_ascii_digits(settings):
+    settings.BATON_SANDBOX_USER = "٦٥٥٣٤"  # 65534 in Arabic-Indic digits: int() reads it
+    with pytest.raises(sandbox.SandboxError) as refused:
+        sandbox.sandbox_user()
+    assert refused.value.code == "sandbox_unavailable"
+
+
 def test_sandbox_contains_a_fork_bomb(use_bwrap):
-    if not sandbox.process_cap_enforced():
+    if not sandbox.process_cap_enforced(use_bwrap):
         pytest.skip(
             "no process cap here (root without a writable pids cgroup): a fork bomb could not be bounded"
         )

@@ -296,6 +296,9 @@ def test_authentication_permission_tenancy_and_bad_input(server, creds):
     _error(httpx.get(server.url("run_doesnotexist"), headers=bearer(creds["key"])), 404, "run_not_found")
     bad = {**bearer(creds["key"]), "Last-Event-ID": "abc"}
     _error(httpx.get(url, headers=bad), 400, "invalid_request")
+    for digits in ("³", "١٢"):  # str.isdigit() says yes to both; int() refuses or reads them
+        _error(httpx.get(url, headers=bearer(creds["key"]), params={"last_event_id": digits}), 400,
+               "invalid_request")  # fmt: skip
     _error(httpx.get(url, headers=bearer(creds["key"]), params={"after": "1"}), 400, "invalid_request")
 
     # A viewer reads runs: with a JWT and with a dashboard session (an EventSource sends the cookie).

@@ -35,7 +35,7 @@ def _allowlist_entry_error(entry) -> str | None:
     if not text or len(text) > MAX_ALLOWLIST_ENTRY_LENGTH:
         return f"Each entry is 1 to {MAX_ALLOWLIST_ENTRY_LENGTH} characters."
     host, sep, port = text.rpartition(":")
-    if sep and port.isdigit() and "]" not in port and (host.count(":") == 0 or host.endswith("]")):
+    if sep and port.isascii() and port.isdigit() and (host.count(":") == 0 or host.endswith("]")):
         return (
             f"{entry!r}: entries do not restrict ports; write the host without ':{port}' "
             "(it then allows every port of that host)."

@@ -10,7 +10,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts import selectors, services
 from accounts.api import schema
 from accounts.api import serializers as s
-from accounts.authentication import ORG_CLAIM
+from accounts.authentication import ORG_CLAIM, person_principal
 from accounts.links import invitation_email, invitation_url
 from accounts.models import Membership
 from accounts.permissions import ADMIN, ANY_MEMBER
@@ -77,6 +77,8 @@ class TokenView(_SignInView):
             )
         else:
             membership = memberships[0]
+        # A token its organisation would refuse on every request (403 two_factor_required) is not issued.
+        person_principal(user, membership)
 
         refresh = RefreshToken.for_user(user)
         refresh[ORG_CLAIM] = membership.organization_id
@@ -103,7 +105,7 @@ class TokenRefreshView(_SignInView):
         except TokenError:
             raise Unauthorized("unauthorized", "The refresh token is invalid or expired.") from None
         membership = (
-            Membership.objects.select_related("organization")
+            Membership.objects.select_related("organization", "user")
             .filter(
                 user_id=refresh.get(jwt_settings.USER_ID_CLAIM),
                 organization_id=refresh.get(ORG_CLAIM),
@@ -113,6 +115,7 @@ class TokenRefreshView(_SignInView):
         )
         if membership is None:
             raise Unauthorized("unauthorized", "The token's organisation membership no longer exists.")
+        person_principal(membership.user, membership)
         return Response(
             {
                 "access": str(refresh.access_token),
