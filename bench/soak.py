@@ -259,6 +259,11 @@ def check(org, run_ids: dict[str, str], effects: Counter, audit: dict) -> dict:
             twice.append(
                 f"{run_id}:{step_id}{'' if parent_id is None else f'[{iteration}]'} attempts={attempt}"
             )
+    stuck_steps: dict[str, list[str]] = {}  # the first few runs left running: where each of their steps is
+    for run_id, step_id, parent_id, iteration, _attempt, _attempts, status in steps:
+        if run_id in not_terminal[:5]:
+            name = step_id if parent_id is None else f"{step_id}[{iteration}]"
+            stuck_steps.setdefault(run_id, []).append(f"{name}={status}")
     effect_twice = sorted(key for key, count in effects.items() if count > 1 and ":fetch_retry" not in key)
     retry_over = sorted(
         key for key, count in effects.items()
@@ -283,11 +288,7 @@ def check(org, run_ids: dict[str, str], effects: Counter, audit: dict) -> dict:
         "statuses": dict(statuses),
         "failure_codes": dict(errors),
         "not_terminal": not_terminal,
-        "not_terminal_steps": {
-            rid: sorted(f"{step}{'' if parent is None else f'[{it}]'}={status}" for r, step, parent, it, _a, _b, status
-                        in steps if r == rid)
-            for rid in not_terminal[:5]
-        },  # fmt: skip
+        "not_terminal_steps": stuck_steps,
         "steps_checked": len(steps),
         "no_retry_steps_with_two_attempts": twice,
         "side_effects": sum(effects.values()),
@@ -328,7 +329,10 @@ def soak(options) -> dict:
         if created.status_code != 201:
             raise RuntimeError(f"creating the workflow answered {created.status_code}: {created.text[:500]}")
         workflow_id = created.json()["id"]
-        clusters = [Cluster(stack.env, f"soak{n}").start() for n in range(options.clusters)]
+        clusters = [
+            Cluster(stack.env, f"soak{n}", log=Path(stack.scratch) / f"cluster{n}.log").start()
+            for n in range(options.clusters)
+        ]
         chaos = Chaos(clusters, rng)
         started = time.monotonic()
         chaos.start()
@@ -387,6 +391,8 @@ def soak(options) -> dict:
         )  # fmt: skip
         if not report["targets_met"]:
             report["web_log"] = stack.log_tail("web.log")
+            for n in range(options.clusters):
+                report[f"cluster{n}_log"] = stack.log_tail(f"cluster{n}.log", lines=60)
         return report
     finally:
         if chaos is not None:

@@ -39,7 +39,7 @@ SQL_MODULES = {
     "audit/chain.py",  # the audit append (one statement on PostgreSQL)
     "audit/services.py",
     "runs/services/trigger.py",  # the trigger's last writes sent with its COMMIT (a pipeline, no statement)
-    "config/api/idempotency.py",  # holds a committing pipeline's COMMIT until the stored answer (no statement)
+    "config/api/idempotency.py",  # holds a pipeline's COMMIT until the stored answer (no statement)
 }
 
 

@@ -57,8 +57,9 @@ def cluster_env(tmp_path, **overrides: str) -> dict:
 class Cluster:
     """One `manage.py qcluster` in a session of its own (so a kill reaches every process of it)."""
 
-    def __init__(self, env: dict, name: str = "a"):
+    def __init__(self, env: dict, name: str = "a", log: Path | None = None):
         self.name = name
+        self.log = log  # where its output goes (appended across restarts); nowhere without
         self.env = dict(env)
         if "DATABASE_URL" in self.env:  # its connections are recognisable in pg_stat_activity
             self.env["DATABASE_URL"] += f"?application_name={self.application_name}"
@@ -69,10 +70,15 @@ class Cluster:
         return f"baton_{self.name}"
 
     def start(self) -> Cluster:
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], env=self.env, cwd=BASE_DIR, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"], env=self.env, cwd=BASE_DIR, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            if self.log:
+                out.close()
         return self
 
     def pids(self) -> list[int]:
