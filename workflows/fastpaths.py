@@ -25,9 +25,26 @@ def workflow_by_slug(organization_id: str, slug: str) -> Workflow | None:
     return _WORKFLOW_BY_SLUG.first(organization_id, slug)
 
 
+# A version never changes and is deleted only with its workflow, whose id is never used again
+# (workflows/models.py): each process keeps the rows it has read, as the driver returned them, and makes a
+# new instance of one for every call (nothing mutable is shared between requests). Bounded: cleared when full.
+_VERSION_ROWS: dict[tuple[str, int], tuple] = {}
+VERSION_ROWS_MAX = 1024
+
+
 def version_by_number(workflow_id: str, number: int) -> WorkflowVersion | None:
     """The workflow's version `number`, or None."""
-    return _VERSION.first(workflow_id, number)
+    key = (workflow_id, number)
+    raw = _VERSION_ROWS.get(key)
+    if raw is None:
+        found = _VERSION.send(workflow_id, number).raw()
+        if not found:
+            return None
+        raw = found[0]
+        if len(_VERSION_ROWS) >= VERSION_ROWS_MAX:
+            _VERSION_ROWS.clear()
+        _VERSION_ROWS[key] = raw
+    return _VERSION.instance(raw)
 
 
 # What a fire pass changes on its schedules (runs/scheduling.py): one statement for all of them.

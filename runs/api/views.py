@@ -305,7 +305,7 @@ class WorkflowRunViewSet(RunListMixin, OrganizationViewSet):
     def _parse_trigger(self, request):
         """(options, form fields or None, upload or None) from a JSON or a multipart body."""
         if not request.content_type.startswith("multipart/"):
-            return self.validated_input(s.RunTriggerSerializer), None, None
+            return s.trigger_options(request.data), None, None
         files = request.FILES
         unknown_files = sorted(set(files) - {"attachment"})
         if unknown_files or len(files.getlist("attachment")) > 1:

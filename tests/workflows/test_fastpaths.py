@@ -36,6 +36,19 @@ def test_version_by_number_reads_what_the_queryset_reads(workflow):
     assert fastpaths.version_by_number(workflow.pk, 2) is None
 
 
+def test_a_version_read_again_comes_from_the_process_and_shares_nothing(workflow, django_assert_num_queries):
+    first = fastpaths.version_by_number(workflow.pk, 1)
+    with django_assert_num_queries(0):
+        again = fastpaths.version_by_number(workflow.pk, 1)
+    assert _values(again) == _values(first)
+    assert again is not first
+    assert again.definition is not first.definition  # a request may change its copy: no other sees it
+    again.definition["steps"].append({"id": "b"})
+    assert fastpaths.version_by_number(workflow.pk, 1).definition == first.definition
+    with django_assert_num_queries(1):  # an absent version is not kept: it may be written next
+        assert fastpaths.version_by_number(workflow.pk, 2) is None
+
+
 def test_save_fired_schedules_writes_what_bulk_update_writes(workflow):
     from datetime import UTC, datetime
 
