@@ -242,7 +242,8 @@ def process_caps(use_bwrap: bool | None = None) -> tuple[str, ...]:
         user = sandbox_user()
     except SandboxError:
         return caps  # no script runs at all
-    return (*caps, "RLIMIT_NPROC") if _script_user(user, use_bwrap) is not None else caps
+    # A run's own pids cgroup replaces RLIMIT_NPROC, which the concurrent scripts of one user share.
+    return (*caps, "RLIMIT_NPROC") if not caps and _script_user(user, use_bwrap) is not None else caps
 
 
 def process_cap_enforced(use_bwrap: bool | None = None) -> bool:
@@ -507,7 +508,9 @@ def run_script(
         if cgroup_root is not None:
             with contextlib.suppress(OSError):
                 cgroup = _PidsCgroup(cgroup_root, max_processes + (2 if use_bwrap else 0))
-        if not root or run_as is not None:
+        # RLIMIT_NPROC counts every process of the user, so the concurrent scripts of the sandbox user
+        # share it (one bomb starves the others): only where the run has no pids cgroup of its own.
+        if (not root or run_as is not None) and cgroup is None:
             nproc = _processes_of_uid(run_as.uid if run_as else os.getuid()) + max_processes
             limits[resource.RLIMIT_NPROC] = (nproc, nproc)
         preexec = _make_preexec(
