@@ -163,8 +163,8 @@ def _delete_batch(scope: Scope, ids: list[str], cutoff: datetime) -> int:
         Run.objects.filter(pk__in=ids)._raw_delete(using)
         if connection.vendor == "postgresql":
             # The foreign keys' checks of these deletions, deferred to the commit (thousands of index
-            # probes: 100-150 ms a batch of 500), run now (SET CONSTRAINTS ALL IMMEDIATE, then DEFERRED
-            # again), before the audit append locks the chain's head until the commit.
+            # probes a batch; docs/reliability.md "Scale"), run now (SET CONSTRAINTS ALL IMMEDIATE, then
+            # DEFERRED again), before the audit append locks the chain's head until the commit.
             connection.check_constraints()
         audit_record(
             organization=scope.organization,
