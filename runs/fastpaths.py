@@ -4,6 +4,9 @@ runs both and compares."""
 
 from __future__ import annotations
 
+from functools import cache
+
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Exists, F, OuterRef
 
 from audit.services import audit_record
@@ -28,6 +31,104 @@ _TOP_LEVEL_STEPS = sql.Prepared(
     lambda run_id: StepRun.objects.filter(run_id=run_id, parent__isnull=True).order_by("queued_at", "id"),
     arity=1,
 )
+
+
+class Row:
+    """A row read by `Rows`: its columns as attributes, named as the model's fields (`workflow_id`, …)."""
+
+    def __init__(self, names, values):
+        self.__dict__.update(zip(names, values, strict=True))
+
+
+class Rows:
+    """A `values_list` queryset whose SQL the ORM builds once per database vendor (as config/sql.py's
+    `Prepared` does for instances), run again with new values; its rows come back as `Row`s, each column
+    converted by the compiler's converters, as the ORM would. For the run read: only the columns the API
+    shows, and no model instance per row."""
+
+    def __init__(self, build, arity: int):
+        self.build = build
+        self.arity = arity
+
+    @cache  # noqa: B019
+    def _compiled(self, vendor: str):
+        marks = [f"\x00baton-parameter-{index}\x00" for index in range(self.arity)]
+        query = self.build(*marks).query
+        compiler = query.get_compiler(DEFAULT_DB_ALIAS)
+        sql_text, params = compiler.as_sql()
+        positions = []
+        for mark in marks:
+            found = [index for index, param in enumerate(params) if param == mark]
+            if len(found) != 1:
+                raise ValueError("a placeholder is not exactly one parameter")
+            positions.append(found[0])
+        # The statement's columns: the fields, then the annotations (query.extra is not used here).
+        names = (*query.values_select, *query.annotation_select)
+        if query.extra_select or len(names) != len(compiler.select):
+            raise ValueError("Rows reads a values_list of fields and annotations")
+        found = compiler.get_converters([column for column, _, _ in compiler.select])
+        converters = tuple((index, functions, column) for index, (functions, column) in found.items())
+        return sql_text, tuple(params), positions, names, converters
+
+    def all(self, *values) -> list[Row]:
+        db = connections[DEFAULT_DB_ALIAS]
+        sql_text, params, positions, names, converters = self._compiled(db.vendor)
+        params = list(params)
+        for position, value in zip(positions, values, strict=True):
+            params[position] = value
+        with sql.cursor(db) as cursor:
+            cursor.execute(sql_text, params)
+            rows = cursor.fetchall()
+        return [Row(names, sql._convert(row, converters, db)) for row in rows]
+
+    def first(self, *values) -> Row | None:
+        found = self.all(*values)
+        return found[0] if found else None
+
+
+# What the API shows of a run (runs/api/representation.py) and what ordering its steps needs; the engine's
+# columns (leases, deadlines, requests, the step's `state`) are not read.
+RUN_SHOWN = (
+    "id", "workflow_id", "workflow_version_id", "definition_hash", "status", "trigger", "input_data",
+    "metadata", "env", "dry_run", "model", "result", "error", "parent_run_id", "pinned", "pause_signal",
+    "triggered_by", "triggered_by_type", "created_at", "started_at", "completed_at", "total_tokens",
+    "cost_usd",
+)  # fmt: skip
+STEP_SHOWN = (
+    "id", "step_id", "type", "name", "status", "attempt", "attempts", "input_data", "output_data", "error",
+    "skip_reason", "started_at", "completed_at", "tokens", "cost_usd",
+)  # fmt: skip
+_RUN_SHOWN = Rows(
+    lambda organization_id, run_id: (
+        Run.objects.filter(organization_id=organization_id, pk=run_id)
+        .annotate(
+            workflow_name=F("workflow__name"),
+            version_number=F("workflow_version__number"),
+            has_children=Exists(Run.objects.filter(parent_run_id=OuterRef("pk"))),
+        )
+        .values_list(*RUN_SHOWN, "workflow_name", "version_number", "has_children")
+    ),
+    arity=2,
+)
+_STEPS_SHOWN = Rows(
+    lambda run_id: (
+        StepRun.objects.filter(run_id=run_id, parent__isnull=True)
+        .order_by("queued_at", "id")
+        .values_list(*STEP_SHOWN)
+    ),
+    arity=1,
+)
+
+
+def run_shown(organization_id: str, run_id: str) -> Row | None:
+    """The organisation's run: the columns of RUN_SHOWN with `workflow_name`, `version_number` and
+    `has_children` (as `run_for_detail`), or None."""
+    return _RUN_SHOWN.first(organization_id, run_id)
+
+
+def top_level_steps_shown(run_id: str) -> list[Row]:
+    """The columns of STEP_SHOWN of the run's top-level step rows, by `queued_at` then id."""
+    return _STEPS_SHOWN.all(run_id)
 
 
 def insert_run(run: Run, step_rows: list[StepRun]) -> None:

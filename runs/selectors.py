@@ -82,7 +82,21 @@ class RunSteps:
 def run_steps(*, run: Run) -> RunSteps:
     """The run's top-level steps in definition order, and the iterations of its loop steps (3 queries
     at most, whatever the number of steps)."""
-    steps = fastpaths.top_level_steps(run.pk)
+    return _with_iterations(run, fastpaths.top_level_steps(run.pk))
+
+
+def run_shown(*, organization: Organization, run_id: str) -> tuple[fastpaths.Row, RunSteps]:
+    """The organisation's run and its steps as the API shows them (runs/api/representation.py `run_detail`),
+    or 404 run_not_found: `run_get(for_detail=True)` and `run_steps` reading only the columns the API
+    shows, into rows rather than model instances (a loop's iterations are instances still)."""
+    run = fastpaths.run_shown(organization.pk, run_id)
+    if run is None:
+        raise not_found("run", run_id)
+    return run, _with_iterations(run, fastpaths.top_level_steps_shown(run.id))
+
+
+def _with_iterations(run, steps: list) -> RunSteps:
+    """`steps` (the run's top-level rows) in definition order, with the first iterations of its loops."""
     order = _definition_order(run)
     if order:
         steps.sort(key=lambda row: order.get(row.step_id, len(order)))
@@ -100,7 +114,7 @@ def run_steps(*, run: Run) -> RunSteps:
     return RunSteps(steps=steps, iterations=iterations, iteration_counts=counts)
 
 
-def _definition_order(run: Run) -> dict[str, int]:
+def _definition_order(run) -> dict[str, int]:
     """Step id → position in the definition, from the engine's per-process cache of prepared versions
     (no query once the version was seen); a run without a content hash reads the definition."""
     if run.definition_hash:

@@ -18,6 +18,7 @@ from rest_framework.settings import api_settings
 
 from runs import selectors
 from runs.choices import STEP_IN_FLIGHT
+from runs.fastpaths import Row
 from runs.models import Run, StepRun
 
 
@@ -35,20 +36,28 @@ def duration_ms(started, completed) -> int | None:  # also the serializers' (run
     return max(int((completed - started).total_seconds() * 1000), 0)
 
 
+_PROMPT = ("prompt", "prompt_tokens", "input", "input_tokens")
+_COMPLETION = ("completion", "completion_tokens", "output", "output_tokens")
+_TOTAL = ("total", "total_tokens")
+_NUMBERS = (int, float)
+
+
+def _count(raw: Mapping, names: tuple[str, ...]) -> int:
+    """The first of `names` that holds a number (not a boolean), as an int; else 0."""
+    for name in names:
+        value = raw.get(name)
+        if isinstance(value, _NUMBERS) and not isinstance(value, bool):
+            return int(value)
+    return 0
+
+
 def token_counts(raw) -> dict:
     """A step's `tokens` as API.md shows them: prompt, completion, total (providers name them variously)."""
-    raw = raw if isinstance(raw, Mapping) else {}
-
-    def number(*names) -> int:
-        for name in names:
-            value = raw.get(name)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return int(value)
-        return 0
-
-    prompt = number("prompt", "prompt_tokens", "input", "input_tokens")
-    completion = number("completion", "completion_tokens", "output", "output_tokens")
-    total = number("total", "total_tokens") or prompt + completion
+    if not raw or not isinstance(raw, Mapping):
+        return {"prompt": 0, "completion": 0, "total": 0}
+    prompt = _count(raw, _PROMPT)
+    completion = _count(raw, _COMPLETION)
+    total = _count(raw, _TOTAL) or prompt + completion
     return {"prompt": prompt, "completion": completion, "total": total}
 
 
@@ -131,9 +140,9 @@ def run_data(run: Run, current_step_ids: list[str], zone=None) -> dict:
     }
 
 
-def run_detail(run: Run, found: selectors.RunSteps | None = None) -> dict:
-    """RunDetailSerializer's output for a run from selectors.run_get(for_detail=True); `found`: its steps
-    when in hand (else read)."""
+def run_detail(run: Run | Row, found: selectors.RunSteps | None = None) -> dict:
+    """RunDetailSerializer's output for a run from selectors.run_get(for_detail=True), or for the row and
+    steps of selectors.run_shown; `found`: its steps when in hand (else read)."""
     found = selectors.run_steps(run=run) if found is None else found
     run.step_count = len(found.steps)
     current = [row.step_id for row in found.steps if row.status in STEP_IN_FLIGHT]

@@ -23,7 +23,7 @@ from config.errors import InvalidRequest, not_found
 from runs import quotas, selectors, services
 from runs.api import schema
 from runs.api import serializers as s
-from runs.api.representation import created_run_detail
+from runs.api.representation import created_run_detail, run_detail
 from runs.choices import RUN_TERMINAL, RunStatus
 from runs.filtersets import RunFilterSet, WorkflowRunFilterSet
 from runs.models import Run
@@ -66,9 +66,7 @@ class RunListMixin(ListMixin):
 
     def run_detail(self, run: Run) -> dict:
         """The run object with its steps, read again (one run's state after a service changed it)."""
-        return s.run_detail_data(
-            selectors.run_get(organization=self.organization, run_id=run.pk, for_detail=True)
-        )
+        return run_detail(*selectors.run_shown(organization=self.organization, run_id=run.pk))
 
 
 @schema.RUNS
@@ -97,10 +95,8 @@ class RunViewSet(RunListMixin, DestroyMixin, OrganizationViewSet):
     def results_key(self) -> str:  # read by the paginator and the schema generator
         return "events" if getattr(self, "action", None) == "events" else "runs"
 
-    def get_object(self, *, for_detail: bool = False) -> Run:
-        return selectors.run_get(
-            organization=self.organization, run_id=self.kwargs["run_id"], for_detail=for_detail
-        )
+    def get_object(self) -> Run:
+        return selectors.run_get(organization=self.organization, run_id=self.kwargs["run_id"])
 
     def perform_content_negotiation(self, request, force=False):
         # A download answers whatever the client accepts; its errors are still the JSON envelope.
@@ -117,7 +113,7 @@ class RunViewSet(RunListMixin, DestroyMixin, OrganizationViewSet):
         return Response(body, status=http.HTTP_200_OK if done else http.HTTP_202_ACCEPTED)
 
     def retrieve(self, request, run_id=None):
-        return Response(s.run_detail_data(self.get_object(for_detail=True)))
+        return Response(run_detail(*selectors.run_shown(organization=self.organization, run_id=run_id)))
 
     @action(detail=True, methods=["get"])
     def events(self, request, run_id=None):

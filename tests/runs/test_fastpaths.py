@@ -103,6 +103,28 @@ def test_top_level_steps_reads_what_the_queryset_reads(run):
     assert [_values(row) for row in fast] == [_values(row) for row in orm] and len(orm) == 2
 
 
+def test_the_run_as_shown_reads_what_the_queryset_reads(run, other_org):
+    child, _rows = _new_run(run)
+    child.parent_run = run
+    Run.objects.bulk_create([child])
+    names = (*fastpaths.RUN_SHOWN, "workflow_name", "version_number", "has_children")
+    for candidate in (run, child):
+        orm = fastpaths.run_for_detail(run.organization_id, candidate.pk)
+        fast = fastpaths.run_shown(run.organization_id, candidate.pk)
+        assert vars(fast) == {name: getattr(orm, name) for name in names}
+    assert fastpaths.run_shown(other_org.pk, run.pk) is None
+    assert fastpaths.run_shown(run.organization_id, "run_missing") is None
+
+
+def test_the_steps_as_shown_read_what_the_queryset_reads(run):
+    orm = fastpaths.top_level_steps(run.pk)
+    fast = fastpaths.top_level_steps_shown(run.pk)
+    assert len(fast) == 2
+    assert [vars(row) for row in fast] == [
+        {name: getattr(row, name) for name in fastpaths.STEP_SHOWN} for row in orm
+    ]
+
+
 def _advance_values(row) -> dict:
     return {name: getattr(row, name) for name in unit_of_work.ADVANCE_FIELDS}
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from runs import selectors
 from runs.api import serializers
-from runs.api.representation import run_data, run_detail
+from runs.api.representation import run_data, run_detail, token_counts
 from runs.models import Run, StepRun
 from tests.runs.conftest import transform
 
@@ -19,7 +19,10 @@ def _same(fast, reference):
 
 def _check_detail(org, run):
     fetch = lambda: selectors.run_get(organization=org, run_id=run.pk, for_detail=True)  # noqa: E731
-    _same(run_detail(fetch()), serializers.serialized_run_detail(fetch()))
+    reference = serializers.serialized_run_detail(fetch())
+    _same(run_detail(fetch()), reference)
+    # The API's read: only the columns it shows, into rows (GET /runs/{id} and the actions' answers).
+    _same(run_detail(*selectors.run_shown(organization=org, run_id=run.pk)), reference)
 
 
 def _runs(engine):
@@ -82,3 +85,27 @@ def test_a_list_page_is_the_serializers_output(engine, org):
     fast = [run_data(run, current.get(run.id, [])) for run in page]
     _same(fast, serializers.serialized_run_list(page))
     _same(serializers.run_list_data(page), fast)
+
+
+def test_token_counts_read_every_providers_names():
+    assert (
+        token_counts(None)
+        == token_counts([1])
+        == token_counts({})
+        == {"prompt": 0, "completion": 0, "total": 0}
+    )
+    assert token_counts({"prompt_tokens": 3, "completion_tokens": 4.0}) == {
+        "prompt": 3,
+        "completion": 4,
+        "total": 7,
+    }
+    assert token_counts({"input": True, "input_tokens": 2, "output_tokens": 5, "total_tokens": 9}) == {
+        "prompt": 2,
+        "completion": 5,
+        "total": 9,
+    }
+    assert token_counts({"prompt": "3", "output": 1, "total": 0}) == {
+        "prompt": 0,
+        "completion": 1,
+        "total": 1,
+    }
