@@ -14,6 +14,7 @@ from accounts import fastpaths, keys
 from accounts.models import ApiKey, Membership
 from accounts.principal import Principal
 from accounts.twofactor import two_factor_enabled, two_factor_required
+from config.api.browser import api_key_in
 from config.errors import Forbidden
 
 ORG_CLAIM = "org"
@@ -59,13 +60,9 @@ class ApiKeyAuthentication(BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
-        raw = request.META.get("HTTP_X_API_KEY")
+        raw = api_key_in(request.META)
         if raw is None:
-            scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-            token = token.strip()
-            if scheme.lower() != "bearer" or not token.startswith("bt_"):
-                return None
-            raw = token
+            return None
         raw = raw.strip()
         if not keys.is_well_formed(raw):
             raise AuthenticationFailed("The API key is malformed.")

@@ -163,11 +163,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.api.middleware.ApiErrorMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, CSRF, authentication and messages middleware, which hand a request that carries an
+    # API key on untouched (config/api/browser.py).
+    "config.api.browser.ApiSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.api.browser.ApiCsrfViewMiddleware",
+    "config.api.browser.ApiAuthenticationMiddleware",
+    "config.api.browser.ApiMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.dashboard.DashboardSecurityMiddleware",
     "config.api.middleware.RateLimitHeadersMiddleware",
@@ -401,6 +403,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.LimitOffsetPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.api.negotiation.ContentNegotiation",
     # JSON only: a view that takes an upload adds MultiPartParser itself (the run trigger), so no other
     # endpoint reads a form, whose fields are all text and whose blank fields would vanish.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
