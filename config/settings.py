@@ -163,11 +163,11 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.api.middleware.ApiErrorMiddleware",
-    # Django's session, CSRF, authentication and messages middleware, which hand a request that carries an
-    # API key on untouched (config/api/browser.py).
+    # Django's session, authentication and messages middleware, which hand a request that carries an API
+    # key on untouched (config/api/browser.py).
     "config.api.browser.ApiSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "config.api.browser.ApiCsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "config.api.browser.ApiAuthenticationMiddleware",
     "config.api.browser.ApiMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

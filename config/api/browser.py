@@ -1,13 +1,13 @@
-"""Django's session, CSRF, authentication and messages middleware, left out for API requests that carry an
-API key (settings.MIDDLEWARE lists these subclasses in their places). Such a request is authenticated by
-its key or refused (401), never by the session, and a forged cross-site request cannot carry the header, so
-none of them has anything to do for it; a browser's request, and any API request without a key (a session
-or a JWT), goes through them as before."""
+"""Django's session, authentication and messages middleware, left out for API requests that carry an API
+key (settings.MIDDLEWARE lists these subclasses in their places). Such a request is authenticated by its
+key or refused (401), never by the session, so none of them has anything to do for it; a browser's request,
+and any API request without a key (a session or a JWT), goes through them as before. Django's CSRF
+middleware stays as it is for every request (`check --deploy` asks for it by name; for a DRF view, which is
+CSRF-exempt, it costs little)."""
 
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.middleware.csrf import CsrfViewMiddleware
 
 
 def api_key_in(meta) -> str | None:
@@ -24,7 +24,8 @@ def api_key_in(meta) -> str | None:
     return token
 
 
-# API pages a browser renders (their templates read the CSRF token): the browser middleware stays on for them.
+# API pages a browser renders (their templates read the CSRF token, kept in the session when it is there):
+# the browser middleware stays on for them.
 _API_BROWSER_PAGES = ("/api/v1/docs", "/api/v1/redoc")
 
 
@@ -40,8 +41,7 @@ def carries_api_key(request) -> bool:
 
 class _SkippedWithApiKey:
     """Django's middleware as it is, but for a request that carries an API key, which it hands on untouched
-    (no session object, CSRF cookie, lazy user or message storage made for it, none of their response
-    work)."""
+    (no session object, lazy user or message storage made for it, none of their response work)."""
 
     def __call__(self, request):
         if carries_api_key(request):
@@ -51,13 +51,6 @@ class _SkippedWithApiKey:
 
 class ApiSessionMiddleware(_SkippedWithApiKey, SessionMiddleware):
     pass
-
-
-class ApiCsrfViewMiddleware(_SkippedWithApiKey, CsrfViewMiddleware):
-    def process_view(self, request, callback, callback_args, callback_kwargs):
-        if carries_api_key(request):
-            return None
-        return super().process_view(request, callback, callback_args, callback_kwargs)
 
 
 class ApiAuthenticationMiddleware(_SkippedWithApiKey, AuthenticationMiddleware):

@@ -1,4 +1,4 @@
-"""config/api/browser.py: Django's session, CSRF, authentication and messages middleware leave a request that
+"""config/api/browser.py: Django's session, authentication and messages middleware leave a request that
 carries an API key alone; every answer is still the one Django's own middleware gives, and a request by
 session still needs its CSRF token."""
 
@@ -12,7 +12,6 @@ from config.api import browser
 
 STOCK = {
     "config.api.browser.ApiSessionMiddleware": "django.contrib.sessions.middleware.SessionMiddleware",
-    "config.api.browser.ApiCsrfViewMiddleware": "django.middleware.csrf.CsrfViewMiddleware",
     "config.api.browser.ApiAuthenticationMiddleware": (
         "django.contrib.auth.middleware.AuthenticationMiddleware"
     ),
