@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import Stack, Web, free_port, load_average, parent_of, wait_healthy
+from bench.stack import Stack, Web, free_port, load_average, wait_healthy
 
 NO_RETRY_STEPS = ("fetch", "compute", "pause", "each", "gate", "done")
 
@@ -120,13 +120,6 @@ class Chaos:
         self.lock = threading.Lock()  # the web killer and the chaos thread restart clusters one at a time
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _children_of_sentinel(self, cluster) -> list[int]:
-        if cluster.process is None:
-            return []
-        pids = cluster.pids()
-        sentinels = {pid for pid in pids if parent_of(pid) == cluster.process.pid}
-        return [pid for pid in pids if parent_of(pid) in sentinels]
-
     def _loop(self):
         while not self.stop.wait(self.rng.uniform(1.0, 3.0)):
             with self.lock:
@@ -141,7 +134,7 @@ class Chaos:
                     cluster.start()
                     self.kills["whole_cluster"] += 1
                     continue
-                victims = self._children_of_sentinel(cluster)
+                victims = cluster.children()
                 if victims:
                     cluster.kill_process(self.rng.choice(victims))
                     self.kills["cluster_process"] += 1
@@ -210,8 +203,11 @@ class Triggers:
                     if response.headers.get("Idempotent-Replayed"):
                         self.retries["replayed"] += 1
                     return
-                code = response.json().get("error", {}).get("code", "") if response.content else ""
+                error = response.json().get("error", {}) if response.content else {}
+                code = error.get("code", "")
                 why = f"{response.status_code} {code}"
+                if code == "idempotency_request_in_progress":  # which of @idempotent's two 409s
+                    why += f" ({error.get('message', '')})"
                 if response.status_code < 500 and code != "idempotency_request_in_progress":
                     with self.lock:
                         self.failed[idem] = why

@@ -14,9 +14,11 @@ class RunsConfig(AppConfig):
         from django_q.signals import post_spawn
 
         from accounts.models import Secret, SecurityPolicy
+        from runs.engine import cluster_locks
         from runs.engine.steps import register_step_types
 
         register_step_types()
+        cluster_locks.install()  # a SIGKILLed worker leaves no lock of its cluster held
         post_spawn.connect(_start_reconciler, dispatch_uid="baton-reconciler")
         for model in (SecurityPolicy, Secret):
             uid = f"baton-security-{model.__name__}"

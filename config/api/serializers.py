@@ -39,6 +39,9 @@ def _type_error(field, value) -> str | None:
         return "Not a valid string."
     elif isinstance(field, serializers.CharField):
         ok = isinstance(value, str)
+        # The limit holds for the string as sent: DRF checks it after trimming the whitespace around it.
+        if ok and field.max_length is not None and len(value) > field.max_length:
+            return field.error_messages["max_length"].format(max_length=field.max_length)
     elif isinstance(field, serializers.ListField) and isinstance(value, list):
         errors = [_type_error(field.child, item) for item in value]
         return next((error for error in errors if error), None)

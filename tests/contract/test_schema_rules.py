@@ -67,3 +67,14 @@ def test_a_version_number_that_is_no_number_is_not_found(api_key_client, org, nu
 @pytest.mark.parametrize(("value", "status"), [("", 200), ("TRUE", 200), ("0", 200), ("on", 400), ("x", 400)])
 def test_audit_verify_full_is_read_as_its_schema_says(api_key_client, value, status):
     assert api_key_client.get("/api/v1/audit/verify", {"full": value}).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("description", "status"),
+    [("d" * 2000, 201), (" " + "d" * 2000, 400), ("d" * 2000 + "\n", 400), (" " + "d" * 1999, 201)],
+)
+def test_a_maximum_length_holds_for_the_string_as_sent(api_key_client, description, status):
+    """maxLength counts the whitespace around the string too (DRF checked the trimmed string)."""
+    body = {"name": "P", "description": description}
+    response = api_key_client.post("/api/v1/projects", body, format="json")
+    assert response.status_code == status, response.content

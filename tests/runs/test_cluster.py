@@ -9,6 +9,8 @@ from contextlib import closing
 import pytest
 
 from tests.runs.support.cluster_driver import expected_result
+from tests.runs.support.kill_harness import Cluster as KillableCluster
+from tests.runs.support.kill_harness import wait_for
 
 
 def _check_finished_once(report: dict, steps: int):
@@ -123,3 +125,35 @@ def test_cluster_killed_inside_instant_steps_leaves_nothing_half_written(cluster
     _check_finished_once(report, steps)
     for run in report.values():
         assert all(step["attempts"] == ["completed"] for step in run["steps"].values())
+
+
+def _messages(env, after: int = 0) -> tuple[int, int]:
+    """SQLite (ORM broker): (the highest message id, how many messages above `after` are not acknowledged
+    yet); the monitor acknowledges each result. The module's earlier tests may leave messages of their own."""
+    with closing(sqlite3.connect(env["BATON_SQLITE_PATH"], timeout=30)) as db:
+        query = "SELECT COALESCE(MAX(id), 0), COUNT(*) FILTER (WHERE id > ?) FROM django_q_ormq WHERE key = ?"
+        return db.execute(query, [after, env["BATON_TEST_QUEUE"]]).fetchone()
+
+
+@pytest.mark.slow
+def test_cluster_executes_steps_after_each_of_its_processes_is_sigkilled_while_idle(cluster):
+    """An idle worker waits for its next message holding the task queue's read lock, and the monitor the
+    result queue's: a SIGKILL must not leave either held (runs/engine/cluster_locks.py). Every process the
+    sentinel started is killed in turn, with no message in between, so the lock holders are among them."""
+    sqlite = "BATON_SQLITE_PATH" in cluster.env
+    before = _messages(cluster.env)[0] if sqlite else 0
+    crashed = KillableCluster(cluster.env, "crash").start()
+    try:
+        report = cluster.driver("wait", 60, *cluster.driver("start", 2, 4)["runs"])
+        _check_finished_once(report, 4)
+        for _round in range(2):
+            time.sleep(1)  # every process idle: a worker and the monitor are waiting inside a read lock
+            for victim in crashed.children():
+                crashed.kill_process(victim)
+                wait_for(lambda v=victim: v not in crashed.children() and len(crashed.children()) == 4)
+            report = cluster.driver("wait", 60, *cluster.driver("start", 2, 4)["runs"])
+            _check_finished_once(report, 4)
+            if sqlite:  # the monitor started in place of the killed one reads the results
+                wait_for(lambda: _messages(cluster.env, before)[1] == 0, timeout=30)
+    finally:
+        crashed.kill()

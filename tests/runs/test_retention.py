@@ -2,7 +2,9 @@
 nothing else does (active, pinned, recent runs; the audit log). Runs are real (the manual engine driver),
 then aged by moving their timestamps back."""
 
+import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
@@ -152,12 +154,19 @@ def test_batches_each_commit_on_their_own_and_reruns_lose_only_their_link(engine
     assert [event.data["count"] for event in batches] == [3, 3, 1]
 
 
-def test_oldest_runs_go_first_and_each_batch_is_followed_by_its_pause(engine, org, monkeypatch):
+@pytest.fixture
+def pauses(monkeypatch) -> list[float]:
+    """The prune's pauses, recorded instead of slept. Only the retention module's `time` is replaced:
+    `time.sleep` itself is every thread's (an engine thread left by an earlier test would spin on it)."""
+    recorded = []
+    monkeypatch.setattr(retention, "time", SimpleNamespace(monotonic=time.monotonic, sleep=recorded.append))
+    return recorded
+
+
+def test_oldest_runs_go_first_and_each_batch_is_followed_by_its_pause(engine, org, pauses):
     runs = finished_runs(engine, 5)
     for days, run in zip((150, 110, 190, 130, 170), runs, strict=True):
         age(run, days)
-    pauses = []
-    monkeypatch.setattr(retention.time, "sleep", pauses.append)
 
     assert retention.prune_expired_runs(batch=2, pause_percent=100) == 5
     batches = AuditEvent.objects.filter(organization=org, event="runs.pruned").order_by("seq")
@@ -170,9 +179,7 @@ def test_oldest_runs_go_first_and_each_batch_is_followed_by_its_pause(engine, or
     assert len(pauses) == 3 and all(pause > 0 for pause in pauses)
 
 
-def test_no_pause_at_zero_percent_and_the_setting_is_the_default(engine, settings, monkeypatch):
-    pauses = []
-    monkeypatch.setattr(retention.time, "sleep", pauses.append)
+def test_no_pause_at_zero_percent_and_the_setting_is_the_default(engine, settings, pauses):
     for run in finished_runs(engine, 2):
         age(run, 120)
     assert retention.prune_expired_runs(batch=1, pause_percent=0) == 2

@@ -95,6 +95,15 @@ class Cluster:
                     found.append(int(entry.name))
         return found
 
+    def children(self) -> list[int]:
+        """The processes the cluster's sentinel started (workers, pusher, monitor)."""
+        stats = {}
+        for pid in self.pids():
+            with suppress(OSError, IndexError, ValueError):
+                stats[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # parent
+        sentinels = {pid for pid, parent in stats.items() if self.process and parent == self.process.pid}
+        return sorted(pid for pid, parent in stats.items() if parent in sentinels)
+
     def kill(self) -> None:
         """SIGKILL the whole cluster: nothing gets to clean up or commit."""
         if self.process is not None:
