@@ -43,7 +43,41 @@ def event_body(event: dict) -> dict:
 
 def chain_hash(prev_hash: str, body: dict) -> str:
     """The hash of a link, by the rule's own canonical form (used when appending)."""
-    return _sha256(prev_hash.encode() + rfc8785.dumps(body)).hexdigest()
+    return _sha256(prev_hash.encode() + canonical(body)).hexdigest()
+
+
+_SAFE_INT = 2**53 - 1  # RFC 8785's integers: those an IEEE 754 double holds exactly
+
+
+def canonical(value) -> bytes:
+    """RFC 8785's canonical JSON of `value`: orjson's bytes (sorted keys, compact) where they are the same by
+    construction — strings (of subclasses too), booleans, null, integers RFC 8785 takes, arrays, and objects
+    whose keys are all in the Basic Multilingual Plane (RFC 8785 orders keys by UTF-16 code units, orjson by
+    code points: the same order there) — else rfc8785's (numbers with a fraction or an exponent, keys beyond
+    the plane, any other type, and whatever orjson refuses, such as a lone surrogate: rfc8785 then raises as
+    it did). tests/audit/test_chain_rule.py compares the two."""
+    if _plain(value):
+        try:
+            return _dumps(value, option=_SORT)
+        except orjson.JSONEncodeError:
+            pass
+    return rfc8785.dumps(value)
+
+
+def _plain(value) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -_SAFE_INT <= value <= _SAFE_INT
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or max(key) < "\U00010000") or not _plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return isinstance(value, str)  # a subclass (a choices enum's member): both write the string's characters
 
 
 def link_matches(prev_hash: str, body: dict, expected: str) -> bool:
@@ -86,10 +120,9 @@ def canonical_pieces(body: dict) -> tuple[bytes, bytes, bytes]:
     """The canonical body around seq and the timestamp: (before seq, between them, after the timestamp).
     `body` is the event body; its seq and timestamp are ignored."""
     rest = {name: body.get(name) for name in BODY_FIELDS if name not in ("seq", "target", "timestamp")}
-    canonical = rfc8785.dumps(rest)
     return (
-        canonical[:-1] + b',"seq":',
-        b',"target":' + rfc8785.dumps(body.get("target")) + b',"timestamp":"',
+        canonical(rest)[:-1] + b',"seq":',
+        b',"target":' + canonical(body.get("target")) + b',"timestamp":"',
         b'"}',
     )
 

@@ -135,19 +135,56 @@ class RedisListener(Listener):
 
 def _socket_dir(channel: str) -> Path:
     # The temporary folder, not the data directory: a socket path must stay under ~100 bytes.
-    path = Path(tempfile.gettempdir()) / f"baton-{_namespace()}" / channel
+    path = _socket_path(channel)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def _socket_path(channel: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"baton-{_namespace()}" / channel
+
+
+# A ring reads the listeners' directory again only when it changed: {directory: (its mtime, when it was
+# listed, the sockets)}. A listing is trusted while the directory's mtime is the one it had then, and only
+# when that mtime was older than the listing by STABLE_NS: a directory's mtime has a clock tick's granularity,
+# so a socket bound in the tick of a listing could leave the mtime as it was.
+_listings: dict[str, tuple[int, int, list[str]]] = {}
+_listings_lock = threading.Lock()
+STABLE_NS = 100_000_000
+
+
+def _listeners(directory: str) -> list[str]:
+    """The listeners' sockets in `directory` (none when it does not exist: nobody listens)."""
+    try:
+        mtime = os.stat(directory).st_mtime_ns
+    except FileNotFoundError:
+        return []
+    with _listings_lock:
+        cached = _listings.get(directory)
+    if cached is not None and cached[0] == mtime and cached[1] - mtime > STABLE_NS:
+        return cached[2]
+    listed_at = time.time_ns()
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    sockets = [os.path.join(directory, name) for name in names if name.endswith(".sock")]
+    with _listings_lock:
+        _listings[directory] = (mtime, listed_at, sockets)
+    return sockets
+
+
 def _ring_sockets(channel: str) -> None:
+    sockets = _listeners(str(_socket_path(channel)))
+    if not sockets:
+        return
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         sender.setblocking(False)
-        for path in _socket_dir(channel).glob("*.sock"):
+        for path in sockets:
             try:
-                sender.sendto(b"1", str(path))
+                sender.sendto(b"1", path)
             except (ConnectionRefusedError, FileNotFoundError):
-                path.unlink(missing_ok=True)  # its listener is gone
+                Path(path).unlink(missing_ok=True)  # its listener is gone
             except BlockingIOError:
                 pass  # its buffer is full of rings already: it will wake
 

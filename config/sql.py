@@ -162,7 +162,24 @@ def _preparer(field):
     return _make_preparer(field)
 
 
-@cache
+def _per_tuple(function):
+    """`function(fields)` kept for each tuple of fields, found by the tuple's identity: a statement's fields
+    are a tuple made once, and hashing a tuple (as `functools.cache` does) hashes each field, in Python. Each
+    tuple is kept with its result, so its identity is not reused while it is found by it."""
+    kept: dict[int, tuple] = {}
+
+    def kept_function(fields: tuple):
+        found = kept.get(id(fields))
+        if found is None or found[0] is not fields:
+            if len(kept) >= 10_000:
+                kept.clear()
+            found = kept[id(fields)] = (fields, function(fields))
+        return found[1]
+
+    return kept_function
+
+
+@_per_tuple
 def _preparers(fields: tuple) -> tuple:
     """(attname, prepare) of each field of a statement (its fields are a tuple, made once)."""
     return tuple((field.attname, _preparer(field)) for field in fields)
@@ -242,7 +259,7 @@ def _recordset(model) -> str:
     return f"json_populate_recordset(NULL::{table}, %s::json)"
 
 
-@cache
+@_per_tuple
 def _document_fields(fields: tuple) -> tuple | None:
     """(column, to_json) of each field: `to_json(value, db)` is the field's prepared value as JSON gives it
     to the column's input function. None when a field's values cannot go in a document."""
@@ -299,7 +316,7 @@ def _write_document(db, compiled, fields, rows) -> bool:
     """PostgreSQL: write `rows` (each the values of `fields`, in order) with the statement `compiled(vendor)`
     returns (one of `_recordset`), in chunks of `_DOCUMENT_ROWS`. False, having written nothing, elsewhere
     or when a value cannot go in a document."""
-    keyed = _document_fields(tuple(fields)) if db.vendor == "postgresql" else None
+    keyed = _document_fields(fields) if db.vendor == "postgresql" else None
     if keyed is None:
         return False
     sql = compiled(db.vendor)
@@ -509,6 +526,11 @@ class Update:
             f"WHERE {table}.{pk} = v.{pk} AND {table}.{pk} = ANY(ARRAY(SELECT {pk} FROM v))"
         )
 
+    @cache  # noqa: B019
+    def _written(self, vendor: str) -> tuple:
+        """The fields of a row of `_compiled_document`'s document: the primary key, then the fields set."""
+        return (self.model._meta.pk, *self._compiled(vendor)[1])
+
     def save_many(self, instances) -> None:
         """Write each instance's fields (WHERE pk): on PostgreSQL one statement of a JSON document (see
         `_write_document`), elsewhere one `executemany` (one `execute` for a single instance: psycopg's
@@ -516,7 +538,7 @@ class Update:
         db = connections[DEFAULT_DB_ALIAS]
         sql, fields = self._compiled(db.vendor)
         if len(instances) > 1 and db.vendor == "postgresql":
-            written = (self.model._meta.pk, *fields)
+            written = self._written(db.vendor)
             rows = [[getattr(row, field.attname) for field in written] for row in instances]
             if _write_document(db, self._compiled_document, written, rows):
                 return
@@ -574,7 +596,7 @@ class Insert:
         if len(rows) > 1 and _write_document(db, self._compiled_document, fields, rows):
             return
         preparers = _preparers(fields)
-        batch = max(1, db.ops.bulk_batch_size(fields, rows))
+        batch = max(1, db.ops.bulk_batch_size(fields, rows)) if len(rows) > 1 else 1
         with _cursor(db) as cursor:
             for start in range(0, len(rows), batch):
                 chunk = rows[start : start + batch]
@@ -590,6 +612,54 @@ class Insert:
         for instance in instances:
             instance._state.adding = False
             instance._state.db = DEFAULT_DB_ALIAS
+
+
+def insert_together(*writes: tuple[Insert, list]) -> None:
+    """Each `(insert, items)` in order, the items model instances (as `Insert.add` takes them) or rows of
+    values (as `Insert.add_values`): on PostgreSQL in one statement (`WITH w0 AS (INSERT …), w1 AS (INSERT
+    …) INSERT …`, each of a JSON document, see `_write_document`; Django declares foreign keys deferred, so
+    one between them is checked at the COMMIT), elsewhere, or when a value cannot go in a document, one
+    statement (or batch) each."""
+    db = connections[DEFAULT_DB_ALIAS]
+    writes = [(insert, items) for insert, items in writes if items]
+    prepared = []
+    for insert, items in writes:
+        fields = insert._compiled(db.vendor)[2]
+        instances = isinstance(items[0], models.Model)
+        rows = [[field.pre_save(item, True) for field in fields] for item in items] if instances else items
+        prepared.append((insert, fields, rows, items if instances else ()))
+    documents = _documents(db, prepared) if db.vendor == "postgresql" and len(writes) > 1 else None
+    if documents is not None:
+        statement = _together(tuple(insert for insert, _fields, _rows, _instances in prepared), db.vendor)
+        with _cursor(db) as cursor:
+            cursor.execute(statement, documents)
+    else:
+        for insert, _fields, rows, _instances in prepared:
+            insert._write(db, rows)
+    for _insert, _fields, _rows, instances in prepared:
+        Insert._added(instances)
+
+
+def _documents(db, prepared) -> list[str] | None:
+    """The rows of each write as one JSON document (`_document`), or None when one cannot be."""
+    documents = []
+    for _insert, fields, rows, _instances in prepared:
+        keyed = _document_fields(fields)
+        if keyed is None or len(rows) > _DOCUMENT_ROWS:
+            return None
+        try:
+            documents.append(_document(keyed, rows, db))
+        except _NotInDocument:
+            return None
+    return documents
+
+
+@cache
+def _together(inserts: tuple[Insert, ...], vendor: str) -> str:
+    """PostgreSQL: the document statements of `inserts` as one (the last is the main statement)."""
+    statements = [insert._compiled_document(vendor) for insert in inserts]
+    ctes = ", ".join(f"w{index} AS ({statement})" for index, statement in enumerate(statements[:-1]))
+    return f"WITH {ctes} {statements[-1]}"
 
 
 class Prepared:

@@ -137,6 +137,13 @@ def insert_run(run: Run, step_rows: list[StepRun]) -> None:
     _INSERT_STEPS.add(step_rows)
 
 
+def insert_started_run(run: Run, step_rows: list[StepRun], events: list[tuple]) -> None:
+    """Insert a new run as its first advance left it in memory (runs/engine/advance.py `first_advance`),
+    its step rows and its first events (rows of `UnitOfWork.events`): what `insert_run`, then the advance's
+    UPDATEs of the run and the ready rows and its events' INSERT leave, on PostgreSQL in one statement."""
+    sql.insert_together((_INSERT_RUN, [run]), (_INSERT_STEPS, step_rows), (_INSERT_EVENTS, events))
+
+
 def save_workflow_last_run(workflow: Workflow) -> None:
     """Save `workflow.last_run_at` (as `workflow.save(update_fields=["last_run_at"])` would)."""
     _SAVE_LAST_RUN.save(workflow)

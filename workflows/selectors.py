@@ -13,16 +13,20 @@ def workflow_list(*, organization: Organization) -> QuerySet[Workflow]:
     return Workflow.objects.filter(organization=organization).select_related("project")
 
 
-def workflow_get(*, organization: Organization, ref: str, project: bool = True) -> Workflow:
+def workflow_get(
+    *, organization: Organization, ref: str, project: bool = True, run_policy: bool = False
+) -> Workflow:
     """The workflow whose id or slug is `ref` (slugs never contain `_`, so the two cannot clash).
-    `project=False`: the project is not loaded with it (read on access), through the trigger's fast path."""
+    `project=False`: the project is not loaded with it (read on access), through the trigger's fast path;
+    `run_policy` (with `project=False`): read with what starting a run needs of the organisation's security
+    policy, as `workflow.run_policy` (workflows/fastpaths.py)."""
     by_id = ref.startswith("wf_")
     if project:
         lookup = Q(pk=ref) if by_id else Q(slug=ref)
         workflow = workflow_list(organization=organization).filter(lookup).first()
     else:
         lookup = fastpaths.workflow_by_id if by_id else fastpaths.workflow_by_slug
-        workflow = lookup(organization.pk, ref)
+        workflow = lookup(organization.pk, ref, run_policy=run_policy)
     if workflow is None:
         raise not_found("workflow", ref)
     workflow.organization = organization  # it is this one (the filter): not read again on access

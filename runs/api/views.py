@@ -270,7 +270,8 @@ class WorkflowRunViewSet(RunListMixin, OrganizationViewSet):
 
     @idempotent
     def trigger(self, request, ref=None):
-        workflow = self._workflow()
+        # With what the run's start needs of the security policy: one statement less (workflows/fastpaths.py).
+        workflow = workflow_get(organization=self.organization, ref=ref, project=False, run_policy=True)
         options, form_fields, upload = self._parse_trigger(request)
         run = services.run_trigger(
             workflow=workflow,

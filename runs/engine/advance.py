@@ -51,13 +51,39 @@ def advance_locked(
     return queue_rows(ready_rows(work, admit=admit, rows=rows))
 
 
+def first_advance(
+    work: UnitOfWork, rows: dict[str, StepRun], policy: dict | None = None
+) -> list[StepRun] | None:
+    """The first advance of a new run whose rows are not written yet (admitted: nothing counts it), made in
+    memory when all it does is start the run and queue the steps that depend on none: no such step has a
+    `when` to evaluate (or skip by), and the security policy lets the run start. Returns the queued rows;
+    None, having changed nothing, otherwise (the caller writes the rows, then advances as usual). `rows`:
+    every top-level row, pending; `policy`: the organisation's security policy (at least its
+    max_run_duration_seconds and max_steps_per_run), when the caller read it already."""
+    run = work.run
+    plan = plan_for(run)
+    if not plan.order or any(
+        plan.steps[step_id].get("when") is not None for step_id in plan.order if not plan.deps[step_id]
+    ):
+        return None
+    limits = engine_secrets.run_limits(run, policy)
+    if limits.violation is not None:
+        return None
+    return ready_rows(work, admit=True, rows=rows, limits=limits)
+
+
 def ready_rows(
-    work: UnitOfWork, *, admit: bool = False, rows: dict[str, StepRun] | None = None
+    work: UnitOfWork,
+    *,
+    admit: bool = False,
+    rows: dict[str, StepRun] | None = None,
+    limits: engine_secrets.RunLimits | None = None,
 ) -> list[StepRun]:
     """advance_locked's decisions; the ready rows are returned `queued` in memory but not yet saved, and the
     run's top-level rows are kept as `work.rows` for the next step's template variables. `rows`: the
     top-level rows in hand, current because every change of this transaction went through them (the
-    instant steps' loop), instead of reading them again."""
+    instant steps' loop), instead of reading them again. `limits`: the run's, when starting it, if the
+    caller has them."""
     run = work.run
     if run.is_terminal:
         return []
@@ -73,7 +99,7 @@ def ready_rows(
         run.status = RunStatus.RUNNING
         run.started_at = run.started_at or now  # a resumed run keeps its first start
         # The security policy's max_run_duration_seconds (capped by the setting) and max_steps_per_run.
-        limits = engine_secrets.run_limits(run)
+        limits = limits or engine_secrets.run_limits(run)
         run.deadline_at = now + timedelta(seconds=limits.max_duration_seconds)
         work.emit(EventType.RUN_STARTED)
         if limits.violation is not None:

@@ -297,12 +297,14 @@ class RunLimits:
     violation: dict | None  # the run's error when it must not start
 
 
-def run_limits(run) -> RunLimits:
+def run_limits(run, policy: dict | None = None) -> RunLimits:
     """At run start: the deadline (min of the policy's max_run_duration_seconds and
-    BATON_MAX_RUN_DURATION_SECONDS) and whether the definition alone exceeds max_steps_per_run."""
+    BATON_MAX_RUN_DURATION_SECONDS) and whether the definition alone exceeds max_steps_per_run. `policy`:
+    the organisation's (`policy_for`, or its max_run_duration_seconds and max_steps_per_run), when the caller
+    has read it."""
     from runs.engine.plan import plan_for  # cached per workflow version
 
-    policy = policy_for(run.organization_id)
+    policy = policy_for(run.organization_id) if policy is None else policy
     top_level_steps = len(plan_for(run).steps)
     duration = min(int(policy["max_run_duration_seconds"]), settings.BATON_MAX_RUN_DURATION_SECONDS)
     cap = policy["max_steps_per_run"]

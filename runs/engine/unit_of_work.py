@@ -93,6 +93,14 @@ class UnitOfWork:
         run.event_seq += 1
         self.events.append((run.id, run.event_seq, event_type, step_id, data or {}, timezone.now()))
 
+    def take_events(self) -> list[tuple]:
+        """The pending events, handed to the caller to write in this transaction (`save`, or a new run's
+        INSERT: runs/fastpaths.py `insert_started_run`); the notices they call for (approvals, inputs,
+        failures) are sent after the commit."""
+        events, self.events = self.events, []
+        note_events(self.run.id, events)
+        return events
+
     def flush_rows(self) -> None:
         """Save the deferred instant step rows, in one statement: called before anything in the transaction
         reads step rows from the database again."""
@@ -108,9 +116,7 @@ class UnitOfWork:
         with sql.pipeline(commit=last):
             self.flush_rows()
             if self.events:
-                events, self.events = self.events, []
-                _INSERT_EVENTS.add_values(events)
-                note_events(self.run.id, events)  # approvals, inputs, failures: notified after the commit
+                _INSERT_EVENTS.add_values(self.take_events())
             _SAVE_RUN.save(self.run)
             if self.audit:
                 entries, self.audit = self.audit, []

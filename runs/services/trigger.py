@@ -19,7 +19,9 @@ from config.ids import new_id
 from runs import concurrency as admission
 from runs import fastpaths, quotas
 from runs.choices import EventType, RunStatus, RunTrigger
+from runs.engine.advance import first_advance
 from runs.engine.control import run_request_cancel
+from runs.engine.dispatch import dispatch
 from runs.engine.unit_of_work import UnitOfWork
 from runs.models import Run, RunFile, StepRun
 from runs.services.approvals import environment_gate, field_errors, gate_event
@@ -30,14 +32,32 @@ from workflows.models import Workflow, WorkflowVersion
 from workflows.selectors import workflow_version_get
 
 
-def input_errors(definition: dict, input_data) -> list[str]:
-    """Sentences for each way `input_data` fails the workflow's input schema (empty when valid)."""
-    validator = Draft202012Validator(input_schema(definition))
+def input_errors(definition: dict, input_data, *, version: WorkflowVersion | None = None) -> list[str]:
+    """Sentences for each way `input_data` fails the workflow's input schema (empty when valid). `version`:
+    the saved version whose definition this is, whose validator is then made once per process."""
+    validator = _validator(version) if version is not None and version.pk is not None else None
+    if validator is None:
+        validator = Draft202012Validator(input_schema(definition))
     errors = []
     for error in sorted(validator.iter_errors(input_data), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(part) for part in error.absolute_path)
         errors.append(f"input.{where}: {error.message}" if where else f"input: {error.message}")
     return errors
+
+
+# A version's definition never changes (workflows/models.py): its input schema's validator is made once.
+_VALIDATORS: dict[tuple[int, str], Draft202012Validator] = {}
+VALIDATORS_MAX = 1024
+
+
+def _validator(version: WorkflowVersion) -> Draft202012Validator:
+    key = (version.pk, version.content_hash)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        if len(_VALIDATORS) >= VALIDATORS_MAX:
+            _VALIDATORS.clear()
+        validator = _VALIDATORS[key] = Draft202012Validator(input_schema(version.definition))
+    return validator
 
 
 @transaction.atomic
@@ -74,7 +94,7 @@ def run_create(
     definition = version.definition
     input_data = {} if input_data is None else input_data
     metadata = metadata or {}
-    errors = input_errors(definition, input_data)
+    errors = input_errors(definition, input_data, version=version)
     if errors:
         raise Unprocessable("invalid_input", "The run input does not match the workflow's input schema.",
                             details={"errors": errors})  # fmt: skip
@@ -137,15 +157,33 @@ def run_create(
         else StepRun(run=run, step_id=step["id"], type=step["type"], name=step.get("name", ""))
         for step in definition["steps"]
     ]
+    work = UnitOfWork(run)
+    if gate:
+        gate_event(work, gate, workflow_version=version.number)
+    else:
+        work.emit(EventType.RUN_QUEUED, data={"workflow_version": version.number})
+    counted = not limit and _counted(workflow, agents)
+    if not (limit or counted or gate or reuse):
+        # Nothing counts this run and nothing holds it back: admitted at once. When its first advance only
+        # starts it and queues steps, it is made before the rows are written, which are then written as the
+        # advance left them, with the first events (on PostgreSQL one statement where there were five).
+        # The policy as the trigger read it with the workflow, if it did (workflows/selectors.py).
+        policy = getattr(workflow, "run_policy", None)
+        ready = first_advance(work, {row.step_id: row for row in rows}, policy)
+        if ready is not None:
+            dispatch([row.id for row in ready])
+            # The rows go with the last writes and the COMMIT (on PostgreSQL one round trip for all).
+            with sql.pipeline(commit=True):
+                fastpaths.insert_started_run(run, rows, work.take_events())
+                return _finish_create(workflow, version, run, rows, actor, trigger, dry_run, audit_data, ())
     fastpaths.insert_run(run, rows)
-    if not limit and _counted(workflow, agents):
+    if counted:
         # This run's rows take no lock another transaction waits for (its foreign keys' KEY SHARE locks
         # do not conflict with the organisation lock's NO KEY UPDATE), and none of its runs sees them.
         organization = admission.lock_organization(workflow.organization_id)
         quotas.check_trigger_quota(  # exact under the lock; 402
             organization, uses_agents=agents, now=run.created_at, created=1
         )
-    workflow.last_run_at = run.created_at
     # Every run lock comes before the first audit append (lock order: organisation → runs → audit head).
     now = timezone.now()
     cancelled = []
@@ -159,15 +197,16 @@ def run_create(
         run_request_cancel(victim_work, now)  # finished here when no step runs: its slot frees at once
         victim_work.save()
         cancelled.append(victim)
-    work = UnitOfWork(run)
     starting = [] if gate else admission.select_admissions(organization, work) if organization else [work]
-    if gate:
-        gate_event(work, gate, workflow_version=version.number)
-    else:
-        work.emit(EventType.RUN_QUEUED, data={"workflow_version": version.number})
     if not any(started is work for started in starting):
         work.save()  # an admitted run is saved by start_admitted, its two events in one insert
     admission.start_admitted(starting, created_rows={run.id: {row.step_id: row for row in rows}})
+    return _finish_create(workflow, version, run, rows, actor, trigger, dry_run, audit_data, cancelled)
+
+
+def _finish_create(workflow, version, run, rows, actor, trigger, dry_run, audit_data, cancelled) -> Run:
+    """run_create's last writes: the workflow's `last_run_at` and the audit events."""
+    workflow.last_run_at = run.created_at
     # Last, the writes whose row locks every other trigger of this workflow (its `last_run_at`) or of this
     # organisation (the audit chain's head) waits for: on PostgreSQL sent with the COMMIT, in one round trip,
     # when this is the outermost transaction (config/sql.py `pipeline`).

@@ -8,6 +8,7 @@ import rfc8785
 from django.db import connection
 
 from audit.chain import GENESIS_HASH, canonical_pieces, chain_hash, format_timestamp, link_hash_sql
+from runs.choices import RunStatus, RunTrigger
 from tests.audit.test_append_statement import DATA, TARGETS
 from tests.audit.test_tamper import STANDALONE
 
@@ -84,3 +85,44 @@ def test_the_standalone_verifiers_canonical_json_is_rfc_8785(value):
 
     value = _jsonable(value)
     assert STANDALONE.canonical(value).encode() == rfc8785.dumps(value)
+
+
+# Keys ordered differently by UTF-16 code units (RFC 8785) and by code points: U+FF01 sorts after U+1F600
+# in UTF-16 (a surrogate pair starts with U+D83D) and before it by code point.
+KEYS_BEYOND_THE_PLANE = {"\uff01": 1, "\U0001f600": 2, "a": 3}
+LONE_SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *DATA,
+        NUMBERS,
+        KEYS_BEYOND_THE_PLANE,
+        {"nested": [KEYS_BEYOND_THE_PLANE]},
+        {"é": {"二": "ü", "ascii": ["\u0000\u0007\u001f\u007f\u2028\ud7ff\ue000\uffff\U0010ffff"]}},
+        {"b": True, "a": False, "c": None, "d": [2**53 - 1, -(2**53 - 1), 0, -1]},
+        {"trigger": RunTrigger.API, "status": RunStatus.QUEUED},
+        "".join(chr(code) for code in range(0x3000)),
+        [],
+        {},
+    ],
+)
+def test_the_appends_canonical_json_is_rfc_8785(value):
+    from audit.chain import canonical
+    from audit.services import _jsonable
+
+    value = _jsonable(value)
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "value", [{"a": LONE_SURROGATE}, {LONE_SURROGATE: 1}, {"a": float("nan")}, [2**53], {"a": -(2**53)}]
+)
+def test_the_appends_canonical_json_refuses_what_rfc_8785_refuses(value):
+    from audit.chain import canonical
+
+    with pytest.raises(Exception) as refused:
+        rfc8785.dumps(value)
+    with pytest.raises(refused.type):
+        canonical(value)

@@ -23,6 +23,7 @@ SOME_STEP_FIELDS = sql.Select(
 )
 
 
+EVENT_FIELDS = ("run", "seq", "type", "step_id", "data", "created_at")
 ESCAPED = 'é ✓ "quoted" back\\slash \n\t\x01 😀'  # what a JSON document must escape
 
 
@@ -166,6 +167,56 @@ def test_insert_of_values_writes_what_an_insert_of_instances_writes(run, count):
     insert.add_values(rows)
     stored = RunEvent.objects.filter(run=run, seq__gte=200).order_by("seq")
     assert [(e.run_id, e.seq, e.type, e.step_id, e.data, e.created_at) for e in stored] == rows
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_inserts_together_write_what_each_insert_writes(run, steps):
+    """A run, its step rows (instances) and its events (values): one statement on PostgreSQL, three elsewhere,
+    the rows as `Insert.add` and `Insert.add_values` write them."""
+    inserts = (sql.Insert(Run), sql.Insert(StepRun), sql.Insert(RunEvent, EVENT_FIELDS))
+
+    def new(marker):
+        created = Run(organization_id=run.organization_id, workflow_id=run.workflow_id,
+                      workflow_version_id=run.workflow_version_id, metadata={"m": marker},
+                      input_data={"k": ESCAPED, "n": [1.5, None]}, status="running",
+                      started_at=timezone.now(), event_seq=2, cost_usd=Decimal("0.5"),
+                      pause_signal=None)  # fmt: skip
+        rows = [StepRun(run=created, step_id=f"s{n}", type="transform", name=ESCAPED, state={"x": ESCAPED})
+                for n in range(steps)]  # fmt: skip
+        events = [(created.id, seq, "run_queued", "", {"v": ESCAPED, "seq": seq}, timezone.now())
+                  for seq in (1, 2)]  # fmt: skip
+        return created, rows, events
+
+    together, together_rows, together_events = new("together")
+    apart, apart_rows, apart_events = new("apart")
+    with CaptureQueriesContext(connection) as queries:
+        sql.insert_together(
+            (inserts[0], [together]), (inserts[1], together_rows), (inserts[2], together_events)
+        )
+    inserts[0].add([apart])
+    inserts[1].add(apart_rows)
+    inserts[2].add_values(apart_events)
+    assert len(queries.captured_queries) == (1 if connection.vendor == "postgresql" else 3)
+    assert together._state.adding is False and all(row._state.adding is False for row in together_rows)
+    skip = ("id", "run_id", "metadata", "created_at", "started_at")
+    assert _values(Run.objects.get(pk=together.pk)) == {**_values(together), "cost_usd": Decimal("0.5")}
+    assert {k: v for k, v in _values(Run.objects.get(pk=together.pk)).items() if k not in skip} == {
+        k: v for k, v in _values(Run.objects.get(pk=apart.pk)).items() if k not in skip
+    }
+    stored = [_values(row) for row in StepRun.objects.filter(run=together).order_by("step_id")]
+    assert stored == [_values(row) for row in together_rows]
+    events = RunEvent.objects.filter(run=together).order_by("seq")
+    assert [(e.run_id, e.seq, e.type, e.step_id, e.data, e.created_at) for e in events] == together_events
+
+
+def test_inserts_together_write_nothing_when_one_fails(run):
+    insert_run, insert_events = sql.Insert(Run), sql.Insert(RunEvent, EVENT_FIELDS)
+    created = Run(organization_id=run.organization_id, workflow_id=run.workflow_id,
+                  workflow_version_id=run.workflow_version_id)  # fmt: skip
+    duplicate = [(run.pk, 1, "run_queued", "", {}, timezone.now())]  # run.pk's seq 1 exists: unique
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql.insert_together((insert_run, [created]), (insert_events, duplicate))
+    assert not Run.objects.filter(pk=created.pk).exists()
 
 
 def test_prepared_queryset_reads_what_the_queryset_reads(run):

@@ -4,16 +4,21 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Coalesce
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.models import SecurityPolicy
 from runs import fastpaths
+from runs.engine import dispatch as dispatch_module
 from runs.engine import unit_of_work
 from runs.engine.unit_of_work import UnitOfWork
 from runs.models import Run, RunEvent, StepRun
+from runs.services import run_create
 from tests.runs.conftest import transform
+from tests.workflows.support.helpers import make_workflow
 from workflows.models import Workflow
 
 pytestmark = pytest.mark.django_db
@@ -271,3 +276,84 @@ def test_lock_for_record_reads_the_run_and_the_leased_step(run):
         assert unit_of_work.lock_for_record(run.pk, step.pk, "host:1:other")[1] is None  # reclaimed
         with pytest.raises(Run.DoesNotExist):
             unit_of_work.lock_for_record("run_missing", step.pk, "host:1:abc")
+
+
+def _created(run_id) -> tuple[Run, list[StepRun], list[RunEvent]]:
+    run = Run.objects.get(pk=run_id)
+    return run, list(StepRun.objects.filter(run=run).order_by("step_id")), list(run.events.order_by("seq"))
+
+
+# Columns that differ between two runs of two workflows, or are the times of the trigger itself.
+_OWN = ("id", "run_id", "workflow_id", "workflow_version_id", "definition_hash", "created_at", "started_at",
+        "deadline_at", "queued_at", "dispatched_at")  # fmt: skip
+
+
+@pytest.fixture
+def uncapped(org):
+    """The organisation with nothing counted under its lock: no cap on runs at once, no monthly limits."""
+    org.max_concurrent_runs = org.monthly_run_limit = org.monthly_token_quota = None
+    org.save(update_fields=["max_concurrent_runs", "monthly_run_limit", "monthly_token_quota"])
+    return org
+
+
+def test_a_run_started_before_its_rows_are_written_is_stored_as_the_usual_way_stores_it(engine, uncapped):
+    steps = [transform("a", 1), transform("b", 2), transform("c", "{{ steps.a.output }}", depends_on=["a"])]
+    started_first = engine.workflow(steps)
+    # A root step's `when` is evaluated by the first advance, which then runs the usual way: the run's rows
+    # written first, then its start, its queued rows and its events.
+    usual = engine.workflow([{**steps[0], "when": "{{ true }}"}, *steps[1:]])
+    with CaptureQueriesContext(connection) as fast_queries:
+        fast_id = run_create(workflow=started_first, actor=engine.actor, input_data={"k": "é"}).id
+    with CaptureQueriesContext(connection) as usual_queries:
+        usual_id = run_create(workflow=usual, actor=engine.actor, input_data={"k": "é"}).id
+    fast_run, fast_rows, fast_events = _created(fast_id)
+    usual_run, usual_rows, usual_events = _created(usual_id)
+    assert _values(fast_run, *_OWN) == _values(usual_run, *_OWN)
+    assert fast_run.status == "running" and fast_run.event_seq == 2
+    assert [_values(row, *_OWN) for row in fast_rows] == [_values(row, *_OWN) for row in usual_rows]
+    assert [row.status for row in fast_rows] == ["queued", "queued", "pending"]
+    assert [(e.seq, e.type, e.step_id, e.data) for e in fast_events] == [
+        (e.seq, e.type, e.step_id, e.data) for e in usual_events
+    ]
+    # The same moments, in the same order: created, queued (its event), started (its event, the rows).
+    queued, started = fast_events[0].created_at, fast_events[1].created_at
+    assert fast_run.created_at <= queued <= fast_run.started_at <= started
+    assert {row.queued_at for row in fast_rows if row.status == "queued"} == {fast_run.started_at}
+    assert fast_run.deadline_at == fast_run.started_at + (usual_run.deadline_at - usual_run.started_at)
+    assert list(dispatch_module.MANUAL_QUEUE) == [
+        *(row.id for row in fast_rows if row.status == "queued"),
+        *(row.id for row in usual_rows if row.status == "queued"),
+    ]
+    # No UPDATE of the run or its rows: they were written as the advance left them.
+    written = [query["sql"] for query in fast_queries.captured_queries if "runs_" in query["sql"]]
+    assert not [statement for statement in written if statement.startswith("UPDATE")]
+    assert [q for q in usual_queries.captured_queries if q["sql"].startswith('UPDATE "runs_run"')]
+    if connection.vendor == "postgresql":  # the run, its rows and its events: one statement
+        assert len([statement for statement in written if "INSERT" in statement]) == 1
+    engine.drain()
+    assert Run.objects.get(pk=fast_id).status == Run.objects.get(pk=usual_id).status == "completed"
+
+
+def test_a_run_the_security_policy_refuses_is_started_the_usual_way(engine, uncapped):
+    SecurityPolicy.objects.update_or_create(organization=uncapped, defaults={"max_steps_per_run": 1})
+    workflow = engine.workflow([transform("a", 1), transform("b", 2)])
+    run = run_create(workflow=workflow, actor=engine.actor)
+    stored = Run.objects.get(pk=run.pk)
+    assert stored.status == "failed" and stored.error["code"] == "policy_violation"
+    assert set(StepRun.objects.filter(run=run).values_list("status", flat=True)) == {"cancelled"}
+    assert list(run.events.values_list("type", flat=True)) == ["run_queued", "run_started", "run_failed"]
+
+
+def test_the_trigger_reads_the_policy_with_its_workflow(api_key_client, uncapped, owner):
+    SecurityPolicy.objects.update_or_create(organization=uncapped, defaults={"max_run_duration_seconds": 77})
+    workflow = make_workflow(uncapped, owner)
+    with CaptureQueriesContext(connection) as queries:
+        response = api_key_client.post(
+            f"/api/v1/workflows/{workflow.id}/run", {"input": {"who": "x"}}, format="json"
+        )
+    assert response.status_code == 202, response.content
+    run = Run.objects.get(pk=response.json()["run_id"])
+    assert run.deadline_at == run.started_at + timedelta(seconds=77)
+    policy_table = SecurityPolicy._meta.db_table
+    reads = [q["sql"] for q in queries.captured_queries if policy_table in q["sql"]]
+    assert len(reads) == 1 and Workflow._meta.db_table in reads[0]

@@ -30,6 +30,28 @@ def test_workflow_lookups_read_what_the_queryset_reads(workflow, other_org):
     assert fastpaths.workflow_by_slug(other_org.pk, workflow.slug) is None
 
 
+@pytest.mark.parametrize("saved", [False, True], ids=["default policy", "saved policy"])
+def test_workflow_lookups_with_the_run_policy_read_it_as_policy_for_does(workflow, other_org, saved):
+    from accounts.models import SecurityPolicy
+    from runs.engine.secrets import policy_for
+
+    if saved:
+        SecurityPolicy.objects.update_or_create(
+            organization_id=workflow.organization_id,
+            defaults={"max_run_duration_seconds": 90, "max_steps_per_run": 7},
+        )
+    policy = policy_for(workflow.organization_id)
+    expected = {name: policy[name] for name in fastpaths.RUN_POLICY_FIELDS}
+    assert expected == ({"max_run_duration_seconds": 90, "max_steps_per_run": 7} if saved else expected)
+    orm = Workflow.objects.get(organization_id=workflow.organization_id, pk=workflow.pk)
+    by_id = fastpaths.workflow_by_id(workflow.organization_id, workflow.pk, run_policy=True)
+    by_slug = fastpaths.workflow_by_slug(workflow.organization_id, workflow.slug, run_policy=True)
+    assert _values(by_id) == _values(by_slug) == _values(orm)
+    assert by_id.run_policy == by_slug.run_policy == expected
+    assert not [name for name in vars(by_id) if name.startswith("policy_")]
+    assert fastpaths.workflow_by_id(other_org.pk, workflow.pk, run_policy=True) is None
+
+
 def test_version_by_number_reads_what_the_queryset_reads(workflow):
     orm = WorkflowVersion.objects.get(workflow=workflow, number=1)
     assert _values(fastpaths.version_by_number(workflow.pk, 1)) == _values(orm)
