@@ -1,5 +1,7 @@
 """Users, organisations, members and projects."""
 
+import os
+
 import factory
 
 from accounts.choices import Role
@@ -24,6 +26,12 @@ class UserFactory(factory.django.DjangoModelFactory):
             obj.save()
 
 
+# The plan of the organisations tests make: a hosted plan (limits counted, so triggers take the organisation
+# lock) unless BATON_TEST_ORG_PLAN names another; `self_hosted` is what a default install's organisations get
+# (README "Development").
+TEST_ORG_PLAN = os.environ.get("BATON_TEST_ORG_PLAN", "starter")
+
+
 class OrganizationFactory(factory.django.DjangoModelFactory):
     """An organisation made by organization_create (plan limits, audit chain, the owner's membership)."""
 
@@ -31,7 +39,7 @@ class OrganizationFactory(factory.django.DjangoModelFactory):
         model = Organization
 
     name = factory.Sequence(lambda n: f"Org {n}")
-    plan = "starter"
+    plan = TEST_ORG_PLAN
     owner = factory.SubFactory(UserFactory)
 
     @classmethod
@@ -39,7 +47,7 @@ class OrganizationFactory(factory.django.DjangoModelFactory):
         return organization_create(**kwargs)
 
 
-def make_org(name="Acme", plan="starter", owner=None) -> Organization:
+def make_org(name="Acme", plan=TEST_ORG_PLAN, owner=None) -> Organization:
     """An organisation made through the real service (limits, audit chain, owner membership)."""
     return OrganizationFactory(name=name, plan=plan, owner=owner or UserFactory())
 

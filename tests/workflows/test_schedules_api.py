@@ -74,7 +74,8 @@ def test_invalid_fields_answer_the_envelope_with_a_sentence(api_key_client, work
 
 def test_minimum_interval_is_the_plans_never_below_the_servers(api_key_client, workflow, org, settings):
     settings.BATON_SCHEDULE_MIN_INTERVAL_SECONDS = 120
-    assert org.min_schedule_interval_seconds == 300  # the starter plan's
+    org.min_schedule_interval_seconds = 300  # the starter plan's
+    org.save(update_fields=["min_schedule_interval_seconds"])
     response = create(api_key_client, workflow, cron_expression="*/2 * * * *")
     assert response.status_code == 400
     error = response.json()["error"]

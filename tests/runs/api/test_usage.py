@@ -12,7 +12,11 @@ from runs.quotas import run_totals
 from tests.runs.api.conftest import GreeterRunFactory
 
 
-def test_usage_counts_this_months_runs_tokens_and_cost(api_key_client, workflow, actor, other_org, outsider):
+def test_usage_counts_this_months_runs_tokens_and_cost(
+    api_key_client, org, workflow, actor, other_org, outsider
+):
+    org.monthly_run_limit = 1000
+    org.save(update_fields=["monthly_run_limit"])
     period, start, _end = usage_period()
     this_month = [GreeterRunFactory(workflow=workflow, actor=actor) for _ in range(3)]
     Run.objects.filter(pk=this_month[0].pk).update(total_tokens=1200, cost_usd=Decimal("0.0200"))
