@@ -11,7 +11,8 @@ into instances with `Model.from_db`, as the ORM does. Everything else keeps usin
 Only a few modules build statements here, each behind plainly named functions tested equal to the ORM:
 the engine's unit of work (runs/engine/unit_of_work.py), the reconciler, the broker, admission
 (runs/concurrency.py), the trigger's and run read's fast paths (runs/fastpaths.py, workflows/fastpaths.py),
-the security policy read (runs/engine/secrets.py) and the audit append.
+the security policy read (runs/engine/secrets.py) and the audit append; `Rows` reads a `values_list` into
+plain rows (the run read's columns).
 """
 
 from __future__ import annotations
@@ -722,5 +723,58 @@ class Prepared:
         return found
 
     def first(self, *values):
+        found = self.all(*values)
+        return found[0] if found else None
+
+
+class Row:
+    """A row read by `Rows`: its columns as attributes, named as the model's fields (`workflow_id`, …)."""
+
+    def __init__(self, names, values):
+        self.__dict__.update(zip(names, values, strict=True))
+
+
+class Rows:
+    """A `values_list` queryset whose SQL the ORM builds once per database vendor (as `Prepared` does for
+    instances), run again with new values; its rows come back as `Row`s, each column
+    converted by the compiler's converters, as the ORM would. For the run read: only the columns the API
+    shows, and no model instance per row."""
+
+    def __init__(self, build, arity: int):
+        self.build = build
+        self.arity = arity
+
+    @cache  # noqa: B019
+    def _compiled(self, vendor: str):
+        marks = [f"\x00baton-parameter-{index}\x00" for index in range(self.arity)]
+        query = self.build(*marks).query
+        compiler = query.get_compiler(DEFAULT_DB_ALIAS)
+        sql_text, params = compiler.as_sql()
+        positions = []
+        for mark in marks:
+            found = [index for index, param in enumerate(params) if param == mark]
+            if len(found) != 1:
+                raise ValueError("a placeholder is not exactly one parameter")
+            positions.append(found[0])
+        # The statement's columns: the fields, then the annotations (query.extra is not used here).
+        names = (*query.values_select, *query.annotation_select)
+        if query.extra_select or len(names) != len(compiler.select):
+            raise ValueError("Rows reads a values_list of fields and annotations")
+        found = compiler.get_converters([column for column, _, _ in compiler.select])
+        converters = tuple((index, functions, column) for index, (functions, column) in found.items())
+        return sql_text, tuple(params), positions, names, converters
+
+    def all(self, *values) -> list[Row]:
+        db = connections[DEFAULT_DB_ALIAS]
+        sql_text, params, positions, names, converters = self._compiled(db.vendor)
+        params = list(params)
+        for position, value in zip(positions, values, strict=True):
+            params[position] = value
+        with cursor(db) as opened:
+            opened.execute(sql_text, params)
+            rows = opened.fetchall()
+        return [Row(names, _convert(row, converters, db)) for row in rows]
+
+    def first(self, *values) -> Row | None:
         found = self.all(*values)
         return found[0] if found else None

@@ -4,9 +4,6 @@ runs both and compares."""
 
 from __future__ import annotations
 
-from functools import cache
-
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Exists, F, OuterRef
 
 from audit.services import audit_record
@@ -33,58 +30,7 @@ _TOP_LEVEL_STEPS = sql.Prepared(
 )
 
 
-class Row:
-    """A row read by `Rows`: its columns as attributes, named as the model's fields (`workflow_id`, …)."""
-
-    def __init__(self, names, values):
-        self.__dict__.update(zip(names, values, strict=True))
-
-
-class Rows:
-    """A `values_list` queryset whose SQL the ORM builds once per database vendor (as config/sql.py's
-    `Prepared` does for instances), run again with new values; its rows come back as `Row`s, each column
-    converted by the compiler's converters, as the ORM would. For the run read: only the columns the API
-    shows, and no model instance per row."""
-
-    def __init__(self, build, arity: int):
-        self.build = build
-        self.arity = arity
-
-    @cache  # noqa: B019
-    def _compiled(self, vendor: str):
-        marks = [f"\x00baton-parameter-{index}\x00" for index in range(self.arity)]
-        query = self.build(*marks).query
-        compiler = query.get_compiler(DEFAULT_DB_ALIAS)
-        sql_text, params = compiler.as_sql()
-        positions = []
-        for mark in marks:
-            found = [index for index, param in enumerate(params) if param == mark]
-            if len(found) != 1:
-                raise ValueError("a placeholder is not exactly one parameter")
-            positions.append(found[0])
-        # The statement's columns: the fields, then the annotations (query.extra is not used here).
-        names = (*query.values_select, *query.annotation_select)
-        if query.extra_select or len(names) != len(compiler.select):
-            raise ValueError("Rows reads a values_list of fields and annotations")
-        found = compiler.get_converters([column for column, _, _ in compiler.select])
-        converters = tuple((index, functions, column) for index, (functions, column) in found.items())
-        return sql_text, tuple(params), positions, names, converters
-
-    def all(self, *values) -> list[Row]:
-        db = connections[DEFAULT_DB_ALIAS]
-        sql_text, params, positions, names, converters = self._compiled(db.vendor)
-        params = list(params)
-        for position, value in zip(positions, values, strict=True):
-            params[position] = value
-        with sql.cursor(db) as cursor:
-            cursor.execute(sql_text, params)
-            rows = cursor.fetchall()
-        return [Row(names, sql._convert(row, converters, db)) for row in rows]
-
-    def first(self, *values) -> Row | None:
-        found = self.all(*values)
-        return found[0] if found else None
-
+Row = sql.Row  # the rows of the run read, as the API layer names them
 
 # What the API shows of a run (runs/api/representation.py) and what ordering its steps needs; the engine's
 # columns (leases, deadlines, requests, the step's `state`) are not read.
@@ -98,7 +44,7 @@ STEP_SHOWN = (
     "id", "step_id", "type", "name", "status", "attempt", "attempts", "input_data", "output_data", "error",
     "skip_reason", "started_at", "completed_at", "tokens", "cost_usd",
 )  # fmt: skip
-_RUN_SHOWN = Rows(
+_RUN_SHOWN = sql.Rows(
     lambda organization_id, run_id: (
         Run.objects.filter(organization_id=organization_id, pk=run_id)
         .annotate(
@@ -110,7 +56,7 @@ _RUN_SHOWN = Rows(
     ),
     arity=2,
 )
-_STEPS_SHOWN = Rows(
+_STEPS_SHOWN = sql.Rows(
     lambda run_id: (
         StepRun.objects.filter(run_id=run_id, parent__isnull=True)
         .order_by("queued_at", "id")
