@@ -282,11 +282,23 @@ class Measure:
     rate: float
     cpu_ms: float
     generator_ms: float
+    reference_ms: float = 0.0
+
+
+def reference_loop_ms() -> float:
+    """CPU ms of a fixed pure-Python loop (a million multiply-adds), taken just before a measurement: how fast
+    the machine's cores ran at that moment. On a virtual machine it moved by up to twice between minutes
+    (docs/performance.md "The web tier, third session"), and CPU per request moves with it."""
+    started, total = time.process_time(), 0
+    for number in range(1_000_000):
+        total += number * number
+    return (time.process_time() - started) * 1000
 
 
 def measure_server(server: Server, request: Request, options, kind: str) -> Measure:
     """A 1 s warm-up, then `--api-seconds` of closed-loop requests: rate and the server's CPU per request."""
     generate(kind, server.port, request, 1, options.api_connections)
+    reference = reference_loop_ms()
     before = server.cpu()
     load = generate(kind, server.port, request, options.api_seconds, options.api_connections)
     cpu = server.cpu() - before
@@ -296,7 +308,9 @@ def measure_server(server: Server, request: Request, options, kind: str) -> Meas
         )
     if load.bad:
         raise RuntimeError(f"{server.name} {request.method} {request.path}: {load.bad} unexpected answers")
-    return Measure(load.rate, cpu / load.requests * 1000, load.generator_cpu / load.requests * 1000)
+    return Measure(
+        load.rate, cpu / load.requests * 1000, load.generator_cpu / load.requests * 1000, reference
+    )
 
 
 # Endpoints taking turns (bench/schedules_bench.py compares two endpoints this way) ----------------------
@@ -415,7 +429,7 @@ def _finished_run(workflow, actor):
 def run(options) -> list[Row]:
     from accounts.choices import ALL_SCOPES
     from accounts.services import api_key_create
-    from config.management.commands.serve import WEB_WORKERS_DEFAULT
+    from config.management.commands.serve import web_workers_default
     from workflows.services import workflow_create
 
     org, _owner, actor = bench_organization("API bench")
@@ -447,7 +461,7 @@ def run(options) -> list[Row]:
     kind = options.api_generator
     if kind == "auto":
         kind = "wrk" if shutil.which("wrk") else "asyncio"
-    workers = options.api_web_workers or WEB_WORKERS_DEFAULT
+    workers = options.api_web_workers or web_workers_default()
     servers = list(SERVERS) if options.api_servers == "all" else options.api_servers.split(",")
     if "serve" not in servers:
         servers.insert(0, "serve")
@@ -478,7 +492,7 @@ def run(options) -> list[Row]:
             rows.append(Row(
                 "api", f"{labels[n]} — {what}", f"{m.cpu_ms:.2f} ms CPU, {m.rate:,.0f} req/s", target,
                 f"{workers} web process(es), {conns} connections; generator ({kind}) {m.generator_ms:.2f} ms "
-                "CPU/request", met,
+                f"CPU/request; reference loop {m.reference_ms:.0f} ms", met,
             ))  # fmt: skip
     if len([n for n in results if n != "serve" and "django" in results[n]]):
         measured = [n for n in results if n != "serve" and "django" in results[n]]
@@ -499,6 +513,7 @@ def run(options) -> list[Row]:
                 rows.append(Row(
                     "api", f"{labels[n]} — {name}, a qcluster (2 workers) executing the runs",
                     f"{m.cpu_ms:.2f} ms CPU, {m.rate:,.0f} req/s", "",
-                    "web processes' CPU only; the workers share the cores",
+                    "web processes' CPU only; the workers share the cores; "
+                    f"reference loop {m.reference_ms:.0f} ms",
                 ))  # fmt: skip
     return rows

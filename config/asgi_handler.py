@@ -8,15 +8,26 @@ CONN_MAX_AGE is 0 under ASGI). Here a request whose view is synchronous — ever
 is handled whole (request_started, middleware, view, request_finished) by one of `BATON_WEB_THREADS`
 threads, the way a WSGI server does it; each thread keeps its database connection for
 `BATON_WEB_CONN_MAX_AGE` seconds, so a process holds at most that many connections. A request whose view is
-async goes through Django's handler unchanged. docs/operations.md "The web server"; the measurements are in
-docs/performance.md.
+async goes through Django's handler unchanged.
+
+The threads do not all run at once: `_Gate` lets one request at a time into the pool, and another only when
+the process has left its CPU mostly unused for `BATON_WEB_STALL_MS` (the requests in it wait: on a lock, the
+database, a `wait`). Requests in one process that run together hand Python's GIL to each other at every
+database call, which made each cost up to twice the CPU; short requests now run one after another on the
+thread that ran the last one (`_Pool`), and a slow one does not hold up the rest. docs/operations.md "The web
+server"; the measurements are in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
+from concurrent.futures import Executor, Future
 
 from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.conf import settings
@@ -40,18 +51,155 @@ class _SyncHandler(BaseHandler):
     """Django's middleware chain in its synchronous form (as under WSGI)."""
 
 
+class _Gate:
+    """Admission to the pool, on the event loop. A request enters at once when none is in; otherwise it queues
+    (first come, first served) and enters when one leaves, or when the requests in are waiting rather than
+    computing: every `stall` seconds while requests queue, the process's CPU time is looked at, and when it
+    used less than half of that time (its requests wait on a lock, the database, a `wait`), one more enters.
+    At most `limit` are in at once."""
+
+    def __init__(self, limit: int, stall: float, cpu_clock=time.process_time):
+        self.limit, self.stall, self._cpu_clock = limit, stall, cpu_clock
+        self._entered = 0
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+        self._timer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
+        self._idle = False  # what the last look found
+        self._since = (0.0, 0.0)  # (time, process CPU time) of the last look
+
+    async def enter(self) -> None:
+        if not self._entered and not self._waiting:
+            self._entered = 1
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiting.append(waiter)
+        if self._timer is None or self._timer[0] is not loop:  # (a loop of its own per test)
+            self._idle, self._since = False, (time.monotonic(), self._cpu_clock())
+            self._timer = loop, loop.call_later(self.stall, self._look, loop)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # admitted as it was cancelled: give the place back
+                self.leave()
+            else:
+                with contextlib.suppress(ValueError):  # already dropped by `_admit`
+                    self._waiting.remove(waiter)
+            raise
+
+    def leave(self) -> None:
+        self._entered -= 1
+        if not self._entered or self._idle:
+            self._admit()
+
+    def _admit(self) -> None:
+        while self._waiting and self._entered < self.limit:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # else cancelled while it waited
+                self._entered += 1
+                waiter.set_result(None)
+                return
+
+    def _look(self, loop) -> None:
+        """Every `stall` while requests queue: one more enters when the process computed for less than half
+        of the time since the last look."""
+        now, cpu = time.monotonic(), self._cpu_clock()
+        then, cpu_then = self._since
+        self._idle = cpu - cpu_then < (now - then) / 2
+        self._since = (now, cpu)
+        if self._idle:
+            self._admit()
+        self._timer = (loop, loop.call_later(self.stall, self._look, loop)) if self._waiting else None
+
+
+class _Pool(Executor):
+    """Up to `size` long-lived threads, started as needed; a task goes to the thread that finished last. Under
+    the gate one thread runs nearly every request, so its caches stay warm — the CPU's, and on SQLite the
+    connection's page cache, which another connection's write empties (a thread per connection)."""
+
+    def __init__(self, size: int, initializer=None, initargs=(), name: str = "baton-web"):
+        self.size, self.name = size, name
+        self._initializer, self._initargs = initializer, initargs
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue] = []  # the idle threads' inboxes, the last to finish on top
+        self._threads: list[threading.Thread] = []
+        self._backlog: collections.deque = collections.deque()  # tasks submitted while every thread was busy
+        self._closed = False
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        task = (future, fn, args, kwargs)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._idle:
+                self._idle.pop().put(task)
+            elif len(self._threads) < self.size:
+                inbox = queue.SimpleQueue()
+                inbox.put(task)
+                thread = threading.Thread(
+                    target=self._work, args=(inbox,), name=f"{self.name}_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._backlog.append(task)
+        return future
+
+    def _work(self, inbox: queue.SimpleQueue) -> None:
+        if self._initializer is not None:
+            self._initializer(*self._initargs)
+        while (task := inbox.get()) is not None:
+            future, fn, args, kwargs = task
+            result = error = None
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:  # handed to the caller, as ThreadPoolExecutor does
+                    error = exc
+            # Idle (or on to the next queued task) before the caller hears of the result, so that the task it
+            # submits next finds this thread, not a new one.
+            with self._lock:
+                if self._backlog:
+                    inbox.put(self._backlog.popleft())
+                    closing = False
+                else:
+                    closing = self._closed
+                    if not closing:
+                        self._idle.append(inbox)
+            if future.cancelled():
+                pass
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            del task, future, fn, args, kwargs, result, error
+            if closing:
+                return
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            threads = list(self._threads)
+        for inbox in idle:
+            inbox.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+
 class PooledASGIHandler(ASGIHandler):
-    def __init__(self, threads: int | None = None, conn_max_age: int | None = None):
+    def __init__(
+        self, threads: int | None = None, conn_max_age: int | None = None, stall_ms: int | None = None
+    ):
         super().__init__()
         self._sync = _SyncHandler()
         self._sync.load_middleware(is_async=False)
         max_age = settings.BATON_WEB_CONN_MAX_AGE if conn_max_age is None else conn_max_age
-        self._pool = ThreadPoolExecutor(
-            max_workers=threads or settings.BATON_WEB_THREADS,
-            thread_name_prefix="baton-web",
-            initializer=_keep_connections,
-            initargs=(max_age,),
-        )
+        threads = threads or settings.BATON_WEB_THREADS
+        self._pool = _Pool(threads, initializer=_keep_connections, initargs=(max_age,))
+        stall = settings.BATON_WEB_STALL_MS if stall_ms is None else stall_ms
+        self._gate = _Gate(threads, stall / 1000) if stall else None  # 0: every thread at once
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or _async_view(scope["path"]):
@@ -63,7 +211,14 @@ class PooledASGIHandler(ASGIHandler):
             return
         try:
             loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self._pool, self._respond, scope, body_file)
+            if self._gate is None:
+                response = await loop.run_in_executor(self._pool, self._respond, scope, body_file)
+            else:
+                await self._gate.enter()
+                try:
+                    response = await loop.run_in_executor(self._pool, self._respond, scope, body_file)
+                finally:
+                    self._gate.leave()
             if not response.streaming:
                 await self.send_response(response, send)
                 return

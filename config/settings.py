@@ -350,10 +350,15 @@ BATON_HTTP_ALLOWLIST = env_list("BATON_HTTP_ALLOWLIST")
 BATON_DEMO_ORG = env_bool("BATON_DEMO_ORG", True)
 # Who a root worker's `script` steps run as (a user name or uid[:gid]; never root): docs/security.md.
 BATON_SANDBOX_USER = env_str("BATON_SANDBOX_USER", "nobody")
-# The web server (config/asgi_handler.py, docs/operations.md "The web server"): threads per web process that
-# run synchronous requests, and how long each keeps its database connections (0: a new one per request).
+# The web server (config/asgi_handler.py, docs/operations.md "The web server"): the web processes `serve` runs
+# (0: by the database, config/management/commands/serve.py `web_workers_default`), the threads per process
+# that run synchronous requests, how long each keeps its database connections (0: a new one per request),
+# and for how long (ms) a process must have left its CPU mostly unused, the requests in it waiting, before
+# another request joins them (0: every thread at once).
+BATON_WEB_WORKERS = env_int("BATON_WEB_WORKERS", 0, minimum=0)
 BATON_WEB_THREADS = env_int("BATON_WEB_THREADS", 8, minimum=1)
 BATON_WEB_CONN_MAX_AGE = env_int("BATON_WEB_CONN_MAX_AGE", 60, minimum=0)
+BATON_WEB_STALL_MS = env_int("BATON_WEB_STALL_MS", 20, minimum=0)
 # GET /metrics (Prometheus, docs/operations.md "Metrics") answers only with `Authorization: Bearer <this>`;
 # unset, the endpoint does not exist (404).
 BATON_METRICS_TOKEN = env_str("BATON_METRICS_TOKEN", "")

@@ -1,12 +1,15 @@
 """config/asgi_handler.py: synchronous requests run whole on the pool's long-lived threads, which keep their
-database connections; async views (the event stream) go through Django's own handler."""
+database connections, one at a time unless the ones in wait; async views (the event stream) go through
+Django's own handler."""
 
 import asyncio
+import threading
+import time
 
 import pytest
 from django.db import connections
 
-from config.asgi_handler import PooledASGIHandler, _async_view
+from config.asgi_handler import PooledASGIHandler, _async_view, _Gate, _Pool
 
 
 def _call(app, path: str, method: str = "GET", body: bytes = b"") -> tuple[int, bytes]:
@@ -64,3 +67,114 @@ def test_only_the_event_stream_is_routed_to_djangos_async_handler():
     assert not _async_view("/api/v1/runs/run_0123")
     assert not _async_view("/api/v1/workflows/wf_1/run")
     assert not _async_view("/no/such/path")
+
+
+# The pool and its gate -------------------------------------------------------------------------------------
+
+
+def test_the_pool_gives_each_task_to_the_thread_that_finished_last():
+    pool = _Pool(4)
+    try:
+        threads = {pool.submit(threading.get_ident).result() for _ in range(20)}
+        assert len(threads) == 1 and len(pool._threads) == 1
+        release = threading.Event()
+        blocked = [pool.submit(release.wait, 5) for _ in range(3)]
+        assert len(pool._threads) == 3  # a thread started for each task that found none idle
+        release.set()
+        assert all(future.result() for future in blocked)
+    finally:
+        pool.shutdown()
+
+
+def test_the_pool_queues_what_its_threads_cannot_take_and_hands_errors_back():
+    pool = _Pool(2)
+    try:
+        release = threading.Event()
+        futures = [pool.submit(release.wait, 5) for _ in range(2)]
+        futures += [pool.submit(lambda n=n: n) for n in range(5)]
+        assert len(pool._threads) == 2 and not futures[2].done()
+        release.set()
+        assert [future.result(timeout=5) for future in futures[2:]] == [0, 1, 2, 3, 4]
+        with pytest.raises(ZeroDivisionError):
+            pool.submit(lambda: 1 / 0).result()
+    finally:
+        pool.shutdown()
+    assert not any(thread.is_alive() for thread in pool._threads)
+    with pytest.raises(RuntimeError):
+        pool.submit(int)
+
+
+def _through(gate: _Gate, pool: _Pool, fn, log: list, name: str):
+    async def request():
+        await gate.enter()
+        try:
+            log.append(("in", name))
+            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+        finally:
+            log.append(("out", name))
+            gate.leave()
+
+    return request()
+
+
+def test_a_request_that_waits_lets_the_next_one_in_after_the_stall():
+    gate, pool, log = _Gate(limit=4, stall=0.02), _Pool(4), []
+
+    async def main():
+        slow = asyncio.ensure_future(_through(gate, pool, lambda: time.sleep(0.6), log, "slow"))
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        await _through(gate, pool, lambda: None, log, "quick")
+        waited = time.monotonic() - started
+        await slow
+        return waited
+
+    try:
+        waited = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert log.index(("out", "quick")) < log.index(("out", "slow"))
+    assert waited < 0.5  # admitted while the slow one slept, not after it
+
+
+def test_requests_that_compute_go_in_one_at_a_time():
+    # A process CPU clock that runs as fast as the wall clock: the process is never idle.
+    gate, pool, log = _Gate(limit=4, stall=0.01, cpu_clock=time.monotonic), _Pool(4), []
+
+    async def main():
+        await asyncio.gather(*(_through(gate, pool, lambda: time.sleep(0.05), log, n) for n in "abcd"))
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert log == [(event, n) for n in "abcd" for event in ("in", "out")]
+    assert len(pool._threads) == 1
+
+
+def test_no_more_than_the_limit_go_in_and_a_cancelled_wait_gives_its_place_back():
+    gate, pool, log = _Gate(limit=2, stall=0.01), _Pool(2), []
+    inside = []
+
+    def sleeper():
+        inside.append(1)
+        peak = len(inside)
+        time.sleep(0.1)
+        inside.pop()
+        return peak
+
+    async def main():
+        tasks = [asyncio.ensure_future(_through(gate, pool, sleeper, log, str(n))) for n in range(5)]
+        waiting = asyncio.ensure_future(_through(gate, pool, sleeper, log, "cancelled"))
+        await asyncio.sleep(0)
+        assert len(gate._waiting) == 5  # the first went in
+        waiting.cancel()
+        return await asyncio.gather(*tasks)
+
+    try:
+        peaks = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert max(peaks) == 2 and len(pool._threads) == 2  # the sleepers wait: the gate let a second one in
+    assert ("in", "cancelled") not in log
+    assert gate._entered == 0 and not gate._waiting

@@ -30,7 +30,7 @@ from accounts.services import organization_create
 DEMO_ORG_NAME = "Demo organisation"
 DEMO_OWNER_EMAIL = "owner@example.com"
 SHUTDOWN_GRACE_SECONDS = 25
-WEB_WORKERS_DEFAULT = 1
+WEB_WORKERS_MAX_AUTO = 4
 _PR_SET_PDEATHSIG = 1
 
 
@@ -114,6 +114,20 @@ def metrics_directory() -> Path:
     return directory
 
 
+def web_workers_default() -> int:
+    """`BATON_WEB_WORKERS`, else by the database (docs/operations.md "The web server"): on SQLite one process,
+    since each write empties every other connection's page cache and the writes queue for one lock anyway;
+    on PostgreSQL one per core the process may use, up to WEB_WORKERS_MAX_AUTO."""
+    from django.db import connection
+
+    if settings.BATON_WEB_WORKERS:
+        return settings.BATON_WEB_WORKERS
+    if connection.vendor == "sqlite":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, WEB_WORKERS_MAX_AUTO))
+
+
 def web_command(host: str, port: int, web_workers: int) -> list[str]:
     """The web server `serve` runs (docs/operations.md "The web server"; measured in docs/performance.md):
     config.asgi's application, synchronous requests on its thread pool, the event stream on the loop."""
@@ -159,12 +173,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--web-workers",
             type=int,
-            default=WEB_WORKERS_DEFAULT,
-            help=f"web server processes (default {WEB_WORKERS_DEFAULT})",
+            default=None,
+            help="web server processes (default BATON_WEB_WORKERS, else 1 on SQLite and one per core, up to "
+            f"{WEB_WORKERS_MAX_AUTO}, on PostgreSQL)",
         )
         parser.add_argument("--no-worker", action="store_true", help="serve the web app only")
 
     def handle(self, *args, host, port, workers, web_workers, no_worker, **options):
+        if web_workers is None:
+            web_workers = web_workers_default()
         if workers < 1 or web_workers < 1:
             raise CommandError("--workers and --web-workers must be at least 1.")
         _require_free_port(host, port)
