@@ -489,10 +489,16 @@ def run(options) -> list[Row]:
             met = None
             if cpu_target:
                 met = m.cpu_ms <= cpu_target and (rate_target is None or m.rate >= rate_target)
+            bare = results[name].get("django")
+            relative = (
+                f"{m.cpu_ms / bare.cpu_ms:.1f}× the bare Django view's CPU; "
+                if bare and n != "django"
+                else ""
+            )
             rows.append(Row(
                 "api", f"{labels[n]} — {what}", f"{m.cpu_ms:.2f} ms CPU, {m.rate:,.0f} req/s", target,
-                f"{workers} web process(es), {conns} connections; generator ({kind}) {m.generator_ms:.2f} ms "
-                f"CPU/request; reference loop {m.reference_ms:.0f} ms", met,
+                f"{relative}{workers} web process(es), {conns} connections; generator ({kind}) "
+                f"{m.generator_ms:.2f} ms CPU/request; reference loop {m.reference_ms:.0f} ms", met,
             ))  # fmt: skip
     if len([n for n in results if n != "serve" and "django" in results[n]]):
         measured = [n for n in results if n != "serve" and "django" in results[n]]
