@@ -55,58 +55,62 @@ class _Gate:
     """Admission to the pool, on the event loop. A request enters at once when none is in; otherwise it queues
     (first come, first served) and enters when one leaves, or when the requests in are waiting rather than
     computing: every `stall` seconds while requests queue, the process's CPU time is looked at, and when it
-    used less than half of that time (its requests wait on a lock, the database, a `wait`), one more enters.
+    used less than half of that time, the requests in are all waiting (on a lock, the database, a `wait`) and
+    one more enters. When a request leaves and every one still in was found waiting, the next enters at once.
     At most `limit` are in at once."""
 
     def __init__(self, limit: int, stall: float, cpu_clock=time.process_time):
         self.limit, self.stall, self._cpu_clock = limit, stall, cpu_clock
-        self._entered = 0
+        self._entered: dict[object, bool] = {}  # a token per request in → whether a look found it waiting
         self._waiting: collections.deque[asyncio.Future] = collections.deque()
         self._timer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
-        self._idle = False  # what the last look found
         self._since = (0.0, 0.0)  # (time, process CPU time) of the last look
 
-    async def enter(self) -> None:
+    async def enter(self) -> object:
+        """Wait for a place; returns the token to `leave` with."""
         if not self._entered and not self._waiting:
-            self._entered = 1
-            return
+            token = object()
+            self._entered[token] = False
+            return token
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiting.append(waiter)
         if self._timer is None or self._timer[0] is not loop:  # (a loop of its own per test)
-            self._idle, self._since = False, (time.monotonic(), self._cpu_clock())
+            self._since = (time.monotonic(), self._cpu_clock())
             self._timer = loop, loop.call_later(self.stall, self._look, loop)
         try:
-            await waiter
+            return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # admitted as it was cancelled: give the place back
-                self.leave()
+                self.leave(waiter.result())
             else:
                 with contextlib.suppress(ValueError):  # already dropped by `_admit`
                     self._waiting.remove(waiter)
             raise
 
-    def leave(self) -> None:
-        self._entered -= 1
-        if not self._entered or self._idle:
+    def leave(self, token: object) -> None:
+        self._entered.pop(token, None)
+        if all(self._entered.values()):  # none left in, or every one left waits
             self._admit()
 
     def _admit(self) -> None:
-        while self._waiting and self._entered < self.limit:
+        while self._waiting and len(self._entered) < self.limit:
             waiter = self._waiting.popleft()
             if not waiter.done():  # else cancelled while it waited
-                self._entered += 1
-                waiter.set_result(None)
+                token = object()
+                self._entered[token] = False
+                waiter.set_result(token)
                 return
 
     def _look(self, loop) -> None:
-        """Every `stall` while requests queue: one more enters when the process computed for less than half
-        of the time since the last look."""
+        """Every `stall` while requests queue: when the process computed for less than half of the time since
+        the last look, the requests in are waiting, and one more enters."""
         now, cpu = time.monotonic(), self._cpu_clock()
         then, cpu_then = self._since
-        self._idle = cpu - cpu_then < (now - then) / 2
         self._since = (now, cpu)
-        if self._idle:
+        if cpu - cpu_then < (now - then) / 2:
+            for token in self._entered:
+                self._entered[token] = True
             self._admit()
         self._timer = (loop, loop.call_later(self.stall, self._look, loop)) if self._waiting else None
 
@@ -214,11 +218,11 @@ class PooledASGIHandler(ASGIHandler):
             if self._gate is None:
                 response = await loop.run_in_executor(self._pool, self._respond, scope, body_file)
             else:
-                await self._gate.enter()
+                token = await self._gate.enter()
                 try:
                     response = await loop.run_in_executor(self._pool, self._respond, scope, body_file)
                 finally:
-                    self._gate.leave()
+                    self._gate.leave(token)
             if not response.streaming:
                 await self.send_response(response, send)
                 return

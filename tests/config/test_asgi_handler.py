@@ -106,13 +106,13 @@ def test_the_pool_queues_what_its_threads_cannot_take_and_hands_errors_back():
 
 def _through(gate: _Gate, pool: _Pool, fn, log: list, name: str):
     async def request():
-        await gate.enter()
+        token = await gate.enter()
         try:
             log.append(("in", name))
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
         finally:
             log.append(("out", name))
-            gate.leave()
+            gate.leave(token)
 
     return request()
 
@@ -177,4 +177,38 @@ def test_no_more_than_the_limit_go_in_and_a_cancelled_wait_gives_its_place_back(
         pool.shutdown()
     assert max(peaks) == 2 and len(pool._threads) == 2  # the sleepers wait: the gate let a second one in
     assert ("in", "cancelled") not in log
-    assert gate._entered == 0 and not gate._waiting
+    assert not gate._entered and not gate._waiting
+
+
+def test_while_one_request_waits_the_others_follow_each_other_without_waiting_for_a_look():
+    # The process CPU clock: idle until the first look (the long request waits), then as busy as the wall
+    # clock (the quick ones compute), so no look after the first lets anyone in.
+    readings = []
+
+    def cpu_clock():
+        readings.append(time.monotonic())
+        return 0.0 if len(readings) <= 2 else readings[-1]
+
+    gate, pool, log = _Gate(limit=4, stall=0.1, cpu_clock=cpu_clock), _Pool(4), []
+
+    async def main():
+        waiting = asyncio.ensure_future(_through(gate, pool, lambda: time.sleep(1.5), log, "wait"))
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        quick = [
+            asyncio.ensure_future(_through(gate, pool, lambda: time.sleep(0.05), log, n)) for n in "abcde"
+        ]
+        await asyncio.gather(*quick)
+        elapsed = time.monotonic() - started
+        await waiting
+        return elapsed
+
+    try:
+        elapsed = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    # The first look (0.1 s) found the long one waiting and let "a" in; each quick one after it entered as
+    # the one before left, beside the long one, not after it (1.5 s).
+    assert elapsed < 0.9
+    assert log.index(("out", "e")) < log.index(("out", "wait"))
+    assert max(sum(1 if event == "in" else -1 for event, _ in log[:i]) for i in range(len(log) + 1)) == 2
