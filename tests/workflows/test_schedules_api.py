@@ -181,7 +181,13 @@ def test_list_get_patch_delete(api_key_client, workflow, org):
     )
     assert patched.status_code == 200, patched.content
     assert patched.json()["cron_expression"] == "0 * * * *"
-    assert patched.json()["next_run_at"] != got.json()["next_run_at"]
+    # Recomputed for the new expression: the next top of the hour (which between 13:00 and 14:00 UTC on a
+    # weekday is also 9:00 in New York, the old expression's next time).
+    next_run = Schedule.objects.get(pk=schedule_id).next_run_at
+    assert next_run.minute == 0 and timezone.now() < next_run <= timezone.now() + timedelta(hours=1)
+    local = next_run.astimezone(__import__("zoneinfo").ZoneInfo("America/New_York"))
+    if (local.hour, local.weekday() < 5) != (9, True):
+        assert patched.json()["next_run_at"] != got.json()["next_run_at"]
     disabled = api_key_client.patch(
         f"/api/v1/schedules/{schedule_id}", {"enabled": False}, format="json"
     ).json()
