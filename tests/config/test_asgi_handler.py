@@ -117,24 +117,30 @@ def _through(gate: _Gate, pool: _Pool, fn, log: list, name: str):
     return request()
 
 
-def test_a_request_that_waits_lets_the_next_one_in_after_the_stall():
-    gate, pool, log = _Gate(limit=4, stall=0.02), _Pool(4), []
+def _beside_a_long_one(gate: _Gate, pool: _Pool, log: list, seconds: float, quick: dict) -> float:
+    """A request asleep for `seconds` ("long"), then the `quick` ones (name → function) at once: the time
+    these took."""
 
     async def main():
-        slow = asyncio.ensure_future(_through(gate, pool, lambda: time.sleep(0.6), log, "slow"))
+        long = asyncio.ensure_future(_through(gate, pool, lambda: time.sleep(seconds), log, "long"))
         await asyncio.sleep(0)
         started = time.monotonic()
-        await _through(gate, pool, lambda: None, log, "quick")
-        waited = time.monotonic() - started
-        await slow
-        return waited
+        await asyncio.gather(*(_through(gate, pool, fn, log, name) for name, fn in quick.items()))
+        elapsed = time.monotonic() - started
+        await long
+        return elapsed
 
     try:
-        waited = asyncio.run(main())
+        return asyncio.run(main())
     finally:
         pool.shutdown()
-    assert log.index(("out", "quick")) < log.index(("out", "slow"))
-    assert waited < 0.5  # admitted while the slow one slept, not after it
+
+
+def test_a_request_that_waits_lets_the_next_one_in_after_the_stall():
+    log = []
+    waited = _beside_a_long_one(_Gate(limit=4, stall=0.02), _Pool(4), log, 0.6, {"quick": lambda: None})
+    assert log.index(("out", "quick")) < log.index(("out", "long"))
+    assert waited < 0.5  # admitted while the long one slept, not after it
 
 
 def test_requests_that_compute_go_in_one_at_a_time():
@@ -189,26 +195,11 @@ def test_while_one_request_waits_the_others_follow_each_other_without_waiting_fo
         readings.append(time.monotonic())
         return 0.0 if len(readings) <= 2 else readings[-1]
 
-    gate, pool, log = _Gate(limit=4, stall=0.1, cpu_clock=cpu_clock), _Pool(4), []
-
-    async def main():
-        waiting = asyncio.ensure_future(_through(gate, pool, lambda: time.sleep(1.5), log, "wait"))
-        await asyncio.sleep(0)
-        started = time.monotonic()
-        quick = [
-            asyncio.ensure_future(_through(gate, pool, lambda: time.sleep(0.05), log, n)) for n in "abcde"
-        ]
-        await asyncio.gather(*quick)
-        elapsed = time.monotonic() - started
-        await waiting
-        return elapsed
-
-    try:
-        elapsed = asyncio.run(main())
-    finally:
-        pool.shutdown()
+    gate, log = _Gate(limit=4, stall=0.1, cpu_clock=cpu_clock), []
+    quick = {name: lambda: time.sleep(0.05) for name in "abcde"}
+    elapsed = _beside_a_long_one(gate, _Pool(4), log, 1.5, quick)
     # The first look (0.1 s) found the long one waiting and let "a" in; each quick one after it entered as
     # the one before left, beside the long one, not after it (1.5 s).
     assert elapsed < 0.9
-    assert log.index(("out", "e")) < log.index(("out", "wait"))
+    assert log.index(("out", "e")) < log.index(("out", "long"))
     assert max(sum(1 if event == "in" else -1 for event, _ in log[:i]) for i in range(len(log) + 1)) == 2
