@@ -88,6 +88,15 @@ class _Gate:
                     self._waiting.remove(waiter)
             raise
 
+    @contextlib.asynccontextmanager
+    async def place(self):
+        """`async with gate.place():` — in the gate for the block."""
+        token = await self.enter()
+        try:
+            yield
+        finally:
+            self.leave(token)
+
     def leave(self, token: object) -> None:
         self._entered.pop(token, None)
         if all(self._entered.values()):  # none left in, or every one left waits
@@ -185,6 +194,9 @@ class _Pool(Executor):
             self._closed = True
             idle, self._idle = self._idle, []
             threads = list(self._threads)
+            if cancel_futures:
+                for future, *_ in self._backlog:
+                    future.cancel()
         for inbox in idle:
             inbox.put(None)
         if wait:
@@ -215,14 +227,8 @@ class PooledASGIHandler(ASGIHandler):
             return
         try:
             loop = asyncio.get_running_loop()
-            if self._gate is None:
+            async with self._gate.place() if self._gate else contextlib.nullcontext():
                 response = await loop.run_in_executor(self._pool, self._respond, scope, body_file)
-            else:
-                token = await self._gate.enter()
-                try:
-                    response = await loop.run_in_executor(self._pool, self._respond, scope, body_file)
-                finally:
-                    self._gate.leave(token)
             if not response.streaming:
                 await self.send_response(response, send)
                 return

@@ -97,8 +97,14 @@ def test_the_pool_queues_what_its_threads_cannot_take_and_hands_errors_back():
         assert [future.result(timeout=5) for future in futures[2:]] == [0, 1, 2, 3, 4]
         with pytest.raises(ZeroDivisionError):
             pool.submit(lambda: 1 / 0).result()
+        release.clear()
+        busy = [pool.submit(release.wait, 5) for _ in range(2)]
+        queued = pool.submit(int)
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        release.set()
         pool.shutdown()
+    assert queued.cancelled() and all(future.result() for future in busy)
     assert not any(thread.is_alive() for thread in pool._threads)
     with pytest.raises(RuntimeError):
         pool.submit(int)
@@ -106,13 +112,12 @@ def test_the_pool_queues_what_its_threads_cannot_take_and_hands_errors_back():
 
 def _through(gate: _Gate, pool: _Pool, fn, log: list, name: str):
     async def request():
-        token = await gate.enter()
-        try:
+        async with gate.place():
             log.append(("in", name))
-            return await asyncio.get_running_loop().run_in_executor(pool, fn)
-        finally:
-            log.append(("out", name))
-            gate.leave(token)
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, fn)
+            finally:
+                log.append(("out", name))
 
     return request()
 
