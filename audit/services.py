@@ -12,6 +12,7 @@ from audit.checkpoints import checkpoint_due
 from audit.models import AuditChainHead, AuditEvent
 from config import sql
 from config.context import client_ip_var, request_id_var
+from config.instances import new
 
 _SAFE_INT = 2**53 - 1
 
@@ -97,7 +98,8 @@ def audit_record(
     sent and not waited for, and the returned row's seq, timestamp and hashes are filled in when the
     pipeline's results are in."""
     organization_id = organization if isinstance(organization, str) else organization.pk
-    row = AuditEvent(
+    row = new(
+        AuditEvent,
         organization_id=organization_id,
         event=event,
         actor=actor.actor_id,

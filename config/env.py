@@ -67,7 +67,7 @@ def database_from_url(url: str) -> dict:
         raise ImproperlyConfigured("DATABASE_URL must name a database (postgres://user@host:5432/NAME).")
     options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "config.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")),
         "USER": unquote(parsed.username or ""),
         "PASSWORD": unquote(parsed.password or ""),

@@ -262,15 +262,39 @@ def _recordset(model) -> str:
 
 @_per_tuple
 def _document_fields(fields: tuple) -> tuple | None:
-    """(column, to_json) of each field: `to_json(value, db)` is the field's prepared value as JSON gives it
-    to the column's input function. None when a field's values cannot go in a document."""
+    """(column, to_json, as_is) of each field: `to_json(value, db)` is the field's prepared value as JSON
+    gives it to the column's input function, and a value whose type is in `as_is` is that already (most
+    values: the document skips a call per value for them). None when a field's values cannot go in a
+    document."""
     found = []
     for field in fields:
         to_json = _to_json(field)
         if to_json is None:
             return None
-        found.append((field.column, to_json))
+        found.append((field.column, to_json, _as_is(field)))
     return tuple(found)
+
+
+def _as_is(field) -> frozenset:
+    """The types of value that `_to_json(field)` gives back as they are (or as JSON writes them alike: an
+    integer field's prepared value is an int subclass), from the field's preparation (`_make_preparer`)."""
+    target = field
+    while target.many_to_one or target.one_to_one:
+        if not target.target_field.empty_strings_allowed:  # "" would become NULL
+            return frozenset()
+        target = target.target_field
+    kind, internal = type(target), target.get_internal_type()
+    if kind in _TEXT and internal in _DOCUMENT_AS_IS:
+        return frozenset({str, type(None)})
+    if kind in _INTEGERS and internal in _DOCUMENT_AS_IS:
+        return frozenset({int, type(None)})
+    if kind is models.BooleanField:
+        return frozenset({bool, type(None)})
+    if kind is models.JSONField and target is field and field.encoder is None:
+        return _JSON_PLAIN | {type(None)}
+    if kind in (models.DateTimeField, models.DecimalField):  # NULL is null; a value is written by `_to_json`
+        return frozenset({type(None)})
+    return frozenset()
 
 
 def _to_json(field):
@@ -336,7 +360,10 @@ def _document(keyed, rows, db) -> str:
     """The rows as JSON, written with json.dumps as the backend writes a JSON column's value (Jsonb)."""
     return json.dumps(
         [
-            {column: to_json(value, db) for value, (column, to_json) in zip(values, keyed, strict=True)}
+            {
+                column: value if type(value) in as_is else to_json(value, db)
+                for value, (column, to_json, as_is) in zip(values, keyed, strict=True)
+            }
             for values in rows
         ]
     )
@@ -584,7 +611,7 @@ class Insert:
         elsewhere VALUES in batches of the backend's size, as bulk_create."""
         db = connections[DEFAULT_DB_ALIAS]
         _sql, _row, fields = self._compiled(db.vendor)
-        self._write(db, [[field.pre_save(instance, True) for field in fields] for instance in instances])
+        self._write(db, [_saved_values(fields, instance) for instance in instances])
         self._added(instances)
 
     def add_values(self, rows) -> None:
@@ -615,6 +642,34 @@ class Insert:
             instance._state.db = DEFAULT_DB_ALIAS
 
 
+_PLAIN_PRE_SAVE = (models.Field.pre_save, models.DateField.pre_save, models.DateTimeField.pre_save)
+
+
+@_per_tuple
+def _readers(fields: tuple) -> tuple:
+    """(attname, field, plain) of each field: plain when its `pre_save` only reads the attribute (Field's
+    own, or a date field's without auto_now or auto_now_add)."""
+    return tuple(
+        (
+            field.attname,
+            field,
+            type(field).pre_save in _PLAIN_PRE_SAVE
+            and not getattr(field, "auto_now", False)
+            and not getattr(field, "auto_now_add", False),
+        )
+        for field in fields
+    )
+
+
+def _saved_values(fields: tuple, instance) -> list:
+    """`[field.pre_save(instance, True) for field in fields]`: most values read from the instance's dict."""
+    values = instance.__dict__
+    return [
+        values[attname] if plain and attname in values else field.pre_save(instance, True)
+        for attname, field, plain in _readers(fields)
+    ]
+
+
 def insert_together(*writes: tuple[Insert, list]) -> None:
     """Each `(insert, items)` in order, the items model instances (as `Insert.add` takes them) or rows of
     values (as `Insert.add_values`): on PostgreSQL in one statement (`WITH w0 AS (INSERT …), w1 AS (INSERT
@@ -627,7 +682,7 @@ def insert_together(*writes: tuple[Insert, list]) -> None:
     for insert, items in writes:
         fields = insert._compiled(db.vendor)[2]
         instances = isinstance(items[0], models.Model)
-        rows = [[field.pre_save(item, True) for field in fields] for item in items] if instances else items
+        rows = [_saved_values(fields, item) for item in items] if instances else items
         prepared.append((insert, fields, rows, items if instances else ()))
     documents = _documents(db, prepared) if db.vendor == "postgresql" and len(writes) > 1 else None
     if documents is not None:

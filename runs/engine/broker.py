@@ -73,7 +73,7 @@ class OrmBroker(ORM):
         # list_key may be empty (tests that make a broker by hand): OrmQ.key is not nullable.
         key = self.list_key or Conf.CLUSTER_NAME
         pk = _insert_message(key, task, timezone.now())
-        doorbell.ring_on_commit(CHANNEL)  # at once, in autocommit (the engine enqueues after its commit)
+        doorbell.ring_on_commit(CHANNEL)  # when the transaction that wrote the message commits
         return pk
 
     @contextmanager

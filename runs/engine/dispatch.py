@@ -1,7 +1,9 @@
 """Ringing the doorbell: hand ready step runs to workers (the rows already say `queued`).
 
 `settings.BATON_ENGINE_DISPATCH` chooses how:
-- "queue" (production): one django-q2 task per step run, enqueued after the transaction commits;
+- "queue" (production): one django-q2 task per step run, enqueued after the transaction commits (with
+  Redis), or written with the transaction itself when the broker's messages are rows of the same database
+  (the ORM broker of the embedded setup: one commit where there were two, and no message without its rows);
 - "inline": after commit, this process executes the steps itself (a drain loop, no recursion);
 - "manual": ids are appended to `MANUAL_QUEUE` at once for a test driver to execute with `drain()`.
 Losing a message is harmless: the reconciler re-dispatches steps left `queued` for too long.
@@ -39,6 +41,8 @@ def dispatch(step_run_ids: list[str]) -> None:
         MANUAL_QUEUE.extend(ids)
     elif mode == "inline":
         transaction.on_commit(lambda: _run_inline(ids))
+    elif _messages_are_rows():
+        enqueue(ids)  # visible to the pusher when this transaction commits, gone with it if it rolls back
     else:
         transaction.on_commit(lambda: enqueue(ids))
 
@@ -97,6 +101,16 @@ def broker():
     return cached
 
 
+def _messages_are_rows() -> bool:
+    """Whether the broker writes its messages in this process's default database (the ORM broker on it)."""
+    from django.db import DEFAULT_DB_ALIAS
+    from django_q.conf import Conf
+
+    from runs.engine.broker import OrmBroker
+
+    return isinstance(broker(), OrmBroker) and (Conf.ORM or DEFAULT_DB_ALIAS) == DEFAULT_DB_ALIAS
+
+
 def backlog() -> int:
     """Messages waiting in the queue (0 when unknown or not dispatching through the queue)."""
     if settings.BATON_ENGINE_DISPATCH != "queue":
@@ -109,7 +123,8 @@ def backlog() -> int:
 
 
 def enqueue(step_run_ids: list[str]) -> None:
-    """Enqueue one django-q2 task per id now (callers make sure the rows are committed)."""
+    """Enqueue one django-q2 task per id now (callers make sure the rows are committed, or, for the ORM
+    broker, are written in the same transaction)."""
     from django_q.tasks import async_task
 
     from runs.engine.broker import OrmBroker

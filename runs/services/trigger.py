@@ -16,6 +16,7 @@ from audit.services import audit_record
 from config import sql
 from config.errors import Conflict, InvalidRequest, Unprocessable, not_found
 from config.ids import new_id
+from config.instances import new
 from runs import concurrency as admission
 from runs import fastpaths, quotas
 from runs.choices import EventType, RunStatus, RunTrigger
@@ -131,7 +132,8 @@ def run_create(
         if limit["on_limit"] == "cancel_running":
             candidates = [run_id for run_id, cancel_requested_at in active if cancel_requested_at is None]
             victims = candidates[: max(0, len(candidates) + 1 - limit["limit"])]
-    run = Run(
+    run = new(
+        Run,
         organization_id=workflow.organization_id,
         workflow=workflow,
         workflow_version=version,
@@ -154,7 +156,7 @@ def run_create(
     rows = [
         _reused(run, step, reuse[step["id"]])
         if step["id"] in reuse
-        else StepRun(run=run, step_id=step["id"], type=step["type"], name=step.get("name", ""))
+        else new(StepRun, run=run, step_id=step["id"], type=step["type"], name=step.get("name", ""))
         for step in definition["steps"]
     ]
     work = UnitOfWork(run)

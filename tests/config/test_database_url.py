@@ -8,7 +8,7 @@ from config.env import database_from_url
 
 def test_a_url_becomes_a_postgresql_entry_with_its_query_as_options():
     entry = database_from_url("postgres://baton:s%40cret@db.internal:6543/baton?sslmode=require")
-    assert entry["ENGINE"] == "django.db.backends.postgresql"
+    assert entry["ENGINE"] == "config.postgresql"
     assert (entry["NAME"], entry["USER"], entry["PASSWORD"]) == ("baton", "baton", "s@cret")
     assert (entry["HOST"], entry["PORT"]) == ("db.internal", "6543")
     assert entry["CONN_MAX_AGE"] == 0  # web processes: no persistent connections under ASGI

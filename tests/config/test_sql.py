@@ -1,5 +1,6 @@
 """config/sql.py: statements written once must read and write exactly what the ORM does."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -389,3 +390,43 @@ def test_fields_a_document_cannot_carry_are_written_the_orms_way():
     assert sql._document_fields((StepRun._meta.get_field("output_data"),)) is not None
     assert sql._document_fields((models.FloatField(name="x"),)) is None
     assert sql._document_fields((models.JSONField(name="y", encoder=DjangoJSONEncoder),)) is None
+
+
+_AS_IS_SAMPLES = {
+    str: ["", "x", "ünïcode"],
+    int: [0, 7, -3, 2**40],
+    bool: [True, False],
+    float: [1.5],
+    dict: [{}, {"a": [1, None]}],
+    list: [[], [1, "x"]],
+    type(None): [None],
+}
+
+
+def test_values_a_document_takes_as_they_are_are_what_their_fields_write():
+    """A value whose type a field's `as_is` names goes in the document without the field's conversion: for
+    every field of the tables written by documents, the conversion gives it back (as JSON writes it)."""
+    from audit.models import AuditEvent
+
+    checked = 0
+    for model in (Run, StepRun, RunEvent, AuditEvent):
+        keyed = sql._document_fields(tuple(model._meta.concrete_fields))
+        assert keyed is not None, model
+        for column, to_json, as_is in keyed:
+            for kind in as_is:
+                for value in _AS_IS_SAMPLES[kind]:
+                    assert json.dumps(to_json(value, connection)) == json.dumps(value), (model, column, value)
+                    checked += 1
+    assert checked > 300
+
+
+def test_saved_values_are_what_each_fields_pre_save_gives():
+    from workflows.models import Project
+
+    fields = tuple(Project._meta.concrete_fields)
+    project = Project(organization_id="org_1", name="P", updated_at=None)
+    plain = {attname: is_plain for attname, _field, is_plain in sql._readers(fields)}
+    assert plain["updated_at"] is False and plain["name"] is plain["created_at"] is True  # auto_now: set
+    values = sql._saved_values(fields, project)
+    assert project.updated_at is not None  # its pre_save ran
+    assert values == [getattr(project, field.attname) for field in fields]

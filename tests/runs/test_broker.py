@@ -110,3 +110,24 @@ def test_dequeue_locks_up_to_bulk_tasks_in_one_write_oldest_first(broker, monkey
     assert broker.dequeue() == [(ids[2], "payload-2")]
     assert broker.dequeue() is None
     assert all(task.lock > timezone.now() for task in OrmQ.objects.filter(pk__in=ids))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_steps_dispatched_in_a_transaction_are_written_with_it(broker, monkeypatch, settings):
+    """The ORM broker's messages are rows of the same database: written in the transaction that readies the
+    steps (one commit, not a second one after it), and gone with it when it rolls back."""
+    from django.db import transaction
+
+    from runs.engine import dispatch
+
+    settings.BATON_ENGINE_DISPATCH = "queue"
+    monkeypatch.setattr(dispatch, "broker", lambda: broker)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        dispatch.dispatch(["stp_rolled_back"])
+        assert OrmQ.objects.filter(key=broker.list_key).count() == 1  # written now, not after the commit
+        raise RuntimeError("the transaction fails")
+    assert not OrmQ.objects.filter(key=broker.list_key).exists()
+
+    with transaction.atomic():
+        dispatch.dispatch(["stp_a", "stp_b"])
+    assert OrmQ.objects.filter(key=broker.list_key).count() == 2

@@ -1,7 +1,6 @@
 """Worker processes skip Django's database health check before each task (runs/apps.py): a step whose
 connection the server dropped meanwhile runs once more on a new connection (runs/tasks.py)."""
 
-import psycopg
 import pytest
 from django.db import close_old_connections, connection
 
@@ -9,6 +8,7 @@ from runs import tasks
 from runs.apps import _start_reconciler
 from runs.engine.execute import step_execute
 from tests.runs.conftest import transform
+from tests.support.postgres import terminate
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="a server that drops connections"),
@@ -33,12 +33,10 @@ def worker_settings(monkeypatch):
 
 
 def _drop_connection():
-    """Terminate this process's connection from another one, as a server restart would."""
+    """Terminate this process's connection from another one, as a server restart would (and wait until the
+    session is gone: the health check of web processes reads the socket, config/postgresql/base.py)."""
     connection.ensure_connection()
-    pid = connection.connection.info.backend_pid
-    params = {k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"}
-    with psycopg.connect(autocommit=True, **params) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    terminate(connection.connection.info.backend_pid)
 
 
 def test_a_step_whose_connection_was_dropped_runs_on_a_new_connection(engine, worker_settings):
