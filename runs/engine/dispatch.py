@@ -1,9 +1,9 @@
 """Ringing the doorbell: hand ready step runs to workers (the rows already say `queued`).
 
 `settings.BATON_ENGINE_DISPATCH` chooses how:
-- "queue" (production): one django-q2 task per step run, enqueued after the transaction commits (with
-  Redis), or written with the transaction itself when the broker's messages are rows of the same database
-  (the ORM broker of the embedded setup: one commit where there were two, and no message without its rows);
+- "queue" (production): one django-q2 task per step run, enqueued after the transaction commits, or, when
+  the broker's messages are rows of the same SQLite database (the embedded setup's ORM broker), written
+  with the transaction itself (one commit where there were two, and no message without its rows);
 - "inline": after commit, this process executes the steps itself (a drain loop, no recursion);
 - "manual": ids are appended to `MANUAL_QUEUE` at once for a test driver to execute with `drain()`.
 Losing a message is harmless: the reconciler re-dispatches steps left `queued` for too long.
@@ -102,13 +102,21 @@ def broker():
 
 
 def _messages_are_rows() -> bool:
-    """Whether the broker writes its messages in this process's default database (the ORM broker on it)."""
-    from django.db import DEFAULT_DB_ALIAS
+    """Whether the broker's messages are rows of this process's SQLite database (the embedded setup's ORM
+    broker): written in the transaction that readies the steps, which holds SQLite's one write lock anyway.
+    With the ORM broker on PostgreSQL (no Redis) a message is still written after the commit, so that no row
+    lock is held across its round trip."""
+    from django.db import DEFAULT_DB_ALIAS, connections
     from django_q.conf import Conf
 
     from runs.engine.broker import OrmBroker
 
-    return isinstance(broker(), OrmBroker) and (Conf.ORM or DEFAULT_DB_ALIAS) == DEFAULT_DB_ALIAS
+    alias = Conf.ORM or DEFAULT_DB_ALIAS
+    return (
+        alias == DEFAULT_DB_ALIAS
+        and connections[alias].vendor == "sqlite"
+        and isinstance(broker(), OrmBroker)
+    )
 
 
 def backlog() -> int:
@@ -124,7 +132,7 @@ def backlog() -> int:
 
 def enqueue(step_run_ids: list[str]) -> None:
     """Enqueue one django-q2 task per id now (callers make sure the rows are committed, or, for the ORM
-    broker, are written in the same transaction)."""
+    broker on SQLite, are written in the same transaction)."""
     from django_q.tasks import async_task
 
     from runs.engine.broker import OrmBroker

@@ -3,7 +3,6 @@ PostgreSQL (one round trip, no lock held while the client gets round to committi
 the atomic block's exit then has nothing left to do, and its on_commit callbacks still run after it.
 Real transactions (`transaction=True`), so that a commit is a commit."""
 
-import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 
@@ -11,6 +10,7 @@ from config import sql
 from runs.engine import dispatch
 from runs.models import Run, RunEvent
 from tests.factories import RunFactory
+from tests.support.postgres import other_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,9 +28,7 @@ def run(settings, org, owner):
 
 def _status_seen_elsewhere(run_id: str) -> str:
     """The run's status as another connection sees it: only what is committed (PostgreSQL)."""
-    db = connection.settings_dict
-    with psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
-                         password=db["PASSWORD"] or None, dbname=db["NAME"]) as other:  # fmt: skip
+    with other_session() as other:
         return other.execute("SELECT status FROM runs_run WHERE id = %s", [run_id]).fetchone()[0]
 
 
