@@ -152,20 +152,26 @@ def test_restore_refuses_keys_that_would_not_open_the_backups_data(source, tmp_p
 
 # --- PostgreSQL: the database travels as pg_dump's custom format ------------------------------------------
 
-POSTGRES_PASS = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL"), reason="the PostgreSQL pass: pg_dump / pg_restore need its server"
-)
+
+def POSTGRES_PASS(test):
+    """The PostgreSQL pass only (pg_dump / pg_restore need its server); its tests share one worker, so the
+    module's seeded source database is built once."""
+    test = pytest.mark.xdist_group("pg-backup")(test)
+    return pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL"), reason="the PostgreSQL pass: pg_dump / pg_restore need its server"
+    )(test)
 
 
 @contextmanager
 def scratch_databases(*suffixes: str):
-    """Fresh, empty databases `<test database>_restore_<suffix>` on the pass's server, dropped afterwards;
-    yields their URLs."""
+    """Fresh, empty databases `<test database>_restore_<suffix>_<xdist worker>` on the pass's server, dropped
+    afterwards; yields their URLs. The worker's name keeps two processes from dropping each other's."""
     import psycopg
 
     url = urlsplit(os.environ["DATABASE_URL"])
     base = os.environ.get("BATON_TEST_DB_NAME") or f"test_{url.path.lstrip('/')}"
-    names = [f"{base}_restore_{suffix}" for suffix in suffixes]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    names = [f"{base}_restore_{suffix}_{worker}" for suffix in suffixes]
     with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as admin:
         for name in names:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
