@@ -81,8 +81,9 @@ def pipeline(*, commit: bool = False):
     `commit`: the block is the last database work of the outermost `transaction.atomic()` block, and its
     COMMIT goes with its statements (one round trip for both, and no locks held while the client gets
     round to sending the COMMIT: on a busy machine a preempted client held its rows locked for whole time
-    slices). Django's own commit, when the atomic block exits, then finds nothing to commit; its
-    `on_commit` callbacks run then, as usual. The checks run after the commit: only rows the transaction
+    slices). When the block is the transaction's first work, its BEGIN goes with them too (`_begun_here`).
+    Django's own commit, when the atomic block exits, then finds nothing to commit; its `on_commit`
+    callbacks run then, as usual. The checks run after the commit: only rows the transaction
     holds locked may be checked. Nested in a savepoint or another atomic block (a test's, say), or off
     PostgreSQL, the commit is left to the atomic block as usual; so it is inside `commit_held()` (an
     outermost block that writes more after its callee's last work: the stored answer of `@idempotent`)."""
@@ -92,16 +93,82 @@ def pipeline(*, commit: bool = False):
         return
     db.close_if_health_check_failed()  # before the pipeline is bound to this connection
     db.ensure_connection()
+    committing = commit and not getattr(_local, "held", 0) and _outermost(db)
+    # The transaction has run nothing yet: its BEGIN goes with the statements too (psycopg's own BEGIN in a
+    # pipeline waits for the server's answer before anything else is sent).
+    begins = committing and _plain_idle(db.connection)
     _local.checks = checks = []
     try:
-        with db.wrap_database_errors, db.connection.pipeline():
-            yield
-            if commit and not getattr(_local, "held", 0) and _outermost(db):
-                db.connection.commit()  # queued with the statements, then one wait for everything
+        if begins:
+            with _begun_here(db):
+                yield
+        else:
+            with db.wrap_database_errors, db.connection.pipeline():
+                yield
+                if committing and _outermost(db):
+                    _queue(db.connection, b"COMMIT")  # the block's end waits once, for everything
     finally:
         _local.checks = None
     for check in checks:
         check()
+
+
+def _plain_idle(pg) -> bool:
+    """Is this psycopg connection outside any transaction, and would its BEGIN be a plain `BEGIN`?"""
+    from psycopg.pq import TransactionStatus
+
+    return (
+        pg.info.transaction_status == TransactionStatus.IDLE
+        and not pg.autocommit
+        and pg.isolation_level is None
+        and pg.read_only is None
+        and pg.deferrable is None
+    )
+
+
+def _queue(pg, command: bytes) -> None:
+    """Queue a transaction command in the open pipeline, to be sent with the next statement or the block's
+    end, without waiting for its answer (psycopg's `commit()` waits for it, and the pipeline's end then waits
+    again). psycopg's own way to queue its BEGIN and COMMIT: a cursor's `execute` would also flush the
+    pipeline to the socket each time. tests/config/test_sql_commit.py checks the messages sent."""
+    pg.wait(pg._exec_command(command))
+
+
+@contextmanager
+def _begun_here(db):
+    """The committing pipeline of a transaction that has run nothing yet: psycopg is switched to autocommit
+    for the block, so that it sends no BEGIN of its own, and the block's statements go between an explicit
+    BEGIN and COMMIT, all in one round trip. On any error the transaction is rolled back here and the atomic
+    block is marked for rollback; psycopg is switched back either way, the connection then outside any
+    transaction, as Django's commit at the atomic block's end expects."""
+    pg = db.connection
+    pg.autocommit = True
+    try:
+        with db.wrap_database_errors, pg.pipeline():
+            _queue(pg, b"BEGIN")
+            yield
+            if _outermost(db):
+                _queue(pg, b"COMMIT")
+            else:  # a nested block failed and marked the transaction for rollback
+                _queue(pg, b"ROLLBACK")
+    except BaseException:
+        db.needs_rollback = True
+        raise
+    finally:
+        _switch_back(db)
+
+
+def _switch_back(db) -> None:
+    from psycopg.pq import TransactionStatus
+
+    pg = db.connection
+    if pg.closed:
+        return
+    with db.wrap_database_errors:
+        if pg.info.transaction_status != TransactionStatus.IDLE:
+            db.needs_rollback = True
+            pg.rollback()
+        pg.autocommit = False
 
 
 @contextmanager

@@ -5,12 +5,13 @@ Real transactions (`transaction=True`), so that a commit is a commit."""
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.transaction import TransactionManagementError
 
 from config import sql
 from runs.engine import dispatch
 from runs.models import Run, RunEvent
 from tests.factories import RunFactory
-from tests.support.postgres import other_session
+from tests.support.postgres import other_session, protocol_trace, round_trips
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,3 +74,81 @@ def test_a_failing_statement_in_a_committing_pipeline_commits_nothing(run):
     assert called == []
     with transaction.atomic():  # the connection is usable again
         assert Run.objects.filter(pk=run.pk).exists()
+
+
+PG_ONLY = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the protocol of a PostgreSQL connection"
+)
+
+
+def _sent(lines: list[str]) -> list[str]:
+    """The client's messages in a trace, a statement's as its text: `Parse "BEGIN"` → `BEGIN`."""
+    sent = []
+    for line in lines:
+        parts = line.split("\t")
+        if parts[0] == "F" and parts[2] in ("Sync", "Query", "Parse"):
+            sent.append(parts[2] if parts[2] == "Sync" else parts[3].split('"')[3].split()[0])
+    return sent
+
+
+@PG_ONLY
+def test_a_transaction_whose_first_work_is_a_committing_pipeline_is_one_round_trip(run):
+    run.status = "cancelled"
+    with transaction.atomic(), protocol_trace() as lines:
+        with sql.pipeline(commit=True):
+            SAVE_STATUS.save(run)
+            sql.Insert(RunEvent).add([RunEvent(run_id=run.pk, seq=999, type="step_started")])
+        assert _status_seen_elsewhere(run.pk) == "cancelled"
+        assert not connection.connection.autocommit  # psycopg as Django's atomic block set it
+    # BEGIN, the statements and the COMMIT go together; the one Sync is the one wait.
+    assert _sent(lines) == ["BEGIN", "UPDATE", "INSERT", "COMMIT", "Sync"], lines
+    assert round_trips(lines) == 1
+    assert RunEvent.objects.filter(run=run, seq=999).exists()
+
+
+@PG_ONLY
+def test_a_committing_pipeline_after_other_statements_waits_once(run):
+    run.status = "cancelled"
+    with transaction.atomic():
+        Run.objects.select_for_update().get(pk=run.pk)
+        with protocol_trace() as lines, sql.pipeline(commit=True):
+            SAVE_STATUS.save(run)
+    assert _sent(lines) == ["UPDATE", "COMMIT", "Sync"], lines
+    assert Run.objects.get(pk=run.pk).status == "cancelled"
+
+
+def test_an_error_raised_in_a_committing_pipeline_rolls_back_and_the_connection_is_usable(run):
+    original = run.status
+    run.status = "cancelled"
+    called = []
+    with pytest.raises(RuntimeError, match="in the block"), transaction.atomic():
+        transaction.on_commit(lambda: called.append(True))
+        with sql.pipeline(commit=True):
+            SAVE_STATUS.save(run)
+            raise RuntimeError("in the block")
+    assert called == []
+    assert Run.objects.get(pk=run.pk).status == original
+    with transaction.atomic():
+        SAVE_STATUS.save(run)
+    assert Run.objects.get(pk=run.pk).status == "cancelled"
+
+
+def test_an_error_caught_inside_the_atomic_block_leaves_it_unusable(run):
+    """The committing pipeline's failure is the transaction's: its writes are gone, and more statements in
+    the same atomic block are refused rather than run in a transaction of their own."""
+    original = run.status
+    run.status = "cancelled"
+    with transaction.atomic():
+        try:
+            with sql.pipeline(commit=True):
+                SAVE_STATUS.save(run)
+                raise RuntimeError("caught")
+        except RuntimeError:
+            pass
+        if connection.vendor == "postgresql":
+            with pytest.raises(TransactionManagementError):
+                Run.objects.filter(pk=run.pk).exists()
+        else:  # SQLite's pipeline is a plain block: the caller decides, as in any atomic block
+            assert connection.needs_rollback is False
+            transaction.set_rollback(True)
+    assert Run.objects.get(pk=run.pk).status == original
