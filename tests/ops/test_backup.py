@@ -153,7 +153,7 @@ def test_restore_refuses_keys_that_would_not_open_the_backups_data(source, tmp_p
 # --- PostgreSQL: the database travels as pg_dump's custom format ------------------------------------------
 
 
-def POSTGRES_PASS(test):
+def postgres_pass(test):
     """The PostgreSQL pass only (pg_dump / pg_restore need its server); its tests share one worker, so the
     module's seeded source database is built once."""
     test = pytest.mark.xdist_group("pg-backup")(test)
@@ -220,7 +220,7 @@ def _check_restored(fresh: Path, made: dict, url: str) -> None:
     assert found["offline"].startswith("OK:") and "signatures verified" in found["offline"]
 
 
-@POSTGRES_PASS
+@postgres_pass
 def test_postgresql_backup_restores_into_a_fresh_database(pg_source, tmp_path):
     data_dir, made, archive, _, _ = pg_source
     with tarfile.open(archive) as tar:
@@ -245,7 +245,7 @@ def test_postgresql_backup_restores_into_a_fresh_database(pg_source, tmp_path):
         _check_restored(fresh, made, url)
 
 
-@POSTGRES_PASS
+@postgres_pass
 def test_postgresql_restore_by_the_documented_commands(pg_source, tmp_path):
     """docs/operations.md "Backups": pg_restore the dump into an empty database, then `restore` the rest."""
     _, made, _, files, dump = pg_source
