@@ -9,17 +9,44 @@ waiting writers sleep in the kernel and the next one wakes as soon as the lock i
 of 500 runs through a 2-worker cluster (and raw django-q2 tasks alike) went about a third faster
 (docs/performance.md). Like a PostgreSQL row lock, the wait has no timeout. Single statements outside a
 transaction still wait in SQLite's busy handler (`busy_timeout`).
+
+Its cursors convert a statement's `%s` placeholders to SQLite's `?` once per distinct statement: Django's
+cursor runs a regular expression over the whole text at every execution, and Baton's statements are built
+once and run many times; and a None is bound without a failed attribute lookup (docs/performance.md).
 """
 
 import fcntl
+import functools
 import os
 
 from django.db.backends.sqlite3 import base
+
+# A NULL parameter without an adapter of its own sent sqlite3 looking for an `__adapt__` attribute that is
+# not there: an AttributeError made and dropped for every None bound (a trigger binds about 65).
+base.Database.register_adapter(type(None), lambda value: value)
+
+# Longer statements (a bulk insert of thousands of rows) are rarely run twice: converted each time, not kept.
+_CACHED_QUERY_LENGTH = 8192
+
+
+@functools.lru_cache(maxsize=512)
+def _qmark(query: str) -> str:
+    return base.FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+
+
+class SQLiteCursorWrapper(base.SQLiteCursorWrapper):
+    def convert_query(self, query, *, param_names=None):
+        if param_names is None and len(query) <= _CACHED_QUERY_LENGTH:
+            return _qmark(query)
+        return super().convert_query(query, param_names=param_names)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _writer_fd: int | None = None
     _writer_pid: int | None = None
+
+    def create_cursor(self, name=None):
+        return self.connection.cursor(factory=SQLiteCursorWrapper)
 
     def _writer_lock(self) -> int | None:
         """This connection's descriptor of the lock file (None for an in-memory database). Its own open file
