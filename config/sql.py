@@ -24,6 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import cache
 
+import orjson
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
 from django.db.backends.utils import CursorDebugWrapper
@@ -103,7 +104,8 @@ def pipeline(*, commit: bool = False):
             with _begun_here(db):
                 yield
         else:
-            with db.wrap_database_errors, db.connection.pipeline():
+            with db.wrap_database_errors, db.connection.pipeline() as sending:
+                _send_together(sending)
                 yield
                 if committing and _outermost(db):
                     _queue(db.connection, b"COMMIT")  # the block's end waits once, for everything
@@ -126,6 +128,28 @@ def _plain_idle(pg) -> bool:
     )
 
 
+def _send_together(sending) -> None:
+    """The statements of this psycopg pipeline go to the server together: psycopg flushes the pipeline to the
+    socket after every statement (a `poll` and a `send` each, 10 µs of CPU a statement here), and the server
+    gets them one by one. Here each is left in libpq's buffer, which libpq itself sends when it grows past
+    64 KiB, and the buffer goes with the first Sync or flush request: at the block's end, or when a result is
+    read in it (psycopg asks for a flush before it waits for one). The order is kept, the server runs the
+    statements as before, and an error surfaces where it did (at the wait). psycopg's own `_communicate_gen`
+    does the sending when a Sync is queued; tests/config/test_sql_commit.py checks when the server sees a
+    statement."""
+    communicate, commands = sending._communicate_gen, sending.command_queue
+    sync = sending.pgconn.pipeline_sync
+
+    def buffered():
+        syncing = sync in commands
+        while commands:
+            commands.popleft()()  # into libpq's buffer; PQpipelineSync also flushes it
+        if syncing:
+            yield from communicate()
+
+    sending._communicate_gen = buffered
+
+
 def _queue(pg, command: bytes) -> None:
     """Queue a transaction command in the open pipeline, to be sent with the next statement or the block's
     end, without waiting for its answer (psycopg's `commit()` waits for it, and the pipeline's end then waits
@@ -144,7 +168,8 @@ def _begun_here(db):
     pg = db.connection
     pg.autocommit = True
     try:
-        with db.wrap_database_errors, pg.pipeline():
+        with db.wrap_database_errors, pg.pipeline() as sending:
+            _send_together(sending)
             _queue(pg, b"BEGIN")
             yield
             if _outermost(db):
@@ -424,16 +449,25 @@ def _write_document(db, compiled, fields, rows) -> bool:
 
 
 def _document(keyed, rows, db) -> str:
-    """The rows as JSON, written with json.dumps as the backend writes a JSON column's value (Jsonb)."""
-    return json.dumps(
-        [
-            {
-                column: value if type(value) in as_is else to_json(value, db)
-                for value, (column, to_json, as_is) in zip(values, keyed, strict=True)
-            }
-            for values in rows
-        ]
-    )
+    """The rows as JSON, as json.dumps writes them (how the backend writes a JSON column's value, Jsonb), by
+    orjson: the same document (a float that is not a number aside, which PostgreSQL refuses from json.dumps
+    and Baton never stores) ten times faster; json.dumps writes what orjson refuses (an integer beyond 64
+    bits, a string that is not valid UTF-8)."""
+    document = [
+        {
+            column: value if type(value) in as_is else to_json(value, db)
+            for value, (column, to_json, as_is) in zip(values, keyed, strict=True)
+        }
+        for values in rows
+    ]
+    try:
+        return orjson.dumps(document, option=_ORJSON_AS_JSON).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(document)
+
+
+# Keys as json.dumps writes them; dates, times and dataclasses left to json.dumps, which refuses them.
+_ORJSON_AS_JSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class Select:

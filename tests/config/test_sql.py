@@ -328,6 +328,24 @@ def test_insert_of_several_rows_keeps_every_kind_of_value(run):
     assert stored[2].name == ESCAPED * 2
 
 
+def test_json_values_orjson_refuses_or_keys_differently_are_written_as_json_dumps_writes_them(run):
+    """The document is written by orjson and, for what it refuses, by json.dumps: an integer beyond 64 bits,
+    keys that are not strings (written as json.dumps writes them), deep nesting."""
+    huge = 2**70
+    deep = [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]
+    values = [{"n": huge}, {1: "one", None: "none", 2.5: "half"}, deep, {"é": "\u2028 \u2029"}]
+    rows = [
+        StepRun(id=f"sr_doc_json{n}", run_id=run.pk, step_id=f"j{n}", type="transform", status="pending",
+                output_data=value, state={})
+        for n, value in enumerate(values)
+    ]  # fmt: skip
+    sql.Insert(StepRun).add(rows)
+    stored = StepRun.objects.filter(step_id__startswith="j").order_by("step_id")
+    assert [row.output_data for row in stored] == [
+        {"n": huge}, {"1": "one", "null": "none", "2.5": "half"}, deep, {"é": "\u2028 \u2029"}
+    ]  # fmt: skip
+
+
 def test_json_null_in_a_json_column_is_stored_as_json_null_not_sql_null(run):
     """A document's null is SQL NULL: rows holding JSON `null` are written the ORM's way instead."""
     rows = list(StepRun.objects.filter(run=run).order_by("step_id"))

@@ -152,3 +152,34 @@ def test_an_error_caught_inside_the_atomic_block_leaves_it_unusable(run):
             assert connection.needs_rollback is False
             transaction.set_rollback(True)
     assert Run.objects.get(pk=run.pk).status == original
+
+
+def _last_statement_seen(pid: int) -> str:
+    with other_session() as other:
+        return other.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+
+
+@PG_ONLY
+def test_a_pipelines_statements_reach_the_server_together_at_its_end(run):
+    run.status = "cancelled"
+    with transaction.atomic():
+        Run.objects.filter(pk=run.pk).exists()
+        before = _last_statement_seen(connection.connection.info.backend_pid)
+        with sql.pipeline():
+            SAVE_STATUS.save(run)
+            # Still in this process's buffer: the server has not seen the UPDATE.
+            assert _last_statement_seen(connection.connection.info.backend_pid) == before
+        assert _last_statement_seen(connection.connection.info.backend_pid).startswith("UPDATE")
+    assert Run.objects.get(pk=run.pk).status == "cancelled"
+
+
+@PG_ONLY
+def test_a_pipeline_larger_than_libpqs_buffer_runs_every_statement_in_order(run):
+    """Past 64 KiB libpq sends what it holds by itself; the rest goes at the end, in order."""
+    statuses = ["running", "cancelled"] * 200  # 400 UPDATEs, each with a 300-character comment
+    with transaction.atomic(), sql.pipeline(commit=True), connection.cursor() as cursor:
+        for status in statuses:
+            cursor.execute(
+                f"UPDATE runs_run SET status = %s WHERE id = %s /* {'x' * 300} */", [status, run.pk]
+            )
+    assert _status_seen_elsewhere(run.pk) == statuses[-1]
