@@ -41,8 +41,9 @@ class Run(models.Model):
     result = models.JSONField(null=True, blank=True)
     # {"code", "message", "step_id"} when failed.
     error = models.JSONField(null=True, blank=True)
+    # Indexed by `run_parent` where set (most runs have no parent).
     parent_run = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs"
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs", db_index=False
     )
     # The parent's `sub_workflow` step run that started this run (docs/engine.md "Sub-workflows"); unique,
     # so a retried or reclaimed step can never start a second child.
@@ -92,6 +93,10 @@ class Run(models.Model):
                 fields=["workflow_version", "organization", "-created_at"], name="run_version_org_created"
             ),
             models.Index(fields=["status", "deadline_at"], name="run_status_deadline"),
+            # A run's sub-workflow runs, where there are any.
+            models.Index(
+                fields=["parent_run"], name="run_parent", condition=models.Q(parent_run__isnull=False)
+            ),
             # Concurrency limits: the active runs of a workflow's key (runs/concurrency.py).
             models.Index(fields=["workflow", "concurrency_key", "status"], name="run_wf_concurrency"),
         ]
@@ -116,8 +121,9 @@ class StepRun(models.Model):
     type = models.CharField(max_length=32)
     name = models.CharField(max_length=200, blank=True, default="")
     status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
+    # A loop's iterations are found by `step_iteration_unique` (parent, iteration), where the parent is set.
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="iterations"
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="iterations", db_index=False
     )
     iteration = models.PositiveIntegerField(null=True, blank=True)
     attempt = models.PositiveIntegerField(default=0)
@@ -155,15 +161,19 @@ class StepRun(models.Model):
             ),
         ]
         indexes = [
-            # The reconciler's three scans. Two over the rows they look for only: a step row is written again
+            # The reconciler's three scans, each over the rows it looks for only: a step row is written again
             # at each change of its status (a new entry in every index that holds it), and most rows end
-            # finished, where these leave them out. The wake-up scan's stays whole: it asks for several
-            # statuses, and SQLite uses a partial index only for the very terms of its condition.
+            # finished, where these leave them out. The wake-up scan asks for several statuses, and SQLite
+            # uses a partial index only for the very terms of its condition, or where a comparison of a
+            # column implies the condition's `IS NOT NULL`: its index holds the rows with a time to wake at.
             models.Index(
                 fields=["status", "lease_expires_at"], name="step_status_lease",
                 condition=models.Q(status=StepStatus.RUNNING),
             ),
-            models.Index(fields=["status", "wake_at"], name="step_status_wake"),
+            models.Index(
+                fields=["status", "wake_at"], name="step_status_wake",
+                condition=models.Q(wake_at__isnull=False),
+            ),
             models.Index(
                 fields=["status", "dispatched_at"], name="step_status_dispatched",
                 condition=models.Q(status=StepStatus.QUEUED),
