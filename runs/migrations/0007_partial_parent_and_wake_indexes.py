@@ -2,7 +2,8 @@
 and a step's loop parent are indexed only where set (a step's by `step_iteration_unique`, on (parent,
 iteration) where the parent is set, which the lookups by parent use; the foreign keys' own indexes go first,
 so that dropping them by their column cannot take the new partial one), and the wake-up scan's index holds only
-the rows with a time to wake at. Each status change of a step row no longer moves its entry in that index.
+the rows with a time to wake at: the status changes of the other rows (nearly all) no longer move an entry
+in it.
 
 As in 0006: CONCURRENTLY on PostgreSQL (hence atomic = False), and the foreign keys' own indexes dropped by
 name rather than by AlterField, which would copy both tables on SQLite."""
